@@ -1,0 +1,141 @@
+//! Types shared by both kinds: the Dapr target, occurrence records and conditions.
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::KubeSchema;
+use schemars::{JsonSchema, json_schema};
+use serde::{Deserialize, Serialize};
+
+/// A DNS-1123 label, optionally followed by `.namespace` (Dapr's cross-namespace form).
+pub const APP_ID_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$";
+/// Path segments of unreserved characters separated by single slashes: no `..`, no query.
+pub const METHOD_PATTERN: &str = r"^[A-Za-z0-9_~-][A-Za-z0-9._~-]*(/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*$";
+/// Go-style (`90m`, `1h30m`) or ISO 8601 (`PT90M`, `P1D`) durations; the operator checks ranges.
+pub const DURATION_PATTERN: &str = r"^(([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h|d))+|P([0-9]+W)?([0-9]+D)?(T([0-9]+H)?([0-9]+M)?([0-9]+(\.[0-9]+)?S)?)?)$";
+
+/// CEL: no ASCII control characters (they would corrupt logs, headers and `kubectl` output).
+pub const NO_CONTROL_CHARS: &str = "!self.matches('[\\\\x00-\\\\x1f\\\\x7f]')";
+
+/// Where an occurrence is delivered: a Dapr app id and the method invoked on it
+/// (`POST {sidecar}/v1.0/invoke/{appId}/method/{method}`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Target {
+    /// Dapr app id of the service to call: a DNS-1123 label, or `app.namespace` to call an app
+    /// in another namespace. Defaults to `backend` for tasks and `notification-service` for
+    /// reminders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = APP_ID_PATTERN), length(max = 127))]
+    pub app_id: Option<String>,
+    /// Method (HTTP path below the app) to invoke, for example `api/tasks`: segments of letters,
+    /// digits, `.`, `_`, `~` and `-`, separated by `/`. Defaults to `api/tasks` for tasks and
+    /// `api/notifications` for reminders.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = METHOD_PATTERN), length(max = 256))]
+    pub method: Option<String>,
+}
+
+impl Target {
+    /// The app id, or the kind's default.
+    pub fn app_id_or<'a>(&'a self, default: &'a str) -> &'a str {
+        self.app_id.as_deref().unwrap_or(default)
+    }
+
+    /// The method, or the kind's default.
+    pub fn method_or<'a>(&'a self, default: &'a str) -> &'a str {
+        self.method.as_deref().unwrap_or(default)
+    }
+}
+
+/// How one occurrence ended.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum Outcome {
+    /// The backend accepted it (2xx), or had already accepted it under the same key (409).
+    Delivered,
+    /// The backend refused it permanently (4xx other than 409); it is not retried.
+    Failed,
+    /// It was not delivered on purpose: missed while the operator was down (see `catchUp`).
+    Skipped,
+}
+
+/// A finished occurrence.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OccurrenceRecord {
+    /// The scheduled instant: the occurrence's identity.
+    pub nominal: DateTime<Utc>,
+    /// When it was due (nominal plus jitter).
+    pub due: DateTime<Utc>,
+    /// The idempotency key sent with every attempt.
+    pub idempotency_key: String,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// When it ended (delivered, failed or skipped).
+    pub finished_at: DateTime<Utc>,
+    /// Calls made for it (0 when skipped).
+    pub attempts: u32,
+    /// The id the backend gave the created task, when its answer had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_id: Option<String>,
+    /// Why it failed or was skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// The most recent failed call, kept until it is superseded by another failure.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Failure {
+    /// When the call failed.
+    pub time: DateTime<Utc>,
+    /// A short machine-readable reason, for example `BackendUnavailable` or `Rejected`.
+    pub reason: String,
+    /// What the backend or the sidecar said, truncated.
+    pub message: String,
+    /// The key of the occurrence the call was for.
+    pub idempotency_key: String,
+}
+
+/// Conditions as a list-map keyed by `type`, so server-side apply merges them per type.
+pub fn conditions_schema(_: &mut schemars::generate::SchemaGenerator) -> schemars::Schema {
+    json_schema!({
+        "type": "array",
+        "description": "Standard Kubernetes conditions. `Ready` is True while the resource is healthy (kstatus).",
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+        "items": {
+            "type": "object",
+            "required": ["lastTransitionTime", "message", "reason", "status", "type"],
+            "properties": {
+                "lastTransitionTime": { "type": "string", "format": "date-time" },
+                "message": { "type": "string", "maxLength": 32768 },
+                "observedGeneration": { "type": "integer", "format": "int64", "minimum": 0 },
+                "reason": { "type": "string", "maxLength": 1024 },
+                "status": { "type": "string", "enum": ["True", "False", "Unknown"] },
+                "type": { "type": "string", "maxLength": 316 }
+            }
+        }
+    })
+}
+
+/// A free-form JSON object, stored as given.
+pub fn free_object_schema(_: &mut schemars::generate::SchemaGenerator) -> schemars::Schema {
+    json_schema!({
+        "type": "object",
+        "description": "Free JSON object sent unchanged with every occurrence as `payload`.",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
+}
+
+/// Returns the condition of `type_` in `conditions`.
+pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// A reference to a RecurringTask in the reminder's own namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRef {
+    /// Name of the RecurringTask.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}

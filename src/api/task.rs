@@ -1,0 +1,232 @@
+//! `RecurringTask`: a task that recurs on a schedule; each occurrence is delivered to a backend
+//! through Dapr service invocation, exactly once, under a deterministic idempotency key.
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::common::{
+    DURATION_PATTERN, Failure, OccurrenceRecord, Target, conditions_schema,
+    free_object_schema,
+};
+use crate::schedule::ScheduleSpec;
+
+/// Default Dapr app id of a task's target.
+pub const TASK_DEFAULT_APP_ID: &str = "backend";
+/// Default method of a task's target.
+pub const TASK_DEFAULT_METHOD: &str = "api/tasks";
+/// Default number of finished occurrences kept in `status.history`.
+pub const DEFAULT_HISTORY_LIMIT: u32 = 10;
+
+/// A task that recurs on a schedule. At every occurrence recur calls the target service through
+/// the Dapr sidecar with a deterministic idempotency key, so each occurrence is created exactly
+/// once.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "recur.dev",
+    version = "v1alpha1",
+    kind = "RecurringTask",
+    plural = "recurringtasks",
+    singular = "recurringtask",
+    namespaced,
+    status = "RecurringTaskStatus",
+    shortname = "rt",
+    category = "recur",
+    doc = "A task that recurs on a schedule; each occurrence is delivered once through Dapr.",
+    printcolumn(name = "Schedule", type_ = "string", json_path = ".status.schedule", description = "The schedule, summarized"),
+    printcolumn(name = "Next", type_ = "string", json_path = ".status.nextOccurrence.due", description = "When the next occurrence is due"),
+    printcolumn(name = "Last", type_ = "date", json_path = ".status.lastOccurrence.finishedAt", description = "When the last occurrence finished"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Delivered", type_ = "integer", json_path = ".status.delivered", priority = 1),
+    printcolumn(name = "User", type_ = "string", json_path = ".spec.userId", priority = 1),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RecurringTaskSpec {
+    /// The user the task belongs to. Every call to the backend and every event carries it, so the
+    /// backend can keep users' data apart.
+    #[schemars(length(max = 253))]
+    #[x_kube(
+        validation = Rule::new("self.trim().size() > 0").message("userId must not be empty"),
+        validation = Rule::new(super::common::NO_CONTROL_CHARS).message("userId must not contain control characters")
+    )]
+    pub user_id: String,
+
+    /// Title of each task the occurrence creates.
+    #[schemars(length(max = 256))]
+    #[x_kube(
+        validation = Rule::new("self.trim().size() > 0").message("title must not be empty"),
+        validation = Rule::new(super::common::NO_CONTROL_CHARS).message("title must not contain control characters")
+    )]
+    pub title: String,
+
+    /// Longer description sent with each occurrence (newlines and tabs allowed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 4096))]
+    #[x_kube(validation = Rule::new("!self.matches('[\\\\x00-\\\\x08\\\\x0b\\\\x0c\\\\x0e-\\\\x1f\\\\x7f]')").message("description must not contain control characters other than tab and newline"))]
+    pub description: Option<String>,
+
+    /// Free JSON object sent unchanged with every occurrence as `payload`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "free_object_schema")]
+    pub payload: Option<serde_json::Map<String, serde_json::Value>>,
+
+    /// When the task recurs: exactly one of `cron`, `pattern`, `rrule` or `every`, with optional
+    /// `timeZone`, `startAt`, `endAt` or `count`, and `jitter`.
+    #[x_kube(
+        validation = Rule::new("(has(self.cron) ? 1 : 0) + (has(self.pattern) ? 1 : 0) + (has(self.rrule) ? 1 : 0) + (has(self.every) ? 1 : 0) == 1").message("set exactly one of cron, pattern, rrule or every"),
+        validation = Rule::new("!(has(self.count) && has(self.endAt))").message("count and endAt cannot both be set"),
+        validation = Rule::new("!has(self.startAt) || !has(self.endAt) || timestamp(self.startAt) < timestamp(self.endAt)").message("endAt must be after startAt")
+    )]
+    pub schedule: ScheduleSpec,
+
+    /// Stop delivering occurrences while true. Occurrences that fall due while suspended are never
+    /// delivered later, and resuming never backfills them.
+    #[serde(default)]
+    pub suspend: bool,
+
+    /// What to do with occurrences missed while no operator was running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub catch_up: Option<CatchUp>,
+
+    /// The service each occurrence is delivered to. Default: app `backend`, method `api/tasks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+
+    /// Reminders to create ahead of each occurrence, for example `[{before: 15m}]`. Each becomes a
+    /// `Reminder` owned by this task (deleted with it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub reminders: Vec<ReminderTemplate>,
+
+    /// Finished occurrences kept in `status.history`, and sent reminders kept, per task. Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub history_limit: Option<u32>,
+}
+
+/// Catch-up policy for occurrences that fell due while no operator was running.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CatchUp {
+    /// `Skip`: deliver none of them. `Latest` (default): deliver only the most recent one, and only
+    /// if it is no older than `window`. `All`: deliver them all in order, at most
+    /// `maxOccurrences` (the oldest beyond that are skipped).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<CatchUpPolicy>,
+    /// How late a missed occurrence may still be delivered under `Latest` (for example `1h`).
+    /// Default `1h`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    pub window: Option<String>,
+    /// Under `All`, the most missed occurrences delivered. Default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 10000))]
+    pub max_occurrences: Option<u32>,
+}
+
+/// See `catchUp.policy`.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum CatchUpPolicy {
+    /// Deliver none of the missed occurrences.
+    Skip,
+    /// Deliver only the most recent missed occurrence, within `window`.
+    #[default]
+    Latest,
+    /// Deliver every missed occurrence in order, at most `maxOccurrences`.
+    All,
+}
+
+/// A reminder created ahead of each occurrence.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReminderTemplate {
+    /// How long before the occurrence is due the reminder is sent, for example `15m`.
+    #[schemars(regex(pattern = DURATION_PATTERN), length(max = 32))]
+    pub before: String,
+    /// Message of the reminder. Default: the task's title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub message: Option<String>,
+    /// Where the reminder is sent. Default: app `notification-service`, method `api/notifications`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+}
+
+/// The next occurrence, written to status before it is due so that a restarted or new leader
+/// retries the very same key.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingOccurrence {
+    /// The scheduled instant: the occurrence's identity.
+    pub nominal: DateTime<Utc>,
+    /// When it is due (nominal plus jitter).
+    pub due: DateTime<Utc>,
+    /// The idempotency key sent with every attempt.
+    pub idempotency_key: String,
+    /// Failed attempts so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Not retried before this instant (backoff after a failed attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<DateTime<Utc>>,
+}
+
+/// What the operator last observed and did.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RecurringTaskStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` (True while the schedule is valid and deliveries succeed) and `Stalled` (True when
+    /// the spec cannot be acted on until it is changed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// The schedule, summarized for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// The next occurrence and its idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_occurrence: Option<PendingOccurrence>,
+    /// Due instants of the next few occurrences after `nextOccurrence`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub upcoming: Vec<DateTime<Utc>>,
+    /// The most recently finished occurrence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_occurrence: Option<OccurrenceRecord>,
+    /// The most recent failed call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<Failure>,
+    /// Occurrences delivered.
+    #[serde(default)]
+    pub delivered: u64,
+    /// Occurrences that failed permanently.
+    #[serde(default)]
+    pub failed: u64,
+    /// Occurrences skipped (missed while down, per `catchUp`).
+    #[serde(default)]
+    pub skipped: u64,
+    /// The last `historyLimit` finished occurrences, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<OccurrenceRecord>,
+}
+
+impl RecurringTask {
+    /// The Dapr app id occurrences are delivered to.
+    pub fn app_id(&self) -> &str {
+        self.spec.target.as_ref().map_or(TASK_DEFAULT_APP_ID, |t| t.app_id_or(TASK_DEFAULT_APP_ID))
+    }
+
+    /// The method occurrences are delivered to.
+    pub fn method(&self) -> &str {
+        self.spec.target.as_ref().map_or(TASK_DEFAULT_METHOD, |t| t.method_or(TASK_DEFAULT_METHOD))
+    }
+
+    /// How many finished occurrences to keep.
+    pub fn history_limit(&self) -> usize {
+        self.spec.history_limit.unwrap_or(DEFAULT_HISTORY_LIMIT) as usize
+    }
+}
