@@ -3,8 +3,8 @@
 # from the pinned Go wrapper modules beside this script, into a cache directory keyed by version.
 # A second run finds the binaries and builds nothing. Prints the bin directory on stdout.
 #
-#   tests/cluster/build.sh            # control plane + helm
-#   RECUR_REAL_DAPR=1 tests/cluster/build.sh   # also daprd (a heavy build)
+#   tests/cluster/build.sh                     # control plane, helm and daprd
+#   RECUR_REAL_DAPR=0 tests/cluster/build.sh   # skip daprd (tests then use recur-dev's sidecar stand-in)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -58,7 +58,7 @@ if [ ! -x "$bin/helm" ]; then
   mv "$bin/helm.tmp" "$bin/helm"
 fi
 
-if [ "${RECUR_REAL_DAPR:-0}" = 1 ]; then
+if [ "${RECUR_REAL_DAPR:-1}" = 1 ]; then
   dbin="$cache/bin/dapr-$DAPR_VERSION"
   mkdir -p "$dbin"
   if [ ! -x "$dbin/daprd" ]; then

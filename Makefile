@@ -1,0 +1,55 @@
+# Developer entry points for recur. `make help` lists the targets.
+#
+# The local control plane (etcd, kube-apiserver, kube-controller-manager, kubectl, helm) is built
+# from pinned Go modules by tests/cluster/build.sh into a cache directory; the first build takes
+# minutes, later ones nothing.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.ONESHELL:
+.DEFAULT_GOAL := help
+MAKEFLAGS += --no-print-directory
+
+BUILD_TOOLS := tests/cluster/build.sh
+CLUSTER_DIR := $(CURDIR)/.cluster
+# Bin directory of the pinned tools, as printed by build.sh (which builds what is missing first).
+# Recursively expanded on purpose: only recipes that use it trigger a build.
+BIN_DIR = $(shell $(BUILD_TOOLS))
+# Recipe prologue: `bin` = BIN_DIR, checked (make ignores the exit status of $(shell ...)).
+need_bin = bin='$(BIN_DIR)'; [ -x "$$bin/kube-apiserver" ] || { echo "make: $(BUILD_TOOLS) did not produce the tools (see above)" >&2; exit 1; }
+
+.PHONY: help tools cluster cluster-down test lint
+
+help: ## list the targets
+	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+tools: ## build the pinned control-plane tools (cached); prints their bin directory
+	@$(BUILD_TOOLS)
+
+cluster: ## start a control plane in .cluster/ (a stale one is torn down first); prints export KUBECONFIG=...
+	@$(need_bin)
+	if [ -e '$(CLUSTER_DIR)' ]; then tests/cluster/down.sh '$(CLUSTER_DIR)'; fi
+	RECUR_BIN_DIR="$$bin" tests/cluster/up.sh '$(CLUSTER_DIR)'
+
+cluster-down: ## stop the control plane in .cluster/ and remove the directory
+	@tests/cluster/down.sh '$(CLUSTER_DIR)'
+
+test: ## build the tools, start a throwaway control plane, run cargo test --all-targets against it, tear it down
+	@$(need_bin)
+	dir=$$(mktemp -d "$${TMPDIR:-/tmp}/recur-cluster.XXXX")
+	trap 'tests/cluster/down.sh "$$dir"' EXIT
+	# --watch-parent: the cluster also goes when this shell is killed before its trap can run.
+	RECUR_BIN_DIR="$$bin" tests/cluster/up.sh --watch-parent $$$$ "$$dir" >/dev/null
+	export KUBECONFIG="$$dir/kubeconfig" RECUR_BIN_DIR="$$bin" PATH="$$bin:$$PATH"
+	status=0
+	cargo test --all-targets || status=$$?
+	exit $$status
+
+lint: ## cargo fmt --check and cargo clippy with warnings denied (and shellcheck when installed)
+	@cargo fmt --all -- --check
+	cargo clippy --all-targets -- -D warnings
+	if command -v shellcheck >/dev/null; then
+	  shellcheck -x -P SCRIPTDIR -S warning $(filter-out %/versions.sh,$(wildcard tests/cluster/*.sh)) .ci/run
+	else
+	  echo "shellcheck is not installed: shell scripts not checked (apt-get install shellcheck)" >&2
+	fi

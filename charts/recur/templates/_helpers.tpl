@@ -1,0 +1,146 @@
+{{/* Chart name, at most 63 characters (a DNS label). */}}
+{{- define "recur.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Full name: the release name, plus the chart name unless the release name contains it. */}}
+{{- define "recur.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Name of cluster-scoped objects: they are shared by every namespace, so the release namespace
+is part of it (two releases of the same name in two namespaces must not collide). */}}
+{{- define "recur.clusterName" -}}
+{{- printf "%s-%s" (include "recur.fullname" .) .Release.Namespace | trunc 253 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "recur.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels selecting the operator pods; never change them after a release (selectors are immutable). */}}
+{{- define "recur.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "recur.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/* Labels of every object. */}}
+{{- define "recur.labels" -}}
+helm.sh/chart: {{ include "recur.chart" . }}
+{{ include "recur.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "recur.tag" . | quote }}
+app.kubernetes.io/component: operator
+app.kubernetes.io/part-of: recur
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* metadata.annotations of every object (commonAnnotations), or nothing. */}}
+{{- define "recur.annotations" -}}
+{{- with .Values.commonAnnotations -}}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{- define "recur.tag" -}}
+{{- .Values.image.tag | default .Chart.AppVersion }}
+{{- end }}
+
+{{- define "recur.image" -}}
+{{- $ref := printf "%s:%s" .Values.image.repository (include "recur.tag" .) }}
+{{- if .Values.image.digest }}
+{{- $ref = printf "%s@%s" $ref .Values.image.digest }}
+{{- end }}
+{{- $ref }}
+{{- end }}
+
+{{- define "recur.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "recur.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "recur.leaseName" -}}
+{{- default (printf "%s-leader" (include "recur.fullname" .)) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{- define "recur.daprAppId" -}}
+{{- default (include "recur.fullname" .) .Values.dapr.appId }}
+{{- end }}
+
+{{/* Refuses combinations the schema cannot express. */}}
+{{- define "recur.validate" -}}
+{{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
+{{- fail "replicaCount > 1 needs leaderElection.enabled: without a leader every replica would deliver every occurrence" }}
+{{- end }}
+{{- end }}
+
+{{/* The rules the operator needs on its resources, in the watched namespace(s). */}}
+{{- define "recur.watchRules" -}}
+# Watch tasks (the controller's informer) and read one when a reminder names it (taskRef).
+- apiGroups: ["recur.dev"]
+  resources: ["recurringtasks"]
+  verbs: ["get", "list", "watch"]
+# The guarded status write (JSON patch on the status subresource). No patch on the spec.
+- apiGroups: ["recur.dev"]
+  resources: ["recurringtasks/status"]
+  verbs: ["patch"]
+# Watch reminders; create them (server-side apply of a task's reminders needs create and patch),
+# list them by task label and delete sent ones beyond the task's historyLimit.
+- apiGroups: ["recur.dev"]
+  resources: ["reminders"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
+- apiGroups: ["recur.dev"]
+  resources: ["reminders/status"]
+  verbs: ["patch"]
+# Events on the objects (kube's Recorder creates events.k8s.io/v1 Events and patches repeats).
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}
+
+{{/* Pod annotations: Dapr's (from dapr.*), then dapr.annotations, then podAnnotations; later
+ones win, so no key appears twice. */}}
+{{- define "recur.podAnnotations" -}}
+{{- $a := dict }}
+{{- if .Values.dapr.enabled }}
+{{- $_ := set $a "dapr.io/enabled" "true" }}
+{{- $_ := set $a "dapr.io/app-id" (include "recur.daprAppId" .) }}
+{{- if gt (int .Values.dapr.appPort) 0 }}
+{{- $_ := set $a "dapr.io/app-port" (toString .Values.dapr.appPort) }}
+{{- end }}
+{{- with .Values.dapr.apiTokenSecret }}
+{{- $_ := set $a "dapr.io/api-token-secret" . }}
+{{- end }}
+{{- with .Values.dapr.config }}
+{{- $_ := set $a "dapr.io/config" . }}
+{{- end }}
+{{- $_ := set $a "dapr.io/log-level" .Values.dapr.logLevel }}
+{{- if eq .Values.operator.logFormat "json" }}
+{{- $_ := set $a "dapr.io/log-as-json" "true" }}
+{{- end }}
+{{- range $k, $v := .Values.dapr.annotations }}
+{{- $_ := set $a $k $v }}
+{{- end }}
+{{- end }}
+{{- range $k, $v := .Values.podAnnotations }}
+{{- $_ := set $a $k $v }}
+{{- end }}
+{{- if $a }}
+{{- toYaml $a }}
+{{- end }}
+{{- end }}

@@ -1,0 +1,452 @@
+//! Probes and metrics over HTTP (axum).
+//!
+//! - `/health/live`, `/livez`: 200 `{"status":"alive"}` unless the controller loop has not sent a
+//!   heartbeat for `stall_after` (default 60 s), then 503 with the reason.
+//! - `/health/ready`, `/readyz`: 200 `{"status":"ready"}` once every expected kind's watch store
+//!   has synced and the optional dependency check passes; else 503
+//!   `{"status":"not ready","reason":...}`. Readiness ignores leadership: standbys are ready.
+//! - `/metrics`: the OpenMetrics text exposition.
+//!
+//! Anything else is 404.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::future::BoxFuture;
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::metrics::{self, Metrics};
+
+/// Liveness fails after this long without a heartbeat, unless configured otherwise.
+pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(60);
+
+/// The dependency check must answer within this, so the probe (Kubernetes' default
+/// `timeoutSeconds` is 1) reports a reason instead of timing out.
+pub const DEPENDENCY_CHECK_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// An extra readiness condition, e.g. the Dapr sidecar's outbound health. `Err` holds the reason.
+pub type DependencyCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
+
+/// Errors of the HTTP server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("could not listen on {addr} for probes and metrics: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("the probes and metrics server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Shared health state, updated by the controllers and read by the probes.
+#[derive(Clone)]
+pub struct Health {
+    inner: Arc<HealthInner>,
+}
+
+struct HealthInner {
+    stall_after: Duration,
+    state: Mutex<HealthState>,
+}
+
+struct HealthState {
+    expected: BTreeSet<String>,
+    synced: BTreeSet<String>,
+    last_heartbeat: Instant,
+    dependency: Option<DependencyCheck>,
+}
+
+impl std::fmt::Debug for Health {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.state();
+        f.debug_struct("Health")
+            .field("stall_after", &self.inner.stall_after)
+            .field("expected", &state.expected)
+            .field("synced", &state.synced)
+            .field("last_heartbeat", &state.last_heartbeat)
+            .field("dependency_check", &state.dependency.is_some())
+            .finish()
+    }
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health::new()
+    }
+}
+
+impl Health {
+    /// Health with the default stall limit ([`DEFAULT_STALL_AFTER`]). The heartbeat clock starts now.
+    pub fn new() -> Health {
+        Health::with_stall_after(DEFAULT_STALL_AFTER)
+    }
+
+    /// Health whose liveness fails after `stall_after` without a heartbeat.
+    pub fn with_stall_after(stall_after: Duration) -> Health {
+        Health {
+            inner: Arc::new(HealthInner {
+                stall_after,
+                state: Mutex::new(HealthState {
+                    expected: BTreeSet::new(),
+                    synced: BTreeSet::new(),
+                    last_heartbeat: Instant::now(),
+                    dependency: None,
+                }),
+            }),
+        }
+    }
+
+    /// A controller's watch store for `kind` is ready.
+    pub fn set_synced(&self, kind: &str) {
+        self.state().synced.insert(kind.to_owned());
+    }
+
+    /// Registers a kind that must sync before the process is ready.
+    pub fn expect_kind(&self, kind: &str) {
+        self.state().expected.insert(kind.to_owned());
+    }
+
+    /// Called by the controller loop; liveness fails when none arrives for `stall_after`.
+    pub fn heartbeat(&self) {
+        self.state().last_heartbeat = Instant::now();
+    }
+
+    /// Adds a readiness condition (replacing any previous one). It must not block; it is given
+    /// [`DEPENDENCY_CHECK_TIMEOUT`] to answer.
+    pub fn set_dependency_check(
+        &self,
+        f: Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>,
+    ) {
+        self.state().dependency = Some(f);
+    }
+
+    /// Liveness as of `now`; `Err` holds the reason.
+    fn liveness_at(&self, now: Instant) -> Result<(), String> {
+        let since = now.saturating_duration_since(self.state().last_heartbeat);
+        if since > self.inner.stall_after {
+            Err(format!(
+                "no controller heartbeat for {}s (limit {}s)",
+                since.as_secs(),
+                self.inner.stall_after.as_secs()
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Readiness; `Err` holds the reason.
+    async fn readiness(&self) -> Result<(), String> {
+        let check = {
+            let state = self.state();
+            let missing: Vec<&str> = state
+                .expected
+                .difference(&state.synced)
+                .map(String::as_str)
+                .collect();
+            if !missing.is_empty() {
+                return Err(format!(
+                    "watch caches not synced yet: {}",
+                    missing.join(", ")
+                ));
+            }
+            state.dependency.clone()
+        };
+        let Some(check) = check else {
+            return Ok(());
+        };
+        match tokio::time::timeout(DEPENDENCY_CHECK_TIMEOUT, check()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(reason)) => Err(format!("dependency check failed: {reason}")),
+            Err(_) => Err(format!(
+                "dependency check did not answer within {} ms",
+                DEPENDENCY_CHECK_TIMEOUT.as_millis()
+            )),
+        }
+    }
+
+    fn state(&self) -> MutexGuard<'_, HealthState> {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    health: Health,
+    metrics: Arc<Metrics>,
+}
+
+/// The probe and metrics routes, for embedding or in-process tests.
+pub fn router(health: Health, metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/health/live", get(live))
+        .route("/livez", get(live))
+        .route("/health/ready", get(ready))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(metrics_text))
+        .with_state(AppState { health, metrics })
+}
+
+/// Listens on `addr` and serves [`router`] until `shutdown` completes (then drains connections).
+pub async fn serve(
+    addr: SocketAddr,
+    health: Health,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    serve_on(listener, health, metrics, shutdown).await
+}
+
+/// Like [`serve`] on an already bound listener (e.g. port 0 in tests).
+pub async fn serve_on(
+    listener: TcpListener,
+    health: Health,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving probes and metrics");
+    }
+    axum::serve(listener, router(health, metrics))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ServerError::Serve)
+}
+
+async fn live(State(app): State<AppState>) -> Response {
+    match app.health.liveness_at(Instant::now()) {
+        Ok(()) => (StatusCode::OK, axum::Json(json!({"status": "alive"}))).into_response(),
+        Err(reason) => {
+            tracing::warn!("liveness probe failing: {reason}");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"status": "stalled", "reason": reason})),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn ready(State(app): State<AppState>) -> Response {
+    match app.health.readiness().await {
+        Ok(()) => (StatusCode::OK, axum::Json(json!({"status": "ready"}))).into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "not ready", "reason": reason})),
+        )
+            .into_response(),
+    }
+}
+
+async fn metrics_text(State(app): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
+        app.metrics.encode(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    /// A server on a loopback port 0; dropping the returned sender stops it.
+    async fn start(
+        health: Health,
+        metrics: Arc<Metrics>,
+    ) -> (
+        String,
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<(), ServerError>>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(serve_on(listener, health, metrics, async move {
+            let _ = stopped.await;
+        }));
+        (base, stop, task)
+    }
+
+    async fn get(url: &str) -> (StatusCode, String, Value) {
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let resp = client.get(url).send().await.unwrap();
+        let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        let body = resp.text().await.unwrap();
+        let json = serde_json::from_str(&body).unwrap_or(Value::String(body));
+        (status, content_type, json)
+    }
+
+    #[test]
+    fn liveness_fails_after_stall_limit() {
+        let health = Health::with_stall_after(Duration::from_secs(60));
+        let now = Instant::now();
+        assert!(health.liveness_at(now).is_ok());
+        let err = health
+            .liveness_at(now + Duration::from_secs(61))
+            .unwrap_err();
+        assert!(err.contains("no controller heartbeat"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn liveness_follows_heartbeats() {
+        let health = Health::new();
+        let (base, stop, task) = start(health.clone(), Arc::new(Metrics::new())).await;
+        for path in ["/livez", "/health/live"] {
+            let (status, _, body) = get(&format!("{base}{path}")).await;
+            assert_eq!((status, body), (StatusCode::OK, json!({"status": "alive"})));
+        }
+        // Pretend the controller loop has been silent for two minutes.
+        health.state().last_heartbeat = Instant::now()
+            .checked_sub(Duration::from_secs(120))
+            .unwrap();
+        let (status, _, body) = get(&format!("{base}/livez")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body["reason"]
+                .as_str()
+                .unwrap()
+                .contains("no controller heartbeat for 12"),
+            "{body}"
+        );
+        health.heartbeat();
+        let (status, _, _) = get(&format!("{base}/health/live")).await;
+        assert_eq!(status, StatusCode::OK);
+        stop.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn readiness_waits_for_every_expected_kind() {
+        let health = Health::new();
+        health.expect_kind("RecurringTask");
+        health.expect_kind("Reminder");
+        let (base, stop, task) = start(health.clone(), Arc::new(Metrics::new())).await;
+
+        let (status, _, body) = get(&format!("{base}/readyz")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["status"], "not ready");
+        assert_eq!(
+            body["reason"],
+            "watch caches not synced yet: RecurringTask, Reminder"
+        );
+
+        health.set_synced("RecurringTask");
+        let (status, _, body) = get(&format!("{base}/health/ready")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(body["reason"], "watch caches not synced yet: Reminder");
+
+        health.set_synced("Reminder");
+        for path in ["/readyz", "/health/ready"] {
+            let (status, _, body) = get(&format!("{base}{path}")).await;
+            assert_eq!((status, body), (StatusCode::OK, json!({"status": "ready"})));
+        }
+        stop.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn dependency_check_gates_readiness() {
+        let health = Health::new();
+        let up = Arc::new(AtomicBool::new(false));
+        let flag = up.clone();
+        health.set_dependency_check(Arc::new(move || {
+            let up = flag.load(Ordering::SeqCst);
+            Box::pin(async move {
+                if up {
+                    Ok(())
+                } else {
+                    Err("dapr sidecar not healthy".to_owned())
+                }
+            })
+        }));
+        let (base, stop, task) = start(health.clone(), Arc::new(Metrics::new())).await;
+        let (status, _, body) = get(&format!("{base}/readyz")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body["reason"],
+            "dependency check failed: dapr sidecar not healthy"
+        );
+        up.store(true, Ordering::SeqCst);
+        let (status, _, _) = get(&format!("{base}/readyz")).await;
+        assert_eq!(status, StatusCode::OK);
+
+        // A check that never answers is reported, not waited on forever.
+        health.set_dependency_check(Arc::new(|| Box::pin(futures::future::pending())));
+        let (status, _, body) = get(&format!("{base}/readyz")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body["reason"].as_str().unwrap().contains("did not answer"),
+            "{body}"
+        );
+        stop.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn metrics_and_unknown_paths() {
+        let metrics = Arc::new(Metrics::new());
+        metrics.reconciled("Reminder");
+        let (base, stop, task) = start(Health::new(), metrics.clone()).await;
+        let (status, content_type, body) = get(&format!("{base}/metrics")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type, metrics::CONTENT_TYPE);
+        let text = body.as_str().unwrap();
+        assert!(
+            text.contains(r#"recur_reconciles_total{kind="Reminder"} 1"#),
+            "{text}"
+        );
+        metrics.reconciled("Reminder");
+        let (_, _, body) = get(&format!("{base}/metrics")).await;
+        assert!(
+            body.as_str()
+                .unwrap()
+                .contains(r#"recur_reconciles_total{kind="Reminder"} 2"#)
+        );
+        for path in ["/", "/health", "/metricsx", "/readyz/extra"] {
+            let (status, _, _) = get(&format!("{base}{path}")).await;
+            assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
+        }
+        stop.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn serve_reports_an_address_in_use() {
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = serve(
+            addr,
+            Health::new(),
+            Arc::new(Metrics::new()),
+            std::future::pending(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, ServerError::Bind { .. }), "{err}");
+    }
+}

@@ -1,0 +1,1431 @@
+//! The Helm chart (charts/recur) against the real tools: helm's strict lint and JSON-schema
+//! checks, the real kube-apiserver's server-side dry-run of everything the chart renders, an
+//! install whose ServiceAccount token is then shown to hold exactly the rights the operator
+//! needs, the Pod Security Standard "restricted", the examples, and the CRD copies.
+//!
+//! Tests that need a cluster use the local control plane of tests/cluster (see tests/support).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+// ------------------------------------------------------------------------------------------------
+// Running the tools
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn chart() -> PathBuf {
+    root().join("charts/recur")
+}
+
+/// `--kube-version` for rendering without a cluster (helm's default, v1.20, is older than the
+/// chart's kubeVersion): the version tests/cluster pins. Tests with a cluster ask it instead.
+fn kube_version() -> [String; 2] {
+    let pins = std::fs::read_to_string(root().join("tests/cluster/versions.sh")).unwrap();
+    let version = pins
+        .lines()
+        .find_map(|l| l.strip_prefix("K8S_VERSION="))
+        .expect("K8S_VERSION in tests/cluster/versions.sh");
+    ["--kube-version".to_string(), version.trim().to_string()]
+}
+
+fn all_options() -> PathBuf {
+    chart().join("ci/all-options-values.yaml")
+}
+
+/// A helm with its own config, cache and data directories, so tests neither read nor write the
+/// user's (repositories, registry logins).
+fn helm(home: &Path) -> Command {
+    let mut cmd = Command::new(support::bin_dir().join("helm"));
+    cmd.env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .env_remove("HELM_KUBECONTEXT")
+        .env_remove("HELM_NAMESPACE");
+    cmd
+}
+
+/// kubectl as the cluster's admin.
+fn kubectl() -> Command {
+    let mut cmd = Command::new(support::bin_dir().join("kubectl"));
+    cmd.arg("--kubeconfig").arg(support::kubeconfig());
+    cmd
+}
+
+fn describe(cmd: &Command) -> String {
+    let args: Vec<_> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    format!("{} {}", cmd.get_program().to_string_lossy(), args.join(" "))
+}
+
+/// Runs `cmd` (with `stdin` fed to it when given) and returns its output, whatever the status.
+fn output(cmd: &mut Command, stdin: Option<&[u8]>) -> Output {
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", describe(cmd)));
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// Runs `cmd` and returns its stdout; fails the test with stdout and stderr when it fails.
+fn run(cmd: &mut Command, stdin: Option<&[u8]>) -> String {
+    let out = output(cmd, stdin);
+    assert!(
+        out.status.success(),
+        "{} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+        describe(cmd),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `helm template` of the chart into the given namespace, for the cluster's Kubernetes version.
+fn template(home: &Path, release: &str, namespace: &str, args: &[&str]) -> String {
+    let mut cmd = helm(home);
+    cmd.args(["template", release])
+        .arg(chart())
+        .args(["--namespace", namespace]);
+    cmd.args(["--kube-version", &server_version()]).args(args);
+    run(&mut cmd, None)
+}
+
+/// The API server's version (`v1.37.2`), so rendering sees the cluster it is validated by.
+fn server_version() -> String {
+    let out = run(kubectl().args(["version", "-o", "json"]), None);
+    let v: Value = serde_json::from_str(&out).unwrap();
+    v["serverVersion"]["gitVersion"]
+        .as_str()
+        .expect("serverVersion.gitVersion")
+        .to_string()
+}
+
+/// The documents of a multi-document YAML stream, as JSON (empty documents dropped).
+fn documents(yaml: &str) -> Vec<Value> {
+    let docs: Vec<Value> = serde_saphyr::from_multiple(yaml)
+        .unwrap_or_else(|e| panic!("rendered YAML does not parse: {e}\n{yaml}"));
+    docs.into_iter().filter(|d| !d.is_null()).collect()
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    docs.iter().filter(|d| d["kind"] == kind).collect()
+}
+
+fn only<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    let found = find(docs, kind);
+    assert_eq!(
+        found.len(),
+        1,
+        "expected exactly one {kind}, found {}",
+        found.len()
+    );
+    found[0]
+}
+
+/// The `recur run` arguments and the env of the operator container.
+fn operator_container(docs: &[Value]) -> &Value {
+    let containers = only(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+        .as_array()
+        .unwrap();
+    assert_eq!(
+        containers.len(),
+        1,
+        "one container (the Dapr sidecar is injected, not rendered)"
+    );
+    &containers[0]
+}
+
+fn args_of(container: &Value) -> Vec<String> {
+    container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Creates the CRDs of `paths` (server-side apply, idempotent) and waits until they are served.
+fn apply_crds(paths: &[PathBuf]) {
+    for path in paths {
+        run(
+            kubectl()
+                .args(["apply", "--server-side", "--force-conflicts", "-f"])
+                .arg(path),
+            None,
+        );
+        run(
+            kubectl()
+                .args([
+                    "wait",
+                    "--for",
+                    "condition=established",
+                    "--timeout=60s",
+                    "-f",
+                ])
+                .arg(path),
+            None,
+        );
+    }
+}
+
+/// The chart's CRD files; fails with how to make them when there are none.
+fn chart_crds() -> Vec<PathBuf> {
+    let dir = chart().join("crds");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    assert!(
+        !files.is_empty(),
+        "{} holds no CRDs: generate them with `cargo run -- crd --out-dir crds` and copy crds/*.yaml there",
+        dir.display()
+    );
+    files
+}
+
+fn servicemonitor_crd() -> PathBuf {
+    root().join("tests/chart/servicemonitor-crd.yaml")
+}
+
+/// A namespace for one test (labelled like support's), deleted without waiting when dropped. The
+/// tests here are synchronous (they drive helm and kubectl), hence not `support::TestNamespace`.
+struct Namespace(String);
+
+impl Namespace {
+    fn new(prefix: &str) -> Namespace {
+        let name = support::unique_name(prefix);
+        run(kubectl().args(["create", "namespace", &name]), None);
+        run(
+            kubectl().args([
+                "label",
+                "namespace",
+                &name,
+                &format!("{}=true", support::TEST_LABEL),
+            ]),
+            None,
+        );
+        Namespace(name)
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = output(
+            kubectl().args([
+                "delete",
+                "namespace",
+                &self.0,
+                "--wait=false",
+                "--ignore-not-found",
+            ]),
+            None,
+        );
+    }
+}
+
+/// A Helm release, uninstalled when dropped (so its ClusterRole and binding go too).
+struct Release {
+    home: tempfile::TempDir,
+    name: String,
+    namespace: String,
+    /// What `helm install` printed (status and NOTES.txt).
+    printed: String,
+}
+
+impl Release {
+    fn install(name: &str, namespace: &str, args: &[&str]) -> Release {
+        let home = tempfile::tempdir().unwrap();
+        let mut cmd = helm(home.path());
+        cmd.args(["install", name])
+            .arg(chart())
+            .args(["--namespace", namespace, "--kubeconfig"]);
+        cmd.arg(support::kubeconfig())
+            .args(["--timeout", "2m"])
+            .args(args);
+        let out = run(&mut cmd, None);
+        assert!(
+            out.contains("STATUS: deployed"),
+            "helm install did not report a deployed release:\n{out}"
+        );
+        Release {
+            home,
+            name: name.to_string(),
+            namespace: namespace.to_string(),
+            printed: out,
+        }
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        let mut cmd = helm(self.home.path());
+        cmd.args([
+            "uninstall",
+            &self.name,
+            "--namespace",
+            &self.namespace,
+            "--kubeconfig",
+        ])
+        .arg(support::kubeconfig());
+        let _ = output(&mut cmd, None);
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// A ServiceAccount's token as a kubeconfig (reused by the operator-as-chart-ServiceAccount tests)
+
+/// Writes a kubeconfig into `dir` that authenticates with a fresh TokenRequest token of
+/// ServiceAccount `namespace/service_account` (valid for an hour), with the admin kubeconfig's
+/// server and CA, and returns its path. Nothing else of the admin's credentials is copied.
+pub fn token_kubeconfig(namespace: &str, service_account: &str, dir: &Path) -> PathBuf {
+    let token = run(
+        kubectl().args([
+            "create",
+            "token",
+            service_account,
+            "-n",
+            namespace,
+            "--duration=1h",
+        ]),
+        None,
+    );
+    let token = token.trim();
+    assert!(!token.is_empty(), "kubectl create token printed no token");
+    let admin: Value = serde_json::from_str(&run(
+        kubectl().args([
+            "config",
+            "view",
+            "--raw",
+            "--minify",
+            "--flatten",
+            "-o",
+            "json",
+        ]),
+        None,
+    ))
+    .unwrap();
+    let cluster = &admin["clusters"][0]["cluster"];
+    let server = cluster["server"]
+        .as_str()
+        .expect("the admin kubeconfig names no server");
+    let mut cluster_entry = json!({ "server": server });
+    if let Some(ca) = cluster["certificate-authority-data"].as_str() {
+        cluster_entry["certificate-authority-data"] = json!(ca);
+    }
+    let user = format!("system:serviceaccount:{namespace}:{service_account}");
+    let config = json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{ "name": "cluster", "cluster": cluster_entry }],
+        "users": [{ "name": user, "user": { "token": token } }],
+        "contexts": [{ "name": "sa", "context": { "cluster": "cluster", "user": user, "namespace": namespace } }],
+        "current-context": "sa",
+    });
+    let path = dir.join(format!("kubeconfig-{namespace}-{service_account}"));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&path).unwrap();
+    // JSON is YAML: kubectl and kube::Config read it as a kubeconfig.
+    file.write_all(serde_json::to_string_pretty(&config).unwrap().as_bytes())
+        .unwrap();
+    path
+}
+
+/// What `kubectl auth can-i` answers for the holder of `kubeconfig`.
+fn can_i(kubeconfig: &Path, args: &[&str]) -> bool {
+    let mut cmd = Command::new(support::bin_dir().join("kubectl"));
+    cmd.arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["auth", "can-i"])
+        .args(args);
+    let out = output(&mut cmd, None);
+    let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    match (out.status.code(), answer.as_str()) {
+        (Some(0), "yes") => true,
+        (Some(1), "no") => false,
+        _ => panic!(
+            "{} gave no yes/no answer ({}): {answer}\n{}",
+            describe(&cmd),
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    }
+}
+
+/// Asserts every `(args, expected)` and reports all the wrong answers at once. The API server's
+/// RBAC authorizer reads bindings from an informer cache, so a binding just created may take a
+/// moment to count: the checks are repeated until all hold or 30 s pass. A right that should be
+/// missing cannot appear and vanish again, so the repetition hides no excess right.
+fn assert_rights(kubeconfig: &Path, who: &str, checks: &[(&[&str], bool)]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let wrong: Vec<String> = checks
+            .iter()
+            .filter(|(args, expected)| can_i(kubeconfig, args) != *expected)
+            .map(|(args, expected)| {
+                format!(
+                    "can-i {} should be {}",
+                    args.join(" "),
+                    if *expected { "yes" } else { "no" }
+                )
+            })
+            .collect();
+        if wrong.is_empty() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{who} has the wrong rights (after 30 s):\n  {}",
+            wrong.join("\n  ")
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// 1. lint
+
+#[test]
+fn chart_passes_strict_lint_with_default_and_all_options_values() {
+    let home = tempfile::tempdir().unwrap();
+    for extra in [
+        vec![],
+        vec!["--values".to_string(), all_options().display().to_string()],
+    ] {
+        let out = run(
+            helm(home.path())
+                .args(["lint", "--strict"])
+                .arg(chart())
+                .args(&extra),
+            None,
+        );
+        assert!(
+            out.contains("1 chart(s) linted, 0 chart(s) failed"),
+            "{out}"
+        );
+        assert!(
+            !out.contains("[WARNING]") && !out.contains("[ERROR]"),
+            "{out}"
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// 2. everything rendered is valid for the real API server
+
+#[test]
+fn rendered_manifests_pass_server_side_dry_run() {
+    // The ServiceMonitor's CRD is not part of Kubernetes: a trimmed copy of it stands in.
+    apply_crds(&chart_crds());
+    apply_crds(&[servicemonitor_crd()]);
+    let home = tempfile::tempdir().unwrap();
+    let release_ns = Namespace::new("chart-dry");
+    let watched = Namespace::new("chart-dry-watched");
+    let default = template(home.path(), "recur", &release_ns.0, &[]);
+    let all = template(
+        home.path(),
+        "recur",
+        &release_ns.0,
+        &[
+            "--values",
+            &all_options().display().to_string(),
+            "--set",
+            &format!("watchNamespace={}", watched.0),
+        ],
+    );
+    for (name, manifests) in [("default values", &default), ("all-options values", &all)] {
+        let docs = documents(manifests);
+        let out = run(
+            kubectl().args([
+                "apply",
+                "--server-side",
+                "--dry-run=server",
+                "--field-manager=chart-test",
+                "-f",
+                "-",
+            ]),
+            Some(manifests.as_bytes()),
+        );
+        let applied = out
+            .lines()
+            .filter(|l| l.ends_with("(server dry run)"))
+            .count();
+        assert_eq!(
+            applied,
+            docs.len(),
+            "{name}: every document must be accepted:\n{out}"
+        );
+    }
+    assert!(
+        find(&documents(&all), "ServiceMonitor").len() == 1,
+        "the all-options values render a ServiceMonitor"
+    );
+}
+
+/// What the options turn into, checked on the rendered objects.
+#[test]
+fn rendered_manifests_wire_the_options() {
+    let home = tempfile::tempdir().unwrap();
+    let render = |args: &[&str]| {
+        let mut cmd = helm(home.path());
+        cmd.args(["template", "rel"])
+            .arg(chart())
+            .args(["--namespace", "ops"])
+            .args(kube_version())
+            .args(args);
+        documents(&run(&mut cmd, None))
+    };
+
+    // Defaults: every namespace, leader election, probes, restricted security context, Dapr.
+    let docs = render(&[]);
+    let c = operator_container(&docs);
+    let args = args_of(c);
+    assert_eq!(
+        args[0], "run",
+        "the image's CMD is replaced by the args, so they start with the subcommand"
+    );
+    for want in [
+        "--leader-elect",
+        "--lease-name=rel-recur-leader",
+        "--lease-namespace=ops",
+        "--http-addr=0.0.0.0:8080",
+        "--dapr-health-check=true",
+    ] {
+        assert!(
+            args.contains(&want.to_string()),
+            "missing {want} in {args:?}"
+        );
+    }
+    assert!(
+        !args.iter().any(|a| a.starts_with("--namespace")),
+        "no --namespace by default: {args:?}"
+    );
+    assert_eq!(
+        c["image"], "ghcr.io/recur-dev/recur:0.1.0",
+        "the tag defaults to appVersion"
+    );
+    assert_eq!(
+        c["ports"],
+        json!([{ "name": "http", "containerPort": 8080, "protocol": "TCP" }])
+    );
+    assert_eq!(
+        c["livenessProbe"]["httpGet"],
+        json!({ "path": "/health/live", "port": "http" })
+    );
+    assert_eq!(
+        c["readinessProbe"]["httpGet"],
+        json!({ "path": "/health/ready", "port": "http" })
+    );
+    let sc = &c["securityContext"];
+    assert_eq!(sc["runAsNonRoot"], true);
+    assert_eq!(sc["runAsUser"], 65532);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(sc["seccompProfile"]["type"], "RuntimeDefault");
+    let env: BTreeMap<&str, &Value> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e))
+        .collect();
+    assert_eq!(
+        env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
+    );
+    assert_eq!(
+        env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.name"
+    );
+    assert!(
+        !env.contains_key("DAPR_API_TOKEN"),
+        "no token unless configured"
+    );
+    let deployment = only(&docs, "Deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2);
+    let pod = &deployment["spec"]["template"];
+    let ann = &pod["metadata"]["annotations"];
+    assert_eq!(ann["dapr.io/enabled"], "true");
+    assert_eq!(ann["dapr.io/app-id"], "rel-recur");
+    assert!(
+        ann.get("dapr.io/app-port").is_none(),
+        "recur is a Dapr client: no app port by default"
+    );
+    let spread = pod["spec"]["topologySpreadConstraints"].as_array().unwrap();
+    assert_eq!(spread.len(), 2);
+    for c in spread {
+        assert_eq!(
+            c["labelSelector"]["matchLabels"], deployment["spec"]["selector"]["matchLabels"],
+            "spread over this release's pods"
+        );
+    }
+    assert_eq!(find(&docs, "ClusterRole").len(), 1);
+    assert_eq!(find(&docs, "ClusterRoleBinding").len(), 1);
+    assert_eq!(
+        find(&docs, "Role").len(),
+        1,
+        "only the leader-election Role"
+    );
+    assert_eq!(
+        only(&docs, "PodDisruptionBudget")["spec"]["minAvailable"],
+        1
+    );
+    assert!(find(&docs, "NetworkPolicy").is_empty() && find(&docs, "ServiceMonitor").is_empty());
+    assert_eq!(
+        only(&docs, "Service")["spec"]["ports"],
+        json!([{ "name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP" }])
+    );
+
+    // All options: namespaced RBAC, token by reference, extra metadata, optional objects.
+    let docs = render(&["--values", &all_options().display().to_string()]);
+    let c = operator_container(&docs);
+    let args = args_of(c);
+    assert!(
+        args.contains(&"--namespace=recur-watched".to_string()),
+        "{args:?}"
+    );
+    assert!(
+        find(&docs, "ClusterRole").is_empty() && find(&docs, "ClusterRoleBinding").is_empty(),
+        "watchNamespace means no cluster-wide rights"
+    );
+    let roles = find(&docs, "Role");
+    assert_eq!(roles.len(), 2);
+    assert!(
+        roles
+            .iter()
+            .any(|r| r["metadata"]["namespace"] == "recur-watched"),
+        "the watch Role lives in the watched namespace"
+    );
+    assert!(roles.iter().any(|r| r["metadata"]["namespace"] == "ops"
+        && r["metadata"]["name"] == "recur-all-leader-election"));
+    let env: BTreeMap<&str, &Value> = c["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["name"].as_str().unwrap(), e))
+        .collect();
+    assert_eq!(
+        env["DAPR_API_TOKEN"]["valueFrom"]["secretKeyRef"],
+        json!({ "name": "dapr-api-token", "key": "token" })
+    );
+    assert!(
+        env["DAPR_API_TOKEN"].get("value").is_none(),
+        "the token itself never appears in the manifest"
+    );
+    let pod = &only(&docs, "Deployment")["spec"]["template"];
+    assert_eq!(
+        pod["metadata"]["annotations"]["dapr.io/api-token-secret"],
+        "dapr-api-token"
+    );
+    assert_eq!(pod["metadata"]["annotations"]["dapr.io/app-port"], "8080");
+    assert_eq!(pod["metadata"]["labels"]["tier"], "control");
+    assert!(
+        c["image"]
+            .as_str()
+            .unwrap()
+            .ends_with("@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+    );
+    for doc in &docs {
+        assert_eq!(
+            doc["metadata"]["labels"]["team"], "platform",
+            "commonLabels on {}",
+            doc["kind"]
+        );
+        assert_eq!(
+            doc["metadata"]["annotations"]["example.test/owner"], "platform",
+            "commonAnnotations on {}",
+            doc["kind"]
+        );
+    }
+    assert_eq!(
+        only(&docs, "PodDisruptionBudget")["spec"]["minAvailable"],
+        "50%"
+    );
+    assert_eq!(find(&docs, "NetworkPolicy").len(), 1);
+    assert_eq!(
+        only(&docs, "ServiceMonitor")["spec"]["endpoints"][0]["path"],
+        "/metrics"
+    );
+
+    // One replica: no PodDisruptionBudget (minAvailable 1 would block every drain).
+    let docs = render(&["--set", "replicaCount=1"]);
+    assert!(find(&docs, "PodDisruptionBudget").is_empty());
+    // No leader election: no Lease rights at all.
+    let docs = render(&[
+        "--set",
+        "replicaCount=1",
+        "--set",
+        "leaderElection.enabled=false",
+    ]);
+    assert!(find(&docs, "Role").is_empty());
+    assert!(!args_of(operator_container(&docs)).contains(&"--leader-elect".to_string()));
+    // Without Dapr: no dapr.io annotations at all.
+    let docs = render(&["--set", "dapr.enabled=false"]);
+    let pod = &only(&docs, "Deployment")["spec"]["template"]["metadata"];
+    assert!(pod.get("annotations").is_none(), "{pod}");
+    // RBAC and ServiceAccount managed elsewhere.
+    let docs = render(&[
+        "--set",
+        "rbac.create=false",
+        "--set",
+        "serviceAccount.create=false",
+        "--set",
+        "serviceAccount.name=recur-external",
+    ]);
+    for kind in [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+    ] {
+        assert!(find(&docs, kind).is_empty(), "{kind} rendered");
+    }
+    assert_eq!(
+        only(&docs, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"],
+        "recur-external"
+    );
+    let mut cmd = helm(home.path());
+    cmd.args(["template", "rel"])
+        .arg(chart())
+        .args(kube_version())
+        .args(["--set", "serviceAccount.create=false"]);
+    let out = output(&mut cmd, None);
+    assert!(
+        !out.status.success()
+            && String::from_utf8_lossy(&out.stderr)
+                .contains("serviceAccount.name is required when serviceAccount.create is false")
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// 3. the schema rejects wrong values with readable messages
+
+#[test]
+fn schema_rejects_wrong_values_with_readable_messages() {
+    let home = tempfile::tempdir().unwrap();
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "wrong type",
+            "replicaCount: \"two\"\n",
+            "at '/replicaCount': got string, want integer",
+        ),
+        (
+            "unknown key",
+            "replicas: 2\n",
+            "additional properties 'replicas' not allowed",
+        ),
+        (
+            "unknown nested key",
+            "dapr:\n  apiToken: s3cr3t\n",
+            "at '/dapr': additional properties 'apiToken' not allowed",
+        ),
+        (
+            "number for a duration",
+            "leaderElection:\n  leaseDuration: 5\n",
+            "at '/leaderElection/leaseDuration': got number, want string",
+        ),
+        (
+            "malformed duration",
+            "operator:\n  daprTimeout: 5 seconds\n",
+            "at '/operator/daprTimeout'",
+        ),
+        (
+            "bad enum",
+            "operator:\n  logFormat: yaml\n",
+            "at '/operator/logFormat'",
+        ),
+        (
+            "bad image digest",
+            "image:\n  digest: latest\n",
+            "at '/image/digest'",
+        ),
+        (
+            "label value not a string",
+            "commonLabels:\n  tier: 3\n",
+            "at '/commonLabels/tier': got number, want string",
+        ),
+    ];
+    for (what, values, message) in cases {
+        let file = home.path().join("values.yaml");
+        std::fs::write(&file, values).unwrap();
+        let out = output(
+            helm(home.path())
+                .args(["template", "r"])
+                .arg(chart())
+                .args(kube_version())
+                .arg("--values")
+                .arg(&file),
+            None,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what}: {values:?} was accepted");
+        assert!(
+            stderr.contains("values don't meet the specifications of the schema"),
+            "{what}: not a schema error:\n{stderr}"
+        );
+        assert!(
+            stderr.contains(message),
+            "{what}: expected {message:?} in:\n{stderr}"
+        );
+    }
+    // What the schema cannot express, the templates refuse in words.
+    let out = output(
+        helm(home.path())
+            .args(["template", "r"])
+            .arg(chart())
+            .args(kube_version())
+            .args(["--set", "leaderElection.enabled=false"]),
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("replicaCount > 1 needs leaderElection.enabled"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // And the defaults themselves pass (the failures above are the values', not the schema's).
+    run(
+        helm(home.path())
+            .args(["template", "r"])
+            .arg(chart())
+            .args(kube_version()),
+        None,
+    );
+}
+
+/// Every object in values.schema.json names its keys and refuses others (`additionalProperties:
+/// false`), or is a map whose values have a type. The only open objects: what lies below
+/// `affinity`'s three keys (a deep Kubernetes type the API server validates, and the dry-run
+/// test exercises) and Helm's `global`.
+#[test]
+fn schema_is_draft_07_and_closes_every_object() {
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(chart().join("values.schema.json")).unwrap())
+            .unwrap();
+    assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#");
+    const OPEN: [&str; 4] = [
+        "/definitions/affinity/properties/nodeAffinity",
+        "/definitions/affinity/properties/podAffinity",
+        "/definitions/affinity/properties/podAntiAffinity",
+        "/properties/global",
+    ];
+    fn visit(at: &str, node: &Value, open: &mut Vec<String>) {
+        let Value::Object(map) = node else { return };
+        if map.get("type") == Some(&json!("object")) && !OPEN.contains(&at) {
+            match map.get("additionalProperties") {
+                Some(Value::Bool(false)) => {}
+                Some(Value::Object(items)) if !items.is_empty() => {}
+                _ => open.push(at.to_string()),
+            }
+        }
+        for (key, child) in map {
+            match child {
+                Value::Object(_) => visit(&format!("{at}/{key}"), child, open),
+                Value::Array(items) => {
+                    for (i, item) in items.iter().enumerate() {
+                        visit(&format!("{at}/{key}/{i}"), item, open);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut open = vec![];
+    visit("", &schema, &mut open);
+    assert!(
+        open.is_empty(),
+        "objects that accept unknown keys: {open:?}"
+    );
+    // And the chart's values use every key the schema describes at the top level, and no other.
+    let values: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(chart().join("values.yaml")).unwrap())
+            .unwrap();
+    let mut in_schema: Vec<&String> = schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .filter(|k| *k != "global")
+        .collect();
+    let mut in_values: Vec<&String> = values.as_object().unwrap().keys().collect();
+    in_schema.sort();
+    in_values.sort();
+    assert_eq!(in_schema, in_values);
+}
+
+// ------------------------------------------------------------------------------------------------
+// 4. installed: the ServiceAccount can do what the operator needs, and nothing else
+
+#[test]
+fn installed_service_account_has_least_privilege_cluster_wide() {
+    // kubectl auth can-i resolves `recurringtasks.recur.dev` through discovery: the CRDs must be
+    // served (helm install would create them too, unless another test just did).
+    apply_crds(&chart_crds());
+    let ns = Namespace::new("chart-rbac");
+    let other = Namespace::new("chart-rbac-other");
+    let release = Release::install("recur", &ns.0, &[]);
+    // NOTES.txt tells how to upgrade the CRDs, which Helm never does.
+    assert!(
+        release
+            .printed
+            .contains("kubectl apply --server-side --force-conflicts -f charts/recur/crds/"),
+        "{}",
+        release.printed
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = token_kubeconfig(&ns.0, "recur", dir.path());
+    let (n, o) = (ns.0.as_str(), other.0.as_str());
+    let lease = "leases.coordination.k8s.io/recur-leader";
+    let checks: &[(&[&str], bool)] = &[
+        // What the operator needs.
+        (&["list", "recurringtasks.recur.dev", "-A"], true),
+        (&["watch", "recurringtasks.recur.dev", "-A"], true),
+        (&["list", "recurringtasks.recur.dev", "-n", o], true),
+        (&["watch", "recurringtasks.recur.dev", "-n", o], true),
+        (&["get", "recurringtasks.recur.dev", "-n", o], true),
+        (
+            &[
+                "patch",
+                "recurringtasks.recur.dev",
+                "--subresource=status",
+                "-n",
+                o,
+            ],
+            true,
+        ),
+        (&["list", "reminders.recur.dev", "-A"], true),
+        (&["watch", "reminders.recur.dev", "-A"], true),
+        (&["create", "reminders.recur.dev", "-n", o], true),
+        (&["patch", "reminders.recur.dev", "-n", o], true),
+        (&["delete", "reminders.recur.dev", "-n", o], true),
+        (
+            &[
+                "patch",
+                "reminders.recur.dev",
+                "--subresource=status",
+                "-n",
+                o,
+            ],
+            true,
+        ),
+        (&["create", "events.events.k8s.io", "-n", o], true),
+        (&["patch", "events.events.k8s.io", "-n", o], true),
+        (&["get", lease, "-n", n], true),
+        (&["update", lease, "-n", n], true),
+        (&["create", "leases.coordination.k8s.io", "-n", n], true),
+        // What it must not do.
+        (&["get", "secrets", "-n", n], false),
+        (&["list", "secrets", "-A"], false),
+        (&["list", "pods", "-n", n], false),
+        (&["list", "pods", "-A"], false),
+        (&["create", "leases.coordination.k8s.io", "-n", o], false),
+        (&["get", lease, "-n", o], false),
+        (
+            &[
+                "get",
+                "leases.coordination.k8s.io/kube-controller-manager",
+                "-n",
+                n,
+            ],
+            false,
+        ),
+        (
+            &[
+                "update",
+                "leases.coordination.k8s.io/another-lease",
+                "-n",
+                n,
+            ],
+            false,
+        ),
+        (&["list", "leases.coordination.k8s.io", "-n", n], false),
+        (&["delete", lease, "-n", n], false),
+        (&["patch", "recurringtasks.recur.dev", "-n", o], false),
+        (&["update", "recurringtasks.recur.dev", "-n", o], false),
+        (&["create", "recurringtasks.recur.dev", "-n", o], false),
+        (&["delete", "recurringtasks.recur.dev", "-n", o], false),
+        (
+            &[
+                "update",
+                "recurringtasks.recur.dev",
+                "--subresource=status",
+                "-n",
+                o,
+            ],
+            false,
+        ),
+        (&["update", "reminders.recur.dev", "-n", o], false),
+        (&["create", "events", "-n", o], false),
+        (&["list", "events.events.k8s.io", "-n", o], false),
+        (
+            &["create", "customresourcedefinitions.apiextensions.k8s.io"],
+            false,
+        ),
+        (&["create", "serviceaccounts/token", "-n", n], false),
+    ];
+    assert_rights(&kubeconfig, "the chart's ServiceAccount", checks);
+
+    // And real requests with the token, beyond what the authorizer says: the Lease dance of the
+    // leader elector (create, get, update) works in the release namespace and nowhere else.
+    let as_sa = |args: &[&str], stdin: Option<&[u8]>| {
+        let mut cmd = Command::new(support::bin_dir().join("kubectl"));
+        cmd.arg("--kubeconfig").arg(&kubeconfig).args(args);
+        output(&mut cmd, stdin)
+    };
+    let lease_doc = |ns: &str| {
+        format!(
+            "apiVersion: coordination.k8s.io/v1\nkind: Lease\nmetadata:\n  name: recur-leader\n  namespace: {ns}\nspec:\n  holderIdentity: chart-test\n  leaseDurationSeconds: 15\n"
+        )
+    };
+    let created = as_sa(&["create", "-f", "-"], Some(lease_doc(n).as_bytes()));
+    assert!(
+        created.status.success(),
+        "creating the Lease: {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
+    let got = as_sa(
+        &["get", "lease", "recur-leader", "-n", n, "-o", "json"],
+        None,
+    );
+    assert!(
+        got.status.success(),
+        "reading the Lease: {}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    let mut lease_obj: Value = serde_json::from_slice(&got.stdout).unwrap();
+    lease_obj["spec"]["holderIdentity"] = json!("chart-test-2");
+    let replaced = as_sa(
+        &["replace", "-f", "-"],
+        Some(lease_obj.to_string().as_bytes()),
+    );
+    assert!(
+        replaced.status.success(),
+        "updating the Lease: {}",
+        String::from_utf8_lossy(&replaced.stderr)
+    );
+    let denied = as_sa(&["create", "-f", "-"], Some(lease_doc(o).as_bytes()));
+    assert!(
+        !denied.status.success() && String::from_utf8_lossy(&denied.stderr).contains("forbidden"),
+        "a Lease in another namespace must be forbidden"
+    );
+    let denied = as_sa(&["get", "secrets", "-n", n], None);
+    assert!(
+        !denied.status.success() && String::from_utf8_lossy(&denied.stderr).contains("forbidden"),
+        "Secrets must be forbidden"
+    );
+    drop(release);
+}
+
+#[test]
+fn installed_service_account_is_confined_to_the_watched_namespace() {
+    apply_crds(&chart_crds());
+    let ns = Namespace::new("chart-ns");
+    let watched = Namespace::new("chart-ns-watched");
+    let other = Namespace::new("chart-ns-other");
+    let _release = Release::install(
+        "scoped",
+        &ns.0,
+        &[
+            "--set",
+            &format!("watchNamespace={}", watched.0),
+            "--set",
+            "replicaCount=1",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = token_kubeconfig(&ns.0, "scoped-recur", dir.path());
+    let (n, w, o) = (ns.0.as_str(), watched.0.as_str(), other.0.as_str());
+    let lease = "leases.coordination.k8s.io/scoped-recur-leader";
+    let checks: &[(&[&str], bool)] = &[
+        (&["list", "recurringtasks.recur.dev", "-n", w], true),
+        (&["watch", "recurringtasks.recur.dev", "-n", w], true),
+        (
+            &[
+                "patch",
+                "recurringtasks.recur.dev",
+                "--subresource=status",
+                "-n",
+                w,
+            ],
+            true,
+        ),
+        (&["create", "reminders.recur.dev", "-n", w], true),
+        (&["delete", "reminders.recur.dev", "-n", w], true),
+        (
+            &[
+                "patch",
+                "reminders.recur.dev",
+                "--subresource=status",
+                "-n",
+                w,
+            ],
+            true,
+        ),
+        (&["create", "events.events.k8s.io", "-n", w], true),
+        (&["get", lease, "-n", n], true),
+        (&["update", lease, "-n", n], true),
+        (&["create", "leases.coordination.k8s.io", "-n", n], true),
+        (&["list", "recurringtasks.recur.dev", "-A"], false),
+        (&["list", "recurringtasks.recur.dev", "-n", o], false),
+        (&["list", "recurringtasks.recur.dev", "-n", n], false),
+        (&["create", "reminders.recur.dev", "-n", o], false),
+        (&["create", "events.events.k8s.io", "-n", o], false),
+        (&["create", "leases.coordination.k8s.io", "-n", w], false),
+        (&["get", "secrets", "-n", w], false),
+        (&["list", "pods", "-n", w], false),
+        (&["patch", "recurringtasks.recur.dev", "-n", w], false),
+    ];
+    assert_rights(
+        &kubeconfig,
+        "the namespaced release's ServiceAccount",
+        checks,
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// The pod template meets the Pod Security Standard "restricted"
+
+#[test]
+fn pod_template_is_admitted_under_pod_security_restricted() {
+    let ns = Namespace::new("chart-pss");
+    run(
+        kubectl().args([
+            "label",
+            "namespace",
+            &ns.0,
+            "pod-security.kubernetes.io/enforce=restricted",
+            "pod-security.kubernetes.io/enforce-version=latest",
+        ]),
+        None,
+    );
+    let home = tempfile::tempdir().unwrap();
+    for (name, args) in [
+        ("default values", vec![]),
+        (
+            "all-options values",
+            vec!["--values".to_string(), all_options().display().to_string()],
+        ),
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let docs = documents(&template(home.path(), "pss", &ns.0, &args));
+        let template = &only(&docs, "Deployment")["spec"]["template"];
+        // The Deployment's pod template as a Pod: PodSecurity admission enforces on pods (it only
+        // warns on workloads), so this is what a kubelet-less cluster can prove.
+        // Its ServiceAccount exists, as on a real install (clusters with the ServiceAccount
+        // admission plugin refuse pods of missing ones).
+        let account = template["spec"]["serviceAccountName"].as_str().unwrap();
+        let sa = json!({ "apiVersion": "v1", "kind": "ServiceAccount", "metadata": { "name": account, "namespace": ns.0 } });
+        run(
+            kubectl().args(["apply", "-f", "-"]),
+            Some(sa.to_string().as_bytes()),
+        );
+        let mut metadata = template["metadata"].clone();
+        metadata["name"] = json!("pss-check");
+        metadata["namespace"] = json!(ns.0);
+        let pod = json!({ "apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": template["spec"] });
+        run(
+            kubectl().args(["create", "--dry-run=server", "-f", "-"]),
+            Some(pod.to_string().as_bytes()),
+        );
+        // The check is real: the same pod with a privilege escalation allowed is refused.
+        let mut bad = pod.clone();
+        bad["spec"]["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = json!(true);
+        let out = output(
+            kubectl().args(["create", "--dry-run=server", "-f", "-"]),
+            Some(bad.to_string().as_bytes()),
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("violates PodSecurity \"restricted:latest\""),
+            "{name}: {stderr}"
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// 5. the examples are valid for the API server
+
+#[test]
+fn examples_pass_server_side_dry_run() {
+    apply_crds(&chart_crds());
+    let examples = std::fs::canonicalize(root().join("examples")).unwrap();
+    // The examples live in namespace recur-demo (examples/00-namespace.yaml); a dry-run does not
+    // create it, so it is created for real first (idempotent).
+    run(
+        kubectl()
+            .args(["apply", "-f"])
+            .arg(examples.join("00-namespace.yaml")),
+        None,
+    );
+    let out = run(
+        kubectl()
+            .args(["apply", "--dry-run=server", "-f"])
+            .arg(&examples),
+        None,
+    );
+    let expected: usize = std::fs::read_dir(&examples)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "yaml"))
+        .map(|e| documents(&std::fs::read_to_string(e.path()).unwrap()).len())
+        .sum();
+    let applied = out
+        .lines()
+        .filter(|l| l.ends_with("(server dry run)"))
+        .count();
+    assert_eq!(
+        applied, expected,
+        "every example document must be accepted:\n{out}"
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// 6. the chart's CRDs are the generated ones
+
+#[test]
+fn chart_crds_equal_the_generated_crds() {
+    let generated = root().join("crds");
+    if !generated.is_dir() {
+        eprintln!(
+            "SKIPPED: {} does not exist yet (generate it with `cargo run -- crd --out-dir crds`)",
+            generated.display()
+        );
+        return;
+    }
+    // A missing directory lists no files (and then fails the comparison below, with the names).
+    let names = |dir: &Path| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.ends_with(".yaml"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    let in_chart = chart().join("crds");
+    assert_eq!(
+        names(&generated),
+        names(&in_chart),
+        "charts/recur/crds/ must hold exactly the files of crds/"
+    );
+    assert!(!names(&generated).is_empty(), "crds/ holds no CRD");
+    for name in names(&generated) {
+        let a = std::fs::read(generated.join(&name)).unwrap();
+        let b = std::fs::read(in_chart.join(&name)).unwrap();
+        assert!(
+            a == b,
+            "charts/recur/crds/{name} differs from crds/{name}: copy it (cp crds/*.yaml charts/recur/crds/)"
+        );
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Documentation: every value has a comment in values.yaml and a row in the README
+
+/// Key paths of values.yaml, each with whether the comment block right above its line starts
+/// with `# --` (the mark of a documented value). Keys inside list items get paths too; they are
+/// never looked up.
+fn commented_keys(values: &str) -> BTreeMap<String, bool> {
+    let lines: Vec<&str> = values.lines().collect();
+    let mut out = BTreeMap::new();
+    let mut stack: Vec<(usize, String)> = vec![];
+    for (i, line) in lines.iter().enumerate() {
+        let trimmed = line.trim();
+        let Some((key, _)) = trimmed.split_once(':') else {
+            continue;
+        };
+        if trimmed.starts_with('#')
+            || trimmed.starts_with('-')
+            || key.is_empty()
+            || key.contains(' ')
+        {
+            continue;
+        }
+        let indent = line.len() - line.trim_start().len();
+        while stack.last().is_some_and(|(at, _)| *at >= indent) {
+            stack.pop();
+        }
+        let path = stack
+            .iter()
+            .map(|(_, k)| k.as_str())
+            .chain([key])
+            .collect::<Vec<_>>()
+            .join(".");
+        let mut first = i;
+        while first > 0 && lines[first - 1].trim().starts_with('#') {
+            first -= 1;
+        }
+        out.insert(path, first < i && lines[first].trim().starts_with("# --"));
+        stack.push((indent, key.to_string()));
+    }
+    out
+}
+
+/// README rows: `path` -> (type, default as JSON, description).
+fn readme_rows(readme: &str) -> BTreeMap<String, (String, Value, String)> {
+    let mut rows = BTreeMap::new();
+    let table = readme
+        .split_once("\n## Values\n")
+        .map_or("", |(_, rest)| rest);
+    assert!(!table.is_empty(), "README.md has no `## Values` section");
+    for line in table.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.trim_matches('|').split(" | ").map(str::trim).collect();
+        assert_eq!(cells.len(), 4, "a values row has 4 cells: {line}");
+        let path = cells[0].trim_matches('`').to_string();
+        let default: Value = serde_json::from_str(cells[2].trim_matches('`'))
+            .unwrap_or_else(|e| panic!("default of {path} is not JSON ({e}): {line}"));
+        rows.insert(path, (cells[1].to_string(), default, cells[3].to_string()));
+    }
+    rows
+}
+
+fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::String(_) => "string",
+        Value::Number(n) if n.is_i64() || n.is_u64() => "int",
+        Value::Number(_) => "float",
+        Value::Bool(_) => "bool",
+        Value::Array(_) => "list",
+        Value::Object(_) => "object",
+        Value::Null => "null",
+    }
+}
+
+#[test]
+fn every_value_is_commented_and_in_the_readme_table() {
+    let text = std::fs::read_to_string(chart().join("values.yaml")).unwrap();
+    let values: Value = serde_saphyr::from_str(&text).unwrap();
+    let commented = commented_keys(&text);
+    let rows = readme_rows(&std::fs::read_to_string(chart().join("README.md")).unwrap());
+    let mut problems = vec![];
+    let mut documented = vec![];
+    // A key with a `# --` comment is one value; a key without one must be a map of such keys.
+    fn walk(
+        prefix: &str,
+        v: &Value,
+        commented: &BTreeMap<String, bool>,
+        documented: &mut Vec<(String, Value)>,
+        problems: &mut Vec<String>,
+    ) {
+        let Value::Object(map) = v else { return };
+        for (k, child) in map {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            if commented.get(&path).copied().unwrap_or(false) {
+                documented.push((path, child.clone()));
+            } else if matches!(child, Value::Object(m) if !m.is_empty()) {
+                walk(&path, child, commented, documented, problems);
+            } else {
+                problems.push(format!("{path}: no `# --` comment above it in values.yaml"));
+            }
+        }
+    }
+    walk("", &values, &commented, &mut documented, &mut problems);
+    for (path, default) in &documented {
+        match rows.get(path) {
+            None => problems.push(format!("{path}: no row in README.md")),
+            Some((ty, readme_default, description)) => {
+                if ty != type_name(default) {
+                    problems.push(format!(
+                        "{path}: README type {ty}, values.yaml has a {}",
+                        type_name(default)
+                    ));
+                }
+                if readme_default != default {
+                    problems.push(format!(
+                        "{path}: README default {readme_default}, values.yaml has {default}"
+                    ));
+                }
+                if description.is_empty() {
+                    problems.push(format!("{path}: empty description in README.md"));
+                }
+            }
+        }
+    }
+    for path in rows.keys() {
+        if !documented.iter().any(|(p, _)| p == path) {
+            problems.push(format!(
+                "{path}: README row for a value values.yaml does not have"
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "values.yaml and README.md disagree:\n  {}",
+        problems.join("\n  ")
+    );
+    assert!(
+        documented.len() > 50,
+        "found only {} documented values: is the parser right?",
+        documented.len()
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// The image the chart runs is the one the Dockerfile builds
+
+#[test]
+fn chart_defaults_match_the_dockerfile() {
+    let dockerfile = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    for line in [
+        "FROM gcr.io/distroless/static-debian12:nonroot",
+        "USER 65532:65532",
+        "ENTRYPOINT [\"/recur\"]",
+        "CMD [\"run\"]",
+        "cargo build --release --locked --bin recur",
+    ] {
+        assert!(dockerfile.contains(line), "Dockerfile lacks {line:?}");
+    }
+    let values: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(chart().join("values.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(values["image"]["repository"], "ghcr.io/recur-dev/recur");
+    assert_eq!(
+        values["securityContext"]["runAsUser"], 65532,
+        "the chart runs the image's user"
+    );
+    let chart_yaml: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(chart().join("Chart.yaml")).unwrap())
+            .unwrap();
+    assert_eq!(
+        chart_yaml["appVersion"],
+        env!("CARGO_PKG_VERSION"),
+        "appVersion is the crate's version (the image tag)"
+    );
+    assert_eq!(chart_yaml["kubeVersion"], ">=1.33.0-0");
+}
