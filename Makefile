@@ -18,10 +18,17 @@ BIN_DIR = $(shell $(BUILD_TOOLS))
 # Recipe prologue: `bin` = BIN_DIR, checked (make ignores the exit status of $(shell ...)).
 need_bin = bin='$(BIN_DIR)'; [ -x "$$bin/kube-apiserver" ] || { echo "make: $(BUILD_TOOLS) did not produce the tools (see above)" >&2; exit 1; }
 
-.PHONY: help tools cluster cluster-down test lint
+.PHONY: help demo tools cluster cluster-down test lint crds chaos bench
 
 help: ## list the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
+
+demo: ## the main job on a local default: control plane, Dapr sidecars, demo backend, recur, examples/ (Ctrl-C stops)
+	@scripts/demo.sh
+
+crds: ## regenerate crds/ and charts/recur/crds/ from the Rust types
+	@cargo run --quiet --bin recur -- crd --out-dir crds
+	cp crds/*.yaml charts/recur/crds/
 
 tools: ## build the pinned control-plane tools (cached); prints their bin directory
 	@$(BUILD_TOOLS)

@@ -1,0 +1,13 @@
+//! recur: a Kubernetes operator that runs recurring tasks and reminders through Dapr service
+//! invocation, exactly once per occurrence.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+pub mod api;
+pub mod cli;
+pub mod controller;
+pub mod dapr;
+pub mod lease;
+pub mod metrics;
+pub mod operator;
+pub mod schedule;
+pub mod server;

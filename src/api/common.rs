@@ -6,11 +6,13 @@ use schemars::{JsonSchema, json_schema};
 use serde::{Deserialize, Serialize};
 
 /// A DNS-1123 label, optionally followed by `.namespace` (Dapr's cross-namespace form).
-pub const APP_ID_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$";
+pub const APP_ID_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?(\.[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$";
 /// Path segments of unreserved characters separated by single slashes: no `..`, no query.
-pub const METHOD_PATTERN: &str = r"^[A-Za-z0-9_~-][A-Za-z0-9._~-]*(/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*$";
+pub const METHOD_PATTERN: &str =
+    r"^[A-Za-z0-9_~-][A-Za-z0-9._~-]*(/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*$";
 /// Go-style (`90m`, `1h30m`) or ISO 8601 (`PT90M`, `P1D`) durations; the operator checks ranges.
-pub const DURATION_PATTERN: &str = r"^(([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h|d))+|P([0-9]+W)?([0-9]+D)?(T([0-9]+H)?([0-9]+M)?([0-9]+(\.[0-9]+)?S)?)?)$";
+pub use crate::schedule::DURATION_PATTERN;
 
 /// CEL: no ASCII control characters (they would corrupt logs, headers and `kubectl` output).
 pub const NO_CONTROL_CHARS: &str = "!self.matches('[\\\\x00-\\\\x1f\\\\x7f]')";

@@ -20,6 +20,45 @@ pub const GROUP: &str = "recur.dev";
 /// The CRDs, in the order `recur crd` prints them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
     vec![RecurringTask::crd(), Reminder::crd()]
+        .into_iter()
+        .map(drop_unknown_formats)
+        .collect()
+}
+
+/// schemars names Rust integer widths (`uint32`, `uint64`) as formats the apiserver does not know
+/// and warns about on every apply; the `minimum: 0` next to them already says what matters.
+fn drop_unknown_formats(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    fn walk(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let unknown = map.get("format").and_then(|f| f.as_str()).is_some_and(|f| {
+                    matches!(
+                        f,
+                        "uint"
+                            | "uint8"
+                            | "uint16"
+                            | "uint32"
+                            | "uint64"
+                            | "int8"
+                            | "int16"
+                            | "double"
+                            | "float"
+                    )
+                });
+                if unknown {
+                    map.remove("format");
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    let Ok(mut value) = serde_json::to_value(&crd) else {
+        return crd;
+    };
+    walk(&mut value);
+    serde_json::from_value(value).unwrap_or(crd)
 }
 
 /// The CRDs as one multi-document YAML stream: exactly what `crds/` and the chart hold.

@@ -5,7 +5,7 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::common::{Failure, TaskRef, Target, conditions_schema};
+use super::common::{Failure, Target, TaskRef, conditions_schema};
 
 /// Default Dapr app id of a reminder's target.
 pub const REMINDER_DEFAULT_APP_ID: &str = "notification-service";
@@ -28,10 +28,19 @@ pub const TASK_LABEL: &str = "recur.dev/task";
     shortname = "rem",
     category = "recur",
     doc = "A reminder due once, delivered through Dapr exactly once.",
-    printcolumn(name = "Due", type_ = "string", json_path = ".spec.dueAt", description = "When the reminder is due"),
+    printcolumn(
+        name = "Due",
+        type_ = "string",
+        json_path = ".spec.dueAt",
+        description = "When the reminder is due"
+    ),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "User", type_ = "string", json_path = ".spec.userId"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ReminderSpec {
@@ -131,11 +140,21 @@ pub struct ReminderStatus {
 impl Reminder {
     /// The Dapr app id the reminder is delivered to.
     pub fn app_id(&self) -> &str {
-        self.spec.target.as_ref().map_or(REMINDER_DEFAULT_APP_ID, |t| t.app_id_or(REMINDER_DEFAULT_APP_ID))
+        self.spec
+            .target
+            .as_ref()
+            .map_or(REMINDER_DEFAULT_APP_ID, |t| {
+                t.app_id_or(REMINDER_DEFAULT_APP_ID)
+            })
     }
 
     /// The method the reminder is delivered to.
     pub fn method(&self) -> &str {
-        self.spec.target.as_ref().map_or(REMINDER_DEFAULT_METHOD, |t| t.method_or(REMINDER_DEFAULT_METHOD))
+        self.spec
+            .target
+            .as_ref()
+            .map_or(REMINDER_DEFAULT_METHOD, |t| {
+                t.method_or(REMINDER_DEFAULT_METHOD)
+            })
     }
 }

@@ -7,8 +7,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    DURATION_PATTERN, Failure, OccurrenceRecord, Target, conditions_schema,
-    free_object_schema,
+    DURATION_PATTERN, Failure, OccurrenceRecord, Target, conditions_schema, free_object_schema,
 };
 use crate::schedule::ScheduleSpec;
 
@@ -34,13 +33,46 @@ pub const DEFAULT_HISTORY_LIMIT: u32 = 10;
     shortname = "rt",
     category = "recur",
     doc = "A task that recurs on a schedule; each occurrence is delivered once through Dapr.",
-    printcolumn(name = "Schedule", type_ = "string", json_path = ".status.schedule", description = "The schedule, summarized"),
-    printcolumn(name = "Next", type_ = "string", json_path = ".status.nextOccurrence.due", description = "When the next occurrence is due"),
-    printcolumn(name = "Last", type_ = "date", json_path = ".status.lastOccurrence.finishedAt", description = "When the last occurrence finished"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Delivered", type_ = "integer", json_path = ".status.delivered", priority = 1),
-    printcolumn(name = "User", type_ = "string", json_path = ".spec.userId", priority = 1),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Schedule",
+        type_ = "string",
+        json_path = ".status.schedule",
+        description = "The schedule, summarized"
+    ),
+    printcolumn(
+        name = "Next",
+        type_ = "string",
+        json_path = ".status.nextOccurrence.due",
+        description = "When the next occurrence is due"
+    ),
+    printcolumn(
+        name = "Last",
+        type_ = "date",
+        json_path = ".status.lastOccurrence.finishedAt",
+        description = "When the last occurrence finished"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Delivered",
+        type_ = "integer",
+        json_path = ".status.delivered",
+        priority = 1
+    ),
+    printcolumn(
+        name = "User",
+        type_ = "string",
+        json_path = ".spec.userId",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RecurringTaskSpec {
@@ -217,12 +249,18 @@ pub struct RecurringTaskStatus {
 impl RecurringTask {
     /// The Dapr app id occurrences are delivered to.
     pub fn app_id(&self) -> &str {
-        self.spec.target.as_ref().map_or(TASK_DEFAULT_APP_ID, |t| t.app_id_or(TASK_DEFAULT_APP_ID))
+        self.spec
+            .target
+            .as_ref()
+            .map_or(TASK_DEFAULT_APP_ID, |t| t.app_id_or(TASK_DEFAULT_APP_ID))
     }
 
     /// The method occurrences are delivered to.
     pub fn method(&self) -> &str {
-        self.spec.target.as_ref().map_or(TASK_DEFAULT_METHOD, |t| t.method_or(TASK_DEFAULT_METHOD))
+        self.spec
+            .target
+            .as_ref()
+            .map_or(TASK_DEFAULT_METHOD, |t| t.method_or(TASK_DEFAULT_METHOD))
     }
 
     /// How many finished occurrences to keep.

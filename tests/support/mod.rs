@@ -21,6 +21,9 @@ use kube::api::{DeleteParams, ObjectMeta, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
+pub mod checker;
+pub mod stack;
+
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
 /// Label on every namespace a test creates, so leftovers are easy to find.

@@ -1,0 +1,2 @@
+//! Command-line tools beside the operator itself.
+pub mod schedule;

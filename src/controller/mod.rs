@@ -1,0 +1,316 @@
+//! The controllers, one per kind, and what they share: the [`Context`], conditions, events and
+//! the guarded status write.
+pub mod reminder;
+pub mod task;
+
+mod status;
+
+pub use status::{Guard, StatusWrite, write_status};
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+
+use crate::dapr::DaprClient;
+use crate::lease::Leadership;
+use crate::metrics::Metrics;
+use crate::server::Health;
+
+/// Name under which recur writes status and creates objects (field manager, event reporter).
+pub const MANAGER: &str = "recur";
+
+/// Errors of one reconcile; each is retried by `error_policy` with backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the Kubernetes API failed.
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// A status patch could not be built (a bug, not user input).
+    #[error("building a status patch: {0}")]
+    Patch(#[from] serde_json::Error),
+    /// The object lacks a field the API server always sets (name, namespace, uid).
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+}
+
+/// Settings of the controllers, from the command line.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Reconciles running at once per kind.
+    pub workers: u16,
+    /// How many future due instants `status.upcoming` lists.
+    pub upcoming: usize,
+    /// App id told that a reminder was sent (`POST api/tasks/{taskId}/reminder-sent`).
+    pub backend_app_id: String,
+    /// A delivery starts only while the lease is ours for at least this long (call timeout plus
+    /// the status write), so no call is in flight when another replica may take over.
+    pub lease_margin: Duration,
+}
+
+/// Everything a reconcile needs.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub dapr: DaprClient,
+    pub metrics: Arc<Metrics>,
+    pub leadership: Leadership,
+    pub health: Health,
+    pub settings: Settings,
+    /// Keys this process committed to status whose watch event may not have reached the cache
+    /// yet; a reconcile that still sees such a key waits for the cache instead of calling again.
+    committed: Mutex<HashMap<String, String>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        recorder: Recorder,
+        dapr: DaprClient,
+        metrics: Arc<Metrics>,
+        leadership: Leadership,
+        health: Health,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            client,
+            recorder,
+            dapr,
+            metrics,
+            leadership,
+            health,
+            settings,
+            committed: Mutex::default(),
+        }
+    }
+
+    /// Remembers that `key` of object `id` is finished and committed.
+    pub(crate) fn mark_committed(&self, id: &str, key: &str) {
+        if let Ok(mut map) = self.committed.lock() {
+            map.insert(id.to_string(), key.to_string());
+        }
+    }
+
+    /// True when the cache still shows a key this process already committed.
+    pub(crate) fn is_committed(&self, id: &str, key: &str) -> bool {
+        self.committed
+            .lock()
+            .map(|map| map.get(id).is_some_and(|k| k == key))
+            .unwrap_or(false)
+    }
+
+    /// Forgets a deleted object.
+    pub(crate) fn forget(&self, id: &str) {
+        if let Ok(mut map) = self.committed.lock() {
+            map.remove(id);
+        }
+    }
+
+    /// Publishes an event; failures are logged, never fatal (events are best effort).
+    pub async fn event<K>(
+        &self,
+        obj: &K,
+        type_: EventType,
+        reason: &str,
+        action: &str,
+        note: String,
+    ) where
+        K: Resource<DynamicType = ()>,
+    {
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(truncate(&note, 1000)),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(err) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(%err, reason, "could not publish event");
+        }
+    }
+}
+
+/// Marks `kind` synced in `health` once the controller's watch cache holds its first full list.
+///
+/// The store's readiness signal keeps a single waiting waker, which the controller's own runner
+/// takes over; re-arming the wait every second makes sure this waiter sees it too.
+pub(crate) async fn mark_synced<K>(
+    store: kube::runtime::reflector::Store<K>,
+    health: Health,
+    kind: &'static str,
+) where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_secs(1), store.wait_until_ready()).await {
+            Ok(Ok(())) => {
+                tracing::info!(kind, "watch cache synced");
+                health.set_synced(kind);
+                return;
+            }
+            Ok(Err(err)) => {
+                tracing::error!(kind, %err, "watch cache never synced");
+                return;
+            }
+            Err(_) => continue,
+        }
+    }
+}
+
+/// A stable id for an object: namespace/name/uid, so a re-created object is a new one.
+pub fn object_id<K: Resource>(obj: &K) -> String {
+    let meta = obj.meta();
+    format!(
+        "{}/{}/{}",
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default(),
+        meta.uid.as_deref().unwrap_or_default()
+    )
+}
+
+/// Builds a condition, keeping `lastTransitionTime` when the status did not change.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) {
+    let status = if status { "True" } else { "False" };
+    let transition = conditions
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| Time(to_jiff(now)));
+    conditions.retain(|c| c.type_ != type_);
+    conditions.push(Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: truncate(message, 1000),
+        observed_generation: generation,
+        last_transition_time: transition,
+    });
+    conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
+}
+
+/// chrono to jiff at the Kubernetes boundary (kube's timestamps are jiff).
+pub fn to_jiff(t: DateTime<Utc>) -> jiff::Timestamp {
+    jiff::Timestamp::new(t.timestamp(), t.timestamp_subsec_nanos() as i32)
+        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+}
+
+/// Truncates on a character boundary and drops control characters other than newline and tab,
+/// since the text may come from the network and ends in status, events and logs.
+pub fn truncate(s: &str, max: usize) -> String {
+    let mut out: String = s
+        .chars()
+        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+        .take(max)
+        .collect();
+    if s.chars().count() > max {
+        out.push('…');
+    }
+    out
+}
+
+/// Requeue delay until `at`, at least a millisecond (never a busy loop on a past instant).
+pub fn until(at: DateTime<Utc>, now: DateTime<Utc>) -> Duration {
+    (at - now)
+        .to_std()
+        .unwrap_or(Duration::ZERO)
+        .max(Duration::from_millis(1))
+}
+
+/// Name and namespace of an object, or an error if the API server did not set them.
+pub fn name_ns<K: Resource>(obj: &K) -> Result<(String, String), Error> {
+    let name = obj
+        .meta()
+        .name
+        .clone()
+        .ok_or(Error::MissingField("metadata.name"))?;
+    let ns = obj
+        .meta()
+        .namespace
+        .clone()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    Ok((name, ns))
+}
+
+/// The UID, required for idempotency keys.
+pub fn uid<K: ResourceExt>(obj: &K) -> Result<String, Error> {
+    obj.uid().ok_or(Error::MissingField("metadata.uid"))
+}
+
+/// Formats an instant for keys: compact, sortable, second precision plus milliseconds when any.
+pub fn key_instant(t: DateTime<Utc>) -> String {
+    if t.timestamp_subsec_millis() == 0 {
+        t.format("%Y%m%dT%H%M%SZ").to_string()
+    } else {
+        t.format("%Y%m%dT%H%M%S%.3fZ").to_string()
+    }
+}
+
+/// FNV-1a, 64 bits: a fixed, non-randomized hash for names that must be stable across processes.
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn truncate_drops_control_characters_and_marks_cuts() {
+        assert_eq!(truncate("a\u{1b}[31mb\nc", 100), "a[31mb\nc");
+        assert_eq!(truncate("héllo", 2), "hé…");
+    }
+
+    #[test]
+    fn key_instants_are_compact_and_keep_milliseconds() {
+        let t = Utc
+            .with_ymd_and_hms(2026, 3, 29, 1, 30, 0)
+            .single()
+            .unwrap_or_default();
+        assert_eq!(key_instant(t), "20260329T013000Z");
+        assert_eq!(
+            key_instant(t + chrono::Duration::milliseconds(250)),
+            "20260329T013000.250Z"
+        );
+    }
+
+    #[test]
+    fn conditions_keep_transition_time_while_status_is_unchanged() {
+        let t0 = Utc
+            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
+            .single()
+            .unwrap_or_default();
+        let t1 = t0 + chrono::Duration::hours(1);
+        let mut conds = vec![];
+        set_condition(&mut conds, "Ready", true, "Scheduled", "a", Some(1), t0);
+        set_condition(&mut conds, "Ready", true, "Scheduled", "b", Some(2), t1);
+        assert_eq!(conds.len(), 1);
+        assert_eq!(conds[0].last_transition_time, Time(to_jiff(t0)));
+        assert_eq!(conds[0].message, "b");
+        set_condition(
+            &mut conds,
+            "Ready",
+            false,
+            "InvalidSchedule",
+            "c",
+            Some(3),
+            t1,
+        );
+        assert_eq!(conds[0].last_transition_time, Time(to_jiff(t1)));
+    }
+}

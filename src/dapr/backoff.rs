@@ -1,0 +1,102 @@
+//! Retry delays: exponential with deterministic jitter, so that a retry's time can be recomputed
+//! by any replica from the status alone, and occurrences failing together spread out.
+use std::time::Duration;
+
+/// First delay.
+const BASE_MS: u64 = 1_000;
+/// Nominal delays stop growing here; with +20% jitter the longest delay is exactly 5 minutes.
+const NOMINAL_CAP_MS: u64 = 250_000;
+/// Jitter amplitude in parts per million of the nominal delay (±20%).
+const JITTER_PPM: u64 = 200_000;
+
+/// The wait after the `attempt`-th failed attempt (1-based; 0 counts as 1) of the call keyed
+/// `key`: nominally 1 s, 2 s, 4 s, ... up to 250 s, each moved by a jitter of ±20% derived from
+/// `key` and `attempt`. Always between 800 ms and 5 minutes; never overflows.
+pub fn backoff(attempt: u32, key: &str) -> Duration {
+    let doublings = attempt.saturating_sub(1).min(20);
+    let nominal = BASE_MS
+        .saturating_mul(1u64 << doublings)
+        .min(NOMINAL_CAP_MS);
+    // A point in [0, 2 * JITTER_PPM] from the hash; subtract JITTER_PPM for [-20%, +20%].
+    let point = mix(key, attempt) % (2 * JITTER_PPM + 1);
+    let scaled = nominal * (1_000_000 - JITTER_PPM + point) / 1_000_000;
+    Duration::from_millis(scaled.max(1))
+}
+
+/// FNV-1a over the key and attempt, finished with splitmix64: stable across builds and platforms
+/// (unlike `DefaultHasher`), which matters because replicas must agree on the delay.
+fn mix(key: &str, attempt: u32) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes().chain(attempt.to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nominal_ms(attempt: u32) -> u64 {
+        (1_000u64 << attempt.saturating_sub(1).min(20)).min(250_000)
+    }
+
+    #[test]
+    fn grows_exponentially_within_jitter_bounds() {
+        for key in ["a", "default/daily-standup@2025-01-01T09:00:00Z", ""] {
+            for attempt in 0..40 {
+                let d = backoff(attempt, key).as_millis() as u64;
+                let n = nominal_ms(attempt);
+                assert!(
+                    d >= n * 8 / 10 && d <= n * 12 / 10,
+                    "attempt {attempt}: {d} ms vs nominal {n}"
+                );
+                assert!(d <= 300_000, "attempt {attempt}: {d} ms");
+                assert!(d >= 800, "attempt {attempt}: {d} ms");
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_attempts_are_capped_and_do_not_overflow() {
+        for attempt in [u32::MAX, u32::MAX - 1, 64, 65, 1 << 31] {
+            let d = backoff(attempt, "k");
+            assert!(
+                d > Duration::ZERO && d <= Duration::from_secs(300),
+                "{attempt}: {d:?}"
+            );
+            assert!(d >= Duration::from_secs(200), "{attempt}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn deterministic_per_key_and_attempt() {
+        assert_eq!(backoff(3, "key-1"), backoff(3, "key-1"));
+        // Pinned values: a change to the formula changes retry times written in status.
+        assert_eq!(backoff(1, "key-1"), Duration::from_millis(1_011));
+        assert_eq!(backoff(3, "key-1"), Duration::from_millis(3_784));
+        assert_eq!(backoff(30, "key-1"), Duration::from_millis(205_241));
+        assert_ne!(backoff(3, "key-1"), backoff(3, "key-2"));
+        assert_ne!(backoff(9, "key-1"), backoff(10, "key-1") / 2);
+        let spread: std::collections::HashSet<_> =
+            (0..50).map(|i| backoff(5, &format!("key-{i}"))).collect();
+        assert!(
+            spread.len() > 40,
+            "jitter does not spread keys: {} distinct of 50",
+            spread.len()
+        );
+        let mean = (0..1000)
+            .map(|i| backoff(10, &format!("k{i}")).as_millis() as f64)
+            .sum::<f64>()
+            / 1000.0;
+        let n = nominal_ms(10) as f64;
+        assert!(
+            (mean - n).abs() < n * 0.03,
+            "jitter is biased: mean {mean} vs {n}"
+        );
+    }
+}

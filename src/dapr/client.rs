@@ -1,0 +1,504 @@
+//! The invocation client: one POST to the sidecar per attempt, classified into an [`Outcome`].
+//!
+//! Classification (status of the answer, and whether its body is a Dapr error, i.e. a JSON object
+//! whose `errorCode` looks like `ERR_...`; Dapr's message texts are never matched):
+//!
+//! | answer                                         | outcome                                     |
+//! |------------------------------------------------|---------------------------------------------|
+//! | 2xx                                            | `Delivered` (backend id from `id`/`task_id`/`taskId`) |
+//! | 409                                            | `AlreadyDelivered` (the key was seen before) |
+//! | 401                                            | `Retryable(Unauthorized)`                   |
+//! | 403, 404 with a Dapr error                     | `Retryable(SidecarRefused)`                 |
+//! | 408                                            | `Retryable(Timeout)`                        |
+//! | 429                                            | `Retryable(RateLimited)`                    |
+//! | 5xx with a Dapr error (`ERR_DIRECT_INVOKE`...) | `Retryable(SidecarUnavailable)`             |
+//! | other 5xx                                      | `Retryable(ServerError)`                    |
+//! | other 1xx/3xx/4xx                              | `Rejected` (redirects are not followed)     |
+//! | no connection, reset, broken answer            | `Retryable(Connection)`                     |
+//! | no answer within the timeout                   | `Retryable(Timeout)`                        |
+//!
+//! Why 401 and sidecar 403/404 are retried: they say nothing about the occurrence, only about the
+//! deployment (a wrong or rotated `DAPR_API_TOKEN`/app token, a Dapr access-control policy that
+//! denies recur, an app id the sidecar cannot route). Marking occurrences failed for good would
+//! lose every one of them until someone notices; retrying keeps them, the message in status says
+//! what to fix, and the breaker stops the hammering after a few attempts. Real Dapr answers an
+//! unknown or unreachable app id with 500 `ERR_DIRECT_INVOKE`, and 404 only when no app id was
+//! given at all, which recur's URLs always include. A 403/404 *without* a Dapr error comes from
+//! the app itself and is a `Rejected`.
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use reqwest::header::{CONTENT_TYPE, HeaderValue};
+use tracing::debug;
+
+use super::breaker::{BreakerConfig, BreakerState, Breakers, Clock, SystemClock};
+use super::target::{AppId, Method, invoke_url};
+use super::{BACKEND_ID_LIMIT, DaprConfig, DaprError, MESSAGE_LIMIT, sanitize};
+
+/// Most bytes of an answer's body read (enough for an id or an error message).
+const BODY_LIMIT: usize = 64 * 1024;
+/// Timeout of the outbound health check (capped by the call timeout).
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Header values: everything but visible ASCII, and `%` itself, is percent-encoded, so a value can
+/// neither split a header nor be refused by the HTTP library.
+const HEADER_UNSAFE: &AsciiSet = &CONTROLS.add(b' ').add(b'%');
+
+/// One call: `POST {app}/{method}` with a JSON body.
+#[derive(Clone, Copy, Debug)]
+pub struct Invocation<'a> {
+    pub app_id: &'a AppId,
+    pub method: &'a Method,
+    /// Sent as `Idempotency-Key`: the backend's duplicate detection.
+    pub idempotency_key: &'a str,
+    /// Sent as `X-User-Id`.
+    pub user_id: &'a str,
+    pub body: &'a serde_json::Value,
+}
+
+/// What came of a call, and how long it took (zero when the breaker refused it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Invoked {
+    pub outcome: Outcome,
+    pub elapsed: Duration,
+}
+
+/// The classified result of one call. Messages are sanitized and at most 256 characters.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// A 2xx answer.
+    Delivered {
+        status: u16,
+        backend_id: Option<String>,
+    },
+    /// 409: the backend already had this idempotency key.
+    AlreadyDelivered,
+    /// The app refused this call for good (4xx other than those retried, 1xx/3xx).
+    Rejected { status: u16, message: String },
+    /// Try again later with the same idempotency key.
+    Retryable {
+        reason: RetryReason,
+        message: String,
+    },
+    /// Not called: the app id's breaker is open.
+    CircuitOpen { retry_in: Duration },
+}
+
+impl Outcome {
+    /// True for the outcomes that count against the breaker.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Outcome::Retryable { .. })
+    }
+
+    /// A short label for logs and metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Outcome::Delivered { .. } => "delivered",
+            Outcome::AlreadyDelivered => "duplicate",
+            Outcome::Rejected { .. } => "rejected",
+            Outcome::Retryable { .. } => "retryable",
+            Outcome::CircuitOpen { .. } => "circuit_open",
+        }
+    }
+}
+
+/// Why a call is worth retrying.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RetryReason {
+    /// No connection to the sidecar, or it broke before a complete answer.
+    Connection,
+    /// No answer within the timeout (or HTTP 408).
+    Timeout,
+    /// HTTP 429.
+    RateLimited,
+    /// A 5xx from the app.
+    ServerError,
+    /// A 5xx Dapr error: the sidecar could not reach or resolve the app, or is not ready.
+    SidecarUnavailable,
+    /// A 403/404 Dapr error: access control denies the call, or the sidecar cannot route it.
+    SidecarRefused,
+    /// HTTP 401: the API token (recur to sidecar, or sidecar to app) is wrong or missing.
+    Unauthorized,
+}
+
+impl RetryReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryReason::Connection => "connection",
+            RetryReason::Timeout => "timeout",
+            RetryReason::RateLimited => "rate_limited",
+            RetryReason::ServerError => "server_error",
+            RetryReason::SidecarUnavailable => "sidecar_unavailable",
+            RetryReason::SidecarRefused => "sidecar_refused",
+            RetryReason::Unauthorized => "unauthorized",
+        }
+    }
+}
+
+impl fmt::Display for RetryReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The Dapr invocation client. Cheap to clone; clones share the connection pool and breakers.
+#[derive(Clone)]
+pub struct DaprClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    endpoint: String,
+    /// Marked sensitive, so it is not shown by `Debug` of the request either.
+    token: Option<HeaderValue>,
+    timeout: Duration,
+    breakers: Breakers,
+    clock: Arc<dyn Clock>,
+}
+
+impl fmt::Debug for DaprClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DaprClient")
+            .field("endpoint", &self.inner.endpoint)
+            .field(
+                "api_token",
+                &self.inner.token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("timeout", &self.inner.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DaprClient {
+    /// A client with the default breakers (5 failures, 30 s cool-down) on the real clock.
+    pub fn new(config: DaprConfig) -> Result<Self, DaprError> {
+        let breaker = BreakerConfig {
+            probe_timeout: config.timeout,
+            ..BreakerConfig::default()
+        };
+        Self::with_breaker(config, breaker, Arc::new(SystemClock))
+    }
+
+    /// A client with the given breaker tuning and clock.
+    pub fn with_breaker(
+        config: DaprConfig,
+        breaker: BreakerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, DaprError> {
+        let endpoint = config.validated_endpoint()?;
+        let token = match &config.api_token {
+            Some(t) if !t.is_empty() => {
+                let mut value = HeaderValue::from_str(t).map_err(|_| DaprError::InvalidToken)?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            _ => None,
+        };
+        let http = reqwest::Client::builder()
+            // The sidecar is local: a proxy from the environment must not see the calls or the
+            // token, redirects must not send them elsewhere, and retries are ours to decide.
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .retry(reqwest::retry::never())
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(5)))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| DaprError::Client(e.to_string()))?;
+        Ok(DaprClient {
+            inner: Arc::new(Inner {
+                http,
+                endpoint,
+                token,
+                timeout: config.timeout,
+                breakers: Breakers::new(breaker),
+                clock,
+            }),
+        })
+    }
+
+    /// The sidecar's base URL.
+    pub fn endpoint(&self) -> &str {
+        &self.inner.endpoint
+    }
+
+    /// Calls `POST {endpoint}/v1.0/invoke/{app}/method/{method}` unless the app's breaker is open.
+    pub async fn invoke(&self, inv: &Invocation<'_>) -> Invoked {
+        let app = inv.app_id.as_str();
+        let permit = match self.inner.breakers.try_acquire(app, self.inner.clock.now()) {
+            Ok(permit) => permit,
+            Err(retry_in) => {
+                debug!(
+                    app_id = app,
+                    method = inv.method.as_str(),
+                    retry_in_ms = retry_in.as_millis() as u64,
+                    "circuit open; not calling"
+                );
+                return Invoked {
+                    outcome: Outcome::CircuitOpen { retry_in },
+                    elapsed: Duration::ZERO,
+                };
+            }
+        };
+        let started = Instant::now();
+        let outcome = self.call(inv).await;
+        let elapsed = started.elapsed();
+        self.inner
+            .breakers
+            .record(permit, outcome.is_retryable(), self.inner.clock.now());
+        debug!(
+            app_id = app,
+            method = inv.method.as_str(),
+            key = inv.idempotency_key,
+            outcome = outcome.label(),
+            elapsed_ms = elapsed.as_millis() as u64,
+            "dapr invocation"
+        );
+        Invoked { outcome, elapsed }
+    }
+
+    async fn call(&self, inv: &Invocation<'_>) -> Outcome {
+        let url = invoke_url(&self.inner.endpoint, inv.app_id, inv.method);
+        let body = match serde_json::to_vec(inv.body) {
+            Ok(body) => body,
+            Err(e) => {
+                return Outcome::Rejected {
+                    status: 0,
+                    message: sanitize(&format!("the request body: {e}"), MESSAGE_LIMIT),
+                };
+            }
+        };
+        let mut request = self
+            .inner
+            .http
+            .post(url)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header("idempotency-key", header_value(inv.idempotency_key))
+            .header("x-user-id", header_value(inv.user_id))
+            .body(body);
+        if let Some(token) = &self.inner.token {
+            request = request.header("dapr-api-token", token.clone());
+        }
+        match request.send().await {
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                let body = read_limited(&mut response).await;
+                classify(status, &body)
+            }
+            Err(err) => self.transport_failure(&err),
+        }
+    }
+
+    fn transport_failure(&self, err: &reqwest::Error) -> Outcome {
+        let endpoint = &self.inner.endpoint;
+        let (reason, message) = if err.is_timeout() {
+            (
+                RetryReason::Timeout,
+                format!(
+                    "no answer within {:?} (the sidecar or the app is slow or hanging)",
+                    self.inner.timeout
+                ),
+            )
+        } else if err.is_connect() {
+            (
+                RetryReason::Connection,
+                format!(
+                    "cannot connect to the Dapr sidecar at {endpoint}: {}",
+                    root_cause(err)
+                ),
+            )
+        } else {
+            (
+                RetryReason::Connection,
+                format!(
+                    "the call to the Dapr sidecar at {endpoint} broke off: {}",
+                    root_cause(err)
+                ),
+            )
+        };
+        Outcome::Retryable {
+            reason,
+            message: sanitize(&message, MESSAGE_LIMIT),
+        }
+    }
+
+    /// The state of every app id's breaker, sorted by app id (for metrics).
+    pub fn breaker_states(&self) -> Vec<(String, BreakerState)> {
+        self.inner.breakers.states(self.inner.clock.now())
+    }
+
+    /// `GET {endpoint}/v1.0/healthz/outbound` must answer 204 within 2 s: the sidecar can serve
+    /// recur's calls. For the readiness probe.
+    pub async fn outbound_healthy(&self) -> Result<(), DaprError> {
+        let url = format!("{}/v1.0/healthz/outbound", self.inner.endpoint);
+        let mut request = self
+            .inner
+            .http
+            .get(url)
+            .timeout(HEALTH_TIMEOUT.min(self.inner.timeout));
+        // Dapr exempts the health endpoints from token checks; sending it anyway costs nothing.
+        if let Some(token) = &self.inner.token {
+            request = request.header("dapr-api-token", token.clone());
+        }
+        let unhealthy = |detail: String| DaprError::Unhealthy {
+            endpoint: self.inner.endpoint.clone(),
+            detail: sanitize(&detail, MESSAGE_LIMIT),
+        };
+        match request.send().await {
+            Ok(response) if response.status().as_u16() == 204 => Ok(()),
+            Ok(mut response) => {
+                let status = response.status().as_u16();
+                let body = read_limited(&mut response).await;
+                Err(unhealthy(describe(
+                    status,
+                    &body,
+                    dapr_error(&body).as_ref(),
+                )))
+            }
+            Err(err) if err.is_timeout() => Err(unhealthy(
+                "no answer within the health-check timeout".into(),
+            )),
+            Err(err) => Err(unhealthy(root_cause(&err))),
+        }
+    }
+}
+
+/// Reads at most [`BODY_LIMIT`] bytes of the body; what arrived before an error is kept (the
+/// status already tells the outcome, the body only adds details).
+async fn read_limited(response: &mut reqwest::Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = response.chunk().await {
+        let room = BODY_LIMIT - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= BODY_LIMIT {
+            break;
+        }
+    }
+    body
+}
+
+/// Percent-encodes a header value (see [`HEADER_UNSAFE`]).
+pub(crate) fn encode_header(value: &str) -> String {
+    utf8_percent_encode(value, HEADER_UNSAFE).to_string()
+}
+
+fn header_value(value: &str) -> HeaderValue {
+    // The encoded value is visible ASCII only, which `HeaderValue` always accepts.
+    HeaderValue::from_str(&encode_header(value)).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
+/// The innermost cause of a transport error (e.g. "Connection refused (os error 111)"); the
+/// outer layers only repeat the URL.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    cause.to_string()
+}
+
+/// Classifies an answer (see the module docs).
+pub(crate) fn classify(status: u16, body: &[u8]) -> Outcome {
+    let dapr = dapr_error(body);
+    let message = || describe(status, body, dapr.as_ref());
+    let retry = |reason, message: String| Outcome::Retryable {
+        reason,
+        message: sanitize(&message, MESSAGE_LIMIT),
+    };
+    match status {
+        200..=299 => Outcome::Delivered {
+            status,
+            backend_id: backend_id(body),
+        },
+        409 => Outcome::AlreadyDelivered,
+        401 => retry(
+            RetryReason::Unauthorized,
+            format!(
+                "not authorized (check DAPR_API_TOKEN and the app's API token): {}",
+                message()
+            ),
+        ),
+        403 | 404 if dapr.is_some() => retry(
+            RetryReason::SidecarRefused,
+            format!(
+                "the Dapr sidecar refused the call (access control or app id routing): {}",
+                message()
+            ),
+        ),
+        408 => retry(RetryReason::Timeout, message()),
+        429 => retry(RetryReason::RateLimited, message()),
+        500.. if dapr.is_some() => retry(RetryReason::SidecarUnavailable, message()),
+        500.. => retry(RetryReason::ServerError, message()),
+        _ => Outcome::Rejected {
+            status,
+            message: sanitize(&message(), MESSAGE_LIMIT),
+        },
+    }
+}
+
+/// A Dapr API error: `(errorCode, message)` when the body is a JSON object whose `errorCode` has
+/// Dapr's form (`ERR_` and upper-case letters, digits, `_`).
+fn dapr_error(body: &[u8]) -> Option<(String, String)> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    let code = value.get("errorCode")?.as_str()?;
+    let well_formed = code.len() <= 64
+        && code.starts_with("ERR_")
+        && code
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    if !well_formed {
+        return None;
+    }
+    let message = value
+        .get("message")
+        .and_then(|m| m.as_str())
+        .unwrap_or_default();
+    Some((code.to_owned(), message.to_owned()))
+}
+
+/// `HTTP 503: <why>`; `<why>` from a Dapr error, a JSON `message`/`error`/`detail`/`title`, the
+/// body text, or the status's reason phrase.
+fn describe(status: u16, body: &[u8], dapr: Option<&(String, String)>) -> String {
+    if let Some((code, message)) = dapr {
+        return sanitize(&format!("HTTP {status} {code}: {message}"), MESSAGE_LIMIT);
+    }
+    let from_json = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            ["message", "error", "detail", "title"]
+                .iter()
+                .find_map(|k| v.get(*k).and_then(|m| m.as_str()).map(str::to_owned))
+        });
+    let text = from_json.unwrap_or_else(|| String::from_utf8_lossy(body).into_owned());
+    let text = sanitize(&text, MESSAGE_LIMIT);
+    let text = if text.is_empty() {
+        reqwest::StatusCode::from_u16(status)
+            .ok()
+            .and_then(|s| s.canonical_reason())
+            .unwrap_or("no details")
+            .to_owned()
+    } else {
+        text
+    };
+    sanitize(&format!("HTTP {status}: {text}"), MESSAGE_LIMIT)
+}
+
+/// The id the backend gave the created object: `id`, `task_id` or `taskId`, a string or a number.
+fn backend_id(body: &[u8]) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    ["id", "task_id", "taskId"].iter().find_map(|k| {
+        let id = match value.get(*k)? {
+            serde_json::Value::String(s) => sanitize(s, BACKEND_ID_LIMIT),
+            serde_json::Value::Number(n) => sanitize(&n.to_string(), BACKEND_ID_LIMIT),
+            _ => return None,
+        };
+        (!id.is_empty()).then_some(id)
+    })
+}
+
+#[cfg(test)]
+#[path = "client_tests.rs"]
+mod tests;

@@ -1,0 +1,320 @@
+//! `recur run`: wires the controllers, the lease, the Dapr client and the HTTP server together.
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use futures::StreamExt;
+use kube::api::{Api, ListParams};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::{Client, Config};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+use crate::api::{RecurringTask, Reminder};
+use crate::controller::{self, Context, Settings};
+use crate::dapr::{DaprClient, DaprConfig};
+use crate::lease::{self, Leadership, LeaseConfig, LeaseElector};
+use crate::metrics::Metrics;
+use crate::server::{self, Health};
+
+/// Flags of `recur run`; each defaults from a `RECUR_`-prefixed environment variable.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "RECUR_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Address of the probe and metrics server.
+    #[arg(long, env = "RECUR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// Elect a leader among replicas with a coordination.k8s.io Lease; only the leader delivers.
+    #[arg(long, env = "RECUR_LEADER_ELECT", default_value_t = false)]
+    pub leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "RECUR_LEASE_NAME", default_value = "recur-leader")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: POD_NAMESPACE, else the kubeconfig's namespace).
+    #[arg(long, env = "RECUR_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// How long a Lease is valid without renewal.
+    #[arg(long, env = "RECUR_LEASE_DURATION", default_value = "15s", value_parser = duration)]
+    pub lease_duration: Duration,
+    /// How often the holder renews the Lease.
+    #[arg(long, env = "RECUR_LEASE_RENEW_PERIOD", default_value = "5s", value_parser = duration)]
+    pub lease_renew_period: Duration,
+    /// Reconciles running at once per kind (deliveries in flight).
+    #[arg(long, env = "RECUR_WORKERS", default_value_t = 64)]
+    pub workers: u16,
+    /// Timeout of one call through the Dapr sidecar.
+    #[arg(long, env = "RECUR_DAPR_TIMEOUT", default_value = "5s", value_parser = duration)]
+    pub dapr_timeout: Duration,
+    /// Readiness waits for the Dapr sidecar's /v1.0/healthz/outbound.
+    #[arg(long, env = "RECUR_DAPR_HEALTH_CHECK", default_value_t = true, action = clap::ArgAction::Set)]
+    pub dapr_health_check: bool,
+    /// App id told that a reminder was sent (`POST api/tasks/{taskId}/reminder-sent`).
+    #[arg(long, env = "RECUR_BACKEND_APP_ID", default_value = "backend")]
+    pub backend_app_id: String,
+    /// Log format.
+    #[arg(long, env = "RECUR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Log filter (tracing EnvFilter syntax).
+    #[arg(long, env = "RECUR_LOG", default_value = "info,kube=warn")]
+    pub log: String,
+}
+
+/// Log output format.
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    crate::schedule::parse_duration(s)
+}
+
+/// Runs the operator until SIGTERM or SIGINT.
+pub fn main(args: RunArgs) -> ExitCode {
+    init_logs(args.log_format, &args.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            error!("{err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(format: LogFormat, filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(args: RunArgs) -> Result<(), String> {
+    let config = Config::infer()
+        .await
+        .map_err(|e| format!("cannot load a kubeconfig or in-cluster config: {e}"))?;
+    let default_ns = config.default_namespace.clone();
+    let client =
+        Client::try_from(config).map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
+    check_crds(&client, args.namespace.as_deref()).await?;
+
+    let dapr = DaprClient::new(DaprConfig::from_env(args.dapr_timeout).map_err(|e| e.to_string())?)
+        .map_err(|e| e.to_string())?;
+    let metrics = Arc::new(Metrics::new());
+    let health = Health::new();
+    if args.dapr_health_check {
+        let probe = dapr.clone();
+        health.set_dependency_check(Arc::new(move || {
+            let probe = probe.clone();
+            Box::pin(async move {
+                probe
+                    .outbound_healthy()
+                    .await
+                    .map_err(|e| format!("dapr sidecar: {e}"))
+            })
+        }));
+    }
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let shutdown = move || {
+        let mut rx = shutdown_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    });
+
+    // A delivery starts only while the lease stays ours for the whole call plus the status write.
+    let lease_margin = args.dapr_timeout + Duration::from_secs(1);
+    if args.leader_elect {
+        let usable = args
+            .lease_duration
+            .saturating_sub(lease::safety_margin(args.lease_duration))
+            .saturating_sub(args.lease_renew_period);
+        if usable <= lease_margin {
+            return Err(format!(
+                "--lease-duration {:?} is too short: minus the renew period and the safety margin it must exceed --dapr-timeout plus 1s ({:?})",
+                args.lease_duration, lease_margin
+            ));
+        }
+    }
+    let identity = lease::default_identity();
+    let (leadership, lease_task) = if args.leader_elect {
+        let namespace = args
+            .lease_namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or(default_ns);
+        let cfg = LeaseConfig {
+            name: args.lease_name.clone(),
+            namespace,
+            identity: identity.clone(),
+            lease_duration: args.lease_duration,
+            renew_period: args.lease_renew_period,
+            retry_period: args.lease_renew_period.min(Duration::from_secs(2)),
+        };
+        let elector =
+            LeaseElector::new(client.clone(), cfg).map_err(|e| format!("leader election: {e}"))?;
+        let leadership = elector.leadership();
+        (leadership, Some(tokio::spawn(elector.run(shutdown()))))
+    } else {
+        (Leadership::always(), None)
+    };
+
+    let settings = Settings {
+        workers: args.workers.max(1),
+        upcoming: 3,
+        backend_app_id: args.backend_app_id.clone(),
+        lease_margin,
+    };
+    let reporter = Reporter {
+        controller: "recur".into(),
+        instance: Some(identity),
+    };
+    let recorder = Recorder::new(client.clone(), reporter);
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        recorder,
+        dapr,
+        metrics.clone(),
+        leadership.clone(),
+        health.clone(),
+        settings,
+    ));
+
+    // The runtime's own heartbeat: liveness fails if the scheduler stops running tasks.
+    let beat = health.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            beat.heartbeat();
+        }
+    });
+
+    let server = tokio::spawn(server::serve(
+        args.http_addr,
+        health.clone(),
+        metrics.clone(),
+        shutdown(),
+    ));
+    let tasks = controller::task::run(
+        ctx.clone(),
+        args.namespace.clone(),
+        gained(&leadership, &metrics),
+        shutdown(),
+    );
+    let reminders = controller::reminder::run(
+        ctx.clone(),
+        args.namespace.clone(),
+        gained(&leadership, &metrics),
+        shutdown(),
+    );
+    info!(leader_elect = args.leader_elect, namespace = ?args.namespace, http = %args.http_addr, "recur started");
+    tokio::join!(tasks, reminders);
+    if let Some(task) = lease_task {
+        let _ = task.await;
+    }
+    match server.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(format!("http server: {err}")),
+        Err(err) => Err(format!("http server task: {err}")),
+    }
+}
+
+/// A stream that yields each time this replica becomes leader (and once at start when it is).
+fn gained(
+    leadership: &Leadership,
+    metrics: &Arc<Metrics>,
+) -> impl futures::Stream<Item = ()> + Send + 'static {
+    let rx = leadership.changes();
+    let metrics = metrics.clone();
+    tokio_stream_from_watch(rx).filter_map(move |leader| {
+        metrics.set_leader(leader);
+        futures::future::ready(leader.then_some(()))
+    })
+}
+
+fn tokio_stream_from_watch(
+    rx: watch::Receiver<bool>,
+) -> impl futures::Stream<Item = bool> + Send + 'static {
+    futures::stream::unfold((rx, true), |(mut rx, first)| async move {
+        if !first && rx.changed().await.is_err() {
+            return None;
+        }
+        let value = *rx.borrow_and_update();
+        Some((value, (rx, false)))
+    })
+}
+
+/// Fails with an install hint when the CRDs are missing (the chart or `kubectl apply -f crds/`
+/// installs them; the operator never does).
+async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<(), String> {
+    let lp = ListParams::default().limit(1);
+    let hint = "install them with `kubectl apply -f crds/` (or the Helm chart)";
+    let (tasks, reminders): (Api<RecurringTask>, Api<Reminder>) = match namespace {
+        Some(ns) => (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        ),
+        None => (Api::all(client.clone()), Api::all(client.clone())),
+    };
+    tasks
+        .list(&lp)
+        .await
+        .map_err(|e| format!("RecurringTask CRD not usable ({e}); {hint}"))?;
+    reminders
+        .list(&lp)
+        .await
+        .map_err(|e| format!("Reminder CRD not usable ({e}); {hint}"))?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,407 @@
+//! Exactly-once under faults (Jepsen-style): each scenario runs tasks on `every: 1s` with
+//! `catchUp: All`, injects one kind of fault, stops it, then checks that every occurrence the
+//! schedules produced arrived exactly once. Prints the summary line
+//! `expected=N delivered=N lost=N duplicated=N repeats=N faults=N worst_lag_ms=N`.
+//!
+//! `make test` runs the short version; `make chaos` (RECUR_CHAOS=long) the long one.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Timelike, Utc};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use recur::api::{RecurringTask, condition};
+use serde_json::json;
+use support::checker::{Summary, check};
+use support::stack::Stack;
+use support::{TestNamespace, client, wait_for, wait_for_value};
+
+fn long() -> bool {
+    std::env::var("RECUR_CHAOS").is_ok_and(|v| v == "long")
+}
+
+/// A tiny deterministic PRNG (xorshift), seeded per scenario so a failing run can be replayed.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn between(&mut self, lo_ms: u64, hi_ms: u64) -> Duration {
+        Duration::from_millis(lo_ms + self.next() % (hi_ms - lo_ms).max(1))
+    }
+}
+
+struct Run {
+    ns: TestNamespace,
+    stack: Stack,
+    api: Api<RecurringTask>,
+    start: DateTime<Utc>,
+    uids: Vec<String>,
+    faults: usize,
+}
+
+async fn setup(prefix: &str, tasks: usize, operators: usize, flags: &[&str]) -> Run {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, prefix).await;
+    let mut stack = Stack::start(ns.name()).await;
+    for _ in 0..operators {
+        stack.start_operator(flags).await;
+    }
+    let api: Api<RecurringTask> = Api::namespaced(client.clone(), ns.name());
+    let start = (Utc::now() + chrono::Duration::seconds(3))
+        .with_nanosecond(0)
+        .unwrap();
+    let mut uids = vec![];
+    for i in 0..tasks {
+        let body = json!({
+            "apiVersion": "recur.dev/v1alpha1", "kind": "RecurringTask",
+            "metadata": {"name": format!("chaos-{i}")},
+            "spec": {
+                "userId": format!("user-{i}"), "title": format!("chaos {i}"),
+                "schedule": {"every": "1s", "startAt": start.to_rfc3339()},
+                "catchUp": {"policy": "All", "maxOccurrences": 10000}
+            }
+        });
+        let task: RecurringTask = serde_json::from_value(body).unwrap();
+        uids.push(
+            api.create(&PostParams::default(), &task)
+                .await
+                .unwrap()
+                .metadata
+                .uid
+                .unwrap(),
+        );
+    }
+    Run {
+        ns,
+        stack,
+        api,
+        start,
+        uids,
+        faults: 0,
+    }
+}
+
+/// Runs `duration` of wall time (a deadline, not a guess: the loop body decides what to inject).
+async fn for_duration(duration: Duration, mut step: impl AsyncFnMut()) {
+    let end = Instant::now() + duration;
+    while Instant::now() < end {
+        step().await;
+    }
+}
+
+/// After the faults: every occurrence up to the cut-off must arrive exactly once, every task must
+/// be Ready again, and no operator may have died or panicked.
+async fn verify(run: Run, name: &str) -> Summary {
+    let cutoff = Utc::now().with_nanosecond(0).unwrap() - chrono::Duration::seconds(1);
+    let expected: HashMap<String, Vec<DateTime<Utc>>> = run
+        .uids
+        .iter()
+        .map(|uid| {
+            let mut times = vec![];
+            let mut t = run.start;
+            while t <= cutoff {
+                times.push(t);
+                t += chrono::Duration::seconds(1);
+            }
+            (uid.clone(), times)
+        })
+        .collect();
+    let stack = &run.stack;
+    let summary = wait_for_value(
+        Duration::from_secs(if long() { 600 } else { 180 }),
+        &format!("{name}: every expected occurrence"),
+        || async {
+            let s = check(&stack.records().await, &expected, run.faults);
+            (s.lost == 0).then_some(s)
+        },
+    )
+    .await;
+    let summary = check(&stack.records().await, &expected, run.faults).max_lag(summary);
+    println!("chaos {name}: {summary}");
+    assert_eq!(summary.duplicated, 0, "{name}: {summary}");
+    let api = &run.api;
+    wait_for(
+        Duration::from_secs(120),
+        &format!("{name}: every task Ready=True again"),
+        || async {
+            api.list(&Default::default())
+                .await
+                .unwrap()
+                .items
+                .iter()
+                .all(|t| {
+                    t.status.as_ref().is_some_and(|s| {
+                        condition(&s.conditions, "Ready").is_some_and(|c| c.status == "True")
+                    })
+                })
+        },
+    )
+    .await;
+    let mut run = run;
+    for i in 0..run.stack.operators.len() {
+        let log = run.stack.operator_log(i);
+        assert!(
+            !log.contains("panicked"),
+            "{name}: operator {i} panicked:\n{log}"
+        );
+    }
+    let alive = (0..run.stack.operators.len())
+        .filter(|i| run.stack.operator_alive(*i))
+        .count();
+    assert!(alive > 0, "{name}: no operator left running");
+    run.ns.cleanup().await;
+    summary
+}
+
+trait MaxLag {
+    fn max_lag(self, other: Summary) -> Summary;
+}
+impl MaxLag for Summary {
+    fn max_lag(mut self, other: Summary) -> Summary {
+        self.worst_lag_ms = self.worst_lag_ms.max(other.worst_lag_ms);
+        self
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_killed_with_sigkill_at_random_moments() {
+    let kills = if long() { 50 } else { 6 };
+    let mut run = setup("chaos-kill", 3, 1, &[]).await;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for _ in 0..kills {
+        let wait = rng.between(300, 3000);
+        let t = Instant::now();
+        wait_for(
+            wait + Duration::from_secs(1),
+            "the next kill moment",
+            || async { t.elapsed() >= wait },
+        )
+        .await;
+        run.stack.kill_operator(0);
+        run.faults += 1;
+        run.stack.restart_operator(0).await;
+    }
+    verify(run, "sigkill").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_errors_timeouts_resets_and_a_dead_sidecar() {
+    let mut run = setup("chaos-backend", 3, 1, &["--dapr-timeout", "2s"]).await;
+    let phase = Duration::from_secs(if long() { 60 } else { 15 });
+    run.stack
+        .faults(json!({"fail_rate": 0.30, "timeout_rate": 0.10, "reset_rate": 0.05}))
+        .await;
+    let t = Instant::now();
+    wait_for(
+        phase + Duration::from_secs(1),
+        "the faulty-backend phase",
+        || async { t.elapsed() >= phase },
+    )
+    .await;
+    run.stack
+        .faults(json!({"fail_rate": 0.0, "timeout_rate": 0.0, "reset_rate": 0.0}))
+        .await;
+    // Count the faults the backend actually injected (recorded as not accepted, first time).
+    run.faults = run
+        .stack
+        .records()
+        .await
+        .iter()
+        .filter(|r| !r.accepted)
+        .count();
+    let down = Duration::from_secs(if long() { 30 } else { 10 });
+    run.stack.freeze_sidecar(true);
+    run.faults += 1;
+    let t = Instant::now();
+    wait_for(
+        down + Duration::from_secs(1),
+        "the sidecar-down phase",
+        || async { t.elapsed() >= down },
+    )
+    .await;
+    run.stack.freeze_sidecar(false);
+    verify(run, "backend-faults").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_with_the_leader_killed_repeatedly() {
+    let flags = [
+        "--leader-elect",
+        "--lease-duration",
+        "6s",
+        "--lease-renew-period",
+        "1s",
+        "--dapr-timeout",
+        "2s",
+    ];
+    let mut run = setup("chaos-leader", 3, 3, &flags).await;
+    let rounds = if long() { 10 } else { 3 };
+    for _ in 0..rounds {
+        let stack = &run.stack;
+        let leader = wait_for_value(Duration::from_secs(30), "a leader", || async {
+            for i in 0..stack.operators.len() {
+                let (code, m) = stack.operator_get(i, "/metrics").await;
+                if code == 200
+                    && m.lines()
+                        .any(|l| l.starts_with("recur_leader") && l.trim_end().ends_with(" 1"))
+                {
+                    return Some(i);
+                }
+            }
+            None
+        })
+        .await;
+        run.stack.kill_operator(leader);
+        run.faults += 1;
+        run.stack.restart_operator(leader).await;
+    }
+    verify(run, "leader-kill").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_writer_edits_labels_and_annotations_while_tasks_fire() {
+    let mut run = setup("chaos-writer", 3, 1, &[]).await;
+    let api = run.api.clone();
+    let n = run.uids.len();
+    let mut edits = 0usize;
+    for_duration(Duration::from_secs(if long() { 60 } else { 15 }), async || {
+        let i = edits % n;
+        let patch = json!({"metadata": {"labels": {"edit": edits.to_string()}, "annotations": {"note": format!("edit {edits}")}}});
+        api.patch(&format!("chaos-{i}"), &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+        edits += 1;
+    })
+    .await;
+    run.faults = edits;
+    verify(run, "second-writer").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_discipline_bounds_the_call_rate_to_a_dead_backend() {
+    let tasks = if long() { 100 } else { 50 };
+    let mut run = setup("chaos-retry", tasks, 1, &[]).await;
+    // Wait until the tasks are firing, then fail every call.
+    let stack = &run.stack;
+    wait_for(Duration::from_secs(60), "tasks firing", || async {
+        stack.accepted("/api/tasks").await.len() >= tasks
+    })
+    .await;
+    let before = run.stack.records().await.len();
+    run.stack.faults(json!({"fail_rate": 1.0})).await;
+    let down = Duration::from_secs(if long() { 60 } else { 20 });
+    let t = Instant::now();
+    wait_for(
+        down + Duration::from_secs(1),
+        "the backend-down phase",
+        || async { t.elapsed() >= down },
+    )
+    .await;
+    let calls = run.stack.records().await.len() - before;
+    run.stack.faults(json!({"fail_rate": 0.0})).await;
+    let rate = calls as f64 / down.as_secs_f64();
+    println!(
+        "chaos retry-discipline: {tasks} tasks due every second, backend failing for {down:?}: {calls} calls, {rate:.2} calls/s (without backoff: {tasks}/s)"
+    );
+    // With backoff and the circuit breaker the rate must stay far below one call per task and
+    // second; the breaker lets a probe through per cool-down.
+    assert!(
+        rate < tasks as f64 / 5.0,
+        "call rate {rate:.2}/s is not bounded by backoff and the breaker"
+    );
+    run.faults = calls;
+    verify(run, "retry-discipline").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_apiserver_killed_and_restarted_mid_run() {
+    // This scenario restarts the apiserver, so it needs a cluster of its own.
+    let Some(dir) = std::env::var_os("KUBECONFIG").and_then(|k| {
+        std::path::PathBuf::from(k)
+            .parent()
+            .map(|p| p.to_path_buf())
+    }) else {
+        panic!("KUBECONFIG must name the cluster of this run");
+    };
+    if std::env::var("RECUR_CHAOS_APISERVER").map_or(true, |v| v != "1") {
+        eprintln!(
+            "skipping apiserver restarts on the shared cluster; `make chaos` runs them on a dedicated one"
+        );
+        return;
+    }
+    let mut run = setup("chaos-apiserver", 3, 1, &[]).await;
+    let rounds = if long() { 5 } else { 2 };
+    for _ in 0..rounds {
+        let t = Instant::now();
+        wait_for(
+            Duration::from_secs(10),
+            "firing between restarts",
+            || async { t.elapsed() >= Duration::from_secs(4) },
+        )
+        .await;
+        let status = std::process::Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/cluster/restart.sh"
+        ))
+        .arg(&dir)
+        .args(["kube-apiserver", "3"])
+        .status()
+        .unwrap();
+        assert!(status.success());
+        run.faults += 1;
+    }
+    verify(run, "apiserver-restart").await;
+}
+
+// The checker itself must be able to fail: a run with a lost, a repeated and a duplicated occurrence.
+fn rec(seq: u64, key: &str, accepted: bool, at: &str) -> support::stack::Record {
+    support::stack::Record {
+        seq,
+        path: "/api/tasks".into(),
+        key: Some(key.into()),
+        user_id: None,
+        accepted,
+        received_at: String::new(),
+        scheduled_at: Some(at.into()),
+        due_at: None,
+        lag_ms: Some(seq as i64),
+    }
+}
+
+#[test]
+fn checker_counts_lost_repeats_and_duplicates() {
+    let t0: DateTime<Utc> = "2026-01-01T00:00:00Z".parse().unwrap_or_default();
+    let t1 = t0 + chrono::Duration::seconds(1);
+    let t2 = t0 + chrono::Duration::seconds(2);
+    let expected = HashMap::from([("u".to_string(), vec![t0, t1, t2])]);
+    let k0 = support::checker::task_key("u", t0);
+    let k1 = support::checker::task_key("u", t1);
+    let records = vec![
+        rec(1, &k0, true, "a"),
+        rec(2, &k0, false, "a"),
+        rec(3, &k1, true, "b"),
+        rec(4, "rt-u-20260101T000001.500Z", true, "b"),
+    ];
+    let s = check(&records, &expected, 3);
+    assert_eq!(
+        (
+            s.expected,
+            s.delivered,
+            s.lost,
+            s.repeats,
+            s.duplicated,
+            s.faults
+        ),
+        (3, 2, 1, 1, 1, 3)
+    );
+    assert_eq!(s.worst_lag_ms, 4);
+    assert_eq!(
+        s.to_string(),
+        "expected=3 delivered=2 lost=1 duplicated=1 repeats=1 faults=3 worst_lag_ms=4"
+    );
+}
