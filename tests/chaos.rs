@@ -235,7 +235,7 @@ async fn three_replicas_with_the_leader_killed_repeatedly() {
     let flags = [
         "--leader-elect",
         "--lease-duration",
-        "6s",
+        "8s",
         "--lease-renew-period",
         "1s",
         "--dapr-timeout",

@@ -235,7 +235,7 @@ async fn two_replicas_with_leader_election_deliver_each_occurrence_once_and_hand
     let flags = [
         "--leader-elect",
         "--lease-duration",
-        "6s",
+        "8s",
         "--lease-renew-period",
         "1s",
         "--dapr-timeout",
@@ -249,19 +249,11 @@ async fn two_replicas_with_leader_election_deliver_each_occurrence_once_and_hand
         .await
         .unwrap();
     let uid = t.metadata.uid.unwrap();
-    let keys = || async {
-        stack
-            .accepted("/api/tasks")
-            .await
-            .into_iter()
-            .filter_map(|r| r.key)
-            .filter(|k| k.contains(&uid))
-            .collect::<Vec<_>>()
-    };
+
     wait_for(
         Duration::from_secs(30),
         "deliveries by the leader",
-        || async { keys().await.len() >= 3 },
+        || async { task_keys(&stack, &uid).await.len() >= 3 },
     )
     .await;
     // Exactly one replica reports leadership.
@@ -283,11 +275,11 @@ async fn two_replicas_with_leader_election_deliver_each_occurrence_once_and_hand
     assert_eq!(code, 200, "a standby replica must be ready");
     stack.kill_operator(leader);
     let killed = std::time::Instant::now();
-    let before = keys().await.len();
+    let before = task_keys(&stack, &uid).await.len();
     wait_for(
         Duration::from_secs(20),
         "the standby to take over and deliver",
-        || async { keys().await.len() > before + 2 },
+        || async { task_keys(&stack, &uid).await.len() > before + 2 },
     )
     .await;
     let handover = killed.elapsed();
@@ -295,8 +287,8 @@ async fn two_replicas_with_leader_election_deliver_each_occurrence_once_and_hand
         handover < Duration::from_secs(20),
         "handover took {handover:?}"
     );
-    eprintln!("handover after SIGKILL of the leader: {handover:?} (lease duration 6s)");
-    let keys = keys().await;
+    eprintln!("handover after SIGKILL of the leader: {handover:?} (lease duration 8s)");
+    let keys = task_keys(&stack, &uid).await;
     let distinct: HashSet<_> = keys.iter().collect();
     assert_eq!(
         distinct.len(),
@@ -323,4 +315,15 @@ async fn two_replicas_with_leader_election_deliver_each_occurrence_once_and_hand
         );
     }
     ns.cleanup().await;
+}
+
+/// Keys of task `uid` the backend accepted, in arrival order.
+async fn task_keys(stack: &Stack, uid: &str) -> Vec<String> {
+    stack
+        .accepted("/api/tasks")
+        .await
+        .into_iter()
+        .filter_map(|r| r.key)
+        .filter(|k| k.contains(uid))
+        .collect()
 }

@@ -28,16 +28,17 @@ pub enum OutputFormat {
     Json,
 }
 
+const EXAMPLES: &str = "Examples:
+  recur schedule --cron '30 2 * * *' --time-zone Europe/Berlin --after 2026-03-28T00:00:00Z --count 5
+  recur schedule --pattern WEEKLY --by-day MO,WE --at 09:00,17:30 --time-zone America/New_York
+  recur schedule --pattern MONTHLY --by-day -1FR --at 18:00
+  recur schedule --rrule 'FREQ=MONTHLY;BYMONTHDAY=-1;BYHOUR=18;BYMINUTE=0;BYSECOND=0'
+  recur schedule --every 90m --start-at 2026-01-01T00:00:00Z --output json
+  recur schedule --file task.yaml --utc";
+
 /// Preview the upcoming occurrences of a schedule.
-///
-/// Examples:
-///   recur schedule --cron '30 2 * * *' --time-zone Europe/Berlin --after 2026-03-28T00:00:00Z --count 5
-///   recur schedule --pattern WEEKLY --by-day MO,WE --at 09:00 --time-zone America/New_York
-///   recur schedule --rrule 'FREQ=MONTHLY;BYMONTHDAY=-1;BYHOUR=18;BYMINUTE=0;BYSECOND=0'
-///   recur schedule --every 90m --start-at 2026-01-01T00:00:00Z
-///   recur schedule --file task.yaml
 #[derive(Args, Debug, Clone, Default, PartialEq)]
-#[command(verbatim_doc_comment)]
+#[command(after_help = EXAMPLES)]
 pub struct ScheduleArgs {
     /// A 5-field cron expression (minute hour day-of-month month day-of-week).
     #[arg(long, value_name = "EXPR")]
@@ -346,9 +347,17 @@ pub fn format_text(occurrences: &[Occurrence], zone: Tz, show_due: bool) -> Stri
 
 /// A JSON array of `{"nominal": ..., "due": ...}`.
 pub fn format_json(occurrences: &[Occurrence], zone: Tz) -> String {
-    let items: Vec<serde_json::Value> = occurrences
+    #[derive(serde::Serialize)]
+    struct Item {
+        nominal: String,
+        due: String,
+    }
+    let items: Vec<Item> = occurrences
         .iter()
-        .map(|o| serde_json::json!({ "nominal": instant(o.nominal, zone), "due": instant(o.due, zone) }))
+        .map(|o| Item {
+            nominal: instant(o.nominal, zone),
+            due: instant(o.due, zone),
+        })
         .collect();
     let mut s = serde_json::to_string_pretty(&items).unwrap_or_else(|_| "[]".into());
     s.push('\n');
@@ -705,5 +714,9 @@ spec:
         );
         assert_eq!(format_text(&[o], Tz::UTC, false), "2026-03-29T01:30:00Z\n");
         assert_eq!(format_json(&[], Tz::UTC), "[]\n");
+        assert_eq!(
+            format_json(&[o], Tz::UTC),
+            "[\n  {\n    \"nominal\": \"2026-03-29T01:30:00Z\",\n    \"due\": \"2026-03-29T01:30:01.500Z\"\n  }\n]\n"
+        );
     }
 }

@@ -270,12 +270,13 @@ async fn reconcile_inner(
             .await;
         }
     };
+    // User isolation: a reminder may only name a task of the same user (checked until it is sent).
     if matches!(
         rem.status.as_ref().and_then(|s| s.phase),
         None | Some(Phase::Pending)
-    ) {
-        if let Some(task_ref) = &rem.spec.task_ref {
-            // User isolation: a reminder may only name a task of the same user.
+    ) && let Some(task_ref) = &rem.spec.task_ref
+    {
+        {
             let tasks: Api<RecurringTask> = Api::namespaced(ctx.client.clone(), ns);
             match tasks.get_opt(&task_ref.name).await? {
                 Some(task) if task.spec.user_id != rem.spec.user_id => {

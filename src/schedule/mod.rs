@@ -35,20 +35,24 @@
 //!
 //! # Time zones and DST
 //!
-//! Calendar kinds generate naive wall-clock times in `timeZone` (default UTC), and one function
-//! ([`zone::resolve`]) turns each into an instant, so each nominal local occurrence happens
-//! exactly once:
+//! Calendar kinds (cron, pattern, rrule) generate naive wall-clock times in `timeZone` (default
+//! UTC), and one function (`zone::resolve`) turns each into an instant, so each nominal local
+//! occurrence happens exactly once:
 //! - a time in a gap (spring forward) takes the offset from before the gap, i.e. it happens as
 //!   much after the transition as it was after the gap's start: Berlin 02:30 on 2026-03-29 is
 //!   03:30+02:00 (RFC 5545 3.3.5);
 //! - a repeated time (fall back) happens once, at its first instant;
 //! - instants must strictly increase: one that equals or precedes an instant already generated
 //!   is dropped (a `*/15` cron on spring-forward day gives 03:00, 03:15, 03:30 and 03:45 once
-//!   each: 02:00-02:45 land on them and 03:00-03:45 are dropped).
+//!   each: 02:00-02:45 land on them and 03:00-03:45 are dropped). Only a day skipped whole
+//!   (Pacific/Apia, 2011-12-30) makes two nominal days share one instant: it happens once.
+//! - `count`, `COUNT`, bounds and `EXDATE` apply to the instants after this policy.
 //!
 //! `next_after(t)` gives exactly what iterating from the start gives: it replays wall-clock times
 //! from 54 hours before `t` whenever the zone's offset changed in the 30 hours before `t` (gaps
 //! are at most 24 hours), so the same instants are dropped.
+//!
+//! `occurrences_between(from, to)` returns at most 100 000 occurrences.
 //!
 //! # Never-firing schedules
 //!
@@ -190,20 +194,12 @@ impl Schedule {
                 format!("must be between 1 and {MAX_COUNT}, got {n}"),
             ));
         }
-        let jitter_ms = match spec.jitter.as_deref() {
-            None => 0,
-            Some(j) => {
-                let d = parse_duration(j).map_err(|m| err("jitter", m))?;
-                let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-                if ms > jitter::MAX_JITTER_MS {
-                    return Err(err(
-                        "jitter",
-                        format!("{} is more than the maximum of 24h", j.trim()),
-                    ));
-                }
-                ms
-            }
-        };
+        let jitter_ms = spec
+            .jitter
+            .as_deref()
+            .map(parse_jitter)
+            .transpose()?
+            .unwrap_or(0);
         let start_local = zone::local_of(tz, start);
         let mut end = spec.end_at;
         let mut count = spec.count;
@@ -264,24 +260,7 @@ impl Schedule {
             }
             _ => {
                 let text = spec.every.as_deref().unwrap_or_default().trim();
-                let d = parse_duration(text).map_err(|m| err("every", m))?;
-                if d.subsec_nanos() != 0 {
-                    return Err(err(
-                        "every",
-                        format!("{text} is not a whole number of seconds"),
-                    ));
-                }
-                let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
-                if secs < 1 {
-                    return Err(err("every", "must be at least 1s"));
-                }
-                if secs > MAX_EVERY_SECS {
-                    return Err(err(
-                        "every",
-                        format!("{text} is more than the maximum of 3650 days"),
-                    ));
-                }
-                (Kind::Every(secs), format!("every {text}"))
+                (Kind::Every(parse_every(text)?), format!("every {text}"))
             }
         };
         let schedule = Schedule {
@@ -456,6 +435,40 @@ impl Schedule {
             done: false,
         }))
     }
+}
+
+fn parse_jitter(text: &str) -> Result<u64, ScheduleError> {
+    let d = parse_duration(text).map_err(|m| err("jitter", m))?;
+    let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    if ms > jitter::MAX_JITTER_MS {
+        return Err(err(
+            "jitter",
+            format!("{} is more than the maximum of 24h", text.trim()),
+        ));
+    }
+    Ok(ms)
+}
+
+/// The `every` interval in whole seconds.
+fn parse_every(text: &str) -> Result<i64, ScheduleError> {
+    let d = parse_duration(text).map_err(|m| err("every", m))?;
+    if d.subsec_nanos() != 0 {
+        return Err(err(
+            "every",
+            format!("{text} is not a whole number of seconds"),
+        ));
+    }
+    let secs = i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+    if secs < 1 {
+        return Err(err("every", "must be at least 1s"));
+    }
+    if secs > MAX_EVERY_SECS {
+        return Err(err(
+            "every",
+            format!("{text} is more than the maximum of 3650 days"),
+        ));
+    }
+    Ok(secs)
 }
 
 /// Which kind is set; exactly one must be.

@@ -178,7 +178,7 @@ fn ctx() -> CompileContext {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 5000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn iteration_and_next_after_agree((spec, start) in spec_strategy(), offsets in prop::collection::vec(0i64..SPAN_DAYS * 86_400, 12)) {
