@@ -118,12 +118,20 @@ pub fn plan(task: &RecurringTask, schedule: &Schedule, uid: &str, now: DateTime<
         return update_if_changed(&old, status, None, note);
     }
 
-    // The earliest instant the next occurrence may follow: never before now on (re)scheduling, so
-    // creating, resuming or editing a task never fires anything retroactively (kubernetes#63371).
-    let floor = old
-        .last_occurrence
-        .as_ref()
-        .map_or(now, |l| l.nominal.max(now));
+    // The instant the next occurrence must follow. A task no operator has seen yet starts at its
+    // creation: what fell due since (the operator was down) is missed, and `catchUp` decides.
+    // Otherwise never before now: resuming or editing a task never fires anything retroactively
+    // (kubernetes#63371, #110919).
+    let floor = if old.observed_generation.is_none() {
+        task.meta()
+            .creation_timestamp
+            .as_ref()
+            .map_or(now, |t| from_jiff(t.0).min(now))
+    } else {
+        old.last_occurrence
+            .as_ref()
+            .map_or(now, |l| l.nominal.max(now))
+    };
 
     let Some(p) = pending else {
         let next = schedule.next_after(floor);
@@ -570,7 +578,11 @@ async fn reconcile_inner(
         .spec
         .reminders
         .iter()
-        .find_map(|r| parse_duration(&r.before).err())
+        .find_map(|r| match parse_duration(&r.before) {
+            Ok(d) if d.is_zero() => Some(format!("{:?} must be more than 0s", r.before)),
+            Ok(_) => None,
+            Err(e) => Some(e),
+        })
     {
         return invalid(
             task,

@@ -35,7 +35,7 @@ fn task(every: &str) -> RecurringTask {
     task.metadata.namespace = Some("ns".into());
     task.metadata.uid = Some(UID.into());
     task.metadata.generation = Some(1);
-    task.metadata.creation_timestamp = Some(Time(crate::controller::to_jiff(t(8, 0, 0))));
+    task.metadata.creation_timestamp = Some(Time(crate::controller::to_jiff(t(9, 0, 4))));
     task
 }
 
@@ -373,5 +373,25 @@ fn reminder_names_are_valid_dns_subdomains_even_for_long_task_names() {
     assert_eq!(
         reminder_name("standup", t(9, 0, 0), 1),
         "standup-20260501t090000-1"
+    );
+}
+
+#[test]
+fn occurrences_due_between_creation_and_the_first_reconcile_are_missed_not_dropped() {
+    // Created at 08:00, starting 09:00, every 10s; no operator ran until 09:00:35.
+    let mut base = task("10s");
+    base.metadata.creation_timestamp = Some(Time(crate::controller::to_jiff(t(8, 0, 0))));
+    base.spec.catch_up = Some(CatchUp {
+        policy: Some(CatchUpPolicy::All),
+        ..Default::default()
+    });
+    let schedule = compile(&base).unwrap();
+    let (status, wake) = update(plan(&base, &schedule, UID, t(9, 0, 35)));
+    assert_eq!(status.next_occurrence.clone().unwrap().nominal, t(9, 0, 0));
+    assert_eq!(wake, Some(t(9, 0, 0)));
+    // The next reconcile delivers it, then the ones after, in order.
+    let task = with_status(base, status);
+    assert!(
+        matches!(plan(&task, &schedule, UID, t(9, 0, 35)), Plan::Deliver(p) if p.nominal == t(9, 0, 0))
     );
 }

@@ -277,15 +277,20 @@ impl Schedule {
         };
         if !matches!(schedule.kind, Kind::Every(_)) {
             let from = schedule.before_start();
-            if schedule
-                .raw_iter(from, None, true, HORIZON)
-                .next()
-                .is_none()
-            {
-                return Err(err(
-                    kind_field,
-                    "the schedule never fires (no occurrence within 100 years of the start)",
-                ));
+            match schedule.raw_iter(from, None, true, HORIZON).next() {
+                None => {
+                    return Err(err(
+                        kind_field,
+                        "the schedule never fires (no occurrence within 100 years of the start)",
+                    ));
+                }
+                Some(first) if first > last_representable() => {
+                    return Err(err(
+                        kind_field,
+                        "the schedule never fires before the year 10000",
+                    ));
+                }
+                Some(_) => {}
             }
         }
         Ok(schedule)
@@ -297,11 +302,14 @@ impl Schedule {
     }
 
     /// The occurrences whose nominal instants are strictly after `t`, in increasing order.
+    /// They end with year 9999: RFC 3339 (and so Kubernetes' `date-time`) cannot write later
+    /// instants, and an occurrence that cannot be recorded must not be produced.
     pub fn iter_after(&self, t: DateTime<Utc>) -> impl Iterator<Item = Occurrence> + '_ {
         let end = self.effective_end();
         let horizon = HORIZON + self.stride();
         self.raw_iter(t.max(self.before_start()), end, true, horizon)
             .map(|nominal| self.occurrence(nominal))
+            .take_while(|o| o.due <= last_representable())
     }
 
     /// The occurrences with `from < nominal <= to`, at most [`MAX_BETWEEN`].
@@ -550,6 +558,11 @@ enum RawIter<'a> {
         end: Option<DateTime<Utc>>,
     },
     Calendar(Box<CalIter<'a>>),
+}
+
+/// 9999-12-31T23:59:59Z, the last instant RFC 3339 can write.
+fn last_representable() -> DateTime<Utc> {
+    DateTime::from_timestamp(253_402_300_799, 0).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 impl Iterator for RawIter<'_> {
