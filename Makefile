@@ -49,7 +49,7 @@ test: ## build the tools, start a throwaway control plane, run cargo test --all-
 	RECUR_BIN_DIR="$$bin" tests/cluster/up.sh --watch-parent $$$$ "$$dir" >/dev/null
 	export KUBECONFIG="$$dir/kubeconfig" RECUR_BIN_DIR="$$bin" PATH="$$bin:$$PATH"
 	status=0
-	cargo test --all-targets || status=$$?
+	cargo test --all-targets --no-fail-fast || status=$$?
 	exit $$status
 
 lint: ## cargo fmt --check and cargo clippy with warnings denied (and shellcheck when installed)

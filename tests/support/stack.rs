@@ -56,9 +56,42 @@ fn free_port() -> u16 {
         .unwrap()
 }
 
+/// Installs recur's CRDs (once per test process; server-side apply, idempotent) and waits until
+/// the apiserver serves them.
+fn install_crds() {
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let out = super::kubectl([
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "-f",
+            &format!("{REPO}/crds/"),
+        ]);
+        assert!(
+            out.status.success(),
+            "installing the CRDs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = super::kubectl([
+            "wait",
+            "--for=condition=Established",
+            "crd/recurringtasks.recur.dev",
+            "crd/reminders.recur.dev",
+            "--timeout=60s",
+        ]);
+        assert!(
+            out.status.success(),
+            "CRDs not established: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
 impl Stack {
-    /// Starts the backend and the sidecars (not yet an operator).
+    /// Starts the backend and the sidecars (not yet an operator), after installing the CRDs.
     pub async fn start(namespace: &str) -> Stack {
+        tokio::task::spawn_blocking(install_crds).await.unwrap();
         let dir = tempfile::Builder::new()
             .prefix("recur-stack.")
             .tempdir()
