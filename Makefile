@@ -52,6 +52,14 @@ test: ## build the tools, start a throwaway control plane, run cargo test --all-
 	cargo test --all-targets --no-fail-fast || status=$$?
 	exit $$status
 
+chaos: ## the long fault-injection run (50 SIGKILLs, minutes of backend faults, leader kills, apiserver restarts) on its own control plane
+	@$(need_bin)
+	dir=$$(mktemp -d "$${TMPDIR:-/tmp}/recur-chaos.XXXX")
+	trap 'tests/cluster/down.sh "$$dir"' EXIT
+	RECUR_BIN_DIR="$$bin" tests/cluster/up.sh --watch-parent $$$$ "$$dir" >/dev/null
+	export KUBECONFIG="$$dir/kubeconfig" RECUR_BIN_DIR="$$bin" PATH="$$bin:$$PATH" RECUR_CHAOS=long
+	cargo test --test chaos -- --nocapture --test-threads=1 2>&1 | tee target/chaos-long.log | grep -E '^chaos |test result|panicked'
+
 lint: ## cargo fmt --check and cargo clippy with warnings denied (and shellcheck when installed)
 	@cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
@@ -60,3 +68,6 @@ lint: ## cargo fmt --check and cargo clippy with warnings denied (and shellcheck
 	else
 	  echo "shellcheck is not installed: shell scripts not checked (apt-get install shellcheck)" >&2
 	fi
+
+bench: ## the scale benchmark on a local control plane (heavy; BENCH_FLAGS='--tasks 10000 --idle 300'): prints a table, writes target/bench/ and docs/bench/
+	@scripts/bench.sh $(BENCH_FLAGS)

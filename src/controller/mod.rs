@@ -134,6 +134,55 @@ impl Context {
     }
 }
 
+/// Runs the controller of kind `K` (all namespaces, or one) until `shutdown` resolves: the one
+/// loop both kinds share, so watches, concurrency, readiness and leadership behave alike.
+pub(crate) async fn run_controller<K, ReconcileFut>(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    kind: &'static str,
+    leadership_gained: impl futures::Stream<Item = ()> + Send + 'static,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+    reconcile: impl FnMut(Arc<K>, Arc<Context>) -> ReconcileFut,
+    error_policy: impl Fn(Arc<K>, &Error, Arc<Context>) -> kube::runtime::controller::Action,
+) where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    ReconcileFut: std::future::Future<Output = Result<kube::runtime::controller::Action, Error>>
+        + Send
+        + 'static,
+{
+    use futures::StreamExt;
+    use kube::runtime::controller::{Config, Controller};
+    let api: kube::Api<K> = match &namespace {
+        Some(ns) => kube::Api::namespaced(ctx.client.clone(), ns),
+        None => kube::Api::all(ctx.client.clone()),
+    };
+    let controller = Controller::new(
+        api,
+        kube::runtime::watcher::Config::default().any_semantic(),
+    )
+    .with_config(Config::default().concurrency(ctx.settings.workers))
+    .reconcile_all_on(leadership_gained)
+    .graceful_shutdown_on(shutdown);
+    ctx.health.expect_kind(kind);
+    tokio::spawn(mark_synced(controller.store(), ctx.health.clone(), kind));
+    controller
+        .run(reconcile, error_policy, ctx.clone())
+        .for_each(|res| {
+            ctx.health.heartbeat();
+            if let Err(err) = res {
+                tracing::debug!(%err, kind, "controller event");
+            }
+            futures::future::ready(())
+        })
+        .await;
+}
+
 /// Marks `kind` synced in `health` once the controller's watch cache holds its first full list.
 ///
 /// The store's readiness signal keeps a single waiting waker, which the controller's own runner

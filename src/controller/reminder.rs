@@ -7,11 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use kube::api::Api;
-use kube::runtime::controller::{Action, Config, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
@@ -518,26 +516,14 @@ pub async fn run(
     leadership_gained: impl futures::Stream<Item = ()> + Send + 'static,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let api: Api<Reminder> = match &namespace {
-        Some(ns) => Api::namespaced(ctx.client.clone(), ns),
-        None => Api::all(ctx.client.clone()),
-    };
-    let controller = Controller::new(api, watcher::Config::default().any_semantic())
-        .with_config(Config::default().concurrency(ctx.settings.workers))
-        .reconcile_all_on(leadership_gained)
-        .graceful_shutdown_on(shutdown);
-    let store = controller.store();
-    let health = ctx.health.clone();
-    health.expect_kind(KIND);
-    tokio::spawn(super::mark_synced(store, health, KIND));
-    controller
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(|res| {
-            ctx.health.heartbeat();
-            if let Err(err) = res {
-                tracing::debug!(%err, "controller event");
-            }
-            futures::future::ready(())
-        })
-        .await;
+    super::run_controller::<Reminder, _>(
+        ctx,
+        namespace,
+        KIND,
+        leadership_gained,
+        shutdown,
+        reconcile,
+        error_policy,
+    )
+    .await;
 }
