@@ -1429,3 +1429,182 @@ fn chart_defaults_match_the_dockerfile() {
     );
     assert_eq!(chart_yaml["kubeVersion"], ">=1.33.0-0");
 }
+
+// ------------------------------------------------------------------------------------------------
+// The operator itself, authenticated as the chart's ServiceAccount: the RBAC is enough for the
+// task and reminder scenarios (the checks above prove it is no wider).
+
+async fn wait_json(
+    timeout: std::time::Duration,
+    what: &str,
+    args: Vec<String>,
+    ok: impl Fn(&Value) -> bool,
+) {
+    support::wait_for(timeout, what, || {
+        let args = args.clone();
+        let ok = &ok;
+        async move {
+            let out = support::kubectl(&args);
+            serde_json::from_slice::<Value>(&out.stdout).is_ok_and(|v| ok(&v))
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_runs_the_scenarios_with_only_the_chart_service_accounts_token() {
+    apply_crds(&chart_crds());
+    let ns = Namespace::new("chart-operator");
+    let _release = Release::install("recur", &ns.0, &[]);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = token_kubeconfig(&ns.0, "recur", dir.path());
+    let mut stack = support::stack::Stack::start(&ns.0).await;
+    // Leader election on, as the chart runs it: the Lease lives in the release namespace.
+    stack
+        .start_operator_as(&kubeconfig, &["--leader-elect"])
+        .await;
+    let n = ns.0.clone();
+    let manifest = format!(
+        r#"{{"apiVersion":"recur.dev/v1alpha1","kind":"RecurringTask","metadata":{{"name":"rbac-task","namespace":"{n}"}},
+            "spec":{{"userId":"user-9","title":"rbac","schedule":{{"every":"2s"}},"reminders":[{{"before":"1s"}}]}}}}"#
+    );
+    let file = dir.path().join("task.json");
+    std::fs::write(&file, manifest).unwrap();
+    run(kubectl().arg("apply").arg("-f").arg(&file), None);
+    let due = (chrono::Utc::now() + chrono::Duration::seconds(3)).to_rfc3339();
+    let reminder = format!(
+        r#"{{"apiVersion":"recur.dev/v1alpha1","kind":"Reminder","metadata":{{"name":"rbac-rem","namespace":"{n}"}},
+            "spec":{{"userId":"user-9","title":"r","dueAt":"{due}","taskId":"42","taskRef":{{"name":"rbac-task"}}}}}}"#
+    );
+    let file = dir.path().join("rem.json");
+    std::fs::write(&file, reminder).unwrap();
+    run(kubectl().arg("apply").arg("-f").arg(&file), None);
+    let get = |what: &str| {
+        vec![
+            "get".to_string(),
+            what.to_string(),
+            "-n".into(),
+            n.clone(),
+            "-o".into(),
+            "json".into(),
+        ]
+    };
+    wait_json(
+        std::time::Duration::from_secs(60),
+        "two deliveries recorded in status",
+        get("recurringtask/rbac-task"),
+        |v| v["status"]["delivered"].as_u64().unwrap_or(0) >= 2,
+    )
+    .await;
+    wait_json(
+        std::time::Duration::from_secs(60),
+        "the reminder sent",
+        get("reminder/rbac-rem"),
+        |v| v["status"]["phase"] == "Sent",
+    )
+    .await;
+    wait_json(
+        std::time::Duration::from_secs(60),
+        "a task-made reminder sent",
+        get("reminders"),
+        |v| {
+            v["items"].as_array().is_some_and(|items| {
+                items.iter().any(|r| {
+                    r["metadata"]["labels"]["recur.dev/task"] == "rbac-task"
+                        && r["status"]["phase"] == "Sent"
+                })
+            })
+        },
+    )
+    .await;
+    let tasks = stack.accepted("/api/tasks").await.len();
+    let notes = stack.accepted("/api/notifications").await.len();
+    assert!(
+        tasks >= 2 && notes >= 2,
+        "tasks {tasks}, notifications {notes}"
+    );
+    let log = stack.operator_log(0);
+    assert!(
+        !log.contains("forbidden"),
+        "the operator hit a permission it lacks:\n{log}"
+    );
+}
+
+/// GitOps: after recur reconciled a task, the owner re-applies it with server-side apply under its
+/// own field manager, changed, without `--force-conflicts`: recur owns nothing the user wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gitops_reapply_after_reconciliation_has_no_conflict() {
+    apply_crds(&chart_crds());
+    let ns = Namespace::new("gitops");
+    let mut stack = support::stack::Stack::start(&ns.0).await;
+    stack.start_operator(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let write = |title: &str| {
+        let file = dir.path().join("task.json");
+        let body = format!(
+            r#"{{"apiVersion":"recur.dev/v1alpha1","kind":"RecurringTask","metadata":{{"name":"g","namespace":"{}","labels":{{"team":"a"}}}},
+                "spec":{{"userId":"u","title":"{title}","schedule":{{"every":"2s"}}}}}}"#,
+            ns.0
+        );
+        std::fs::write(&file, body).unwrap();
+        file
+    };
+    let file = write("first");
+    run(
+        kubectl()
+            .args(["apply", "--server-side", "--field-manager=argocd", "-f"])
+            .arg(&file),
+        None,
+    );
+    let get = vec![
+        "get".to_string(),
+        "recurringtask/g".into(),
+        "-n".into(),
+        ns.0.clone(),
+        "-o".into(),
+        "json".into(),
+    ];
+    wait_json(
+        std::time::Duration::from_secs(60),
+        "a delivery recorded",
+        get.clone(),
+        |v| v["status"]["delivered"].as_u64().unwrap_or(0) >= 1,
+    )
+    .await;
+    let file = write("second");
+    let out = output(
+        kubectl()
+            .args(["apply", "--server-side", "--field-manager=argocd", "-f"])
+            .arg(&file),
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "re-apply conflicted: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // recur's field manager owns status only.
+    let obj: Value = serde_json::from_str(&run(
+        kubectl().args([
+            "get",
+            "recurringtask/g",
+            "-n",
+            &ns.0,
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ]),
+        None,
+    ))
+    .unwrap();
+    for entry in obj["metadata"]["managedFields"].as_array().unwrap() {
+        if entry["manager"] == "recur" {
+            assert_eq!(
+                entry["subresource"], "status",
+                "recur manages more than status: {entry}"
+            );
+        }
+    }
+    assert_eq!(obj["spec"]["title"], "second");
+    assert_eq!(obj["metadata"]["labels"]["team"], "a");
+}

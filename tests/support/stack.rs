@@ -34,6 +34,7 @@ pub struct Record {
 
 pub struct Operator {
     child: Option<Child>,
+    kubeconfig: PathBuf,
     pub http_port: u16,
     pub log: PathBuf,
     args: Vec<String>,
@@ -169,6 +170,11 @@ impl Stack {
 
     /// Starts `recur run --namespace <ns>` with `extra` flags and waits until it is ready.
     pub async fn start_operator(&mut self, extra: &[&str]) -> usize {
+        self.start_operator_as(kubeconfig(), extra).await
+    }
+
+    /// Like [`Stack::start_operator`], authenticated by `kubeconfig` instead of the admin's.
+    pub async fn start_operator_as(&mut self, kubeconfig: &Path, extra: &[&str]) -> usize {
         let http_port = free_port();
         let log = self
             .dir
@@ -186,6 +192,7 @@ impl Stack {
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut op = Operator {
             child: None,
+            kubeconfig: kubeconfig.to_path_buf(),
             http_port,
             log,
             args,
@@ -205,7 +212,7 @@ impl Stack {
             .unwrap();
         let child = Command::new(RECUR)
             .args(&op.args)
-            .env("KUBECONFIG", kubeconfig())
+            .env("KUBECONFIG", &op.kubeconfig)
             .env("DAPR_HTTP_PORT", self.dapr_port.to_string())
             .env_remove("DAPR_HTTP_ENDPOINT")
             .env("RECUR_LOG", "info,recur=debug,kube=warn")
@@ -255,6 +262,7 @@ impl Stack {
             &mut self.operators[i],
             Operator {
                 child: None,
+                kubeconfig: PathBuf::new(),
                 http_port: 0,
                 log: PathBuf::new(),
                 args: vec![],
