@@ -462,3 +462,110 @@ fn checker_counts_lost_repeats_and_duplicates() {
         "expected=3 delivered=2 lost=1 duplicated=1 repeats=1 faults=3 worst_lag_ms=4"
     );
 }
+
+/// The replica that currently reports leadership on `/metrics`.
+async fn current_leader(stack: &Stack) -> usize {
+    wait_for_value(Duration::from_secs(30), "a leader", || async {
+        for i in 0..stack.operators.len() {
+            let (code, m) = stack.operator_get(i, "/metrics").await;
+            if code == 200
+                && m.lines()
+                    .any(|l| l.starts_with("recur_leader") && l.trim_end().ends_with(" 1"))
+            {
+                return Some(i);
+            }
+        }
+        None
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn all_faults_together() {
+    let flags = [
+        "--leader-elect",
+        "--lease-duration",
+        "8s",
+        "--lease-renew-period",
+        "1s",
+        "--dapr-timeout",
+        "2s",
+    ];
+    let mut run = setup("chaos-all", 3, 3, &flags).await;
+    let cluster = std::env::var_os("KUBECONFIG")
+        .and_then(|k| {
+            std::path::PathBuf::from(k)
+                .parent()
+                .map(|p| p.to_path_buf())
+        })
+        .filter(|d| d.join(".recur-cluster").exists());
+    run.stack
+        .faults(json!({"fail_rate": 0.30, "timeout_rate": 0.10, "reset_rate": 0.05}))
+        .await;
+    // The second writer runs throughout.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (api, flag, n) = (run.api.clone(), stop.clone(), run.uids.len());
+    let writer = tokio::spawn(async move {
+        let mut edits = 0usize;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let patch = json!({"metadata": {"labels": {"edit": edits.to_string()}}});
+            if api
+                .patch(
+                    &format!("chaos-{}", edits % n),
+                    &PatchParams::default(),
+                    &Patch::Merge(patch),
+                )
+                .await
+                .is_ok()
+            {
+                edits += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        edits
+    });
+    let rounds = if long() { 6 } else { 2 };
+    for round in 0..rounds {
+        let leader = current_leader(&run.stack).await;
+        run.stack.kill_operator(leader);
+        run.faults += 1;
+        run.stack.restart_operator(leader).await;
+        if round % 2 == 0 {
+            run.stack.freeze_sidecar(true);
+            let t = Instant::now();
+            wait_for(
+                Duration::from_secs(10),
+                "the sidecar-down phase",
+                || async { t.elapsed() >= Duration::from_secs(5) },
+            )
+            .await;
+            run.stack.freeze_sidecar(false);
+            run.faults += 1;
+        }
+        if let Some(dir) = cluster.as_ref().filter(|_| round % 2 == 1) {
+            let status = std::process::Command::new(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/cluster/restart.sh"
+            ))
+            .arg(dir)
+            .args(["kube-apiserver", "2"])
+            .status()
+            .unwrap();
+            assert!(status.success());
+            run.faults += 1;
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    run.faults += writer.await.unwrap();
+    run.stack
+        .faults(json!({"fail_rate": 0.0, "timeout_rate": 0.0, "reset_rate": 0.0}))
+        .await;
+    run.faults += run
+        .stack
+        .records()
+        .await
+        .iter()
+        .filter(|r| !r.accepted)
+        .count();
+    verify(run, "all-together").await;
+}
