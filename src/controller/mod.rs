@@ -38,6 +38,30 @@ pub enum Error {
     MissingField(&'static str),
 }
 
+impl Error {
+    /// A short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Patch(_) => "patch",
+            Error::MissingField(_) => "missing_field",
+        }
+    }
+}
+
+/// The error policy of both controllers: log, count, retry in 5 s. (kube-runtime keeps no
+/// per-object backoff; deliveries back off through `retryAt` in status instead.)
+pub(crate) fn retry_after_error<K: Resource>(
+    kind: &'static str,
+    obj: &K,
+    err: &Error,
+    ctx: &Context,
+) -> kube::runtime::controller::Action {
+    tracing::warn!(kind, namespace = ?obj.meta().namespace, name = ?obj.meta().name, %err, "reconcile failed");
+    ctx.metrics.reconcile_failed(kind, err.reason());
+    kube::runtime::controller::Action::requeue(Duration::from_secs(5))
+}
+
 /// Settings of the controllers, from the command line.
 #[derive(Clone, Debug)]
 pub struct Settings {

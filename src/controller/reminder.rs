@@ -504,9 +504,7 @@ async fn refuse(
 }
 
 fn error_policy(rem: Arc<Reminder>, err: &Error, ctx: Arc<Context>) -> Action {
-    warn!(namespace = ?rem.namespace(), name = %rem.name_any(), %err, "reconcile failed");
-    ctx.metrics.reconcile_failed(KIND, "kube");
-    Action::requeue(Duration::from_secs(5))
+    super::retry_after_error(KIND, rem.as_ref(), err, &ctx)
 }
 
 /// Runs the Reminder controller until `shutdown` resolves.

@@ -924,17 +924,7 @@ pub fn reminder_name(task: &str, nominal: DateTime<Utc>, i: usize) -> String {
 }
 
 fn error_policy(task: Arc<RecurringTask>, err: &Error, ctx: Arc<Context>) -> Action {
-    warn!(namespace = ?task.namespace(), name = %task.name_any(), %err, "reconcile failed");
-    ctx.metrics.reconcile_failed(KIND, error_reason(err));
-    Action::requeue(Duration::from_secs(5))
-}
-
-fn error_reason(err: &Error) -> &'static str {
-    match err {
-        Error::Kube(_) => "kube",
-        Error::Patch(_) => "patch",
-        Error::MissingField(_) => "missing_field",
-    }
+    super::retry_after_error(KIND, task.as_ref(), err, &ctx)
 }
 
 /// Runs the RecurringTask controller until `shutdown` resolves.
