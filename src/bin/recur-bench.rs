@@ -530,12 +530,12 @@ fn api_delta(before: &str, after: &str, own: &[&str]) -> ApiDelta {
         }
     }
     ApiDelta {
-        all: by_request.values().sum(),
+        // fold from +0.0: an empty f64 sum() is -0.0, printed "-0".
+        all: by_request.values().fold(0.0, |a, v| a + v),
         own: by_request
             .iter()
             .filter(|(k, _)| is_own(k, own))
-            .map(|(_, v)| v)
-            .sum(),
+            .fold(0.0, |a, (_, v)| a + v),
         own_resources: own.iter().map(|s| s.to_string()).collect(),
         by_request,
     }
@@ -1481,7 +1481,11 @@ fn breakdown(api: &ApiDelta) -> String {
     } else {
         own.join(", ")
     };
-    format!("{own} (others, busiest first: {})", others.join(", "))
+    if others.is_empty() {
+        format!("{own} (no others)")
+    } else {
+        format!("{own} (others, busiest first: {})", others.join(", "))
+    }
 }
 
 /// Writes `lag` (milliseconds) as an empirical CDF: seconds (at least 1 ms, for a log axis) and
@@ -1667,17 +1671,19 @@ fn report(a: ReportArgs) -> Res<()> {
     for c in &crons {
         let file = format!("lag-cronjob-{}.dat", c.label);
         write_cdf(&dir.join(&file), &c.observed_lags_ms)?;
-        plots.push((
-            file,
-            format!("CronJob controller, {}: Job seen", c.kcm_flags),
-        ));
+        // "at its default client QPS (...)" / "with --kube-api-qps=..." read shorter after "kcm".
+        let how = c
+            .kcm_flags
+            .trim_start_matches("at its ")
+            .trim_start_matches("with ");
+        plots.push((file, format!("CronJob controller, kcm {how}: Job seen")));
     }
     let mut plt = String::new();
     let _ = writeln!(
         plt,
         "# Written by recur-bench report; run in its directory."
     );
-    let _ = writeln!(plt, "set terminal pngcairo size 1000,600 font \",11\"");
+    let _ = writeln!(plt, "set terminal pngcairo size 1000,660 font \",11\"");
     let _ = writeln!(plt, "set output 'lag.png'");
     let _ = writeln!(
         plt,
@@ -1696,7 +1702,7 @@ fn report(a: ReportArgs) -> Res<()> {
         plt,
         "set logscale x\nset xrange [0.001:*]\nset yrange [0:1.02]"
     );
-    let _ = writeln!(plt, "set grid\nset key bottom right");
+    let _ = writeln!(plt, "set grid\nset key below Left reverse");
     let series: Vec<String> = plots
         .iter()
         .map(|(file, title)| {

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# The scale benchmark (`make bench`): N RecurringTasks due in the same minute, delivered by
+# `recur run` through Dapr to the recording backend, against N CronJobs handled by
+# kube-controller-manager (at its default client QPS, then raised), plus the limit (bare status
+# patches), start and idle. Prints a markdown table; writes target/bench/*.json, and
+# docs/bench/results.md with docs/bench/lag.png.
+#
+#   scripts/bench.sh [--tasks N] [--idle SECS] [--workers W] [--no-raised-qps]
+#     --tasks N          objects in the burst (default 1000; 10000 is the target)
+#     --idle SECS        idle window of the operator (default 60; the issue asks for 300)
+#     --workers W        recur run --workers (default 64)
+#     --no-raised-qps    skip the CronJob run with --kube-api-qps=500 --kube-api-burst=1000
+#
+# Builds the control-plane tools (tests/cluster/build.sh) and the release binaries, starts a
+# dedicated control plane (tests/cluster/up.sh) in a directory of its own and tears it down on
+# exit, whatever happens. Heavy: minutes for N=1000, most of an hour for N=10000. Never part of
+# `make test`.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() {
+  log "error: $*"
+  exit 1
+}
+usage() { sed -n '2,13s/^# \{0,1\}//p' "$0" >&2; }
+
+tasks=1000 idle=60 workers=64 raised=1
+while [ $# -gt 0 ]; do
+  case $1 in
+    --tasks) tasks=${2:?--tasks needs a number}; shift 2 ;;
+    --idle) idle=${2:?--idle needs seconds}; shift 2 ;;
+    --workers) workers=${2:?--workers needs a number}; shift 2 ;;
+    --no-raised-qps) raised=0; shift ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage; die "unknown argument $1" ;;
+  esac
+done
+for v in "$tasks" "$idle" "$workers"; do
+  [[ $v =~ ^[1-9][0-9]*$ ]] || die "'$v' is not a positive number"
+done
+command_line="scripts/bench.sh --tasks $tasks --idle $idle --workers $workers$([ "$raised" = 1 ] || echo ' --no-raised-qps')"
+
+# --- tools -------------------------------------------------------------------------------------
+bin=$(tests/cluster/build.sh) || die "tests/cluster/build.sh failed"
+log "building the release binaries"
+cargo build --release --bins
+release="$repo/target/release"
+out="$repo/target/bench"
+mkdir -p "$out"
+rm -rf "$out"/*.json "$out"/*.dat "$out"/lag.plt "$out"/lag.png "$out"/results.md "$out"/logs
+
+# gnuplot draws the lag plot; from Debian, installed here when missing and we may.
+ensure_gnuplot() {
+  command -v gnuplot >/dev/null && return 0
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing gnuplot-nox (Debian) for the plot"
+    { apt-get install -y gnuplot-nox || { apt-get update && apt-get install -y gnuplot-nox; }; } >&2 ||
+      log "could not install gnuplot-nox"
+  fi
+  command -v gnuplot >/dev/null
+}
+
+# --- the cluster and the Dapr side ------------------------------------------------------------
+work=$(mktemp -d "${TMPDIR:-/tmp}/recur-bench.XXXX")
+cluster="$work/cluster"
+backend_pid=""
+cleanup() {
+  local status=$?
+  [ -f "$work/sidecars/sidecars.env" ] && tests/cluster/sidecars.sh --down "$work/sidecars" || true
+  if [ -n "$backend_pid" ]; then
+    kill "$backend_pid" 2>/dev/null || true
+    wait "$backend_pid" 2>/dev/null || true
+  fi
+  [ -e "$cluster" ] && tests/cluster/down.sh "$cluster" || true
+  if [ "$status" = 0 ]; then
+    rm -rf "$work"
+  else
+    log "logs kept in $work"
+  fi
+}
+trap cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM HUP
+
+log "starting a control plane in $cluster"
+# --watch-parent: the cluster also goes when this shell is killed before its trap can run.
+RECUR_BIN_DIR="$bin" tests/cluster/up.sh --watch-parent $$ "$cluster" >/dev/null
+export KUBECONFIG="$cluster/kubeconfig"
+kubectl=("$bin/kubectl" --kubeconfig "$KUBECONFIG")
+"${kubectl[@]}" apply -f crds/ >&2
+"${kubectl[@]}" wait --for=condition=Established --timeout=60s \
+  crd/recurringtasks.recur.dev crd/reminders.recur.dev >&2
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+backend_port=$(free_port)
+backend_url="http://127.0.0.1:$backend_port"
+"$release/recur-dev" backend --listen "127.0.0.1:$backend_port" --name backend \
+  >"$work/backend.log" 2>"$work/backend.err" &
+backend_pid=$!
+deadline=$((SECONDS + 30))
+until curl -fs -o /dev/null "$backend_url/_dev/records"; do
+  kill -0 "$backend_pid" 2>/dev/null || die "the backend exited: $(tail -n 5 "$work/backend.err")"
+  [ $SECONDS -lt $deadline ] || die "the backend did not answer within 30s"
+  sleep 0.1
+done
+dapr_port=$(RECUR_DEV_BIN="$release/recur-dev" tests/cluster/sidecars.sh "$work/sidecars" "$backend_url")
+if [ -x "$bin/daprd" ] && [ "${RECUR_REAL_DAPR:-1}" = 1 ]; then
+  # shellcheck source=../tests/cluster/versions.sh
+  . tests/cluster/versions.sh
+  sidecar="daprd $DAPR_VERSION"
+else
+  sidecar="recur-dev sidecar (stand-in)"
+fi
+log "backend $backend_url, sidecars: $sidecar on DAPR_HTTP_PORT=$dapr_port"
+
+# --- kube-controller-manager -------------------------------------------------------------------
+kcm_pid() { awk '$1 == "kube-controller-manager" { p = $2 } END { print p }' "$cluster/pids"; }
+
+# Restarts the cluster's kube-controller-manager with FLAGS appended to its command line (as
+# tests/cluster/restart.sh does for faults): read /proc/<pid>/cmdline, stop it, start it again in
+# its own session, appending to its log, and wait until /healthz answers. Sets kcm_pid.
+restart_kcm() { # dir, flags...
+  local dir=$1 pid new port="" arg deadline
+  shift
+  pid=$(kcm_pid)
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] || die "no running kube-controller-manager in $dir"
+  local -a cmd
+  mapfile -d '' cmd <"/proc/$pid/cmdline"
+  for arg in "${cmd[@]}"; do
+    case $arg in --secure-port=*) port=${arg#*=} ;; esac
+  done
+  [ -n "$port" ] || die "kube-controller-manager has no --secure-port"
+  kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid"
+  deadline=$((SECONDS + 15))
+  while [ -e "/proc/$pid" ] && [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]; do
+    if [ $SECONDS -ge $deadline ]; then
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    fi
+    [ $SECONDS -lt $((deadline + 5)) ] || die "kube-controller-manager (pid $pid) does not stop"
+    sleep 0.1
+  done
+  printf '=== %s: restarted by scripts/bench.sh with %s\n' "$(date -u +%FT%TZ)" "${*:-no extra flags}" >>"$dir/kube-controller-manager.log"
+  setsid "${cmd[@]}" "$@" </dev/null >>"$dir/kube-controller-manager.log" 2>&1 &
+  new=$!
+  echo "kube-controller-manager $new" >>"$dir/pids"
+  deadline=$((SECONDS + 120))
+  until [ "$(curl -ksS --max-time 2 "https://127.0.0.1:$port/healthz" 2>/dev/null)" = ok ]; do
+    kill -0 "$new" 2>/dev/null || die "the restarted kube-controller-manager exited; see $dir/kube-controller-manager.log"
+    [ $SECONDS -lt $deadline ] || die "the restarted kube-controller-manager is not healthy after 120s"
+    sleep 0.2
+  done
+  kcm_pid=$new
+  log "kube-controller-manager restarted with ${*:-no extra flags} (pid $new)"
+}
+
+# --- the runs ----------------------------------------------------------------------------------
+bench="$release/recur-bench"
+"$bench" recur --tasks "$tasks" --idle "$idle" --workers "$workers" --out-dir "$out" \
+  --log-dir "$out/logs" --recur-bin "$release/recur" --backend-url "$backend_url" \
+  --dapr-http-port "$dapr_port" --sidecar "$sidecar"
+
+# A fresh kube-controller-manager for each CronJob run, so that its peak RSS (VmHWM) is that
+# run's: its garbage collector also caches every RecurringTask of the runs above.
+restart_kcm "$cluster"
+"$bench" cronjob --tasks "$tasks" --out-dir "$out" --label default-qps --kcm-pid "$kcm_pid" \
+  --kcm-flags "at its default client QPS (20, burst 30)"
+if [ "$raised" = 1 ]; then
+  restart_kcm "$cluster" --kube-api-qps=500 --kube-api-burst=1000
+  "$bench" cronjob --tasks "$tasks" --out-dir "$out" --label qps-500 --kcm-pid "$kcm_pid" \
+    --kcm-flags "with --kube-api-qps=500 --kube-api-burst=1000"
+fi
+
+"$bench" report --out-dir "$out" --command "make bench ($command_line)"
+# docs/bench/results.md and lag.png are the latest run; -n<N> copies keep one run per size.
+mkdir -p docs/bench
+cp "$out/results.md" docs/bench/results.md
+sed "s/(lag\.png)/(lag-n$tasks.png)/" "$out/results.md" >"docs/bench/results-n$tasks.md"
+if ensure_gnuplot; then
+  (cd "$out" && gnuplot lag.plt)
+  cp "$out/lag.png" docs/bench/lag.png
+  cp "$out/lag.png" "docs/bench/lag-n$tasks.png"
+  log "wrote docs/bench/results.md, lag.png, results-n$tasks.md and lag-n$tasks.png"
+else
+  log "gnuplot is not available: no plot (apt-get install gnuplot-nox); wrote docs/bench/results.md"
+fi
