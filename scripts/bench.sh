@@ -5,11 +5,13 @@
 # patches), start and idle. Prints a markdown table; writes target/bench/*.json, and
 # docs/bench/results.md with docs/bench/lag.png.
 #
-#   scripts/bench.sh [--tasks N] [--idle SECS] [--workers W] [--no-raised-qps]
+#   scripts/bench.sh [--tasks N] [--idle SECS] [--workers W] [--no-raised-qps] [--perf] [--recur-only]
 #     --tasks N          objects in the burst (default 1000; 10000 is the target)
 #     --idle SECS        idle window of the operator (default 60; the issue asks for 300)
 #     --workers W        recur run --workers (default 64)
 #     --no-raised-qps    skip the CronJob run with --kube-api-qps=500 --kube-api-burst=1000
+#     --perf             profile recur's burst, whole machine (perf record -a): target/bench/perf-*.txt
+#     --recur-only       only recur (start, idle, limit, burst): no CronJob runs, no report
 #
 # Builds the control-plane tools (tests/cluster/build.sh) and the release binaries, starts a
 # dedicated control plane (tests/cluster/up.sh) in a directory of its own and tears it down on
@@ -25,15 +27,17 @@ die() {
   log "error: $*"
   exit 1
 }
-usage() { sed -n '2,13s/^# \{0,1\}//p' "$0" >&2; }
+usage() { sed -n '2,15s/^# \{0,1\}//p' "$0" >&2; }
 
-tasks=1000 idle=60 workers=64 raised=1
+tasks=1000 idle=60 workers=64 raised=1 perf=0 recur_only=0
 while [ $# -gt 0 ]; do
   case $1 in
     --tasks) tasks=${2:?--tasks needs a number}; shift 2 ;;
     --idle) idle=${2:?--idle needs seconds}; shift 2 ;;
     --workers) workers=${2:?--workers needs a number}; shift 2 ;;
     --no-raised-qps) raised=0; shift ;;
+    --perf) perf=1; shift ;;
+    --recur-only) recur_only=1; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage; die "unknown argument $1" ;;
   esac
@@ -41,7 +45,7 @@ done
 for v in "$tasks" "$idle" "$workers"; do
   [[ $v =~ ^[1-9][0-9]*$ ]] || die "'$v' is not a positive number"
 done
-command_line="scripts/bench.sh --tasks $tasks --idle $idle --workers $workers$([ "$raised" = 1 ] || echo ' --no-raised-qps')"
+command_line="scripts/bench.sh --tasks $tasks --idle $idle --workers $workers$([ "$raised" = 1 ] || echo ' --no-raised-qps')$([ "$perf" = 0 ] || echo ' --perf')"
 
 # --- tools -------------------------------------------------------------------------------------
 bin=$(tests/cluster/build.sh) || die "tests/cluster/build.sh failed"
@@ -157,9 +161,28 @@ restart_kcm() { # dir, flags...
 
 # --- the runs ----------------------------------------------------------------------------------
 bench="$release/recur-bench"
+perf_args=()
+if [ "$perf" = 1 ]; then
+  command -v perf >/dev/null || die "--perf needs perf (apt-get install linux-perf)"
+  perf_args=(--perf-out "$out/perf-burst.data")
+fi
 "$bench" recur --tasks "$tasks" --idle "$idle" --workers "$workers" --out-dir "$out" \
   --log-dir "$out/logs" --recur-bin "$release/recur" --backend-url "$backend_url" \
-  --dapr-http-port "$dapr_port" --sidecar "$sidecar"
+  --dapr-http-port "$dapr_port" --sidecar "$sidecar" "${perf_args[@]}"
+if [ "$perf" = 1 ]; then
+  # Where the machine's CPU went during the burst, by thread name (recur's runtime threads are
+  # recur-worker, recur-dev's recur-dev-wkr), then recur's own hottest functions.
+  perf report -i "$out/perf-burst.data" --stdio --no-children --sort comm 2>/dev/null |
+    grep -v '^$' >"$out/perf-by-process.txt"
+  perf report -i "$out/perf-burst.data" --stdio --no-children --comm recur-worker,recur \
+    --sort dso,sym -g none --percent-limit 0.5 2>/dev/null | grep -v '^$' >"$out/perf-recur.txt"
+  log "profile: $out/perf-by-process.txt, $out/perf-recur.txt"
+  sed -n '1,30p' "$out/perf-by-process.txt" >&2
+fi
+if [ "$recur_only" = 1 ]; then
+  log "--recur-only: figures in $out/recur.json"
+  exit 0
+fi
 
 # A fresh kube-controller-manager for each CronJob run, so that its peak RSS (VmHWM) is that
 # run's: its garbage collector also caches every RecurringTask of the runs above.

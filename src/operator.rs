@@ -78,6 +78,8 @@ fn duration(s: &str) -> Result<Duration, String> {
 pub fn main(args: RunArgs) -> ExitCode {
     init_logs(args.log_format, &args.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        // Named threads: a profile (`scripts/bench.sh --perf`) tells the processes apart.
+        .thread_name("recur-worker")
         .enable_all()
         .build()
     {

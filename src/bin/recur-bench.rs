@@ -119,6 +119,9 @@ struct RecurArgs {
     /// Where the operators' logs go.
     #[arg(long, default_value = "target/bench")]
     log_dir: PathBuf,
+    /// Record a system-wide CPU profile of the burst (`perf record -a -g -e cpu-clock`) here.
+    #[arg(long)]
+    perf_out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -725,6 +728,60 @@ impl Operator {
     }
 }
 
+/// `perf record` of the whole machine (every process, so the apiserver, etcd and the sidecar
+/// show next to recur), stopped with SIGINT so that it writes its file.
+struct Perf {
+    child: tokio::process::Child,
+    pid: u32,
+    path: PathBuf,
+}
+
+impl Perf {
+    fn start(path: &Path) -> Res<Self> {
+        let child = tokio::process::Command::new("perf")
+            .args(["record", "-a", "-g", "-e", "cpu-clock", "-F", "499", "-o"])
+            .arg(path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| {
+                msg(format!(
+                    "starting perf record: {e} (apt-get install linux-perf)"
+                ))
+            })?;
+        let pid = child
+            .id()
+            .ok_or_else(|| msg("perf record exited at once"))?;
+        say(format!(
+            "perf record -a running (pid {pid}) into {}",
+            path.display()
+        ));
+        Ok(Perf {
+            child,
+            pid,
+            path: path.to_owned(),
+        })
+    }
+
+    async fn stop(mut self) -> Res<()> {
+        let _ = tokio::process::Command::new("kill")
+            .args(["-INT", &self.pid.to_string()])
+            .status()
+            .await;
+        let status = tokio::time::timeout(Duration::from_secs(120), self.child.wait())
+            .await
+            .map_err(|_| msg("perf record did not stop within 120s"))?
+            .map_err(|e| msg(format!("waiting for perf record: {e}")))?;
+        say(format!(
+            "perf record ended ({status}): {}",
+            self.path.display()
+        ));
+        Ok(())
+    }
+}
+
 // --- watching -----------------------------------------------------------------------------------
 
 /// A watch kept open in the background. It reports `R` once `check` holds on the objects seen so
@@ -1147,6 +1204,10 @@ async fn recur_burst(a: &RecurArgs, client: &Client, http: &reqwest::Client) -> 
     let before = apiserver_metrics(client).await?;
     let stat0 = proc_stat(op.pid)?;
     let delivered0 = op.delivered(http).await?;
+    let perf = match &a.perf_out {
+        Some(path) => Some(Perf::start(path)?),
+        None => None,
+    };
     if Utc::now() >= due {
         return Err(msg(
             "the snapshot before the burst was taken after the burst began; try again",
@@ -1187,6 +1248,9 @@ async fn recur_burst(a: &RecurArgs, client: &Client, http: &reqwest::Client) -> 
     let stat1 = proc_stat(op.pid)?;
     let delivered = op.delivered(http).await? - delivered0;
     let after = apiserver_metrics(client).await?;
+    if let Some(perf) = perf {
+        perf.stop().await?;
+    }
     op.stop().await;
 
     let lags: Vec<i64> = records.iter().filter_map(|r| r.lag_ms).collect();

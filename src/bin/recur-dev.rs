@@ -107,6 +107,8 @@ fn main() -> ExitCode {
         .with_ansi(ansi)
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
+        // Named threads: a profile (`scripts/bench.sh --perf`) tells the processes apart.
+        .thread_name("recur-dev-wkr")
         .enable_all()
         .build()
     {

@@ -61,14 +61,73 @@ where
     }
 }
 
-/// A failed `test` operation is answered 422 with a message naming the test; 409 is a plain
-/// optimistic-concurrency conflict. Both mean "re-read and decide again".
+/// 409 is a plain optimistic-concurrency conflict. A failed `test` operation is answered 422
+/// Invalid with the generic "the server rejected our request" and at most an unnamed cause. A
+/// 422 whose causes name a field is the other kind, our status failing the schema, and stays an
+/// error. Both precondition kinds mean "re-read and decide again".
 fn is_precondition_failure(err: &kube::Error) -> bool {
-    match err {
-        kube::Error::Api(status) => {
-            status.code == 409
-                || (status.code == 422 && status.message.to_ascii_lowercase().contains("test"))
+    let kube::Error::Api(status) = err else {
+        return false;
+    };
+    match status.code {
+        409 => true,
+        422 => {
+            let causes = status
+                .details
+                .as_ref()
+                .map(|d| d.causes.as_slice())
+                .unwrap_or(&[]);
+            // Not the message: an object named "test" would make any text match.
+            !causes.iter().any(|c| !c.field.is_empty())
         }
         _ => false,
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::is_precondition_failure;
+    use kube::core::Status;
+    use serde_json::json;
+
+    /// An error as kube-client makes it from the apiserver's Status body.
+    fn api_error(code: u16, message: &str, causes: serde_json::Value) -> kube::Error {
+        let status: Status = serde_json::from_value(json!({
+            "status": "Failure", "code": code, "reason": "Invalid", "message": message,
+            "details": {"causes": causes},
+        }))
+        .unwrap();
+        kube::Error::Api(status.boxed())
+    }
+
+    #[test]
+    fn failed_tests_and_conflicts_are_preconditions() {
+        let generic = "the server rejected our request due to an error in our request";
+        for err in [
+            api_error(409, "the object has been modified", json!([])),
+            api_error(422, generic, json!([])),
+            api_error(
+                422,
+                generic,
+                json!([{"reason": "UnexpectedServerResponse", "message": "test failed"}]),
+            ),
+        ] {
+            assert!(is_precondition_failure(&err), "{err:?}");
+        }
+    }
+
+    #[test]
+    fn schema_rejections_and_other_errors_are_not() {
+        let too_many = json!([{"reason": "FieldValueTooMany", "field": "status.history",
+            "message": "Too many: 101: must have at most 100 items"}]);
+        for err in [
+            api_error(422, "RecurringTask.recur.dev \"test\" is invalid", too_many),
+            api_error(403, "forbidden", json!([])),
+            api_error(404, "not found", json!([])),
+            api_error(500, "etcd timeout", json!([])),
+        ] {
+            assert!(!is_precondition_failure(&err), "{err:?}");
+        }
     }
 }

@@ -134,13 +134,19 @@ pub fn plan(task: &RecurringTask, schedule: &Schedule, uid: &str, now: DateTime<
     let Some(p) = pending else {
         let next = schedule.next_after(floor);
         let mut status = old.clone();
-        let note = next.as_ref().map(|o| {
-            (
-                EventType::Normal,
-                "Scheduled",
-                format!("next occurrence due {}", o.due.to_rfc3339()),
-            )
-        });
+        // An event only when deliveries resume (after suspend, or an edit that revives an ended
+        // schedule): first sight is in status alone, so starting over 10,000 tasks costs one
+        // write each, not two.
+        let note = next
+            .as_ref()
+            .filter(|_| old.observed_generation.is_some())
+            .map(|o| {
+                (
+                    EventType::Normal,
+                    "Scheduled",
+                    format!("next occurrence due {}", o.due.to_rfc3339()),
+                )
+            });
         set_pending(&mut status, schedule, uid, next, None);
         let wake = status.next_occurrence.as_ref().map(|p| p.due);
         finish_status(&mut status, schedule, generation, now, None);
