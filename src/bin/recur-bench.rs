@@ -1574,6 +1574,65 @@ fn gnuplot_string(s: &str) -> String {
     format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
+/// The targets, each with its figure from this run and whether it was met.
+fn targets(md: &mut String, recur: &RecurResult, crons: &[CronResult]) {
+    let b = &recur.burst;
+    let met = |ok: bool| if ok { "met" } else { "**missed**" };
+    let _ = writeln!(md, "\n## Against the targets\n");
+    let _ = writeln!(md, "| target | this run | |");
+    let _ = writeln!(md, "|---|---|---|");
+    let _ = writeln!(
+        md,
+        "| one status write per occurrence | {:.2} requests on recur resources per occurrence | {} |",
+        b.api_per_occurrence_own,
+        met(b.api_per_occurrence_own <= 1.005)
+    );
+    let ratio = per(b.drain_s, recur.limit.drain_s);
+    let _ = writeln!(
+        md,
+        "| drain within 1.5x of the minimal client's | {} against {}: {ratio:.2}x | {} |",
+        fmt_s(b.drain_s),
+        fmt_s(recur.limit.drain_s),
+        met(ratio <= 1.5)
+    );
+    // The CronJob run with the raised client QPS is the last one (labels sort after default-qps).
+    match crons.iter().rfind(|c| c.label != "default-qps") {
+        Some(c) => {
+            let x = per(b.per_second, c.burst.per_second);
+            let _ = writeln!(
+                md,
+                "| at least 5x the CronJob controller's on-time throughput with raised QPS (occurrences of the minute per second of drain) | {:.0}/s against {:.0}/s ({}): {x:.2}x | {} |",
+                b.per_second,
+                c.burst.per_second,
+                c.kcm_flags,
+                met(x >= 5.0)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                md,
+                "| at least 5x the CronJob controller's throughput with raised QPS | no raised-QPS CronJob run in this report | |"
+            );
+        }
+    }
+    let rss = b.peak_rss_mib.max(recur.idle.rss_mib);
+    let _ = writeln!(
+        md,
+        "| operator RSS under 128 MiB | peak {:.0} MiB in the burst, {:.0} MiB idle with {} tasks | {} |",
+        b.peak_rss_mib,
+        recur.idle.rss_mib,
+        recur.start.tasks,
+        met(rss < 128.0)
+    );
+    let _ = writeln!(
+        md,
+        "| no API request while idle beyond the watches | {} requests on recur resources in {:.0} s (without `--leader-elect`; with it, one Lease renewal per 5 s) | {} |",
+        recur.idle.api.own,
+        recur.idle.window_s,
+        met(recur.idle.api.own < 0.5)
+    );
+}
+
 fn report(a: ReportArgs) -> Res<()> {
     let dir = &a.out_dir;
     let recur: RecurResult = read_json(&dir.join("recur.json"))?;
@@ -1675,6 +1734,8 @@ fn report(a: ReportArgs) -> Res<()> {
     if crons.is_empty() {
         let _ = writeln!(md, "- The CronJob runs are missing from this report.");
     }
+
+    targets(&mut md, &recur, &crons);
 
     let l = &recur.limit;
     let _ = writeln!(md, "\n## The limit\n");
