@@ -172,10 +172,11 @@ fi
 if [ "$perf" = 1 ]; then
   # Where the machine's CPU went during the burst, by thread name (recur's runtime threads are
   # recur-worker, recur-dev's recur-dev-wkr), then recur's own hottest functions.
-  perf report -i "$out/perf-burst.data" --stdio --no-children --sort comm 2>/dev/null |
+  perf report -i "$out/perf-burst.data" --stdio --no-children --sort comm -g none 2>/dev/null |
     grep -v '^$' >"$out/perf-by-process.txt"
   perf report -i "$out/perf-burst.data" --stdio --no-children --comm recur-worker,recur \
-    --sort dso,sym -g none --percent-limit 0.5 2>/dev/null | grep -v '^$' >"$out/perf-recur.txt"
+    --percentage relative --sort dso,sym -g none --percent-limit 0.5 2>/dev/null |
+    grep -v '^$' >"$out/perf-recur.txt"
   log "profile: $out/perf-by-process.txt, $out/perf-recur.txt"
   sed -n '1,30p' "$out/perf-by-process.txt" >&2
 fi
