@@ -1601,10 +1601,12 @@ fn targets(md: &mut String, recur: &RecurResult, crons: &[CronResult]) {
             let x = per(b.per_second, c.burst.per_second);
             let _ = writeln!(
                 md,
-                "| at least 5x the CronJob controller's on-time throughput with raised QPS (occurrences of the minute per second of drain) | {:.0}/s against {:.0}/s ({}): {x:.2}x | {} |",
+                "| at least 5x the CronJob controller's on-time throughput with raised QPS (occurrences, or Jobs, per second of drain) | {:.0}/s against {:.0}/s ({}; {} of its {} Jobs were for a later minute): {x:.2}x | {} |",
                 b.per_second,
                 c.burst.per_second,
                 c.kcm_flags,
+                c.skipped,
+                c.burst.occurrences,
                 met(x >= 5.0)
             );
         }
@@ -1624,13 +1626,29 @@ fn targets(md: &mut String, recur: &RecurResult, crons: &[CronResult]) {
         recur.start.tasks,
         met(rss < 128.0)
     );
+    let idle = &recur.idle.api;
+    let watches = requests_on_own(idle, |verb| verb == "WATCH");
+    let others = requests_on_own(idle, |verb| verb != "WATCH");
     let _ = writeln!(
         md,
-        "| no API request while idle beyond the watches | {} requests on recur resources in {:.0} s (without `--leader-elect`; with it, one Lease renewal per 5 s) | {} |",
-        recur.idle.api.own,
+        "| no API request while idle beyond the watches | {others} requests on recur resources in {:.0} s besides {watches} watches ending (kube-runtime restarts a watch every 290 s); recur ran without `--leader-elect` (with it: one Lease renewal per 5 s) | {} |",
         recur.idle.window_s,
-        met(recur.idle.api.own < 0.5)
+        met(others < 0.5)
     );
+}
+
+/// Requests on the run's own resources whose verb passes `verb`.
+fn requests_on_own(api: &ApiDelta, verb: impl Fn(&str) -> bool) -> f64 {
+    api.by_request
+        .iter()
+        .filter(|(request, _)| {
+            let (v, resource) = request.split_once(' ').unwrap_or((request.as_str(), ""));
+            let resource = resource.split('/').next().unwrap_or_default();
+            verb(v) && api.own_resources.iter().any(|r| r == resource)
+        })
+        .map(|(_, n)| n)
+        .sum::<f64>()
+        + 0.0 // an empty f64 sum is -0.0, printed "-0"
 }
 
 fn report(a: ReportArgs) -> Res<()> {
@@ -1871,6 +1889,27 @@ apiserver_longrunning_requests{component="apiserver",group="recur.dev",resource=
         assert_eq!(label(&all[0].1, "a"), "x\"y");
         assert_eq!(all[0].2, 4.5);
         assert_eq!((all[1].0, all[1].2), ("n", 2.0));
+    }
+
+    #[test]
+    fn own_requests_split_watches_from_the_rest() {
+        let api = ApiDelta {
+            own_resources: vec!["recurringtasks".into(), "reminders".into()],
+            by_request: [
+                ("WATCH recurringtasks", 2.0),
+                ("WATCH reminders", 1.0),
+                ("PATCH recurringtasks/status", 4.0),
+                ("WATCH recurringtasksx", 9.0),
+                ("PUT leases", 29.0),
+                ("GET (non-resource)", 78.0),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+            ..ApiDelta::default()
+        };
+        assert_eq!(requests_on_own(&api, |v| v == "WATCH"), 3.0);
+        assert_eq!(requests_on_own(&api, |v| v != "WATCH"), 4.0);
     }
 
     #[test]

@@ -442,7 +442,7 @@ mod fuzz {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: crate::schedule::props::cases(512), ..ProptestConfig::default() })]
         #[test]
         fn no_spec_makes_the_status_path_panic_or_go_backwards(spec in spec(), now_s in 1_600_000_000i64..2_000_000_000) {
             let now = DateTime::from_timestamp(now_s, 0).unwrap();

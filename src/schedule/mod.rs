@@ -79,7 +79,7 @@ mod spec;
 mod zone;
 
 #[cfg(test)]
-mod props;
+pub(crate) mod props;
 #[cfg(test)]
 mod tests;
 

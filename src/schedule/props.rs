@@ -9,6 +9,15 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 
+/// Cases per property: `default`, or `PROPTEST_CASES` for a long run (the fuzzing figures of the
+/// README come from `PROPTEST_CASES=100000`).
+pub(crate) fn cases(default: u32) -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 const ZONES: &[&str] = &[
     "UTC",
     "Europe/Berlin",
@@ -178,7 +187,7 @@ fn ctx() -> CompileContext {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(256), ..ProptestConfig::default() })]
 
     #[test]
     fn iteration_and_next_after_agree((spec, start) in spec_strategy(), offsets in prop::collection::vec(0i64..SPAN_DAYS * 86_400, 12)) {
