@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use support::stack::Stack;
-use support::{TestNamespace, client, kubectl, wait_for_value};
+use support::{TestNamespace, client, event_reasons, kubectl, wait_for_value};
 
 struct Case {
     file: PathBuf,
@@ -135,22 +135,11 @@ async fn every_bad_manifest_is_refused_with_its_message() {
                         case.expect
                     ));
                 }
-                let out = kubectl([
-                    "get",
-                    "events.events.k8s.io",
-                    "-n",
+                if !event_reasons(
                     ns.name(),
-                    "--field-selector",
                     &format!("regarding.name={obj_name},type=Warning"),
-                    "-o",
-                    "json",
-                ]);
-                let events: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-                if !events["items"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|e| e["reason"] == reason.as_str())
+                )
+                .contains(&reason)
                 {
                     failures.push(format!("{name}: no Warning event with reason {reason}"));
                 }

@@ -11,7 +11,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use recur::api::{RecurringTask, condition};
 use serde_json::json;
 use support::stack::Stack;
-use support::{TestNamespace, client, kubectl, wait_for, wait_for_value};
+use support::{TestNamespace, client, event_reasons, kubectl, wait_for, wait_for_value};
 
 fn task_json(name: &str, every: &str, extra: serde_json::Value) -> serde_json::Value {
     let mut spec = json!({
@@ -138,7 +138,7 @@ async fn every_two_seconds_delivers_distinct_keys_in_order_with_status_events_an
         String::from_utf8_lossy(&out.stderr)
     );
     // First sight is in status alone: no event per task (10,000 tasks, 10,000 writes, not 20,000).
-    let reasons = event_reasons(ns.name());
+    let reasons = event_reasons(ns.name(), "");
     assert!(
         !reasons.iter().any(|r| r == "Scheduled"),
         "events: {reasons:?}"
@@ -226,7 +226,7 @@ async fn suspend_stops_deliveries_and_resume_does_not_backfill() {
         Duration::from_secs(20),
         "Suspended and Scheduled events",
         || async {
-            let reasons = event_reasons(ns.name());
+            let reasons = event_reasons(ns.name(), "");
             reasons.iter().any(|r| r == "Suspended") && reasons.iter().any(|r| r == "Scheduled")
         },
     )
@@ -448,24 +448,10 @@ async fn what_only_the_operator_can_check_ends_ready_false_with_a_reason_and_eve
         "{}",
         cond.message
     );
-    let out = kubectl([
-        "get",
-        "events.events.k8s.io",
-        "-n",
-        ns.name(),
-        "--field-selector",
-        "type=Warning",
-        "-o",
-        "json",
-    ]);
-    let events: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let warnings = event_reasons(ns.name(), "type=Warning");
     assert!(
-        events["items"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|e| e["reason"] == "InvalidSchedule"),
-        "{events}"
+        warnings.iter().any(|r| r == "InvalidSchedule"),
+        "{warnings:?}"
     );
     // Fixing the spec makes it Ready again.
     api.patch(
@@ -487,16 +473,4 @@ async fn what_only_the_operator_can_check_ends_ready_false_with_a_reason_and_eve
     .await;
     assert!(stack.operator_alive(0));
     ns.cleanup().await;
-}
-
-/// The reasons of the events in `namespace`, as kubectl lists them.
-fn event_reasons(namespace: &str) -> Vec<String> {
-    let out = kubectl(["get", "events.events.k8s.io", "-n", namespace, "-o", "json"]);
-    let events: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    events["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|e| e["reason"].as_str().map(String::from))
-        .collect()
 }

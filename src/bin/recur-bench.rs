@@ -711,10 +711,7 @@ impl Operator {
 
     /// SIGTERM, then SIGKILL after 15 s.
     async fn stop(mut self) {
-        let _ = tokio::process::Command::new("kill")
-            .args(["-TERM", &self.pid.to_string()])
-            .status()
-            .await;
+        signal(self.pid, "-TERM").await;
         if tokio::time::timeout(Duration::from_secs(15), self.child.wait())
             .await
             .is_err()
@@ -726,6 +723,14 @@ impl Operator {
             let _ = self.child.kill().await;
         }
     }
+}
+
+/// Sends `signal` (`-TERM`, `-INT`) to `pid` with kill(1); a process already gone is no error.
+async fn signal(pid: u32, signal: &str) {
+    let _ = tokio::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .await;
 }
 
 /// `perf record` of the whole machine (every process, so the apiserver, etcd and the sidecar
@@ -766,10 +771,7 @@ impl Perf {
     }
 
     async fn stop(mut self) -> Res<()> {
-        let _ = tokio::process::Command::new("kill")
-            .args(["-INT", &self.pid.to_string()])
-            .status()
-            .await;
+        signal(self.pid, "-INT").await;
         let status = tokio::time::timeout(Duration::from_secs(120), self.child.wait())
             .await
             .map_err(|_| msg("perf record did not stop within 120s"))?
@@ -1642,13 +1644,10 @@ fn requests_on_own(api: &ApiDelta, verb: impl Fn(&str) -> bool) -> f64 {
     api.by_request
         .iter()
         .filter(|(request, _)| {
-            let (v, resource) = request.split_once(' ').unwrap_or((request.as_str(), ""));
-            let resource = resource.split('/').next().unwrap_or_default();
-            verb(v) && api.own_resources.iter().any(|r| r == resource)
+            verb(request.split(' ').next().unwrap_or_default())
+                && is_own(request, &api.own_resources)
         })
-        .map(|(_, n)| n)
-        .sum::<f64>()
-        + 0.0 // an empty f64 sum is -0.0, printed "-0"
+        .fold(0.0, |a, (_, n)| a + n)
 }
 
 fn report(a: ReportArgs) -> Res<()> {

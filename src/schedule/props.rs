@@ -9,8 +9,8 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use proptest::prelude::*;
 use proptest::sample::{select, subsequence};
 
-/// Cases per property: `default`, or `PROPTEST_CASES` for a long run (the fuzzing figures of the
-/// README come from `PROPTEST_CASES=100000`).
+/// Cases per property: `default`, or `PROPTEST_CASES` for a long run (the README's fuzzing
+/// figures come from `PROPTEST_CASES=20000`).
 pub(crate) fn cases(default: u32) -> u32 {
     std::env::var("PROPTEST_CASES")
         .ok()

@@ -185,6 +185,33 @@ where
         .unwrap_or_else(|e| panic!("running kubectl: {e}"))
 }
 
+/// The reasons of the events in `namespace` that match `field_selector` (`""` for all), as
+/// kubectl lists them.
+pub fn event_reasons(namespace: &str, field_selector: &str) -> Vec<String> {
+    let out = kubectl([
+        "get",
+        "events.events.k8s.io",
+        "-n",
+        namespace,
+        "--field-selector",
+        field_selector,
+        "-o",
+        "json",
+    ]);
+    assert!(
+        out.status.success(),
+        "kubectl get events: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["reason"].as_str().map(String::from))
+        .collect()
+}
+
 /// A DNS-label-safe name, unique across tests and test processes: `prefix-<pid>-<n>-<time>`.
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
