@@ -124,6 +124,9 @@ pub struct Leadership {
 struct LeadershipInner {
     always: bool,
     deadline: Mutex<Option<Instant>>,
+    /// False while this replica's clock is too far from the API server's (see `crate::clock`):
+    /// schedule decisions use the local clock, so such a replica must not lead.
+    clock_trusted: std::sync::atomic::AtomicBool,
     changes: watch::Sender<bool>,
 }
 
@@ -143,6 +146,7 @@ impl Leadership {
             inner: Arc::new(LeadershipInner {
                 always,
                 deadline: Mutex::new(None),
+                clock_trusted: std::sync::atomic::AtomicBool::new(true),
                 changes,
             }),
         }
@@ -156,7 +160,33 @@ impl Leadership {
     /// True iff we hold the lease and our local deadline is at least `d` away. Use it before an
     /// action that must finish while we still lead (e.g. pass the action's timeout).
     pub fn valid_for(&self, d: Duration) -> bool {
-        self.inner.always || deadline_allows(self.deadline(), Instant::now(), d)
+        self.clock_trusted()
+            && (self.inner.always || deadline_allows(self.deadline(), Instant::now(), d))
+    }
+
+    /// Whether this replica's clock agrees with the API server's (true until measured).
+    pub fn clock_trusted(&self) -> bool {
+        self.inner
+            .clock_trusted
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records whether the clock can be trusted. An untrusted replica stops acting at once and
+    /// its elector hands the lease over; trusted again, it campaigns again (and a replica
+    /// without election is announced as leader again, so every object is reconciled).
+    pub fn set_clock_trusted(&self, trusted: bool) {
+        self.inner
+            .clock_trusted
+            .store(trusted, std::sync::atomic::Ordering::Relaxed);
+        self.announce();
+    }
+
+    /// Publishes the current state on `changes` if it differs from the last one published.
+    fn announce(&self) {
+        let now = self.clock_trusted() && (self.inner.always || self.deadline().is_some());
+        self.inner
+            .changes
+            .send_if_modified(|leading| std::mem::replace(leading, now) != now);
     }
 
     /// A receiver that flips when leadership is gained or lost. A loss by lapse is announced
@@ -179,10 +209,15 @@ impl Leadership {
             .deadline
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = deadline;
-        self.inner.changes.send_if_modified(|leading| {
-            let now = deadline.is_some();
-            std::mem::replace(leading, now) != now
-        });
+        self.announce();
+    }
+
+    /// A leader until `deadline`, for tests of what is gated on leadership.
+    #[cfg(test)]
+    pub(crate) fn leading_until(deadline: Instant) -> Leadership {
+        let leadership = Leadership::follower();
+        leadership.set_deadline(Some(deadline));
+        leadership
     }
 }
 
@@ -306,6 +341,16 @@ impl LeaseElector {
 
     /// One acquire or renew attempt; returns when to try next.
     async fn step(&mut self) -> Instant {
+        if !self.leadership.clock_trusted() {
+            // Hand the lease to a replica whose clock agrees with the API server's.
+            if self.held.is_some() {
+                warn!(lease = %self.cfg.name, "this replica's clock is skewed: giving up the lease");
+                if let Err(e) = self.hand_over().await {
+                    warn!("{e}");
+                }
+            }
+            return Instant::now() + self.cfg.retry_period;
+        }
         if self.announced() && !self.leadership.is_leader() {
             // Keep `held`: if nobody else wrote, renewing with its resourceVersion is still safe.
             self.announce_loss("the renewal deadline passed without a successful renewal");
@@ -485,9 +530,9 @@ impl LeaseElector {
         lease
     }
 
-    /// Whether the last announced state (on the `changes` channel) was "leader".
+    /// Whether we hold the lease as far as the election knows (whatever the clock says).
     fn announced(&self) -> bool {
-        *self.leadership.inner.changes.borrow()
+        self.leadership.deadline().is_some()
     }
 
     fn gain(&mut self, sent: Instant, written: Lease) {
@@ -518,6 +563,10 @@ impl LeaseElector {
 
     /// Stops leading locally first, then hands the lease over (empty holder, 1 s duration).
     async fn release(mut self) -> Result<(), LeaseError> {
+        self.hand_over().await
+    }
+
+    async fn hand_over(&mut self) -> Result<(), LeaseError> {
         let Some(held) = self.held.take() else {
             return Ok(());
         };

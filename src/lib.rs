@@ -4,6 +4,7 @@
 #![deny(rust_2018_idioms)]
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod controller;
 pub mod dapr;
 pub mod lease;

@@ -81,6 +81,13 @@ pub struct Metrics {
     leader: Gauge,
     pending: Family<KindLabels, Gauge>,
     status_writes: Family<KindOutcomeLabels, Counter>,
+    events_suppressed: Family<ReasonLabels, Counter>,
+    clock_skew: Gauge<f64, std::sync::atomic::AtomicU64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
 }
 
 impl Default for Metrics {
@@ -105,6 +112,8 @@ impl Metrics {
             leader: Gauge::default(),
             pending: Family::default(),
             status_writes: Family::default(),
+            events_suppressed: Family::default(),
+            clock_skew: Gauge::default(),
         };
         // Counters get `_total` and units `_seconds` appended by the encoder.
         registry.register(
@@ -159,6 +168,17 @@ impl Metrics {
             "status_writes",
             "Status writes, by kind and outcome (ok, conflict, error)",
             m.status_writes.clone(),
+        );
+        registry.register(
+            "events_suppressed",
+            "Warning events not published because the object had one with the same reason lately",
+            m.events_suppressed.clone(),
+        );
+        registry.register_with_unit(
+            "clock_skew",
+            "This replica's clock minus the API server's, as last measured",
+            Unit::Seconds,
+            m.clock_skew.clone(),
         );
         Metrics {
             registry: Arc::new(registry),
@@ -226,6 +246,17 @@ impl Metrics {
         self.status_writes
             .get_or_create(&kind_outcome(kind, outcome))
             .inc();
+    }
+
+    pub fn event_suppressed(&self, reason: &str) {
+        let labels = ReasonLabels {
+            reason: reason.to_owned(),
+        };
+        self.events_suppressed.get_or_create(&labels).inc();
+    }
+
+    pub fn set_clock_skew(&self, seconds: f64) {
+        self.clock_skew.set(seconds);
     }
 
     /// The OpenMetrics text exposition (see [`CONTENT_TYPE`]).

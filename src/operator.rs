@@ -29,8 +29,15 @@ pub struct RunArgs {
     #[arg(long, env = "RECUR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
     /// Elect a leader among replicas with a coordination.k8s.io Lease; only the leader delivers.
-    #[arg(long, env = "RECUR_LEADER_ELECT", default_value_t = false)]
+    /// On by default: `--leader-elect=false` is for a single instance only (two instances
+    /// without election would both deliver).
+    #[arg(long, env = "RECUR_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub leader_elect: bool,
+    /// Largest tolerated difference between this replica's clock and the API server's; beyond
+    /// it the replica is not ready and does not lead (schedule decisions use the local clock).
+    #[arg(long, env = "RECUR_MAX_CLOCK_SKEW", default_value = "10s", value_parser = duration)]
+    pub max_clock_skew: Duration,
     /// Name of the Lease.
     #[arg(long, env = "RECUR_LEASE_NAME", default_value = "recur-leader")]
     pub lease_name: String,
@@ -143,17 +150,26 @@ async fn run(args: RunArgs) -> Result<(), String> {
         }));
     }
 
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let shutdown = move || {
+    // Shutdown in order: on a signal the controllers stop taking work and finish what is in
+    // flight while the lease is still renewed; only then is the lease handed over (a standby
+    // taking over earlier could call a key whose first call is still running), and last the
+    // probe server stops.
+    let (shutdown_tx, shutdown_rx) = watch::channel(Stage::Running);
+    let reached = move |stage: Stage| {
         let mut rx = shutdown_rx.clone();
         async move {
-            let _ = rx.wait_for(|stop| *stop).await;
+            let _ = rx.wait_for(|now| *now >= stage).await;
         }
     };
+    let shutdown = {
+        let reached = reached.clone();
+        move || reached(Stage::StopControllers)
+    };
+    let signal_tx = shutdown_tx.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
-        info!("shutting down");
-        let _ = shutdown_tx.send(true);
+        info!("shutting down: finishing the deliveries in flight");
+        let _ = signal_tx.send(Stage::StopControllers);
     });
 
     // A delivery starts only while the lease stays ours for the whole call plus the status write.
@@ -188,7 +204,8 @@ async fn run(args: RunArgs) -> Result<(), String> {
         let elector =
             LeaseElector::new(client.clone(), cfg).map_err(|e| format!("leader election: {e}"))?;
         let leadership = elector.leadership();
-        (leadership, Some(tokio::spawn(elector.run(shutdown()))))
+        let release = reached(Stage::ReleaseLease);
+        (leadership, Some(tokio::spawn(elector.run(release))))
     } else {
         (Leadership::always(), None)
     };
@@ -224,11 +241,19 @@ async fn run(args: RunArgs) -> Result<(), String> {
         }
     });
 
+    tokio::spawn(crate::clock::watch(
+        client.clone(),
+        args.max_clock_skew,
+        leadership.clone(),
+        metrics.clone(),
+        health.clone(),
+        shutdown(),
+    ));
     let server = tokio::spawn(server::serve(
         args.http_addr,
         health.clone(),
         metrics.clone(),
-        shutdown(),
+        reached(Stage::StopServer),
     ));
     let tasks = controller::task::run(
         ctx.clone(),
@@ -244,14 +269,28 @@ async fn run(args: RunArgs) -> Result<(), String> {
     );
     info!(leader_elect = args.leader_elect, namespace = ?args.namespace, http = %args.http_addr, "recur started");
     tokio::join!(tasks, reminders);
-    if let Some(task) = lease_task {
-        let _ = task.await;
+    info!("controllers stopped; releasing the lease");
+    let _ = shutdown_tx.send(Stage::ReleaseLease);
+    if let Some(task) = lease_task
+        && let Ok(Err(err)) = task.await
+    {
+        tracing::warn!("{err}");
     }
+    let _ = shutdown_tx.send(Stage::StopServer);
     match server.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => Err(format!("http server: {err}")),
         Err(err) => Err(format!("http server task: {err}")),
     }
+}
+
+/// The steps of an orderly shutdown, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    Running,
+    StopControllers,
+    ReleaseLease,
+    StopServer,
 }
 
 /// A stream that yields each time this replica becomes leader (and once at start when it is).

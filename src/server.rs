@@ -3,8 +3,9 @@
 //! - `/health/live`, `/livez`: 200 `{"status":"alive"}` unless the controller loop has not sent a
 //!   heartbeat for `stall_after` (default 60 s), then 503 with the reason.
 //! - `/health/ready`, `/readyz`: 200 `{"status":"ready"}` once every expected kind's watch store
-//!   has synced and the optional dependency check passes; else 503
-//!   `{"status":"not ready","reason":...}`. Readiness ignores leadership: standbys are ready.
+//!   has synced, the clock agrees with the API server's (see `crate::clock`) and the optional
+//!   dependency check passes; else 503 `{"status":"not ready","reason":...}`. Readiness ignores
+//!   leadership: standbys are ready.
 //! - `/metrics`: the OpenMetrics text exposition.
 //!
 //! Anything else is 404.
@@ -64,6 +65,7 @@ struct HealthState {
     synced: BTreeSet<String>,
     last_heartbeat: Instant,
     dependency: Option<DependencyCheck>,
+    clock_problem: Option<String>,
 }
 
 impl std::fmt::Debug for Health {
@@ -101,6 +103,7 @@ impl Health {
                     synced: BTreeSet::new(),
                     last_heartbeat: Instant::now(),
                     dependency: None,
+                    clock_problem: None,
                 }),
             }),
         }
@@ -128,6 +131,16 @@ impl Health {
         f: Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>,
     ) {
         self.state().dependency = Some(f);
+    }
+
+    /// Sets (or clears) the reason this replica's clock cannot be trusted; readiness fails with it.
+    pub fn set_clock_problem(&self, problem: Option<String>) {
+        self.state().clock_problem = problem;
+    }
+
+    /// The reason this replica's clock cannot be trusted, if any.
+    pub fn clock_problem(&self) -> Option<String> {
+        self.state().clock_problem.clone()
     }
 
     /// Liveness as of `now`; `Err` holds the reason.
@@ -158,6 +171,9 @@ impl Health {
                     "watch caches not synced yet: {}",
                     missing.join(", ")
                 ));
+            }
+            if let Some(problem) = &state.clock_problem {
+                return Err(problem.clone());
             }
             state.dependency.clone()
         };

@@ -1,7 +1,8 @@
 //! Exactly-once under faults (Jepsen-style): each scenario runs tasks on `every: 1s` with
 //! `catchUp: All`, injects one kind of fault, stops it, then checks that every occurrence the
 //! schedules produced arrived exactly once. Prints the summary line
-//! `expected=N delivered=N lost=N duplicated=N repeats=N faults=N worst_lag_ms=N`.
+//! `expected=N delivered=N lost=N duplicated=N repeats=N faults=N worst_lag_ms=N overlapping=N`
+//! (`overlapping`: a key called again while its earlier call was still in flight).
 //!
 //! `make test` runs the short version; `make chaos` (RECUR_CHAOS=long) the long one.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -94,6 +95,16 @@ async fn setup(prefix: &str, tasks: usize, operators: usize, flags: &[&str]) -> 
     }
 }
 
+/// Lets `duration` of wall time pass while the scenario's fault (or its absence) acts: a
+/// deadline, not a guess about when something will have happened.
+async fn hold(duration: Duration, what: &str) {
+    let t = Instant::now();
+    wait_for(duration + Duration::from_secs(1), what, || async {
+        t.elapsed() >= duration
+    })
+    .await;
+}
+
 /// Runs `duration` of wall time (a deadline, not a guess: the loop body decides what to inject).
 async fn for_duration(duration: Duration, mut step: impl AsyncFnMut()) {
     let end = Instant::now() + duration;
@@ -178,6 +189,7 @@ async fn verify(run: Run, name: &str) -> Summary {
     let summary = check(&stack.records().await, &expected, run.faults).max_lag(summary);
     println!("chaos {name}: {summary}");
     assert_eq!(summary.duplicated, 0, "{name}: {summary}");
+    assert_eq!(summary.overlapping, 0, "{name}: {summary}");
     let api = &run.api;
     wait_for(
         Duration::from_secs(120),
@@ -229,13 +241,7 @@ async fn operator_killed_with_sigkill_at_random_moments() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for _ in 0..kills {
         let wait = rng.between(300, 3000);
-        let t = Instant::now();
-        wait_for(
-            wait + Duration::from_secs(1),
-            "the next kill moment",
-            || async { t.elapsed() >= wait },
-        )
-        .await;
+        hold(wait, "the next kill moment").await;
         run.stack.kill_operator(0);
         run.faults += 1;
         run.stack.restart_operator(0).await;
@@ -250,13 +256,7 @@ async fn backend_errors_timeouts_resets_and_a_dead_sidecar() {
     run.stack
         .faults(json!({"fail_rate": 0.30, "timeout_rate": 0.10, "reset_rate": 0.05}))
         .await;
-    let t = Instant::now();
-    wait_for(
-        phase + Duration::from_secs(1),
-        "the faulty-backend phase",
-        || async { t.elapsed() >= phase },
-    )
-    .await;
+    hold(phase, "the faulty-backend phase").await;
     run.stack
         .faults(json!({"fail_rate": 0.0, "timeout_rate": 0.0, "reset_rate": 0.0}))
         .await;
@@ -271,45 +271,17 @@ async fn backend_errors_timeouts_resets_and_a_dead_sidecar() {
     let down = Duration::from_secs(if long() { 30 } else { 10 });
     run.stack.freeze_sidecar(true);
     run.faults += 1;
-    let t = Instant::now();
-    wait_for(
-        down + Duration::from_secs(1),
-        "the sidecar-down phase",
-        || async { t.elapsed() >= down },
-    )
-    .await;
+    hold(down, "the sidecar-down phase").await;
     run.stack.freeze_sidecar(false);
     verify(run, "backend-faults").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_with_the_leader_killed_repeatedly() {
-    let flags = [
-        "--leader-elect",
-        "--lease-duration",
-        "8s",
-        "--lease-renew-period",
-        "1s",
-        "--dapr-timeout",
-        "2s",
-    ];
-    let mut run = setup("chaos-leader", 3, 3, &flags).await;
+    let mut run = setup("chaos-leader", 3, 3, &ELECTION).await;
     let rounds = if long() { 10 } else { 3 };
     for _ in 0..rounds {
-        let stack = &run.stack;
-        let leader = wait_for_value(Duration::from_secs(30), "a leader", || async {
-            for i in 0..stack.operators.len() {
-                let (code, m) = stack.operator_get(i, "/metrics").await;
-                if code == 200
-                    && m.lines()
-                        .any(|l| l.starts_with("recur_leader") && l.trim_end().ends_with(" 1"))
-                {
-                    return Some(i);
-                }
-            }
-            None
-        })
-        .await;
+        let leader = current_leader(&run.stack).await;
         run.stack.kill_operator(leader);
         run.faults += 1;
         run.stack.restart_operator(leader).await;
@@ -349,13 +321,7 @@ async fn retry_discipline_bounds_the_call_rate_to_a_dead_backend() {
     let before = run.stack.records().await.len();
     run.stack.faults(json!({"fail_rate": 1.0})).await;
     let down = Duration::from_secs(if long() { 60 } else { 20 });
-    let t = Instant::now();
-    wait_for(
-        down + Duration::from_secs(1),
-        "the backend-down phase",
-        || async { t.elapsed() >= down },
-    )
-    .await;
+    hold(down, "the backend-down phase").await;
     let calls = run.stack.records().await.len() - before;
     run.stack.faults(json!({"fail_rate": 0.0})).await;
     let rate = calls as f64 / down.as_secs_f64();
@@ -394,13 +360,7 @@ async fn kube_apiserver_killed_and_restarted_mid_run() {
     let mut run = setup("chaos-apiserver", 3, 1, &[]).await;
     let rounds = if long() { 5 } else { 2 };
     for _ in 0..rounds {
-        let t = Instant::now();
-        wait_for(
-            Duration::from_secs(10),
-            "firing between restarts",
-            || async { t.elapsed() >= Duration::from_secs(4) },
-        )
-        .await;
+        hold(Duration::from_secs(4), "firing between restarts").await;
         let status = std::process::Command::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/tests/cluster/restart.sh"
@@ -423,7 +383,9 @@ fn rec(seq: u64, key: &str, accepted: bool, at: &str) -> support::stack::Record 
         key: Some(key.into()),
         user_id: None,
         accepted,
+        fault: None,
         received_at: String::new(),
+        answered_at: None,
         scheduled_at: Some(at.into()),
         due_at: None,
         lag_ms: Some(seq as i64),
@@ -459,8 +421,140 @@ fn checker_counts_lost_repeats_and_duplicates() {
     assert_eq!(s.worst_lag_ms, 4);
     assert_eq!(
         s.to_string(),
-        "expected=3 delivered=2 lost=1 duplicated=1 repeats=1 faults=3 worst_lag_ms=4"
+        "expected=3 delivered=2 lost=1 duplicated=1 repeats=1 faults=3 worst_lag_ms=4 overlapping=0"
     );
+}
+
+/// Flags of the scenarios with leader election: an 8 s lease renewed every second.
+const ELECTION: [&str; 7] = [
+    "--leader-elect",
+    "--lease-duration",
+    "8s",
+    "--lease-renew-period",
+    "1s",
+    "--dapr-timeout",
+    "2s",
+];
+
+/// Rolling restarts as Kubernetes does them (SIGTERM, then a new process) while every call takes
+/// 1.5 s: the leader must finish its calls before the standby may call anything, so no key is
+/// ever in flight twice. Before the fix the lease was released at SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restarts_by_sigterm_while_slow_calls_are_in_flight() {
+    let flags = [
+        "--leader-elect",
+        "--lease-duration",
+        "8s",
+        "--lease-renew-period",
+        "1s",
+        "--dapr-timeout",
+        "3s",
+    ];
+    let mut run = setup("chaos-rolling", 3, 2, &flags).await;
+    run.stack.faults(json!({"delay_ms": 1500})).await;
+    let stack = &run.stack;
+    wait_for(Duration::from_secs(30), "calls in flight", || async {
+        stack.records().await.len() >= 3
+    })
+    .await;
+    let rounds = if long() { 10 } else { 3 };
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for _ in 0..rounds {
+        let leader = current_leader(&run.stack).await;
+        // Land the signal at a random point of a call.
+        let wait = rng.between(200, 1700);
+        hold(wait, "the signal moment").await;
+        run.stack.terminate_operator(leader).await;
+        run.faults += 1;
+        run.stack.restart_operator(leader).await;
+    }
+    run.stack.faults(json!({})).await;
+    verify(run, "rolling-sigterm").await;
+}
+
+/// The leader stalls (SIGSTOP) long enough that its lease slack drops below the margin a call
+/// needs, but not long enough to lose the lease. Before the fix every object it reconciled then
+/// went dormant until some change: occurrences were lost while `Ready` stayed True.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_renewals_delayed_past_the_margin() {
+    let mut run = setup("chaos-slack", 3, 2, &ELECTION).await;
+    let rounds = if long() { 10 } else { 3 };
+    let mut rng = Rng(0x5851_f42d_4c95_7f2d);
+    for _ in 0..rounds {
+        let leader = current_leader(&run.stack).await;
+        // Lease 8 s, margin 2 s: the leader's deadline is 6 s after its last renewal (at most
+        // 1 s before the stall), and a call needs 3 s of it. Stalled 3.2 to 4 s, it wakes still
+        // leader (no loss, so no gain announced), short of slack.
+        let stall = rng.between(3200, 4000);
+        run.stack.pause_operator(leader, true);
+        hold(stall, "the stall").await;
+        run.stack.pause_operator(leader, false);
+        run.faults += 1;
+        hold(Duration::from_secs(4), "firing between stalls").await;
+    }
+    verify(run, "lease-slack").await;
+}
+
+/// notification-service (the same recording backend) fails every call long enough for the
+/// breaker to open while reminders fall due: every reminder is sent once the breaker closes,
+/// each exactly once, and the tasks' occurrences are neither lost nor duplicated.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_opens_while_reminders_are_due() {
+    use recur::api::{Phase, Reminder};
+    let mut run = setup("chaos-breaker-rem", 2, 1, &[]).await;
+    let reminders: Api<Reminder> = Api::namespaced(client().await, run.ns.name());
+    let count = if long() { 40 } else { 10 };
+    run.stack.faults(json!({"fail_rate": 1.0})).await;
+    let first_due = Utc::now() + chrono::Duration::seconds(2);
+    for i in 0..count {
+        let due = first_due + chrono::Duration::milliseconds(500 * i64::from(i));
+        let rem: Reminder = serde_json::from_value(json!({
+            "apiVersion": "recur.dev/v1alpha1", "kind": "Reminder",
+            "metadata": {"name": format!("due-{i}")},
+            "spec": {"userId": "user-1", "title": "during the outage", "dueAt": due.to_rfc3339()}
+        }))
+        .unwrap();
+        reminders
+            .create(&PostParams::default(), &rem)
+            .await
+            .unwrap();
+    }
+    let outage = Duration::from_secs(if long() { 40 } else { 15 });
+    hold(outage, "the outage").await;
+    run.stack.faults(json!({})).await;
+    run.faults += run
+        .stack
+        .records()
+        .await
+        .iter()
+        .filter(|r| !r.accepted)
+        .count();
+    wait_for(
+        Duration::from_secs(180),
+        "every reminder sent after the breaker closed",
+        || async {
+            let items = reminders.list(&Default::default()).await.unwrap().items;
+            items.len() == count as usize
+                && items
+                    .iter()
+                    .all(|r| r.status.as_ref().and_then(|s| s.phase) == Some(Phase::Sent))
+        },
+    )
+    .await;
+    let keys: Vec<String> = run
+        .stack
+        .accepted("/api/notifications")
+        .await
+        .into_iter()
+        .filter_map(|r| r.key)
+        .collect();
+    let distinct: std::collections::HashSet<&String> = keys.iter().collect();
+    assert_eq!(keys.len(), count as usize, "{keys:?}");
+    assert_eq!(distinct.len(), keys.len(), "a reminder was accepted twice");
+    println!(
+        "chaos breaker-reminders: {count} reminders due during a {outage:?} outage, all sent once"
+    );
+    verify(run, "breaker-reminders").await;
 }
 
 /// The replica that currently reports leadership on `/metrics`.
@@ -482,16 +576,7 @@ async fn current_leader(stack: &Stack) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn all_faults_together() {
-    let flags = [
-        "--leader-elect",
-        "--lease-duration",
-        "8s",
-        "--lease-renew-period",
-        "1s",
-        "--dapr-timeout",
-        "2s",
-    ];
-    let mut run = setup("chaos-all", 3, 3, &flags).await;
+    let mut run = setup("chaos-all", 3, 3, &ELECTION).await;
     let cluster = std::env::var_os("KUBECONFIG")
         .and_then(|k| {
             std::path::PathBuf::from(k)
@@ -532,13 +617,7 @@ async fn all_faults_together() {
         run.stack.restart_operator(leader).await;
         if round % 2 == 0 {
             run.stack.freeze_sidecar(true);
-            let t = Instant::now();
-            wait_for(
-                Duration::from_secs(10),
-                "the sidecar-down phase",
-                || async { t.elapsed() >= Duration::from_secs(5) },
-            )
-            .await;
+            hold(Duration::from_secs(5), "the sidecar-down phase").await;
             run.stack.freeze_sidecar(false);
             run.faults += 1;
         }

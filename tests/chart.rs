@@ -27,8 +27,8 @@ fn chart() -> PathBuf {
     root().join("charts/recur")
 }
 
-/// `--kube-version` for rendering without a cluster (helm's default, v1.20, is older than the
-/// chart's kubeVersion): the version tests/cluster pins. Tests with a cluster ask it instead.
+/// `--kube-version` for rendering without a cluster: the version tests/cluster pins (helm's own
+/// default follows its client-go, one minor older). Tests with a cluster ask it instead.
 fn kube_version() -> [String; 2] {
     let pins = std::fs::read_to_string(root().join("tests/cluster/versions.sh")).unwrap();
     let version = pins
@@ -528,6 +528,12 @@ fn rendered_manifests_wire_the_options() {
         !args.iter().any(|a| a.starts_with("--namespace")),
         "no --namespace by default: {args:?}"
     );
+    // With election a rolling update may overlap pods: one more at a time, none fewer.
+    let strategy = &only(&docs, "Deployment")["spec"]["strategy"];
+    assert_eq!(
+        strategy,
+        &json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}})
+    );
     assert_eq!(
         c["image"], "ghcr.io/recur-dev/recur:0.1.0",
         "the tag defaults to appVersion"
@@ -686,7 +692,18 @@ fn rendered_manifests_wire_the_options() {
         "leaderElection.enabled=false",
     ]);
     assert!(find(&docs, "Role").is_empty());
-    assert!(!args_of(operator_container(&docs)).contains(&"--leader-elect".to_string()));
+    // The binary elects by default: turning it off must be said, and then the old pod must go
+    // before the new one starts (two pods without election would both deliver).
+    let args = args_of(operator_container(&docs));
+    assert!(
+        args.contains(&"--leader-elect=false".to_string()),
+        "{args:?}"
+    );
+    assert!(!args.contains(&"--leader-elect".to_string()), "{args:?}");
+    assert_eq!(
+        only(&docs, "Deployment")["spec"]["strategy"]["type"],
+        "Recreate"
+    );
     // Without Dapr: no dapr.io annotations at all.
     let docs = render(&["--set", "dapr.enabled=false"]);
     let pod = &only(&docs, "Deployment")["spec"]["template"]["metadata"];
@@ -1607,4 +1624,30 @@ async fn a_gitops_reapply_after_reconciliation_has_no_conflict() {
     }
     assert_eq!(obj["spec"]["title"], "second");
     assert_eq!(obj["metadata"]["labels"]["team"], "a");
+}
+
+/// Issue 11 (14): the project's helm is built as helm's Makefile builds a release (its default
+/// Kubernetes version from its client-go, its version and commit), so rendering the chart with
+/// no `--kube-version` and no cluster works, as it does for a user's helm.
+#[test]
+fn helm_renders_the_chart_without_a_kube_version() {
+    let home = tempfile::tempdir().unwrap();
+    let out = run(
+        helm(home.path()).args(["template", "plain"]).arg(chart()),
+        None,
+    );
+    assert!(find(&documents(&out), "Deployment").len() == 1, "{out}");
+    let version = run(helm(home.path()).args(["version"]), None);
+    let pins = std::fs::read_to_string(root().join("tests/cluster/versions.sh")).unwrap();
+    let want = pins
+        .lines()
+        .find_map(|l| l.strip_prefix("HELM_VERSION="))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        version.contains(&format!("Version:\"{want}\"")),
+        "{version}"
+    );
+    assert!(!version.contains("GitCommit:\"\""), "no commit: {version}");
 }

@@ -6,7 +6,8 @@
 mod support;
 
 use kube::api::{Api, PostParams};
-use recur::api::RecurringTask;
+use recur::api::{Phase, RecurringTask, Reminder};
+use recur::controller::reminder::{guard as reminder_guard, reminder_key};
 use recur::controller::{Guard, StatusWrite, write_status};
 use serde_json::json;
 use support::{TestNamespace, client};
@@ -54,10 +55,8 @@ async fn a_guarded_status_write_is_a_compare_and_swap() {
     assert!(matches!(stale, StatusWrite::Conflict), "{stale:?}");
 
     // A key guard that does not hold.
-    let key_guard = |key: &str| Guard::Equals {
-        path: "/status/nextOccurrence/idempotencyKey",
-        value: json!(key),
-    };
+    let key_guard =
+        |key: &str| Guard::Equals(vec![("/status/nextOccurrence/idempotencyKey", json!(key))]);
     let wrong = write_status(&api, "cas", key_guard("rt-other"), &pending("rt-b"))
         .await
         .unwrap();
@@ -92,5 +91,59 @@ async fn a_guarded_status_write_is_a_compare_and_swap() {
         err.to_string().contains("idempotencyKey"),
         "the error does not name the field: {err}"
     );
+    ns.cleanup().await;
+}
+
+/// Issue 11 (11): a former leader decided to notify reminder key K1 with attempts 0; meanwhile
+/// `dueAt` was edited and the new leader wrote key K2, attempts 0 again. The former leader's
+/// late write must conflict: guarded on attempts alone it marked the edited reminder Sent.
+#[tokio::test]
+async fn a_late_reminder_write_cannot_mark_an_edited_reminder_sent() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "rem-guard").await;
+    let api: Api<Reminder> = Api::namespaced(client.clone(), ns.name());
+    let rem: Reminder = serde_json::from_value(json!({
+        "apiVersion": "recur.dev/v1alpha1", "kind": "Reminder",
+        "metadata": {"name": "edited"},
+        "spec": {"userId": "u", "title": "t", "dueAt": "2030-01-01T00:00:00Z"},
+    }))
+    .unwrap();
+    let created = api.create(&PostParams::default(), &rem).await.unwrap();
+    let uid = created.metadata.uid.clone().unwrap();
+    let due_1 = "2030-01-01T00:00:00Z".parse().unwrap();
+    let due_2 = "2030-01-02T00:00:00Z".parse().unwrap();
+    let pending = |key: String| json!({"phase": "Pending", "idempotencyKey": key, "attempts": 0});
+    let written = write_status(
+        &api,
+        "edited",
+        reminder_guard(&created),
+        &pending(reminder_key(&uid, due_1)),
+    )
+    .await
+    .unwrap();
+    // What the former leader saw and decided on.
+    let StatusWrite::Written(seen_by_old_leader) = written else {
+        panic!("the first write conflicted");
+    };
+    // The edit and the new leader's write of the new key.
+    let StatusWrite::Written(_) = write_status(
+        &api,
+        "edited",
+        reminder_guard(&seen_by_old_leader),
+        &pending(reminder_key(&uid, due_2)),
+    )
+    .await
+    .unwrap() else {
+        panic!("the new leader's write conflicted");
+    };
+    // The former leader's late write: K1 sent.
+    let late = json!({"phase": "Sent", "idempotencyKey": reminder_key(&uid, due_1), "attempts": 1});
+    let outcome = write_status(&api, "edited", reminder_guard(&seen_by_old_leader), &late)
+        .await
+        .unwrap();
+    assert!(matches!(outcome, StatusWrite::Conflict), "{outcome:?}");
+    let now = api.get("edited").await.unwrap().status.unwrap();
+    assert_eq!(now.phase, Some(Phase::Pending));
+    assert_eq!(now.idempotency_key, Some(reminder_key(&uid, due_2)));
     ns.cleanup().await;
 }

@@ -51,9 +51,10 @@ impl Target {
 /// How one occurrence ended.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum Outcome {
-    /// The backend accepted it (2xx), or had already accepted it under the same key (409).
+    /// The backend accepted it (2xx, or its replay of the first answer for the key), or kept
+    /// answering 409 for the key (see the README's response table).
     Delivered,
-    /// The backend refused it permanently (4xx other than 409); it is not retried.
+    /// The backend refused it permanently (4xx other than those retried); it is not retried.
     Failed,
     /// It was not delivered on purpose: missed while the operator was down (see `catchUp`).
     Skipped,

@@ -101,6 +101,9 @@ pub enum Phase {
     Sent,
     /// Refused permanently by the notification service, or refused by recur (see conditions).
     Failed,
+    /// Not sent on purpose: its task was suspended or no longer has the occurrence, or it was
+    /// first seen too long after it was due (see conditions).
+    Skipped,
 }
 
 /// What the operator last observed and did.
@@ -114,7 +117,7 @@ pub struct ReminderStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
-    /// Pending, Sent or Failed.
+    /// Pending, Sent, Failed or Skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
     /// The idempotency key sent with every attempt.
@@ -132,9 +135,16 @@ pub struct ReminderStatus {
     /// Not retried before this instant (backoff after a failed attempt).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<DateTime<Utc>>,
+    /// 409 answers in a row ("a request with this key is still being processed").
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub in_progress: u32,
     /// The most recent failed call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_failure: Option<Failure>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Reminder {

@@ -203,6 +203,13 @@ pub struct PendingOccurrence {
     /// Not retried before this instant (backoff after a failed attempt).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<DateTime<Utc>>,
+    /// 409 answers in a row ("a request with this key is still being processed").
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub in_progress: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What the operator last observed and did.

@@ -504,6 +504,24 @@ mod tests {
     }
 
     #[test]
+    fn rrule_by_day_mixing_plain_and_numbered_weekdays() {
+        // Every Monday and the last Friday of the month, as `--pattern MONTHLY --by-day MO,-1FR`.
+        let out = run_line(&[
+            "--rrule",
+            "FREQ=MONTHLY;BYDAY=MO,-1FR;BYHOUR=9;BYMINUTE=0;BYSECOND=0",
+            "--time-zone",
+            "America/New_York",
+            "--count",
+            "5",
+        ]);
+        assert_eq!(out.code, 0, "{}", out.stderr);
+        assert_eq!(
+            out.stdout,
+            "2026-03-30T09:00:00-04:00\n2026-04-06T09:00:00-04:00\n2026-04-13T09:00:00-04:00\n2026-04-20T09:00:00-04:00\n2026-04-24T09:00:00-04:00\n"
+        );
+    }
+
+    #[test]
     fn every_with_jitter_shows_due() {
         let out = run_line(&[
             "--every",

@@ -3,15 +3,16 @@
 pub mod reminder;
 pub mod task;
 
+mod memo;
 mod status;
 
 pub use status::{Guard, StatusWrite, write_status};
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
@@ -20,6 +21,7 @@ use crate::dapr::DaprClient;
 use crate::lease::Leadership;
 use crate::metrics::Metrics;
 use crate::server::Health;
+use memo::Memo;
 
 /// Name under which recur writes status and creates objects (field manager, event reporter).
 pub const MANAGER: &str = "recur";
@@ -36,6 +38,9 @@ pub enum Error {
     /// The object lacks a field the API server always sets (name, namespace, uid).
     #[error("object has no {0}")]
     MissingField(&'static str),
+    /// The API server did not answer within [`API_TIMEOUT`].
+    #[error("no answer from the Kubernetes API within {0:?}")]
+    Timeout(Duration),
 }
 
 impl Error {
@@ -45,7 +50,41 @@ impl Error {
             Error::Kube(_) => "kube",
             Error::Patch(_) => "patch",
             Error::MissingField(_) => "missing_field",
+            Error::Timeout(_) => "timeout",
         }
+    }
+}
+
+/// The longest a reconcile waits for one Kubernetes API call (kube's own read timeout is near
+/// five minutes, which would hold a worker, and a delivery, that long).
+pub const API_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bounds one Kubernetes API call by [`API_TIMEOUT`].
+pub(crate) async fn bounded<T, E: Into<Error>>(
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, Error> {
+    match tokio::time::timeout(API_TIMEOUT, call).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(Error::Timeout(API_TIMEOUT)),
+    }
+}
+
+/// How soon a leader whose lease is too close to its end for a call looks again: the lease is
+/// renewed every few seconds, and nothing else would wake the object (no gain is announced to a
+/// replica that never lost the lease).
+const LEASE_SLACK_RETRY: Duration = Duration::from_millis(500);
+
+/// Whether this replica may write or deliver now: `None` when it may, else what to return. A
+/// delivery starts only while the lease stays ours for the whole call and its status write.
+pub(crate) fn leadership_gate(ctx: &Context) -> Option<kube::runtime::controller::Action> {
+    use kube::runtime::controller::Action;
+    if ctx.leadership.valid_for(ctx.settings.lease_margin) {
+        None
+    } else if ctx.leadership.is_leader() {
+        Some(Action::requeue(LEASE_SLACK_RETRY))
+    } else {
+        // Not leading: becoming leader reconciles every object again.
+        Some(Action::await_change())
     }
 }
 
@@ -85,10 +124,23 @@ pub struct Context {
     pub leadership: Leadership,
     pub health: Health,
     pub settings: Settings,
-    /// Keys this process committed to status whose watch event may not have reached the cache
-    /// yet; a reconcile that still sees such a key waits for the cache instead of calling again.
-    committed: Mutex<HashMap<String, String>>,
+    /// Per object, the resourceVersion a call's outcome was decided on, once that outcome is
+    /// written: while the watch cache still shows that version it is stale (our own write has
+    /// not arrived), and a reconcile waits for it instead of calling again.
+    committed: Memo<String, String>,
+    /// Warning events published lately, per object and reason (see [`Context::event`]).
+    warned: Memo<(String, String), ()>,
+    /// Tasks whose reminders for the pending occurrence (the value) could not all be created.
+    reminders_owed: Memo<String, String>,
 }
+
+/// How long a committed write is remembered: far longer than a watch event takes to arrive, so
+/// only entries of objects never seen again (deleted ones) ever expire.
+const COMMIT_MEMORY: Duration = Duration::from_secs(300);
+/// At most one Warning event per object and reason in this interval; status, history and
+/// metrics carry every occurrence. Shorter than kube's 6-minute event cache, so a repeat after
+/// it still joins the same event series.
+const WARNING_INTERVAL: Duration = Duration::from_secs(300);
 
 impl Context {
     pub fn new(
@@ -108,33 +160,54 @@ impl Context {
             leadership,
             health,
             settings,
-            committed: Mutex::default(),
+            committed: Memo::new(COMMIT_MEMORY),
+            warned: Memo::new(WARNING_INTERVAL),
+            reminders_owed: Memo::new(COMMIT_MEMORY),
         }
     }
 
-    /// Remembers that `key` of object `id` is finished and committed.
-    pub(crate) fn mark_committed(&self, id: &str, key: &str) {
-        if let Ok(mut map) = self.committed.lock() {
-            map.insert(id.to_string(), key.to_string());
-        }
+    /// Remembers that the outcome of a call decided on `obj` (as the cache showed it) is written.
+    pub(crate) fn mark_committed<K: Resource>(&self, obj: &K) {
+        let rv = obj.meta().resource_version.clone().unwrap_or_default();
+        self.committed.insert(object_id(obj), rv, Instant::now());
     }
 
-    /// True when the cache still shows a key this process already committed.
-    pub(crate) fn is_committed(&self, id: &str, key: &str) -> bool {
-        self.committed
-            .lock()
-            .map(|map| map.get(id).is_some_and(|k| k == key))
-            .unwrap_or(false)
+    /// True while the cache still shows `obj` as it was before a write of ours that succeeded:
+    /// acting on it would repeat a call whose outcome is already recorded.
+    pub(crate) fn is_stale<K: Resource>(&self, obj: &K) -> bool {
+        let rv = obj.meta().resource_version.clone().unwrap_or_default();
+        self.committed.holds(&object_id(obj), &rv, Instant::now())
     }
 
-    /// Forgets a deleted object.
-    pub(crate) fn forget(&self, id: &str) {
-        if let Ok(mut map) = self.committed.lock() {
-            map.remove(id);
-        }
+    /// Remembers that `task`'s reminders for the occurrence `key` still have to be created.
+    pub(crate) fn owe_reminders<K: Resource>(&self, task: &K, key: &str) {
+        self.reminders_owed
+            .insert(object_id(task), key.to_string(), Instant::now());
+    }
+
+    /// `task`'s reminders were all created.
+    pub(crate) fn reminders_paid<K: Resource>(&self, task: &K) {
+        self.reminders_owed.remove(&object_id(task));
+    }
+
+    /// True when `task`'s reminders for `key` are owed (a failed creation to retry).
+    pub(crate) fn reminders_owed<K: Resource>(&self, task: &K, key: &str) -> bool {
+        self.reminders_owed
+            .holds(&object_id(task), &key.to_string(), Instant::now())
+    }
+
+    /// Objects whose own write this process still waits to see in the cache.
+    pub fn commits_awaiting_cache(&self) -> usize {
+        self.committed.len()
     }
 
     /// Publishes an event; failures are logged, never fatal (events are best effort).
+    ///
+    /// Warnings are limited to one per object and reason per [`WARNING_INTERVAL`], and the
+    /// object is referred to without its resourceVersion: kube's recorder compares whole
+    /// references, so a reference that changes with every status write would start a new Event
+    /// each time instead of counting a series. Notes must therefore be stable texts (no keys or
+    /// instants): the first note of a series is the one shown.
     pub async fn event<K>(
         &self,
         obj: &K,
@@ -145,6 +218,15 @@ impl Context {
     ) where
         K: Resource<DynamicType = ()>,
     {
+        if type_ == EventType::Warning {
+            let key = (object_id(obj), reason.to_string());
+            let now = Instant::now();
+            if self.warned.get(&key, now).is_some() {
+                self.metrics.event_suppressed(reason);
+                return;
+            }
+            self.warned.insert(key, (), now);
+        }
         let ev = Event {
             type_,
             reason: reason.into(),
@@ -152,7 +234,7 @@ impl Context {
             action: action.into(),
             secondary: None,
         };
-        if let Err(err) = self.recorder.publish(&ev, &obj.object_ref(&())).await {
+        if let Err(err) = self.recorder.publish(&ev, &event_reference(obj)).await {
             tracing::warn!(%err, reason, "could not publish event");
         }
     }
@@ -216,6 +298,13 @@ pub(crate) async fn run_controller<K, ReconcileFut>(
             futures::future::ready(())
         })
         .await;
+}
+
+/// The reference events are about: the object without its resourceVersion (see [`Context::event`]).
+fn event_reference<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
+    let mut reference = obj.object_ref(&());
+    reference.resource_version = None;
+    reference
 }
 
 /// Drops the metadata reconcile never reads from an object bound for the watch cache.

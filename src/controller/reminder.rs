@@ -15,8 +15,8 @@ use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::{
-    Context, Error, Guard, StatusWrite, key_instant, name_ns, object_id, set_condition, truncate,
-    uid, until, write_status,
+    Context, Error, Guard, StatusWrite, key_instant, name_ns, set_condition, truncate, uid, until,
+    write_status,
 };
 use crate::api::{Failure, Phase, RecurringTask, Reminder, ReminderStatus};
 use crate::dapr::{self, AppId, Invocation, Method};
@@ -44,12 +44,21 @@ pub enum Plan {
     Idle,
 }
 
+/// A reminder first seen (no status of ours) more than this after it was due is not sent: a
+/// wiped or restored status must not replay old reminders, and a late one is useless.
+pub const FIRST_SIGHT_LOOKBACK: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+/// 409 answers in a row after which the reminder counts as sent (see the README's table).
+pub const IN_PROGRESS_LIMIT: u32 = 5;
+
 /// Decides what to do at `now`. Pure.
 pub fn plan(rem: &Reminder, uid: &str, now: DateTime<Utc>) -> Plan {
     let old = rem.status.clone().unwrap_or_default();
     let generation = rem.meta().generation;
     let key = reminder_key(uid, rem.spec.due_at);
-    if matches!(old.phase, Some(Phase::Sent | Phase::Failed)) {
+    if matches!(
+        old.phase,
+        Some(Phase::Sent | Phase::Failed | Phase::Skipped)
+    ) {
         return Plan::Idle;
     }
     if old.idempotency_key.as_deref() != Some(key.as_str()) {
@@ -58,15 +67,27 @@ pub fn plan(rem: &Reminder, uid: &str, now: DateTime<Utc>) -> Plan {
         status.phase = Some(Phase::Pending);
         status.idempotency_key = Some(key);
         status.attempts = 0;
+        status.in_progress = 0;
         status.retry_at = None;
         status.notified_at = None;
         status.observed_generation = generation;
+        let (ready, reason, message) =
+            if old.observed_generation.is_none() && rem.spec.due_at < now - FIRST_SIGHT_LOOKBACK {
+                status.phase = Some(Phase::Skipped);
+                (
+                    false,
+                    reason::TOO_LATE,
+                    "first seen more than 1h after it was due: not sent",
+                )
+            } else {
+                (true, reason::SCHEDULED, "the reminder is scheduled")
+            };
         set_condition(
             &mut status.conditions,
             "Ready",
-            true,
-            "Scheduled",
-            "the reminder is scheduled",
+            ready,
+            reason,
+            message,
             generation,
             now,
         );
@@ -79,7 +100,8 @@ pub fn plan(rem: &Reminder, uid: &str, now: DateTime<Utc>) -> Plan {
             generation,
             now,
         );
-        return Plan::Update(Box::new(status), Some(rem.spec.due_at));
+        let wake = (status.phase == Some(Phase::Pending)).then_some(rem.spec.due_at);
+        return Plan::Update(Box::new(status), wake);
     }
     let ready_at = old
         .retry_at
@@ -94,6 +116,86 @@ pub fn plan(rem: &Reminder, uid: &str, now: DateTime<Utc>) -> Plan {
     }
 }
 
+/// Reasons of a reminder's conditions and events.
+pub mod reason {
+    pub const SCHEDULED: &str = "Scheduled";
+    pub const TOO_LATE: &str = "TooLate";
+    pub const TASK_NOT_FOUND: &str = "TaskNotFound";
+    pub const USER_MISMATCH: &str = "UserMismatch";
+    pub const TASK_SUSPENDED: &str = "TaskSuspended";
+    pub const OCCURRENCE_CHANGED: &str = "OccurrenceChanged";
+    pub const INVALID_TARGET: &str = "InvalidTarget";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+}
+
+/// Why a reminder is not sent, and what becomes of it.
+#[derive(Debug, PartialEq)]
+pub struct Refusal {
+    pub reason: &'static str,
+    pub message: String,
+    /// Pending (look again later), Failed (until the spec changes) or Skipped (for good).
+    pub phase: Phase,
+}
+
+/// Whether the reminder's task still wants it sent, judged on the task as read now. Pure.
+pub fn task_refusal(rem: &Reminder, task: Option<&RecurringTask>, ns: &str) -> Option<Refusal> {
+    let task_ref = rem.spec.task_ref.as_ref()?;
+    let refusal = |reason, message: String, phase| {
+        Some(Refusal {
+            reason,
+            message,
+            phase,
+        })
+    };
+    let Some(task) = task else {
+        // A missing task may still be created: stay Pending and look again later.
+        return refusal(
+            reason::TASK_NOT_FOUND,
+            format!(
+                "spec.taskRef: task {:?} does not exist in namespace {ns}",
+                task_ref.name
+            ),
+            Phase::Pending,
+        );
+    };
+    if task.spec.user_id != rem.spec.user_id {
+        return refusal(
+            reason::USER_MISMATCH,
+            format!(
+                "spec.taskRef: task {:?} belongs to another user; a reminder may only name a task of its own userId",
+                task_ref.name
+            ),
+            Phase::Failed,
+        );
+    }
+    // A reminder made for one occurrence follows it: suspending the task or editing the
+    // occurrence away cancels it.
+    let occurrence = rem.spec.occurrence_key.as_deref()?;
+    if task.spec.suspend {
+        return refusal(
+            reason::TASK_SUSPENDED,
+            format!("task {:?} is suspended: not sent", task_ref.name),
+            Phase::Skipped,
+        );
+    }
+    let pending = task
+        .status
+        .as_ref()
+        .and_then(|s| s.next_occurrence.as_ref())
+        .map(|p| p.idempotency_key.as_str());
+    if pending != Some(occurrence) {
+        return refusal(
+            reason::OCCURRENCE_CHANGED,
+            format!(
+                "task {:?} no longer has occurrence {occurrence} pending (its schedule changed, or the occurrence passed): not sent",
+                task_ref.name
+            ),
+            Phase::Skipped,
+        );
+    }
+    None
+}
+
 /// Status after a call. `told_backend` says which call it was.
 pub fn after_call(
     rem: &Reminder,
@@ -104,7 +206,6 @@ pub fn after_call(
     let mut status = rem.status.clone().unwrap_or_default();
     let generation = rem.meta().generation;
     let key = status.idempotency_key.clone().unwrap_or_default();
-    status.attempts += 1;
     status.observed_generation = generation;
     let failure = |reason: &str, message: String| Failure {
         time: now,
@@ -112,32 +213,57 @@ pub fn after_call(
         message,
         idempotency_key: key.clone(),
     };
-    match outcome {
-        dapr::Outcome::Delivered { .. } | dapr::Outcome::AlreadyDelivered => {
-            status.retry_at = None;
-            if !told_backend {
-                status.notified_at = Some(now);
-            }
-            if told_backend || rem.spec.task_id.is_none() {
-                status.phase = Some(Phase::Sent);
-                status.sent_at = Some(now);
-                set_condition(
-                    &mut status.conditions,
-                    "Ready",
-                    true,
-                    "Sent",
-                    "the reminder was sent",
-                    generation,
-                    now,
-                );
-            }
+    let backoff = |attempts: u32| {
+        now + chrono::Duration::from_std(dapr::backoff(attempts, &key))
+            .unwrap_or(chrono::Duration::seconds(1))
+    };
+    // A circuit that is open made no call: nothing counts, the reminder waits for it.
+    if let dapr::Outcome::CircuitOpen { retry_in } = outcome {
+        status.retry_at = Some(
+            now + chrono::Duration::from_std(*retry_in).unwrap_or(chrono::Duration::seconds(1)),
+        );
+        return status;
+    }
+    status.attempts += 1;
+    let in_progress = matches!(outcome, dapr::Outcome::InProgress);
+    status.in_progress = if in_progress {
+        status.in_progress + 1
+    } else {
+        0
+    };
+    let delivered = match outcome {
+        dapr::Outcome::Delivered { .. } => true,
+        dapr::Outcome::InProgress => status.in_progress >= IN_PROGRESS_LIMIT,
+        _ => false,
+    };
+    if delivered {
+        status.retry_at = None;
+        status.in_progress = 0;
+        if !told_backend {
+            status.notified_at = Some(now);
         }
-        dapr::Outcome::Rejected {
-            status: code,
-            message,
-        } => {
-            let message = format!("HTTP {code}: {}", truncate(message, 256));
-            status.last_failure = Some(failure("Rejected", message.clone()));
+        if told_backend || rem.spec.task_id.is_none() {
+            status.phase = Some(Phase::Sent);
+            status.sent_at = Some(now);
+            set_condition(
+                &mut status.conditions,
+                "Ready",
+                true,
+                "Sent",
+                "the reminder was sent",
+                generation,
+                now,
+            );
+        }
+        return status;
+    }
+    match outcome {
+        dapr::Outcome::Rejected { message, .. } | dapr::Outcome::KeyReused { message } => {
+            let (reason, message) = match outcome {
+                dapr::Outcome::KeyReused { .. } => ("KeyReused", truncate(message, 256)),
+                _ => ("Rejected", truncate(message, 256)),
+            };
+            status.last_failure = Some(failure(reason, message.clone()));
             status.retry_at = None;
             if told_backend {
                 // The notification went out; only the bookkeeping call was refused.
@@ -158,19 +284,19 @@ pub fn after_call(
                     &mut status.conditions,
                     "Ready",
                     false,
-                    "Rejected",
+                    reason,
                     &format!("the notification service refused it: {message}"),
                     generation,
                     now,
                 );
             }
         }
+        dapr::Outcome::InProgress => {
+            status.retry_at = Some(backoff(status.attempts));
+        }
         dapr::Outcome::Retryable { message, .. } => {
             status.last_failure = Some(failure("BackendUnavailable", truncate(message, 256)));
-            let delay = dapr::backoff(status.attempts, &key);
-            status.retry_at = Some(
-                now + chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::seconds(1)),
-            );
+            status.retry_at = Some(backoff(status.attempts));
             set_condition(
                 &mut status.conditions,
                 "Ready",
@@ -181,12 +307,7 @@ pub fn after_call(
                 now,
             );
         }
-        dapr::Outcome::CircuitOpen { retry_in } => {
-            status.attempts -= 1;
-            status.retry_at = Some(
-                now + chrono::Duration::from_std(*retry_in).unwrap_or(chrono::Duration::seconds(1)),
-            );
-        }
+        dapr::Outcome::Delivered { .. } | dapr::Outcome::CircuitOpen { .. } => {}
     }
     status
 }
@@ -207,14 +328,20 @@ async fn reconcile(rem: Arc<Reminder>, ctx: Arc<Context>) -> Result<Action, Erro
     .await
 }
 
-fn guard(rem: &Reminder) -> Guard {
-    match rem.status.as_ref().and_then(|s| s.idempotency_key.clone()) {
-        // The attempt counter moves with every write, so it pins the exact state we decided on.
-        Some(_) => Guard::Equals {
-            path: "/status/attempts",
-            value: json!(rem.status.as_ref().map_or(0, |s| s.attempts)),
-        },
-        None => Guard::ResourceVersion(rem.resource_version().unwrap_or_default()),
+/// The guard of a reminder's status write: the key and the attempt count we decided on. The
+/// count alone is not enough: it starts again at 0 when `dueAt` is edited, so a late write of a
+/// former leader could mark the edited reminder Sent.
+pub fn guard(rem: &Reminder) -> Guard {
+    match rem.status.as_ref() {
+        Some(ReminderStatus {
+            idempotency_key: Some(key),
+            attempts,
+            ..
+        }) => Guard::Equals(vec![
+            ("/status/idempotencyKey", json!(key)),
+            ("/status/attempts", json!(attempts)),
+        ]),
+        _ => Guard::ResourceVersion(rem.resource_version().unwrap_or_default()),
     }
 }
 
@@ -225,7 +352,7 @@ async fn write(
     name: &str,
     status: &ReminderStatus,
 ) -> Result<bool, Error> {
-    match write_status(api, name, guard(rem), status).await? {
+    match super::bounded(write_status(api, name, guard(rem), status)).await? {
         StatusWrite::Conflict => {
             ctx.metrics.status_write(KIND, "conflict");
             Ok(false)
@@ -243,12 +370,12 @@ async fn reconcile_inner(
     name: &str,
     ns: &str,
 ) -> Result<Action, Error> {
-    if rem.meta().deletion_timestamp.is_some() {
-        ctx.forget(&object_id(rem));
-        return Ok(Action::await_change());
+    if let Some(action) = super::leadership_gate(ctx) {
+        return Ok(action);
     }
-    if !ctx.leadership.valid_for(ctx.settings.lease_margin) {
-        return Ok(Action::await_change());
+    if ctx.is_stale(rem) {
+        // Our own write of this reminder has not reached the cache yet.
+        return Ok(Action::requeue(Duration::from_millis(100)));
     }
     let uid = uid(rem)?;
     let api: Api<Reminder> = Api::namespaced(ctx.client.clone(), ns);
@@ -256,50 +383,30 @@ async fn reconcile_inner(
     let (app_id, method) = match (AppId::new(rem.app_id()), Method::new(rem.method())) {
         (Ok(a), Ok(m)) => (a, m),
         (Err(e), _) | (_, Err(e)) => {
-            return refuse(
-                rem,
-                ctx,
-                &api,
-                name,
-                "InvalidTarget",
-                &format!("spec.{e}"),
-                now,
-            )
-            .await;
+            let refusal = Refusal {
+                reason: reason::INVALID_TARGET,
+                message: format!("spec.{e}"),
+                phase: Phase::Failed,
+            };
+            return refuse(rem, ctx, &api, name, refusal, now).await;
         }
     };
-    // User isolation: a reminder may only name a task of the same user (checked until it is sent).
-    if matches!(
-        rem.status.as_ref().and_then(|s| s.phase),
-        None | Some(Phase::Pending)
-    ) && let Some(task_ref) = &rem.spec.task_ref
-    {
-        {
-            let tasks: Api<RecurringTask> = Api::namespaced(ctx.client.clone(), ns);
-            match tasks.get_opt(&task_ref.name).await? {
-                Some(task) if task.spec.user_id != rem.spec.user_id => {
-                    let msg = format!(
-                        "spec.taskRef: task {:?} belongs to another user; a reminder may only name a task of its own userId",
-                        task_ref.name
-                    );
-                    return refuse(rem, ctx, &api, name, "UserMismatch", &msg, now).await;
-                }
-                Some(_) => {}
-                None => {
-                    let msg = format!(
-                        "spec.taskRef: task {:?} does not exist in namespace {ns}",
-                        task_ref.name
-                    );
-                    return refuse(rem, ctx, &api, name, "TaskNotFound", &msg, now).await;
-                }
-            }
+    let step = plan(rem, &uid, now);
+    if matches!(step, Plan::Idle | Plan::Wait(_)) {
+        return Ok(match step {
+            Plan::Wait(at) => Action::requeue(until(at, now)),
+            _ => Action::await_change(),
+        });
+    }
+    // User isolation and the task's own wishes, read live (checked at first sight and before
+    // every call, never while merely waiting).
+    if rem.spec.task_ref.is_some() {
+        let task = read_task(rem, ctx, ns).await?;
+        if let Some(refusal) = task_refusal(rem, task.as_ref(), ns) {
+            return refuse(rem, ctx, &api, name, refusal, now).await;
         }
     }
-
-    let id = object_id(rem);
-    match plan(rem, &uid, now) {
-        Plan::Idle => Ok(Action::await_change()),
-        Plan::Wait(at) => Ok(Action::requeue(until(at, now))),
+    match step {
         Plan::Update(status, wake) => {
             if !write(rem, ctx, &api, name, &status).await? {
                 return Ok(Action::requeue(Duration::from_millis(200)));
@@ -308,128 +415,156 @@ async fn reconcile_inner(
                 Action::requeue(until(w, Utc::now()))
             }))
         }
-        step @ (Plan::Notify | Plan::TellBackend(_)) => {
-            let key = rem
-                .status
-                .as_ref()
-                .and_then(|s| s.idempotency_key.clone())
-                .unwrap_or_default();
-            let marker = format!("{key}/{}", rem.status.as_ref().map_or(0, |s| s.attempts));
-            if ctx.is_committed(&id, &marker) {
-                return Ok(Action::requeue(Duration::from_millis(100)));
-            }
-            let (told_backend, app, meth, call_key, body) = match &step {
-                Plan::TellBackend(task_id) => {
-                    let (Ok(app), Ok(meth)) = (
-                        AppId::new(&ctx.settings.backend_app_id),
-                        Method::new(&format!("api/tasks/{task_id}/reminder-sent")),
-                    ) else {
-                        return refuse(
-                            rem,
-                            ctx,
-                            &api,
-                            name,
-                            "InvalidSpec",
-                            "spec.taskId: not usable in a method path",
-                            now,
-                        )
-                        .await;
-                    };
-                    let body = json!({"reminder_sent": true, "user_id": rem.spec.user_id, "idempotency_key": key});
-                    (true, app, meth, format!("{key}-sent"), body)
-                }
-                _ => (
-                    false,
-                    app_id.clone(),
-                    method.clone(),
-                    key.clone(),
-                    notification_body(rem, &key),
-                ),
+        Plan::TellBackend(task_id) => {
+            let (Ok(app), Ok(meth)) = (
+                AppId::new(&ctx.settings.backend_app_id),
+                Method::new(&format!("api/tasks/{task_id}/reminder-sent")),
+            ) else {
+                let refusal = Refusal {
+                    reason: reason::INVALID_SPEC,
+                    message: "spec.taskId: not usable in a method path".into(),
+                    phase: Phase::Failed,
+                };
+                return refuse(rem, ctx, &api, name, refusal, now).await;
             };
-            let invoked = ctx
-                .dapr
-                .invoke(&Invocation {
-                    app_id: &app,
-                    method: &meth,
-                    idempotency_key: &call_key,
-                    user_id: &rem.spec.user_id,
-                    body: &body,
-                })
-                .await;
-            let after = Utc::now();
-            ctx.metrics.backend_call(
-                app.as_str(),
-                label(&invoked.outcome),
-                invoked.elapsed.as_secs_f64(),
-            );
-            let status = after_call(rem, &invoked.outcome, told_backend, after);
-            if !write(rem, ctx, &api, name, &status).await? {
-                return Ok(Action::requeue(Duration::from_millis(200)));
-            }
-            ctx.mark_committed(&id, &marker);
-            let lag = (after - rem.spec.due_at)
-                .to_std()
-                .unwrap_or(Duration::ZERO)
-                .as_secs_f64();
-            match &invoked.outcome {
-                dapr::Outcome::Delivered { .. } | dapr::Outcome::AlreadyDelivered
-                    if !told_backend =>
-                {
-                    ctx.metrics.occurrence(KIND, "delivered");
-                    ctx.metrics.firing_lag(KIND, lag);
-                    info!(key = %key, lag_ms = (lag * 1000.0) as u64, "reminder delivered");
-                }
-                dapr::Outcome::Rejected {
-                    status: code,
-                    message,
-                } => {
-                    if !told_backend {
-                        ctx.metrics.occurrence(KIND, "failed");
-                    }
-                    let note = format!(
-                        "{} refused with HTTP {code}: {}",
-                        if told_backend {
-                            "reminder-sent"
-                        } else {
-                            "notification"
-                        },
-                        truncate(message, 200)
-                    );
-                    ctx.event(rem, EventType::Warning, "DeliveryRejected", "Deliver", note)
-                        .await;
-                }
-                dapr::Outcome::Retryable { message, .. } if status.attempts == 1 => {
-                    let note = format!(
-                        "reminder {key}: {}; retrying with backoff",
-                        truncate(message, 200)
-                    );
-                    ctx.event(
-                        rem,
-                        EventType::Warning,
-                        "BackendUnavailable",
-                        "Deliver",
-                        note,
-                    )
-                    .await;
-                }
-                _ => {}
-            }
-            match (status.phase, status.retry_at) {
-                (Some(Phase::Sent | Phase::Failed), _) => Ok(Action::await_change()),
-                (_, Some(at)) => Ok(Action::requeue(until(at, Utc::now()))),
-                _ => Ok(Action::requeue(Duration::from_millis(1))),
-            }
+            let key = pending_key(rem);
+            let body =
+                json!({"reminder_sent": true, "user_id": rem.spec.user_id, "idempotency_key": key});
+            let call = Call {
+                told_backend: true,
+                app: &app,
+                method: &meth,
+                key: format!("{key}-sent"),
+                body,
+            };
+            deliver(rem, ctx, &api, name, call).await
+        }
+        _ => {
+            let key = pending_key(rem);
+            let call = Call {
+                told_backend: false,
+                app: &app_id,
+                method: &method,
+                body: notification_body(rem, &key),
+                key,
+            };
+            deliver(rem, ctx, &api, name, call).await
         }
     }
 }
 
-fn label(o: &dapr::Outcome) -> &'static str {
-    match o {
-        dapr::Outcome::Delivered { .. } => "delivered",
-        dapr::Outcome::AlreadyDelivered => "duplicate",
-        dapr::Outcome::Rejected { .. } => "rejected",
-        dapr::Outcome::Retryable { .. } => "retryable",
-        dapr::Outcome::CircuitOpen { .. } => "circuit_open",
+fn pending_key(rem: &Reminder) -> String {
+    rem.status
+        .as_ref()
+        .and_then(|s| s.idempotency_key.clone())
+        .unwrap_or_default()
+}
+
+/// The reminder's task as the API server has it now (a cache could be older than the reminder).
+async fn read_task(
+    rem: &Reminder,
+    ctx: &Context,
+    ns: &str,
+) -> Result<Option<RecurringTask>, Error> {
+    let Some(task_ref) = &rem.spec.task_ref else {
+        return Ok(None);
+    };
+    let tasks: Api<RecurringTask> = Api::namespaced(ctx.client.clone(), ns);
+    super::bounded(tasks.get_opt(&task_ref.name)).await
+}
+
+/// One of the reminder's two calls.
+struct Call<'a> {
+    told_backend: bool,
+    app: &'a AppId,
+    method: &'a Method,
+    key: String,
+    body: serde_json::Value,
+}
+
+async fn deliver(
+    rem: &Reminder,
+    ctx: &Context,
+    api: &Api<Reminder>,
+    name: &str,
+    call: Call<'_>,
+) -> Result<Action, Error> {
+    // The task read above took time: the lease must still cover the whole call.
+    if let Some(action) = super::leadership_gate(ctx) {
+        return Ok(action);
+    }
+    let invoked = ctx
+        .dapr
+        .invoke(&Invocation {
+            app_id: call.app,
+            method: call.method,
+            idempotency_key: &call.key,
+            user_id: &rem.spec.user_id,
+            body: &call.body,
+        })
+        .await;
+    let after = Utc::now();
+    ctx.metrics.backend_call(
+        call.app.as_str(),
+        invoked.outcome.label(),
+        invoked.elapsed.as_secs_f64(),
+    );
+    let status = after_call(rem, &invoked.outcome, call.told_backend, after);
+    if !write(rem, ctx, api, name, &status).await? {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
+    ctx.mark_committed(rem);
+    let lag = (after - rem.spec.due_at)
+        .to_std()
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64();
+    let which = if call.told_backend {
+        "reminder-sent"
+    } else {
+        "notification"
+    };
+    match &invoked.outcome {
+        _ if !call.told_backend && status.notified_at.is_some() => {
+            ctx.metrics.occurrence(KIND, "delivered");
+            ctx.metrics.firing_lag(KIND, lag);
+            info!(key = %call.key, lag_ms = (lag * 1000.0) as u64, "reminder delivered");
+        }
+        dapr::Outcome::Rejected { status: code, .. } => {
+            if !call.told_backend {
+                ctx.metrics.occurrence(KIND, "failed");
+            }
+            // A stable note, so repeats join one event series; the details are in status.
+            let note = format!("{which} refused with HTTP {code}; see status.lastFailure");
+            ctx.event(rem, EventType::Warning, "DeliveryRejected", "Deliver", note)
+                .await;
+        }
+        dapr::Outcome::KeyReused { .. } => {
+            if !call.told_backend {
+                ctx.metrics.occurrence(KIND, "failed");
+            }
+            let note = format!(
+                "{which} refused with HTTP 422: the backend has this key with another payload; see status.lastFailure"
+            );
+            ctx.event(rem, EventType::Warning, "KeyReused", "Deliver", note)
+                .await;
+        }
+        dapr::Outcome::Retryable { .. } if status.attempts == 1 => {
+            let note = format!("{which} failed; retrying with backoff; see status.lastFailure");
+            ctx.event(
+                rem,
+                EventType::Warning,
+                "BackendUnavailable",
+                "Deliver",
+                note,
+            )
+            .await;
+        }
+        _ => {}
+    }
+    match (status.phase, status.retry_at) {
+        (Some(Phase::Sent | Phase::Failed | Phase::Skipped), _) => Ok(Action::await_change()),
+        (_, Some(at)) => Ok(Action::requeue(until(at, Utc::now()))),
+        _ => Ok(Action::requeue(Duration::from_millis(1))),
     }
 }
 
@@ -447,38 +582,41 @@ pub fn notification_body(rem: &Reminder, key: &str) -> serde_json::Value {
     })
 }
 
-/// Refuses the reminder for good (until its spec changes): phase Failed, Ready=False, an event.
+/// Records a refusal (phase, Ready=False, an event) once: only when the status changes.
 async fn refuse(
     rem: &Reminder,
     ctx: &Context,
     api: &Api<Reminder>,
     name: &str,
-    reason: &'static str,
-    message: &str,
+    refusal: Refusal,
     now: DateTime<Utc>,
 ) -> Result<Action, Error> {
+    let Refusal {
+        reason,
+        message,
+        phase,
+    } = refusal;
     let old = rem.status.clone().unwrap_or_default();
     let mut status = old.clone();
     let generation = rem.meta().generation;
     status.observed_generation = generation;
-    // A missing task may still be created: stay Pending and look again later.
-    let retry = reason == "TaskNotFound";
-    status.phase = Some(if retry { Phase::Pending } else { Phase::Failed });
+    status.phase = Some(phase);
+    let retry = phase == Phase::Pending;
     set_condition(
         &mut status.conditions,
         "Ready",
         false,
         reason,
-        message,
+        &message,
         generation,
         now,
     );
     set_condition(
         &mut status.conditions,
         "Stalled",
-        !retry,
+        phase == Phase::Failed,
         reason,
-        message,
+        &message,
         generation,
         now,
     );
@@ -486,15 +624,13 @@ async fn refuse(
         if !write(rem, ctx, api, name, &status).await? {
             return Ok(Action::requeue(Duration::from_millis(200)));
         }
-        warn!(reason, message, "reminder refused");
-        ctx.event(
-            rem,
-            EventType::Warning,
-            reason,
-            "Validate",
-            message.to_string(),
-        )
-        .await;
+        warn!(reason, message, "reminder not sent");
+        let type_ = if phase == Phase::Skipped {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        ctx.event(rem, type_, reason, "Validate", message).await;
     }
     Ok(if retry {
         Action::requeue(Duration::from_secs(30))

@@ -1,6 +1,6 @@
 //! The one way recur writes status: a JSON patch that first *tests* a precondition and then
-//! replaces `/status`. The test makes the write a compare-and-swap on exactly what matters (the
-//! pending occurrence's key), so a stale replica or a stale cache can never overwrite newer
+//! replaces `/status`. The tests make the write a compare-and-swap on exactly what matters (the
+//! pending occurrence's key, and for a reminder its attempt count too), so a stale replica or a stale cache can never overwrite newer
 //! progress, while edits of labels or annotations by others (which bump resourceVersion) do not
 //! conflict with it.
 use kube::api::{Api, Patch, PatchParams};
@@ -13,8 +13,8 @@ use super::{Error, MANAGER};
 /// The precondition of a status write.
 #[derive(Clone, Debug)]
 pub enum Guard {
-    /// `path` (a JSON pointer) must hold `value`.
-    Equals { path: &'static str, value: Value },
+    /// Each path (a JSON pointer) must hold its value.
+    Equals(Vec<(&'static str, Value)>),
     /// Nothing else may have changed the object (used when there is no key to compare).
     ResourceVersion(String),
 }
@@ -39,14 +39,16 @@ where
     K: Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize,
 {
-    let test = match guard {
-        Guard::Equals { path, value } => json!({ "op": "test", "path": path, "value": value }),
-        Guard::ResourceVersion(rv) => {
-            json!({ "op": "test", "path": "/metadata/resourceVersion", "value": rv })
-        }
+    let test = |path: &str, value: Value| json!({ "op": "test", "path": path, "value": value });
+    let mut ops: Vec<Value> = match guard {
+        Guard::Equals(fields) => fields
+            .into_iter()
+            .map(|(path, value)| test(path, value))
+            .collect(),
+        Guard::ResourceVersion(rv) => vec![test("/metadata/resourceVersion", Value::String(rv))],
     };
-    let ops = json!([test, { "op": "add", "path": "/status", "value": status }]);
-    let patch: json_patch::Patch = serde_json::from_value(ops)?;
+    ops.push(json!({ "op": "add", "path": "/status", "value": status }));
+    let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops))?;
     let params = PatchParams {
         field_manager: Some(MANAGER.into()),
         ..PatchParams::default()

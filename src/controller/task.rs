@@ -19,8 +19,8 @@ use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::{
-    Context, Error, Guard, MANAGER, StatusWrite, key_instant, name_ns, object_id, set_condition,
-    truncate, uid, until, write_status,
+    Context, Error, Guard, MANAGER, StatusWrite, key_instant, name_ns, set_condition, truncate,
+    uid, until, write_status,
 };
 use crate::api::{
     CatchUpPolicy, Failure, OccurrenceRecord, Outcome, PendingOccurrence, RecurringTask,
@@ -40,6 +40,10 @@ const ON_TIME: Duration = Duration::from_secs(60);
 const DEFAULT_WINDOW: Duration = Duration::from_secs(3600);
 /// Default `catchUp.maxOccurrences` for `All`.
 const DEFAULT_MAX_CATCH_UP: usize = 100;
+/// A task seen without a status of ours never fires an occurrence due longer ago than this.
+pub const FIRST_SIGHT_LOOKBACK: chrono::TimeDelta = chrono::TimeDelta::hours(1);
+/// 409 answers in a row after which an occurrence counts as delivered (see the README's table).
+pub const IN_PROGRESS_LIMIT: u32 = 5;
 
 /// The idempotency key of a task's occurrence: a function of the task's UID and the nominal
 /// instant only, so every replica, retry and restart computes the same one.
@@ -120,11 +124,15 @@ pub fn plan(task: &RecurringTask, schedule: &Schedule, uid: &str, now: DateTime<
     // creation: what fell due since (the operator was down) is missed, and `catchUp` decides.
     // Otherwise never before now: resuming or editing a task never fires anything retroactively
     // (kubernetes#63371, #110919).
+    // A status without observedGeneration is first sight, or a status wiped or lost: either way
+    // nothing due more than FIRST_SIGHT_LOOKBACK ago fires, so a wiped status never replays
+    // the task's whole past.
     let floor = if old.observed_generation.is_none() {
         task.meta()
             .creation_timestamp
             .as_ref()
             .map_or(now, |t| from_jiff(t.0).min(now))
+            .max(now - FIRST_SIGHT_LOOKBACK)
     } else {
         old.last_occurrence
             .as_ref()
@@ -241,7 +249,6 @@ pub fn plan(task: &RecurringTask, schedule: &Schedule, uid: &str, now: DateTime<
     };
     let mut status = old.clone();
     let limit = task.history_limit();
-    let mut skipped = 0u64;
     for (i, o) in backlog.iter().take(skip_until).enumerate() {
         let key = occurrence_key(uid, o.nominal);
         let attempts = if i == 0 { p.attempts } else { 0 };
@@ -256,7 +263,6 @@ pub fn plan(task: &RecurringTask, schedule: &Schedule, uid: &str, now: DateTime<
             reason: Some(format!("{reason} (catchUp.policy {policy:?})")),
         };
         record(&mut status, rec, limit);
-        skipped += 1;
     }
     let next = if skip_until < backlog.len() {
         Some(backlog[skip_until])
@@ -269,7 +275,9 @@ pub fn plan(task: &RecurringTask, schedule: &Schedule, uid: &str, now: DateTime<
     let note = (
         EventType::Warning,
         "OccurrencesSkipped",
-        format!("skipped {skipped} missed occurrence(s) under catchUp.policy {policy:?}"),
+        format!(
+            "missed occurrences were skipped under catchUp.policy {policy:?}; see status.history"
+        ),
     );
     Plan::Update {
         status: Box::new(status),
@@ -323,6 +331,7 @@ fn set_pending(
         idempotency_key: occurrence_key(uid, o.nominal),
         attempts: retry.map_or(0, |r| r.0),
         retry_at: retry.map(|r| r.1),
+        in_progress: 0,
     });
     status.upcoming = match &status.next_occurrence {
         Some(p) => schedule
@@ -418,14 +427,27 @@ pub fn after_attempt(
         backend_id,
         reason,
     };
+    let in_progress = if matches!(outcome, dapr::Outcome::InProgress) {
+        p.in_progress + 1
+    } else {
+        0
+    };
     let done = match outcome {
-        dapr::Outcome::Delivered { backend_id, .. } => {
-            Some(finished(Outcome::Delivered, backend_id.clone(), None))
-        }
-        dapr::Outcome::AlreadyDelivered => Some(finished(
+        dapr::Outcome::Delivered {
+            backend_id,
+            replayed,
+            ..
+        } => Some(finished(
+            Outcome::Delivered,
+            backend_id.clone(),
+            replayed.then(|| "the backend replayed its answer for this key".into()),
+        )),
+        dapr::Outcome::InProgress if in_progress >= IN_PROGRESS_LIMIT => Some(finished(
             Outcome::Delivered,
             None,
-            Some("the backend already had this key (409)".into()),
+            Some(format!(
+                "the backend answered 409 (key in use) {in_progress} times: taken as delivered"
+            )),
         )),
         dapr::Outcome::Rejected {
             status: code,
@@ -444,6 +466,19 @@ pub fn after_attempt(
                 Some(format!("rejected with HTTP {code}")),
             ))
         }
+        dapr::Outcome::KeyReused { message } => {
+            status.last_failure = Some(Failure {
+                time: now,
+                reason: "KeyReused".into(),
+                message: truncate(message, 256),
+                idempotency_key: p.idempotency_key.clone(),
+            });
+            Some(finished(
+                Outcome::Failed,
+                None,
+                Some("HTTP 422: the backend has this key with another payload (edited between attempts)".into()),
+            ))
+        }
         dapr::Outcome::Retryable { message, .. } => {
             status.last_failure = Some(Failure {
                 time: now,
@@ -453,7 +488,7 @@ pub fn after_attempt(
             });
             None
         }
-        dapr::Outcome::CircuitOpen { .. } => None,
+        dapr::Outcome::InProgress | dapr::Outcome::CircuitOpen { .. } => None,
     };
     match done {
         Some(rec) => {
@@ -489,6 +524,9 @@ pub fn after_attempt(
                 Some(nominal),
                 Some((attempts, retry_at)),
             );
+            if let Some(next) = status.next_occurrence.as_mut() {
+                next.in_progress = in_progress;
+            }
         }
     }
     finish_status(&mut status, schedule, generation, now, None);
@@ -536,13 +574,9 @@ async fn reconcile_inner(
     name: &str,
     ns: &str,
 ) -> Result<Action, Error> {
-    if task.meta().deletion_timestamp.is_some() {
-        ctx.forget(&object_id(task));
-        return Ok(Action::await_change());
-    }
     // Only the leader writes or delivers; leadership gained triggers a reconcile of every task.
-    if !ctx.leadership.valid_for(ctx.settings.lease_margin) {
-        return Ok(Action::await_change());
+    if let Some(action) = super::leadership_gate(ctx) {
+        return Ok(action);
     }
     let uid = uid(task)?;
     let api: Api<RecurringTask> = Api::namespaced(ctx.client.clone(), ns);
@@ -600,12 +634,22 @@ async fn reconcile_inner(
         .await;
     }
 
-    match plan(task, &schedule, &uid, now) {
+    let plan = plan(task, &schedule, &uid, now);
+    if let (Plan::Wait(_) | Plan::Idle, Some(p)) = (
+        &plan,
+        task.status
+            .as_ref()
+            .and_then(|s| s.next_occurrence.as_ref()),
+    ) && ctx.reminders_owed(task, &p.idempotency_key)
+    {
+        ensure_reminders(task, ctx, ns, name, p).await?;
+    }
+    match plan {
         Plan::Idle => Ok(Action::await_change()),
         Plan::Wait(at) => Ok(Action::requeue(until(at, now))),
         Plan::Update { status, wake, note } => {
             let new_pending = status.next_occurrence.clone();
-            match write_status(&api, name, guard(task), status.as_ref()).await? {
+            match super::bounded(write_status(&api, name, guard(task), status.as_ref())).await? {
                 StatusWrite::Conflict => {
                     ctx.metrics.status_write(KIND, "conflict");
                     return Ok(Action::requeue(Duration::from_millis(200)));
@@ -622,7 +666,7 @@ async fn reconcile_inner(
                 ctx.metrics.occurrence(KIND, "skipped");
             }
             if let Some(p) = &new_pending {
-                ensure_reminders(task, ctx, ns, name, p).await;
+                ensure_reminders(task, ctx, ns, name, p).await?;
             }
             Ok(wake.map_or(Action::await_change(), |w| {
                 Action::requeue(until(w, Utc::now()))
@@ -644,10 +688,10 @@ fn guard(task: &RecurringTask) -> Guard {
         .as_ref()
         .and_then(|s| s.next_occurrence.as_ref())
     {
-        Some(p) => Guard::Equals {
-            path: "/status/nextOccurrence/idempotencyKey",
-            value: serde_json::Value::String(p.idempotency_key.clone()),
-        },
+        Some(p) => Guard::Equals(vec![(
+            "/status/nextOccurrence/idempotencyKey",
+            serde_json::Value::String(p.idempotency_key.clone()),
+        )]),
         None => Guard::ResourceVersion(task.resource_version().unwrap_or_default()),
     }
 }
@@ -665,8 +709,7 @@ async fn deliver(
     method: &Method,
     p: PendingOccurrence,
 ) -> Result<Action, Error> {
-    let id = object_id(task);
-    if ctx.is_committed(&id, &p.idempotency_key) {
+    if ctx.is_stale(task) {
         // Our own commit has not reached the cache yet: wait for it rather than call again.
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
@@ -682,7 +725,7 @@ async fn deliver(
         })
         .await;
     let now = Utc::now();
-    let outcome_label = outcome_label(&invoked.outcome);
+    let outcome_label = invoked.outcome.label();
     ctx.metrics.backend_call(
         app_id.as_str(),
         outcome_label,
@@ -692,7 +735,7 @@ async fn deliver(
         ctx.metrics.breaker_state(&app, state as i64);
     }
     let status = after_attempt(task, schedule, uid, &p, &invoked.outcome, now);
-    match write_status(api, name, guard(task), &status).await? {
+    match super::bounded(write_status(api, name, guard(task), &status)).await? {
         StatusWrite::Conflict => {
             // Someone else moved the task on (a stale cache or a former leader); the backend has
             // the key, so the next reconcile re-decides from the fresh object.
@@ -701,29 +744,26 @@ async fn deliver(
         }
         StatusWrite::Written(_) => ctx.metrics.status_write(KIND, "ok"),
     }
+    ctx.mark_committed(task);
     let key = &p.idempotency_key;
     let lag = (now - p.due)
         .to_std()
         .unwrap_or(Duration::ZERO)
         .as_secs_f64();
-    match &invoked.outcome {
-        dapr::Outcome::Delivered { .. } | dapr::Outcome::AlreadyDelivered => {
-            ctx.mark_committed(&id, key);
+    let finished = status.last_occurrence.as_ref().map(|l| &l.idempotency_key) == Some(key);
+    match (&invoked.outcome, finished) {
+        (dapr::Outcome::Delivered { .. } | dapr::Outcome::InProgress, true) => {
             ctx.metrics.occurrence(KIND, "delivered");
             ctx.metrics.firing_lag(KIND, lag);
             info!(key = %key, namespace = %ns, name = %name, lag_ms = (lag * 1000.0) as u64, outcome = outcome_label, "occurrence delivered");
         }
-        dapr::Outcome::Rejected {
-            status: code,
-            message,
-        } => {
-            ctx.mark_committed(&id, key);
+        (dapr::Outcome::Rejected { status: code, .. }, _) => {
             ctx.metrics.occurrence(KIND, "failed");
             warn!(key = %key, namespace = %ns, name = %name, code, "occurrence rejected by the backend");
-            let note = format!(
-                "occurrence {key} rejected with HTTP {code}: {}",
-                truncate(message, 200)
-            );
+            // A stable note, so repeats join one event series; the key and the backend's
+            // words are in status.lastFailure and the history.
+            let note =
+                format!("an occurrence was rejected with HTTP {code}; see status.lastFailure");
             ctx.event(
                 task,
                 EventType::Warning,
@@ -733,13 +773,18 @@ async fn deliver(
             )
             .await;
         }
-        dapr::Outcome::Retryable { message, .. } => {
+        (dapr::Outcome::KeyReused { .. }, _) => {
+            ctx.metrics.occurrence(KIND, "failed");
+            warn!(key = %key, namespace = %ns, name = %name, "the backend has this key with another payload");
+            let note = "an occurrence was refused with HTTP 422: the backend has its key with another payload (the task was edited between attempts); see status.lastFailure".to_string();
+            ctx.event(task, EventType::Warning, "KeyReused", "Deliver", note)
+                .await;
+        }
+        (dapr::Outcome::Retryable { .. }, _) => {
             warn!(key = %key, namespace = %ns, name = %name, attempts = p.attempts + 1, "delivery failed; retrying with backoff");
             if p.attempts == 0 {
-                let note = format!(
-                    "occurrence {key}: {}; retrying with backoff",
-                    truncate(message, 200)
-                );
+                let note =
+                    "delivery failed; retrying with backoff; see status.lastFailure".to_string();
                 ctx.event(
                     task,
                     EventType::Warning,
@@ -750,7 +795,7 @@ async fn deliver(
                 .await;
             }
         }
-        dapr::Outcome::CircuitOpen { .. } => {}
+        _ => {}
     }
     // A new pending occurrence gets its reminders; sent ones beyond the history are pruned.
     if let Some(next) = status
@@ -758,7 +803,7 @@ async fn deliver(
         .as_ref()
         .filter(|n| n.idempotency_key != *key)
     {
-        ensure_reminders(task, ctx, ns, name, next).await;
+        ensure_reminders(task, ctx, ns, name, next).await?;
         prune_reminders(task, ctx, ns, name).await;
     }
     let wake = status
@@ -768,16 +813,6 @@ async fn deliver(
     Ok(wake.map_or(Action::await_change(), |w| {
         Action::requeue(until(w, Utc::now()))
     }))
-}
-
-fn outcome_label(o: &dapr::Outcome) -> &'static str {
-    match o {
-        dapr::Outcome::Delivered { .. } => "delivered",
-        dapr::Outcome::AlreadyDelivered => "duplicate",
-        dapr::Outcome::Rejected { .. } => "rejected",
-        dapr::Outcome::Retryable { .. } => "retryable",
-        dapr::Outcome::CircuitOpen { .. } => "circuit_open",
-    }
 }
 
 /// Marks the task `Ready=False`/`Stalled=True` with `reason` (once: only when it changes).
@@ -817,7 +852,7 @@ async fn invalid(
     if status == old {
         return Ok(Action::await_change());
     }
-    match write_status(api, name, guard(task), &status).await? {
+    match super::bounded(write_status(api, name, guard(task), &status)).await? {
         StatusWrite::Conflict => return Ok(Action::requeue(Duration::from_millis(200))),
         StatusWrite::Written(_) => ctx.metrics.status_write(KIND, "ok"),
     }
@@ -834,18 +869,20 @@ async fn invalid(
 }
 
 /// Creates (server-side apply, idempotent) the reminders of `spec.reminders` for occurrence `p`.
+/// A failure fails the reconcile (retried with backoff) and is remembered, so the retry applies
+/// them again even though the task's status needs no write.
 async fn ensure_reminders(
     task: &RecurringTask,
     ctx: &Context,
     ns: &str,
     name: &str,
     p: &PendingOccurrence,
-) {
+) -> Result<(), Error> {
     if task.spec.reminders.is_empty() {
-        return;
+        return Ok(());
     }
     let Some(owner) = task.controller_owner_ref(&()) else {
-        return;
+        return Ok(());
     };
     let api: Api<Reminder> = Api::namespaced(ctx.client.clone(), ns);
     let now = Utc::now();
@@ -884,35 +921,59 @@ async fn ensure_reminders(
             },
         );
         rem.metadata.owner_references = Some(vec![owner.clone()]);
-        rem.metadata.labels = Some([(TASK_LABEL.to_string(), name.to_string())].into());
+        rem.metadata.labels = Some([(TASK_LABEL.to_string(), task_label_value(name))].into());
         let params = PatchParams::apply(MANAGER).force();
-        if let Err(err) = api.patch(&rem_name, &params, &Patch::Apply(&rem)).await {
-            warn!(%err, reminder = %rem_name, "could not create reminder");
+        if let Err(err) = super::bounded(api.patch(&rem_name, &params, &Patch::Apply(&rem))).await {
+            warn!(%err, reminder = %rem_name, "could not create reminder; retrying");
+            ctx.owe_reminders(task, &p.idempotency_key);
+            return Err(err);
         }
     }
+    ctx.reminders_paid(task);
+    Ok(())
 }
 
-/// Deletes sent reminders of this task beyond its history limit, oldest first.
+/// Deletes finished (sent, skipped, failed) reminders of this task beyond its history limit,
+/// oldest first.
 async fn prune_reminders(task: &RecurringTask, ctx: &Context, ns: &str, name: &str) {
     if task.spec.reminders.is_empty() {
         return;
     }
     let api: Api<Reminder> = Api::namespaced(ctx.client.clone(), ns);
-    let lp = ListParams::default().labels(&format!("{TASK_LABEL}={name}"));
-    let Ok(list) = api.list(&lp).await else {
+    let lp = ListParams::default().labels(&format!("{TASK_LABEL}={}", task_label_value(name)));
+    let Ok(list) = super::bounded(api.list(&lp)).await else {
         return;
     };
-    let mut sent: Vec<_> = list
+    let mut finished: Vec<_> = list
         .items
         .into_iter()
-        .filter(|r| r.status.as_ref().and_then(|s| s.phase) == Some(crate::api::Phase::Sent))
+        .filter(|r| r.spec.task_ref.as_ref().is_some_and(|t| t.name == name))
+        .filter(|r| {
+            !matches!(
+                r.status.as_ref().and_then(|s| s.phase),
+                None | Some(crate::api::Phase::Pending)
+            )
+        })
         .collect();
-    sent.sort_by_key(|r| std::cmp::Reverse(r.spec.due_at));
-    for old in sent.iter().skip(task.history_limit()) {
-        if let Err(err) = api.delete(&old.name_any(), &DeleteParams::default()).await {
+    finished.sort_by_key(|r| std::cmp::Reverse(r.spec.due_at));
+    for old in finished.iter().skip(task.history_limit()) {
+        if let Err(err) =
+            super::bounded(api.delete(&old.name_any(), &DeleteParams::default())).await
+        {
             warn!(%err, reminder = %old.name_any(), "could not prune reminder");
         }
     }
+}
+
+/// The value of the `recur.dev/task` label: the task's name, or when that is longer than a label
+/// value may be (63 characters), its first 46 characters and a hash of the whole name.
+pub fn task_label_value(name: &str) -> String {
+    const MAX: usize = 63;
+    if name.len() <= MAX {
+        return name.to_string();
+    }
+    let keep = name[..MAX - 17].trim_end_matches(['-', '.', '_']);
+    format!("{keep}-{:016x}", super::fnv1a(name.as_bytes()))
 }
 
 /// `{task}-{instant}-{i}`, shortened with a hash when the task's name is long (names are DNS

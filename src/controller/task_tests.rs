@@ -51,6 +51,7 @@ fn pending_at(nominal: DateTime<Utc>) -> PendingOccurrence {
         idempotency_key: occurrence_key(UID, nominal),
         attempts: 0,
         retry_at: None,
+        in_progress: 0,
     }
 }
 
@@ -134,6 +135,7 @@ fn delivery_records_the_outcome_and_the_next_key_in_one_status() {
     let outcome = dapr::Outcome::Delivered {
         status: 201,
         backend_id: Some("42".into()),
+        replayed: false,
     };
     let status = after_attempt(&task, &schedule, UID, &p, &outcome, t(9, 0, 10));
     let last = status.last_occurrence.clone().unwrap();
@@ -353,7 +355,11 @@ fn a_finished_schedule_is_ready_with_reason_finished() {
         &schedule,
         UID,
         &p,
-        &dapr::Outcome::AlreadyDelivered,
+        &dapr::Outcome::Delivered {
+            status: 200,
+            backend_id: None,
+            replayed: true,
+        },
         t(9, 0, 10),
     );
     assert!(status.next_occurrence.is_none());
@@ -461,10 +467,10 @@ mod fuzz {
                     }
                     Plan::Deliver(p) => {
                         let outcome = match step % 4 {
-                            0 => dapr::Outcome::Delivered { status: 201, backend_id: Some("1".into()) },
+                            0 => dapr::Outcome::Delivered { status: 201, backend_id: Some("1".into()), replayed: false },
                             1 => dapr::Outcome::Retryable { reason: dapr::RetryReason::ServerError, message: "x".into() },
                             2 => dapr::Outcome::Rejected { status: 400, message: "\u{0}bad".into() },
-                            _ => dapr::Outcome::AlreadyDelivered,
+                            _ => dapr::Outcome::InProgress,
                         };
                         let status = after_attempt(&task, &schedule, UID, &p, &outcome, clock);
                         if let Some(next) = &status.next_occurrence {
@@ -479,6 +485,118 @@ mod fuzz {
             }
         }
     }
+}
+
+/// Issue 11 (5): a 409 says the key is still being processed: asked again with backoff, not
+/// recorded; after IN_PROGRESS_LIMIT of them in a row it counts as delivered.
+#[test]
+fn answers_409_are_retried_then_taken_as_delivered() {
+    let base = task("10s");
+    let schedule = compile(&base).unwrap();
+    let mut p = pending_at(t(9, 0, 10));
+    let mut now = t(9, 0, 10);
+    for n in 1..IN_PROGRESS_LIMIT {
+        let task = with_status(
+            base.clone(),
+            RecurringTaskStatus {
+                next_occurrence: Some(p.clone()),
+                ..Default::default()
+            },
+        );
+        let status = after_attempt(&task, &schedule, UID, &p, &dapr::Outcome::InProgress, now);
+        assert!(status.last_occurrence.is_none(), "409 #{n} recorded");
+        let next = status.next_occurrence.unwrap();
+        assert_eq!(next.idempotency_key, p.idempotency_key);
+        assert_eq!(next.in_progress, n);
+        assert!(next.retry_at.unwrap() > now);
+        now = next.retry_at.unwrap();
+        p = next;
+    }
+    let task = with_status(
+        base,
+        RecurringTaskStatus {
+            next_occurrence: Some(p.clone()),
+            ..Default::default()
+        },
+    );
+    let status = after_attempt(&task, &schedule, UID, &p, &dapr::Outcome::InProgress, now);
+    let last = status.last_occurrence.unwrap();
+    assert_eq!(last.outcome, Outcome::Delivered);
+    assert_eq!(last.idempotency_key, p.idempotency_key);
+    assert!(last.reason.unwrap().contains("409"));
+    assert_eq!(status.next_occurrence.unwrap().in_progress, 0);
+}
+
+/// A success after some 409s resets the count; a 422 fails the occurrence with its own reason.
+#[test]
+fn answers_422_fail_with_their_own_reason() {
+    let base = task("10s");
+    let schedule = compile(&base).unwrap();
+    let p = pending_at(t(9, 0, 10));
+    let task = with_status(
+        base,
+        RecurringTaskStatus {
+            next_occurrence: Some(p.clone()),
+            ..Default::default()
+        },
+    );
+    let outcome = dapr::Outcome::KeyReused {
+        message: "HTTP 422: Idempotency-Key reused with a different payload".into(),
+    };
+    let status = after_attempt(&task, &schedule, UID, &p, &outcome, t(9, 0, 10));
+    assert_eq!(status.last_occurrence.unwrap().outcome, Outcome::Failed);
+    assert_eq!(status.last_failure.unwrap().reason, "KeyReused");
+    assert_eq!(status.failed, 1);
+    assert_eq!(status.next_occurrence.unwrap().nominal, t(9, 0, 20));
+}
+
+/// Issue 11 (6): a status wiped from a long-lived task (no observedGeneration) does not replay
+/// its past under `catchUp: All`: nothing older than the lookback before now is delivered.
+#[test]
+fn a_wiped_status_replays_nothing_older_than_the_lookback() {
+    let mut base = task("10m");
+    base.spec.catch_up = Some(CatchUp {
+        policy: Some(CatchUpPolicy::All),
+        window: None,
+        max_occurrences: Some(1000),
+    });
+    // Created a week ago, status wiped: first reconcile now.
+    base.metadata.creation_timestamp = Some(Time(crate::controller::to_jiff(
+        t(9, 0, 0) - chrono::Duration::days(7),
+    )));
+    base.spec.schedule.start_at = Some(t(9, 0, 0) - chrono::Duration::days(7));
+    let schedule = compile(&base).unwrap();
+    let now = t(9, 0, 5);
+    let (status, _) = update(plan(&base, &schedule, UID, now));
+    let first = status.next_occurrence.unwrap();
+    assert!(
+        first.nominal >= now - FIRST_SIGHT_LOOKBACK,
+        "a wiped status would replay from {}",
+        first.nominal
+    );
+    assert!(
+        first.nominal < now,
+        "the lookback still catches up recent ones"
+    );
+}
+
+/// Issue 11 (7): label values are at most 63 characters, so a long task name still gets its
+/// reminders (the apply used to fail on the label and was only logged).
+#[test]
+fn task_label_values_fit_a_label_and_stay_distinct() {
+    assert_eq!(task_label_value("standup"), "standup");
+    let a = format!("{}-a", "x".repeat(100));
+    let b = format!("{}-b", "x".repeat(100));
+    for v in [task_label_value(&a), task_label_value(&b)] {
+        assert!(v.len() <= 63, "{v}");
+        assert!(
+            v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        );
+        assert!(v.starts_with('x') && v.chars().last().unwrap().is_ascii_alphanumeric());
+    }
+    assert_ne!(task_label_value(&a), task_label_value(&b));
+    assert_eq!(task_label_value(&"y".repeat(63)), "y".repeat(63));
 }
 
 mod reconcile_steps {
@@ -632,5 +750,50 @@ mod reconcile_steps {
         assert!(lower.contains("x-user-id: u-1"), "{sent}");
         // Requeued for the next occurrence, not left waiting for a change.
         assert_ne!(action, Action::await_change());
+    }
+
+    /// Issue 11 (2): a leader whose lease slack dips below the margin keeps the task scheduled
+    /// (a short requeue) instead of dropping it until some change that never comes.
+    #[tokio::test]
+    async fn a_leader_short_of_lease_slack_looks_again_soon() {
+        let (service, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let client = kube::Client::new(service, "ns");
+        let dapr = DaprClient::new(
+            DaprConfig::new(
+                "http://127.0.0.1:9",
+                None,
+                std::time::Duration::from_secs(5),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+        let recorder = kube::runtime::events::Recorder::new(client.clone(), "recur-test".into());
+        let settings = Settings {
+            workers: 1,
+            upcoming: 3,
+            backend_app_id: "backend".into(),
+            lease_margin: std::time::Duration::from_secs(6),
+        };
+        // Leader for 5 more seconds: less than the 6 s a call and its write may take.
+        let leadership = Leadership::leading_until(
+            std::time::Instant::now() + std::time::Duration::from_secs(5),
+        );
+        assert!(leadership.is_leader());
+        let ctx = Context::new(
+            client,
+            recorder,
+            dapr,
+            Arc::new(Metrics::new()),
+            leadership,
+            Health::new(),
+            settings,
+        );
+        let task = task("1h");
+        let action = reconcile_inner(&task, &ctx, "standup", "ns").await.unwrap();
+        assert_ne!(action, Action::await_change(), "the task went dormant");
+        assert_eq!(
+            action,
+            Action::requeue(std::time::Duration::from_millis(500))
+        );
     }
 }

@@ -5,8 +5,9 @@
 //!
 //! | answer                                         | outcome                                     |
 //! |------------------------------------------------|---------------------------------------------|
-//! | 2xx                                            | `Delivered` (backend id from `id`/`task_id`/`taskId`) |
-//! | 409                                            | `AlreadyDelivered` (the key was seen before) |
+//! | 2xx                                            | `Delivered` (backend id from `id`/`task_id`/`taskId`; `replayed` with `Idempotent-Replayed: true`) |
+//! | 409                                            | `InProgress` (a request with this key is still being processed) |
+//! | 422                                            | `KeyReused` (the key was used with another payload) |
 //! | 401                                            | `Retryable(Unauthorized)`                   |
 //! | 403, 404 with a Dapr error                     | `Retryable(SidecarRefused)`                 |
 //! | 408                                            | `Retryable(Timeout)`                        |
@@ -16,6 +17,13 @@
 //! | other 1xx/3xx/4xx                              | `Rejected` (redirects are not followed)     |
 //! | no connection, reset, broken answer            | `Retryable(Connection)`                     |
 //! | no answer within the timeout                   | `Retryable(Timeout)`                        |
+//!
+//! 409 and 422 follow the IETF `Idempotency-Key` header draft (draft-ietf-httpapi-idempotency-key-header):
+//! a conforming backend replays its first answer (2xx) for a repeated key, answers 409 while
+//! the first request with that key is still being processed and 422 when the key comes with a
+//! different payload (for recur: the spec was edited between two attempts). The controllers ask
+//! again after a 409 and, after a few 409s in a row, take the occurrence as delivered (older
+//! backends answer every repeat with 409).
 //!
 //! Why 401 and sidecar 403/404 are retried: they say nothing about the occurrence, only about the
 //! deployment (a wrong or rotated `DAPR_API_TOKEN`/app token, a Dapr access-control policy that
@@ -68,13 +76,16 @@ pub struct Invoked {
 /// The classified result of one call. Messages are sanitized and at most 256 characters.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Outcome {
-    /// A 2xx answer.
+    /// A 2xx answer; `replayed` when the backend said it repeats its first answer for the key.
     Delivered {
         status: u16,
         backend_id: Option<String>,
+        replayed: bool,
     },
-    /// 409: the backend already had this idempotency key.
-    AlreadyDelivered,
+    /// 409: a request with this key is still being processed, or (older backends) was before.
+    InProgress,
+    /// 422: the backend knows this key with a different payload.
+    KeyReused { message: String },
     /// The app refused this call for good (4xx other than those retried, 1xx/3xx).
     Rejected { status: u16, message: String },
     /// Try again later with the same idempotency key.
@@ -95,8 +106,12 @@ impl Outcome {
     /// A short label for logs and metrics.
     pub fn label(&self) -> &'static str {
         match self {
-            Outcome::Delivered { .. } => "delivered",
-            Outcome::AlreadyDelivered => "duplicate",
+            Outcome::Delivered {
+                replayed: false, ..
+            } => "delivered",
+            Outcome::Delivered { replayed: true, .. } => "duplicate",
+            Outcome::InProgress => "in_progress",
+            Outcome::KeyReused { .. } => "key_reused",
             Outcome::Rejected { .. } => "rejected",
             Outcome::Retryable { .. } => "retryable",
             Outcome::CircuitOpen { .. } => "circuit_open",
@@ -285,8 +300,21 @@ impl DaprClient {
         match request.send().await {
             Ok(mut response) => {
                 let status = response.status().as_u16();
+                let replayed = response
+                    .headers()
+                    .get("idempotent-replayed")
+                    .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
                 let body = read_limited(&mut response).await;
-                classify(status, &body)
+                match classify(status, &body) {
+                    Outcome::Delivered {
+                        status, backend_id, ..
+                    } => Outcome::Delivered {
+                        status,
+                        backend_id,
+                        replayed,
+                    },
+                    other => other,
+                }
             }
             Err(err) => self.transport_failure(&err),
         }
@@ -412,8 +440,12 @@ pub(crate) fn classify(status: u16, body: &[u8]) -> Outcome {
         200..=299 => Outcome::Delivered {
             status,
             backend_id: backend_id(body),
+            replayed: false,
         },
-        409 => Outcome::AlreadyDelivered,
+        409 => Outcome::InProgress,
+        422 => Outcome::KeyReused {
+            message: sanitize(&message(), MESSAGE_LIMIT),
+        },
         401 => retry(
             RetryReason::Unauthorized,
             format!(

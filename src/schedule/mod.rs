@@ -21,7 +21,9 @@
 //!   DTSTART is the start's wall-clock time; a `DTSTART` line is refused. `UNTIL` is an instant
 //!   bound (a date means through that day); `COUNT` counts the rule's instances before `EXDATE`
 //!   removes any (RFC 5545); `UNTIL` with `COUNT` is refused. The start is a bound, not an
-//!   occurrence: it fires only if the rule matches it.
+//!   occurrence: it fires only if the rule matches it. `BYDAY` values are a union, numbered or
+//!   not (`FREQ=MONTHLY;BYDAY=MO,-1FR`: every Monday and the last Friday); numbered ones need
+//!   MONTHLY or YEARLY (within the month with `BYMONTH`, else the year), and not `BYWEEKNO`.
 //! - `every`: start + k × interval, pure elapsed time (whole seconds, 1s to 3650 days),
 //!   unaffected by DST.
 //!
@@ -534,7 +536,7 @@ enum LocalGen<'a> {
         cursor: NaiveDateTime,
     },
     Pattern(PatternGen<'a>),
-    Rrule(RruleGen),
+    Rrule(RruleGen<'a>),
 }
 
 impl LocalGen<'_> {

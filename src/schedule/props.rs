@@ -108,6 +108,13 @@ fn rrule_text() -> impl Strategy<Value = String> {
         ),
         (7..90u32).prop_map(|n| format!("FREQ=MINUTELY;INTERVAL={n}")),
         Just("FREQ=DAILY;BYHOUR=2;BYMINUTE=0,30;BYSECOND=0\nEXDATE:20260329T003000Z".to_string()),
+        // BYDAY mixing plain and numbered weekdays (src/schedule/rrule/byday.rs).
+        Just("FREQ=MONTHLY;BYDAY=SU,-1FR;BYHOUR=1,2;BYMINUTE=30;BYSECOND=0".to_string()),
+        Just(
+            "FREQ=MONTHLY;INTERVAL=2;BYDAY=SA,SU,1MO,-1FR;BYSETPOS=2,-1;BYHOUR=0,2;BYMINUTE=30;BYSECOND=0"
+                .to_string()
+        ),
+        Just("FREQ=YEARLY;BYDAY=20MO,-1TU,SU;BYSETPOS=1,-1,-3;BYHOUR=2;BYMINUTE=30".to_string()),
     ]
 }
 
@@ -335,6 +342,67 @@ proptest! {
         if let Ok(s) = Schedule::compile(&spec, &ctx()) {
             let next = s.next_after(Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap());
             prop_assert!(next.is_some());
+        }
+    }
+}
+
+proptest! {
+    // Fewer cases: the never-firing combinations it draws each cost a 100-year search.
+    #![proptest_config(ProptestConfig { cases: cases(64), ..ProptestConfig::default() })]
+
+    /// An RRULE whose BYDAY mixes plain and numbered weekdays gives what the `pattern` form with
+    /// the same fields gives: the pattern form expands BYDAY by itself, not through the crate.
+    #[test]
+    fn mixed_by_day_rrule_matches_the_pattern_form(
+        yearly in any::<bool>(),
+        interval in 1..4u32,
+        plain in subsequence(vec!["MO", "TU", "WE", "TH", "FR", "SA", "SU"], 1..3),
+        numbered in subsequence(vec!["1MO", "-1FR", "2TU", "5SU", "-2SA", "4TH", "-4WE"], 1..3),
+        month_days in subsequence(vec![1, 13, 15, 28, 29, 30, 31, -1, -7], 0..3),
+        months in subsequence(vec![1u32, 2, 3, 10, 11, 12], 1..3),
+        (hour, minute) in (0..24u32, select(vec![0u32, 30])),
+        zone in select(ZONES.to_vec()),
+        (y, m, d, s) in (2020i32..=2030, 1u32..=12, 1u32..=28, 0u32..86_400),
+    ) {
+        let start = Utc.with_ymd_and_hms(y, m, d, 0, 0, 0).unwrap() + Duration::seconds(i64::from(s));
+        let by_day: Vec<String> = plain.iter().chain(&numbered).map(|d| d.to_string()).collect();
+        let join = |v: Vec<String>| v.join(",");
+        let mut rrule = format!(
+            "FREQ={};INTERVAL={interval};BYDAY={};BYHOUR={hour};BYMINUTE={minute};BYSECOND=0",
+            if yearly { "YEARLY" } else { "MONTHLY" },
+            join(by_day.clone()),
+        );
+        if !month_days.is_empty() {
+            rrule.push_str(&format!(";BYMONTHDAY={}", join(month_days.iter().map(i32::to_string).collect())));
+        }
+        if yearly {
+            rrule.push_str(&format!(";BYMONTH={}", join(months.iter().map(u32::to_string).collect())));
+        }
+        let pattern = PatternSpec {
+            frequency: if yearly { Frequency::Yearly } else { Frequency::Monthly },
+            interval: Some(interval),
+            by_day,
+            by_month_day: month_days,
+            by_month: if yearly { months } else { vec![] },
+            at_times: vec![format!("{hour:02}:{minute:02}")],
+        };
+        let base = ScheduleSpec { time_zone: Some(zone.into()), start_at: Some(start), ..Default::default() };
+        let walk = |spec: ScheduleSpec| {
+            Schedule::compile(&spec, &ctx()).map(|s| {
+                s.iter_after(start - Duration::seconds(1))
+                    .take_while(|o| o.nominal <= start + Duration::days(800))
+                    .take(300)
+                    .map(|o| o.nominal)
+                    .collect::<Vec<_>>()
+            })
+            .map_err(|e| e.message)
+        };
+        let from_rrule = walk(ScheduleSpec { rrule: Some(rrule.clone()), ..base.clone() });
+        let from_pattern = walk(ScheduleSpec { pattern: Some(pattern), ..base });
+        match (from_rrule, from_pattern) {
+            (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "{} in {} from {}", rrule, zone, start),
+            (Err(a), Err(b)) => prop_assert!(a.contains("never fires") && b.contains("never fires"), "{rrule}: {a} / {b}"),
+            (a, b) => prop_assert!(false, "{rrule} in {zone} from {start}: {a:?} / {b:?}"),
         }
     }
 }

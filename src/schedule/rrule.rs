@@ -4,7 +4,8 @@
 //! We parse the text ourselves first: `UNTIL`, `COUNT` and `EXDATE` become instant bounds and
 //! filters applied after the zone policy, `DTSTART` is refused (the start comes from `startAt`),
 //! and the crate's own readings of floating times (it would use the machine's local zone) are
-//! never reached.
+//! never reached. A BYDAY mixing plain and numbered weekdays (`MO,-1FR`), which the crate
+//! intersects instead of joining, is expanded by [`byday`].
 use std::collections::HashSet;
 
 use chrono::{
@@ -14,6 +15,9 @@ use chrono_tz::Tz;
 use rrule::{Frequency, RRule, RRuleSet, RRuleSetIter, Unvalidated};
 
 use super::zone;
+use byday::{ByDayUnion, ByDayUnionGen};
+
+mod byday;
 
 /// Most `EXDATE` values accepted.
 const MAX_EXDATES: usize = 1000;
@@ -24,6 +28,8 @@ pub const MAX_COUNT: u32 = 100_000;
 #[derive(Clone, Debug)]
 pub struct RruleRule {
     rule: RRule,
+    /// Set when BYDAY mixes plain and numbered weekdays: generates instead of `rule`.
+    by_day_union: Option<ByDayUnion>,
     freq: Frequency,
     interval: i64,
     week_start: chrono::Weekday,
@@ -95,9 +101,13 @@ impl RruleRule {
         let unvalidated: RRule<Unvalidated> = parts.rest.parse().map_err(|e| crate_message(&e))?;
         let dtstart = origin.and_utc().with_timezone(&rrule::Tz::UTC);
         let rule = unvalidated
+            .clone()
             .validate(dtstart)
             .map_err(|e| crate_message(&e))?;
+        let by_day_union =
+            ByDayUnion::split(&unvalidated, &rule, dtstart).map_err(|e| crate_message(&e))?;
         Ok(RruleRule {
+            by_day_union,
             freq: rule.get_freq(),
             interval: i64::from(rule.get_interval()),
             week_start: rule.get_week_start(),
@@ -134,13 +144,19 @@ impl RruleRule {
     /// DTSTART, so it gets a DTSTART moved forward by whole steps of the rule (the start of an
     /// aligned period): the rule's defaults (BYHOUR, BYMONTHDAY...) were fixed at validation from
     /// the real start, so the moved one changes nothing but where iteration begins.
-    pub fn generate_from(&self, from: NaiveDateTime) -> RruleGen {
+    pub fn generate_from(&self, from: NaiveDateTime) -> RruleGen<'_> {
         let base = self.aligned_base(from).unwrap_or(self.origin);
-        let set = RRuleSet::new(base.and_utc().with_timezone(&rrule::Tz::UTC))
-            .rrule(self.rule.clone())
-            .limit();
+        let times = match &self.by_day_union {
+            Some(union) => Times::ByDayUnion(union.generate(base, self.origin)),
+            None => {
+                let set = RRuleSet::new(base.and_utc().with_timezone(&rrule::Tz::UTC))
+                    .rrule(self.rule.clone())
+                    .limit();
+                Times::Crate((&set).into_iter())
+            }
+        };
         RruleGen {
-            iter: (&set).into_iter(),
+            times,
             from,
             done: false,
         }
@@ -211,18 +227,26 @@ impl RruleRule {
 }
 
 /// Wall-clock times of a rule, in increasing order.
-pub struct RruleGen {
-    iter: RRuleSetIter,
+pub struct RruleGen<'a> {
+    times: Times<'a>,
     from: NaiveDateTime,
     done: bool,
 }
 
-impl RruleGen {
+enum Times<'a> {
+    Crate(RRuleSetIter),
+    ByDayUnion(ByDayUnionGen<'a>),
+}
+
+impl RruleGen<'_> {
     /// The next wall-clock time, or `None` when the next one would be after `limit`.
     pub fn next(&mut self, limit: NaiveDateTime) -> Option<NaiveDateTime> {
         while !self.done {
-            let Some(t) = self.iter.next() else { break };
-            let t = t.naive_utc();
+            let next = match &mut self.times {
+                Times::Crate(iter) => iter.next().map(|t| t.naive_utc()),
+                Times::ByDayUnion(g) => g.next(limit),
+            };
+            let Some(t) = next else { break };
             if t > limit {
                 break;
             }
@@ -250,6 +274,7 @@ impl RuleParts {
         let mut rest = Vec::new();
         let mut freq = None;
         let mut ordinal_by_day = false;
+        let mut by_week_no = false;
         for part in line.split(';').map(str::trim).filter(|p| !p.is_empty()) {
             let Some((key, value)) = part.split_once('=') else {
                 return Err(format!("{part:?} is not NAME=VALUE"));
@@ -281,6 +306,10 @@ impl RuleParts {
                     freq = Some(value.to_string());
                     rest.push(part.to_string());
                 }
+                "BYWEEKNO" => {
+                    by_week_no = true;
+                    rest.push(part.to_string());
+                }
                 "BYDAY" => {
                     ordinal_by_day = value.split(',').any(|d| {
                         d.trim()
@@ -298,6 +327,12 @@ impl RuleParts {
         if ordinal_by_day && !matches!(freq.as_deref(), Some("MONTHLY" | "YEARLY")) {
             return Err(
                 "BYDAY ordinals such as 1MO or -1FR need FREQ=MONTHLY or FREQ=YEARLY".into(),
+            );
+        }
+        if ordinal_by_day && by_week_no {
+            return Err(
+                "BYDAY ordinals such as 1MO or -1FR cannot be combined with BYWEEKNO (RFC 5545)"
+                    .into(),
             );
         }
         Ok(RuleParts {
@@ -495,6 +530,14 @@ mod tests {
             ("FREQ=MONTHLY;INTERVAL=5", "2026-01-31 10:03"),
             ("FREQ=YEARLY;INTERVAL=2", "2024-02-29 10:03"),
             ("FREQ=YEARLY;BYWEEKNO=1,53;BYDAY=MO", "2026-01-01 10:03"),
+            (
+                "FREQ=MONTHLY;INTERVAL=5;BYDAY=SU,-1FR;BYSETPOS=2,-1;BYHOUR=9,17",
+                "2026-01-31 10:03",
+            ),
+            (
+                "FREQ=YEARLY;INTERVAL=2;BYDAY=20MO,-1TU,SA",
+                "2024-02-29 10:03",
+            ),
         ];
         for (text, start) in cases {
             let r = RruleRule::parse(text, Tz::UTC, at(start)).unwrap();

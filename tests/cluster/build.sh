@@ -51,12 +51,41 @@ build_k8s kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver
 build_k8s kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager
 build_k8s kubectl k8s.io/kubernetes/cmd/kubectl
 
-if [ ! -x "$bin/helm" ]; then
-  (cd "$here/helm" && timed helm go build -trimpath \
-    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
-    -o "$bin/helm.tmp" helm.sh/helm/v3/cmd/helm)
-  mv "$bin/helm.tmp" "$bin/helm"
+# The ldflags of helm's own Makefile for a release: version and commit, and the default
+# Kubernetes version (`helm template` without --kube-version), which the Makefile derives from
+# its k8s.io/client-go (v0.X.Y is Kubernetes 1.X); without it helm assumes v1.20. Run in the
+# helm wrapper module.
+helm_ldflags() {
+  local client_go
+  client_go=$(go list -m -f '{{.Version}}' k8s.io/client-go)
+  if ! [[ $client_go =~ ^v([0-9]+)\.([0-9]+)\. ]]; then
+    log "cannot derive the Kubernetes version from k8s.io/client-go $client_go"
+    return 1
+  fi
+  local major=$((BASH_REMATCH[1] + 1)) minor=${BASH_REMATCH[2]}
+  local v=helm.sh/helm/v3/internal/version
+  local flags="-s -w -X $v.version=$HELM_VERSION -X $v.gitCommit=$HELM_COMMIT -X $v.gitTreeState=clean"
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    flags+=" -X $pkg.k8sVersionMajor=$major -X $pkg.k8sVersionMinor=$minor"
+  done
+  printf '%s' "$flags"
+}
+
+# helm lives in a directory of its own, linked into $bin: bump HELM_BUILD when its ldflags change
+# so that a cached helm built with the old ones is not reused.
+HELM_BUILD=2
+hbin="$cache/bin/helm-$HELM_VERSION-build$HELM_BUILD"
+if [ ! -x "$hbin/helm" ]; then
+  mkdir -p "$hbin"
+  (
+    cd "$here/helm"
+    flags=$(helm_ldflags)
+    timed helm go build -trimpath -ldflags "$flags" -o "$hbin/helm.tmp" helm.sh/helm/v3/cmd/helm
+  )
+  mv "$hbin/helm.tmp" "$hbin/helm"
 fi
+# Replaces an older helm in $bin; only when needed, so a concurrent run never sees it missing.
+[ "$(readlink "$bin/helm" || true)" = "$hbin/helm" ] || ln -sf "$hbin/helm" "$bin/helm"
 
 if [ "${RECUR_REAL_DAPR:-1}" = 1 ]; then
   dbin="$cache/bin/dapr-$DAPR_VERSION"

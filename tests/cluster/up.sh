@@ -306,7 +306,7 @@ start_once() {
     --token-auth-file="$pki/tokens.csv" --authorization-mode=RBAC \
     --service-account-issuer="$api_url" --service-account-key-file="$pki/sa.pub" \
     --service-account-signing-key-file="$pki/sa.key" \
-    --service-cluster-ip-range=10.0.0.0/24 --endpoint-reconciler-type=none \
+    --service-cluster-ip-range=198.19.0.0/24 --endpoint-reconciler-type=none \
     --disable-admission-plugins=ServiceAccount --allow-privileged=true ${RECUR_APISERVER_FLAGS:-}
   wait_ready kube-apiserver "/readyz ok" "$timeout" api_ready || return
   log "kube-apiserver ready after $(($(now_ms) - t0)) ms"

@@ -2,4 +2,6 @@
 # (k8s/, helm/, dapr/) pin the same versions in their go.mod; change both together.
 K8S_VERSION=v1.37.2
 HELM_VERSION=v3.21.4
+# The commit HELM_VERSION is tagged on (helm `version` shows it, as in a release build).
+HELM_COMMIT=813176c51bb5c181dbbd7901298ddcc104cd3417
 DAPR_VERSION=v1.16.5

@@ -23,7 +23,13 @@ pub struct Record {
     pub key: Option<String>,
     pub user_id: Option<String>,
     pub accepted: bool,
+    /// The fault the backend injected instead of answering, if any (fail, timeout, reset, down).
+    #[serde(default)]
+    pub fault: Option<String>,
     pub received_at: String,
+    /// When it was answered, or its connection reset or dropped; `None` while in flight.
+    #[serde(default)]
+    pub answered_at: Option<String>,
     #[serde(default)]
     pub scheduled_at: Option<String>,
     #[serde(default)]
@@ -256,6 +262,33 @@ impl Stack {
         }
     }
 
+    /// SIGTERMs operator `i` (a pod's shutdown) and waits for it to exit, at most 60 s.
+    pub async fn terminate_operator(&mut self, i: usize) {
+        let Some(mut child) = self.operators[i].child.take() else {
+            return;
+        };
+        signal(child.id(), "-TERM");
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "operator {i} did not exit within 60 s of SIGTERM (log: {})",
+                self.operators[i].log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops (SIGSTOP) or resumes (SIGCONT) operator `i`: a stalled process, whose timers and
+    /// lease renewals are late when it resumes.
+    pub fn pause_operator(&self, i: usize, paused: bool) {
+        let pid = self.operators[i].child.as_ref().unwrap().id();
+        signal(pid, if paused { "-STOP" } else { "-CONT" });
+    }
+
     /// Starts operator `i` again with the same flags.
     pub async fn restart_operator(&mut self, i: usize) {
         let mut op = std::mem::replace(
@@ -307,7 +340,8 @@ impl Stack {
             .collect()
     }
 
-    /// Sets the backend's fault injection (`fail_rate`, `timeout_rate`, `reset_rate`, `fail_next`, `down`).
+    /// Sets the backend's fault injection (`fail_rate`, `timeout_rate`, `reset_rate`, `fail_next`,
+    /// `down`, `hang_ms`, `delay_ms`).
     pub async fn faults(&self, faults: serde_json::Value) {
         let url = format!("{}/_dev/faults", self.backend_url);
         let resp = self.http.post(url).json(&faults).send().await.unwrap();
@@ -336,13 +370,7 @@ impl Stack {
     /// and time out, as with a sidecar that is down.
     pub fn freeze_sidecar(&self, frozen: bool) {
         let pid = self.sidecar_pids()[0];
-        let sig = if frozen { "-STOP" } else { "-CONT" };
-        let ok = Command::new("kill")
-            .args([sig, &pid.to_string()])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill {sig} {pid}");
+        signal(pid as u32, if frozen { "-STOP" } else { "-CONT" });
     }
 
     /// GETs a path of operator `i`'s HTTP server.
@@ -354,6 +382,16 @@ impl Stack {
             resp.text().await.unwrap_or_default(),
         )
     }
+}
+
+/// Sends `sig` (`-TERM`, `-STOP`, ...) to `pid` with kill(1).
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill {sig} {pid}");
 }
 
 impl Drop for Stack {

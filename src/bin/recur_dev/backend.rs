@@ -1,10 +1,24 @@
 //! The seed's backend, recording everything it receives, with fault injection for chaos tests.
 //!
-//! `POST /api/tasks` and `POST /api/notifications` dedupe on `Idempotency-Key` (201 the first
-//! time, 409 with the same id after); `POST /api/tasks/{id}/reminder-sent` answers 200. Every
-//! request (but `/_dev/`) becomes a record; an injected fault answers instead of the handler, is
-//! recorded as not accepted and leaves the key unused.
-use std::collections::HashMap;
+//! `POST /api/tasks` and `POST /api/notifications` require an `Idempotency-Key` and behave as a
+//! server following draft-ietf-httpapi-idempotency-key-header:
+//!
+//! - the first request with a key creates the task (201 and its id); the response is stored with
+//!   a fingerprint of the request body;
+//! - a repeat after that answer, with the same body, gets the stored response again (same status,
+//!   same id) and `Idempotent-Replayed: true`;
+//! - a repeat while the first is still being processed gets 409, one with a different body 422
+//!   (both `application/problem+json` with a `title`).
+//!
+//! `POST /api/tasks/{id}/reminder-sent` answers 200. Every request (but `/_dev/`) becomes a
+//! record, accepted only when it used its key for the first time; the record is listed from its
+//! arrival (`answered_at` null until answered) and appended to the `--record` file once answered.
+//!
+//! Faults: an injected fault answers (or breaks the connection) instead of the handler, is
+//! recorded as not accepted and leaves the key unused; `delay_ms` holds every request before it
+//! is answered. The outcome is decided on arrival (a new key is claimed then), so a repeat that
+//! arrives while the first is held is the "still being processed" case.
+use std::collections::HashSet;
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
@@ -14,61 +28,29 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use percent_encoding::percent_decode_str;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::net::Conn;
+use faults::{DEFAULT_HANG, Fault, Faults, Injector};
+use idempotency::{Keys, Lookup, Stored, fingerprint};
 
-/// How long a "timeout" fault holds a request before dropping it, unless `hang_ms` says otherwise.
-const DEFAULT_HANG: Duration = Duration::from_secs(60);
+#[path = "faults.rs"]
+mod faults;
+#[path = "idempotency.rs"]
+mod idempotency;
 
 pub struct BackendConfig {
     pub name: String,
     pub record: Option<PathBuf>,
     /// Seed of the fault dice (same seed, same sequence of faults for the same requests).
     pub seed: u64,
-}
-
-/// Fault injection; a POST replaces all of it (absent fields are 0/false).
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(default, deny_unknown_fields)]
-pub struct Faults {
-    /// Share of requests answered 503.
-    pub fail_rate: f64,
-    /// Share of requests held for `hang_ms` and then dropped (RST) without an answer.
-    pub timeout_rate: f64,
-    /// Share of requests whose connection is reset (RST) without an answer.
-    pub reset_rate: f64,
-    /// The next N requests are answered 503 (before the rates are consulted).
-    pub fail_next: u32,
-    /// Every request's connection is reset: the backend is gone (`/_dev/` still works).
-    pub down: bool,
-    /// How long a timeout fault holds a request (default 60 s, beyond any client timeout).
-    pub hang_ms: Option<u64>,
-}
-
-impl Faults {
-    fn validate(&self) -> Result<(), String> {
-        for (name, rate) in [
-            ("fail_rate", self.fail_rate),
-            ("timeout_rate", self.timeout_rate),
-            ("reset_rate", self.reset_rate),
-        ] {
-            if !(0.0..=1.0).contains(&rate) {
-                return Err(format!("{name} must be between 0 and 1 (got {rate})"));
-            }
-        }
-        if self.fail_rate + self.timeout_rate + self.reset_rate > 1.0 + 1e-9 {
-            return Err("fail_rate + timeout_rate + reset_rate must not exceed 1".into());
-        }
-        Ok(())
-    }
 }
 
 /// One received request.
@@ -81,29 +63,33 @@ pub struct Record {
     pub user_id: Option<String>,
     /// First time for this key on this endpoint, and answered 2xx.
     pub accepted: bool,
-    /// Status answered (null when the connection was reset or dropped instead).
+    /// Status answered (null when the connection was reset or dropped instead). Decided on
+    /// arrival, so set while the request is still held.
     pub status: Option<u16>,
     /// The injected fault, if any: fail, timeout, reset, down.
     pub fault: Option<&'static str>,
-    /// The id this request created or repeated.
+    /// The id this request created or was replayed.
     pub id: Option<String>,
     pub title: Option<String>,
+    /// When the request arrived (RFC 3339, milliseconds).
     pub received_at: String,
+    /// When it was answered, or its connection reset or dropped; null while in flight.
+    pub answered_at: Option<String>,
     pub scheduled_at: Option<String>,
     pub due_at: Option<String>,
     /// `received_at - due_at` in milliseconds.
     pub lag_ms: Option<i64>,
 }
 
-#[derive(Default)]
 struct Inner {
     seq: u64,
     next_id: u64,
-    /// (endpoint, key) to the id given the first time.
-    keys: HashMap<(&'static str, String), String>,
+    keys: Keys,
+    /// Keys (or paths) of the reminder-sent calls seen.
+    sent: HashSet<String>,
+    /// In arrival (`seq`) order.
     records: Vec<Record>,
-    faults: Faults,
-    dice: u64,
+    injector: Injector,
 }
 
 #[derive(Clone)]
@@ -132,8 +118,12 @@ pub fn router(config: BackendConfig, shutdown: watch::Receiver<bool>) -> Result<
         None => None,
     };
     let inner = Inner {
-        dice: config.seed | 1,
-        ..Inner::default()
+        seq: 0,
+        next_id: 0,
+        keys: Keys::default(),
+        sent: HashSet::new(),
+        records: vec![],
+        injector: Injector::new(config.seed),
     };
     let state = Backend {
         inner: Arc::new(Mutex::new(inner)),
@@ -175,69 +165,12 @@ async fn set_faults(State(b): State<Backend>, body: Bytes) -> Response {
         }
     };
     tracing::info!(?faults, "backend faults set");
-    b.lock().faults = faults.clone();
+    b.lock().injector.faults = faults.clone();
     axum::Json(faults).into_response()
 }
 
 async fn get_faults(State(b): State<Backend>) -> Response {
-    axum::Json(b.lock().faults.clone()).into_response()
-}
-
-/// What the dice chose for one request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Fault {
-    Fail,
-    Timeout,
-    Reset,
-    Down,
-}
-
-impl Fault {
-    fn name(self) -> &'static str {
-        match self {
-            Fault::Fail => "fail",
-            Fault::Timeout => "timeout",
-            Fault::Reset => "reset",
-            Fault::Down => "down",
-        }
-    }
-}
-
-impl Inner {
-    /// xorshift64*: a uniform number in [0, 1).
-    fn roll(&mut self) -> f64 {
-        let mut x = self.dice;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.dice = x;
-        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
-    }
-
-    fn fault(&mut self) -> Option<Fault> {
-        if self.faults.down {
-            return Some(Fault::Down);
-        }
-        if self.faults.fail_next > 0 {
-            self.faults.fail_next -= 1;
-            return Some(Fault::Fail);
-        }
-        let f = &self.faults;
-        if f.fail_rate + f.timeout_rate + f.reset_rate <= 0.0 {
-            return None;
-        }
-        let (reset, timeout, fail) = (f.reset_rate, f.timeout_rate, f.fail_rate);
-        let r = self.roll();
-        if r < reset {
-            Some(Fault::Reset)
-        } else if r < reset + timeout {
-            Some(Fault::Timeout)
-        } else if r < reset + timeout + fail {
-            Some(Fault::Fail)
-        } else {
-            None
-        }
-    }
+    axum::Json(b.lock().injector.faults.clone()).into_response()
 }
 
 /// Which endpoint a path is, and its key space.
@@ -272,6 +205,19 @@ fn one_line(s: &str) -> String {
         .collect()
 }
 
+/// What was decided for a request on its arrival.
+enum Decision {
+    Fault(Fault),
+    Answer {
+        status: StatusCode,
+        body: Value,
+        /// A stored response given again.
+        replayed: bool,
+        /// The (endpoint, key) this request claimed: its answer is stored under it.
+        claimed: Option<(&'static str, String)>,
+    },
+}
+
 async fn api(
     State(b): State<Backend>,
     ConnectInfo(conn): ConnectInfo<Conn>,
@@ -280,8 +226,6 @@ async fn api(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    // Whole milliseconds, so that lag_ms is exactly received_at - due_at as shown.
-    let received = Utc::now().trunc_subsecs(3);
     let path = uri.path().to_owned();
     let header = |name: &str| {
         headers
@@ -295,10 +239,9 @@ async fn api(
     let json: Option<Value> = serde_json::from_slice(&body).ok();
     let field = |name: &str| json.as_ref().and_then(|j| text_field(j, name));
     let due_at = field("due_at");
-    let lag_ms = due_at
+    let due = due_at
         .as_deref()
-        .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
-        .map(|due| (received - due.with_timezone(&Utc)).num_milliseconds());
+        .and_then(|d| DateTime::parse_from_rfc3339(d).ok());
     let mut record = Record {
         seq: 0,
         method: method.to_string(),
@@ -310,39 +253,42 @@ async fn api(
         fault: None,
         id: None,
         title: field("title"),
-        received_at: received.to_rfc3339_opts(SecondsFormat::Millis, true),
+        received_at: String::new(),
+        answered_at: None,
         scheduled_at: field("scheduled_at"),
         due_at,
-        lag_ms,
+        lag_ms: None,
     };
     let endpoint = endpoint(&method, &path);
+    let request = Request {
+        endpoint,
+        path: &path,
+        key: key.as_deref(),
+        is_json: json.is_some(),
+        fingerprint: fingerprint(&body),
+    };
 
-    // Decide, record and log under one lock, so records (and the file) are in arrival order.
-    let (fault, status, answer) = {
+    // Stamp, decide and record under one lock: records are in arrival order, and a repeat's
+    // received_at is never before the answer it was given as a replay.
+    let (decision, delay) = {
         let mut inner = b.lock();
+        let received = now();
+        record.received_at = stamp(received);
+        record.lag_ms = due.map(|due| (received - due.with_timezone(&Utc)).num_milliseconds());
         inner.seq += 1;
         record.seq = inner.seq;
-        let (fault, status, answer) = match inner.fault() {
-            Some(Fault::Fail) => (
-                Some(Fault::Fail),
-                Some(StatusCode::SERVICE_UNAVAILABLE),
-                Value::Null,
-            ),
-            Some(fault) => (Some(fault), None, Value::Null),
-            None => {
-                let (status, answer) = answer(
-                    &mut inner,
-                    endpoint,
-                    &path,
-                    key.as_deref(),
-                    json.is_some(),
-                    &mut record,
-                );
-                (None, Some(status), answer)
-            }
+        let decision = match inner.injector.next() {
+            Some(fault) => Decision::Fault(fault),
+            None => decide(&mut inner, &request, &mut record),
         };
-        record.fault = fault.map(Fault::name);
-        record.status = status.map(|s| s.as_u16());
+        match &decision {
+            Decision::Fault(fault) => {
+                record.fault = Some(fault.name());
+                record.status =
+                    (*fault == Fault::Fail).then_some(StatusCode::SERVICE_UNAVAILABLE.as_u16());
+            }
+            Decision::Answer { status, .. } => record.status = Some(status.as_u16()),
+        }
         if record.accepted {
             println!(
                 "received path={} key={} user={} title={:?} lag_ms={}",
@@ -353,104 +299,207 @@ async fn api(
                 record.lag_ms.map_or("-".to_owned(), |l| l.to_string()),
             );
         }
-        append(b.record_file.as_deref(), &record);
-        inner.records.push(record);
-        (fault, status, answer)
+        inner.records.push(record.clone());
+        (
+            decision,
+            inner.injector.faults.delay_ms.map(Duration::from_millis),
+        )
     };
 
-    match (fault, status) {
-        (Some(Fault::Fail), _) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(json!({"error": "injected failure"})),
-        )
-            .into_response(),
-        (Some(fault @ (Fault::Reset | Fault::Down)), _) => {
+    // Finished in a task of its own: hyper drops this future when the client disconnects, and
+    // the request must still complete (and release its key) as on a real server.
+    tokio::spawn(finish(b, conn, record, decision, delay))
+        .await
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// Holds the request `delay`, then answers it (or breaks its connection) as decided.
+async fn finish(
+    b: Backend,
+    conn: Conn,
+    record: Record,
+    decision: Decision,
+    delay: Option<Duration>,
+) -> Response {
+    if let Some(delay) = delay {
+        b.hold(delay).await;
+    }
+    match decision {
+        Decision::Fault(Fault::Fail) => {
+            b.answered(record, None);
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(json!({"error": "injected failure"})),
+            )
+                .into_response()
+        }
+        Decision::Fault(fault @ (Fault::Reset | Fault::Down)) => {
             tracing::debug!(peer = %conn.peer, fault = fault.name(), "resetting the connection");
             conn.reset();
+            b.answered(record, None);
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
-        (Some(Fault::Timeout), _) => {
+        Decision::Fault(Fault::Timeout) => {
             let hang = b
                 .lock()
+                .injector
                 .faults
                 .hang_ms
                 .map_or(DEFAULT_HANG, Duration::from_millis);
-            let mut shutdown = b.shutdown.clone();
-            tokio::select! {
-                _ = tokio::time::sleep(hang) => {}
-                _ = shutdown.wait_for(|s| *s) => {}
-            }
+            b.hold(hang).await;
             conn.reset();
+            b.answered(record, None);
             StatusCode::SERVICE_UNAVAILABLE.into_response()
         }
-        (None, status) => (
-            status.unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            axum::Json(answer),
-        )
-            .into_response(),
+        Decision::Answer {
+            status,
+            body,
+            replayed,
+            claimed,
+        } => {
+            let store = claimed.map(|claimed| {
+                let stored = Stored {
+                    status,
+                    body: body.clone(),
+                };
+                (claimed, stored)
+            });
+            b.answered(record, store);
+            let mut response = (status, axum::Json(body)).into_response();
+            let headers = response.headers_mut();
+            if replayed {
+                headers.insert("idempotent-replayed", HeaderValue::from_static("true"));
+            }
+            if matches!(
+                status,
+                StatusCode::CONFLICT | StatusCode::UNPROCESSABLE_ENTITY
+            ) {
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/problem+json"),
+                );
+            }
+            response
+        }
     }
 }
 
-/// The normal answer to a request without a fault; marks the record accepted and uses the key
-/// when it is a first time.
-fn answer(
-    inner: &mut Inner,
+/// Now, in whole milliseconds: lag_ms is then exactly received_at - due_at as shown.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(3)
+}
+
+fn stamp(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl Backend {
+    /// Waits `how_long`, or less when shutting down.
+    async fn hold(&self, how_long: Duration) {
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(how_long) => {}
+            _ = shutdown.wait_for(|s| *s) => {}
+        }
+    }
+
+    /// Marks the request answered now: stores its response under the key it claimed (under the
+    /// same lock, so no repeat sees the key done before the first is answered), updates its
+    /// record (unless the records were cleared meanwhile) and appends it to the file.
+    fn answered(&self, mut record: Record, store: Option<((&'static str, String), Stored)>) {
+        let mut inner = self.lock();
+        record.answered_at = Some(stamp(now()));
+        if let Some(((endpoint, key), stored)) = store {
+            inner.keys.complete(endpoint, &key, stored);
+        }
+        if let Ok(i) = inner.records.binary_search_by_key(&record.seq, |r| r.seq) {
+            inner.records[i].answered_at = record.answered_at.clone();
+        }
+        drop(inner);
+        append(self.record_file.as_deref(), &record);
+    }
+}
+
+/// What a request's handling needs to know.
+struct Request<'a> {
     endpoint: Option<&'static str>,
-    path: &str,
-    key: Option<&str>,
+    path: &'a str,
+    key: Option<&'a str>,
     is_json: bool,
-    record: &mut Record,
-) -> (StatusCode, Value) {
-    let Some(endpoint) = endpoint else {
-        return (
+    fingerprint: u64,
+}
+
+/// The answer to a request without a fault; claims a new key and marks the record accepted.
+fn decide(inner: &mut Inner, req: &Request<'_>, record: &mut Record) -> Decision {
+    let answer = |status, body| Decision::Answer {
+        status,
+        body,
+        replayed: false,
+        claimed: None,
+    };
+    let problem = |status, title: &str| answer(status, json!({ "title": title }));
+    let Some(endpoint) = req.endpoint else {
+        return answer(
             StatusCode::NOT_FOUND,
-            json!({"error": format!("no such endpoint: {path}")}),
+            json!({"error": format!("no such endpoint: {}", req.path)}),
         );
     };
     if endpoint == "reminder-sent" {
-        let task_id = path
+        let task_id = req
+            .path
             .trim_end_matches('/')
             .trim_start_matches("/api/tasks/")
             .trim_end_matches("/reminder-sent");
-        let dedupe = key.map_or_else(|| path.to_owned(), str::to_owned);
         record.id = Some(task_id.to_owned());
-        record.accepted = inner
-            .keys
-            .insert(("reminder-sent", dedupe), task_id.to_owned())
-            .is_none();
-        return (
+        record.accepted = inner.sent.insert(req.key.unwrap_or(req.path).to_owned());
+        return answer(
             StatusCode::OK,
             json!({"id": task_id, "reminder_sent": true}),
         );
     }
-    let Some(key) = key else {
-        return (
+    let Some(key) = req.key else {
+        return answer(
             StatusCode::BAD_REQUEST,
             json!({"error": "missing Idempotency-Key header"}),
         );
     };
-    if !is_json {
-        return (
+    if !req.is_json {
+        return answer(
             StatusCode::BAD_REQUEST,
             json!({"error": "the body must be JSON"}),
         );
     }
-    if let Some(id) = inner.keys.get(&(endpoint, key.to_owned())) {
-        record.id = Some(id.clone());
-        return (
+    match inner.keys.begin(endpoint, key, req.fingerprint) {
+        Lookup::New => {
+            inner.next_id += 1;
+            let id = inner.next_id.to_string();
+            record.id = Some(id.clone());
+            record.accepted = true;
+            Decision::Answer {
+                status: StatusCode::CREATED,
+                body: json!({"id": id, "idempotency_key": key}),
+                replayed: false,
+                claimed: Some((endpoint, key.to_owned())),
+            }
+        }
+        Lookup::Replay(stored) => {
+            record.id = text_field(&stored.body, "id");
+            Decision::Answer {
+                status: stored.status,
+                body: stored.body,
+                replayed: true,
+                claimed: None,
+            }
+        }
+        Lookup::InFlight => problem(
             StatusCode::CONFLICT,
-            json!({"id": id, "error": "duplicate"}),
-        );
+            "a request with this Idempotency-Key is being processed",
+        ),
+        Lookup::Mismatch => problem(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Idempotency-Key reused with a different payload",
+        ),
     }
-    inner.next_id += 1;
-    let id = inner.next_id.to_string();
-    inner.keys.insert((endpoint, key.to_owned()), id.clone());
-    record.id = Some(id.clone());
-    record.accepted = true;
-    (
-        StatusCode::CREATED,
-        json!({"id": id, "idempotency_key": key}),
-    )
 }
 
 /// Appends the record to the `--record` file as one JSON line.

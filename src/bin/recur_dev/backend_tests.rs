@@ -39,17 +39,18 @@ impl Client {
         key: Option<&str>,
         body: Value,
     ) -> Result<(u16, Value), reqwest::Error> {
-        let mut request = self
-            .http
-            .post(self.server.url(path))
-            .json(&body)
-            .header("x-user-id", "ana%20mar%C3%ADa");
-        if let Some(key) = key {
-            request = request.header("idempotency-key", key);
-        }
-        let response = request.send().await?;
-        let status = response.status().as_u16();
-        Ok((status, response.json().await.unwrap_or(Value::Null)))
+        let answer = self.call(path, key, body).await?;
+        Ok((answer.status, answer.body))
+    }
+
+    /// A POST and everything the idempotency tests look at in its answer.
+    async fn call(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        body: Value,
+    ) -> Result<Answer, reqwest::Error> {
+        call(&self.http, self.server.url(path), key, body).await
     }
 
     async fn faults(&self, faults: Value) -> u16 {
@@ -75,6 +76,64 @@ impl Client {
     }
 }
 
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    /// The `Idempotent-Replayed` header.
+    replayed: Option<String>,
+    content_type: Option<String>,
+    body: Value,
+}
+
+async fn call(
+    http: &reqwest::Client,
+    url: String,
+    key: Option<&str>,
+    body: Value,
+) -> Result<Answer, reqwest::Error> {
+    let mut request = http
+        .post(url)
+        .json(&body)
+        .header("x-user-id", "ana%20mar%C3%ADa");
+    if let Some(key) = key {
+        request = request.header("idempotency-key", key);
+    }
+    let response = request.send().await?;
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let (replayed, content_type) = (header("idempotent-replayed"), header("content-type"));
+    Ok(Answer {
+        status: response.status().as_u16(),
+        replayed,
+        content_type,
+        body: response.json().await.unwrap_or(Value::Null),
+    })
+}
+
+fn time(record: &Value, field: &str) -> DateTime<Utc> {
+    let text = record[field]
+        .as_str()
+        .unwrap_or_else(|| panic!("{field} in {record}"));
+    DateTime::parse_from_rfc3339(text).unwrap().to_utc()
+}
+
+/// Polls the records until `done` holds of them.
+async fn records_until(c: &Client, what: &str, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let records = c.records().await;
+        if done(&records) {
+            return records;
+        }
+        assert!(Instant::now() < deadline, "{what}: {records:#?}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn task(title: &str) -> Value {
     json!({"title": title, "user_id": "ana", "scheduled_at": "2025-06-01T09:00:00Z", "due_at": "2025-06-01T09:00:00Z"})
 }
@@ -90,7 +149,7 @@ async fn tasks_and_notifications_dedupe_on_the_key() {
     let (status, body) = c.post("/api/tasks", Some("k1"), task("a")).await.unwrap();
     assert_eq!(
         (status, body),
-        (409, json!({"id": "1", "error": "duplicate"}))
+        (201, json!({"id": "1", "idempotency_key": "k1"}))
     );
     let (status, body) = c.post("/api/tasks", Some("k2"), task("b")).await.unwrap();
     assert_eq!((status, &body["id"]), (201, &json!("2")));
@@ -101,11 +160,11 @@ async fn tasks_and_notifications_dedupe_on_the_key() {
         .unwrap();
     assert_eq!((status, &body["id"]), (201, &json!("3")));
     assert_eq!(
-        c.post("/api/notifications", Some("k1"), json!({}))
+        c.post("/api/notifications", Some("k1"), json!({"title": "r"}))
             .await
             .unwrap()
             .0,
-        409
+        201
     );
     // Without a key, or a JSON body: refused, nothing used.
     assert_eq!(c.post("/api/tasks", None, task("c")).await.unwrap().0, 400);
@@ -140,6 +199,190 @@ async fn tasks_and_notifications_dedupe_on_the_key() {
     assert_eq!(
         accepted,
         [true, false, true, true, false, false, false, true, false]
+    );
+}
+
+#[tokio::test]
+async fn a_repeat_after_the_answer_replays_it() {
+    let c = Client::new().await;
+    let first = c.call("/api/tasks", Some("k1"), task("a")).await.unwrap();
+    assert_eq!((first.status, first.replayed), (201, None));
+    for _ in 0..2 {
+        let again = c.call("/api/tasks", Some("k1"), task("a")).await.unwrap();
+        assert_eq!(
+            (again.status, again.replayed.as_deref(), &again.body),
+            (201, Some("true"), &first.body)
+        );
+    }
+    let records = c.records().await;
+    let seen: Vec<(bool, &Value, &Value)> = records
+        .iter()
+        .map(|r| (r["accepted"].as_bool().unwrap(), &r["status"], &r["id"]))
+        .collect();
+    let (created, id) = (json!(201), json!("1"));
+    assert_eq!(
+        seen,
+        [
+            (true, &created, &id),
+            (false, &created, &id),
+            (false, &created, &id)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_repeat_while_the_first_is_held_gets_409() {
+    let c = Client::new().await;
+    // Long enough for the repeat to arrive while the first is held, even on a busy machine.
+    assert_eq!(c.faults(json!({"delay_ms": 3000})).await, 200);
+    let send = || {
+        let (http, url) = (c.http.clone(), c.server.url("/api/tasks"));
+        tokio::spawn(async move { call(&http, url, Some("k"), task("a")).await })
+    };
+    let first = send();
+    records_until(&c, "the first request to arrive", |r| r.len() == 1).await;
+    let second = send();
+    let records = records_until(&c, "the repeat to arrive", |r| r.len() == 2).await;
+    assert_eq!(
+        (&records[0]["answered_at"], &records[1]["status"]),
+        (&Value::Null, &json!(409)),
+        "the repeat was decided while the first was in flight"
+    );
+    let (first, second) = (
+        first.await.unwrap().unwrap(),
+        second.await.unwrap().unwrap(),
+    );
+    assert_eq!(
+        (first.status, &first.body),
+        (201, &json!({"id": "1", "idempotency_key": "k"}))
+    );
+    assert_eq!(
+        (
+            second.status,
+            second.replayed,
+            second.content_type.as_deref(),
+            &second.body
+        ),
+        (
+            409,
+            None,
+            Some("application/problem+json"),
+            &json!({"title": "a request with this Idempotency-Key is being processed"})
+        )
+    );
+    let records = c.records().await;
+    assert_eq!(
+        (
+            records[0]["accepted"].as_bool(),
+            records[1]["accepted"].as_bool()
+        ),
+        (Some(true), Some(false))
+    );
+    // The records show the overlap: the repeat arrived before the first was answered.
+    assert!(time(&records[1], "received_at") < time(&records[0], "answered_at"));
+    assert!(
+        time(&records[0], "answered_at") - time(&records[0], "received_at")
+            >= chrono::Duration::milliseconds(3000)
+    );
+}
+
+#[tokio::test]
+async fn a_key_reused_with_another_payload_gets_422() {
+    let c = Client::new().await;
+    assert_eq!(
+        c.post("/api/tasks", Some("k"), task("a")).await.unwrap().0,
+        201
+    );
+    let other = c.call("/api/tasks", Some("k"), task("b")).await.unwrap();
+    assert_eq!(
+        (other.status, other.content_type.as_deref(), &other.body),
+        (
+            422,
+            Some("application/problem+json"),
+            &json!({"title": "Idempotency-Key reused with a different payload"})
+        )
+    );
+    // The first payload still gets its answer replayed.
+    let same = c.call("/api/tasks", Some("k"), task("a")).await.unwrap();
+    assert_eq!((same.status, &same.body["id"]), (201, &json!("1")));
+    let records = c.records().await;
+    assert_eq!(records[1]["accepted"], false);
+    assert_eq!(records[1]["status"], 422);
+    assert_eq!(records[1]["id"], Value::Null);
+}
+
+#[tokio::test]
+async fn delay_ms_holds_every_request() {
+    let c = Client::new().await;
+    assert_eq!(c.faults(json!({"delay_ms": 400})).await, 200);
+    let held = chrono::Duration::milliseconds(400);
+    let start = Instant::now();
+    assert_eq!(
+        c.post("/api/tasks", Some("k"), task("a")).await.unwrap().0,
+        201
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(400),
+        "{:?}",
+        start.elapsed()
+    );
+    // Faults and unknown paths are held too.
+    assert_eq!(
+        c.faults(json!({"delay_ms": 400, "fail_next": 1})).await,
+        200
+    );
+    let start = Instant::now();
+    assert_eq!(
+        c.post("/api/tasks", Some("k2"), task("a")).await.unwrap().0,
+        503
+    );
+    assert_eq!(
+        c.post("/api/nope", Some("k3"), json!({})).await.unwrap().0,
+        404
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        start.elapsed()
+    );
+    for r in c.records().await {
+        assert!(
+            time(&r, "answered_at") - time(&r, "received_at") >= held,
+            "{r}"
+        );
+    }
+    // Without a delay, answers are immediate again.
+    assert_eq!(c.faults(json!({})).await, 200);
+    let start = Instant::now();
+    assert_eq!(
+        c.post("/api/tasks", Some("k4"), task("a")).await.unwrap().0,
+        201
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(400),
+        "{:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_request_whose_client_gave_up_still_completes() {
+    let c = Client::new().await;
+    assert_eq!(c.faults(json!({"delay_ms": 600})).await, 200);
+    let impatient = http(Duration::from_millis(100));
+    let err = call(&impatient, c.server.url("/api/tasks"), Some("k"), task("a"))
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err:?}");
+    // The backend finishes it anyway: the key is not left in flight.
+    records_until(&c, "the abandoned request to be answered", |r| {
+        r.first().is_some_and(|r| r["answered_at"].is_string())
+    })
+    .await;
+    let again = c.call("/api/tasks", Some("k"), task("a")).await.unwrap();
+    assert_eq!(
+        (again.status, again.replayed.as_deref(), &again.body["id"]),
+        (201, Some("true"), &json!("1"))
     );
 }
 
@@ -186,9 +429,13 @@ async fn records_carry_what_the_tests_need() {
         "scheduled_at": "2025-06-01T09:00:00Z",
         "due_at": due.to_rfc3339_opts(SecondsFormat::Millis, true),
     });
-    c.post("/api/tasks", Some("ns/t@2025-06-01T09:00:00Z"), body)
-        .await
-        .unwrap();
+    c.post(
+        "/api/tasks",
+        Some("ns/t@2025-06-01T09:00:00Z"),
+        body.clone(),
+    )
+    .await
+    .unwrap();
     let records = c.records().await;
     let r = &records[0];
     assert_eq!(r["seq"], 1);
@@ -201,6 +448,8 @@ async fn records_carry_what_the_tests_need() {
     assert_eq!(r["scheduled_at"], "2025-06-01T09:00:00Z");
     let received = DateTime::parse_from_rfc3339(r["received_at"].as_str().unwrap()).unwrap();
     assert!(r["received_at"].as_str().unwrap().ends_with('Z'));
+    assert!(r["answered_at"].as_str().unwrap().ends_with('Z'));
+    assert!(time(r, "answered_at") >= received);
     let lag = r["lag_ms"].as_i64().unwrap();
     assert_eq!(lag, (received.with_timezone(&Utc) - due).num_milliseconds());
     assert!(lag >= 1500, "{lag}");
@@ -214,12 +463,13 @@ async fn records_carry_what_the_tests_need() {
         .status();
     assert_eq!(status, 204);
     assert!(c.records().await.is_empty());
+    let again = c
+        .call("/api/tasks", Some("ns/t@2025-06-01T09:00:00Z"), body)
+        .await
+        .unwrap();
     assert_eq!(
-        c.post("/api/tasks", Some("ns/t@2025-06-01T09:00:00Z"), json!({}))
-            .await
-            .unwrap()
-            .0,
-        409
+        (again.status, again.replayed.as_deref()),
+        (201, Some("true"))
     );
 }
 
@@ -324,9 +574,11 @@ async fn rates_are_validated_and_faults_replace_each_other() {
         json!({"fail_rate": 0.6, "reset_rate": 0.6}),
         json!({"nope": 1}),
         json!({"fail_rate": -0.1}),
+        json!({"delay_ms": 120_001}),
     ] {
         assert_eq!(c.faults(bad.clone()).await, 400, "{bad}");
     }
+    assert_eq!(c.faults(json!({"delay_ms": 120_000})).await, 200);
     assert_eq!(c.faults(json!({"fail_rate": 0.5, "down": true})).await, 200);
     assert_eq!(c.faults(json!({"fail_rate": 0.25})).await, 200);
     let now: Value = c
@@ -340,6 +592,7 @@ async fn rates_are_validated_and_faults_replace_each_other() {
         .unwrap();
     assert_eq!(now["fail_rate"], 0.25);
     assert_eq!(now["down"], false);
+    assert_eq!(now["delay_ms"], Value::Null);
 }
 
 #[tokio::test]
@@ -389,6 +642,7 @@ async fn record_file_gets_one_json_line_per_request() {
         .map(|l| (l["key"].as_str().unwrap(), l["accepted"].as_bool().unwrap()))
         .collect();
     assert_eq!(keys, [("a", true), ("a", false), ("b", true)]);
+    assert!(lines.iter().all(|l| l["answered_at"].is_string()), "{text}");
     let bad = router(
         BackendConfig {
             name: "x".into(),

@@ -349,10 +349,19 @@ async fn recur_client_through_sidecar_to_backend() {
         first,
         Outcome::Delivered {
             status: 201,
-            backend_id: Some("1".into())
+            backend_id: Some("1".into()),
+            replayed: false,
         }
     );
-    assert_eq!(client.invoke(&inv).await.outcome, Outcome::AlreadyDelivered);
+    // The repeat is the backend's replay, its Idempotent-Replayed header passed through.
+    assert_eq!(
+        client.invoke(&inv).await.outcome,
+        Outcome::Delivered {
+            status: 201,
+            backend_id: Some("1".into()),
+            replayed: true,
+        }
+    );
 
     let records: Vec<Value> = http(Duration::from_secs(5))
         .get(backend.url("/_dev/records"))
@@ -428,7 +437,8 @@ async fn recur_client_through_sidecar_to_backend() {
         client.invoke(&inv2).await.outcome,
         Outcome::Delivered {
             status: 201,
-            backend_id: Some("2".into())
+            backend_id: Some("2".into()),
+            replayed: false,
         }
     );
 }

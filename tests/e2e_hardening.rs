@@ -1,0 +1,284 @@
+//! Defects found by review (issue 11), each shown on the real control plane with the recording
+//! backend: the test failed before its fix.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use recur::api::{Phase, RecurringTask, Reminder, condition};
+use serde_json::json;
+use support::stack::Stack;
+use support::{TestNamespace, client, wait_for, wait_for_value};
+
+fn reminder(name: &str, due: chrono::DateTime<chrono::Utc>) -> Reminder {
+    serde_json::from_value(json!({
+        "apiVersion": "recur.dev/v1alpha1", "kind": "Reminder", "metadata": {"name": name},
+        "spec": {"userId": "user-42", "title": "Dentist", "dueAt": due.to_rfc3339()}
+    }))
+    .unwrap()
+}
+
+fn task(name: &str, spec: serde_json::Value) -> RecurringTask {
+    let mut body = json!({
+        "apiVersion": "recur.dev/v1alpha1", "kind": "RecurringTask", "metadata": {"name": name},
+        "spec": {"userId": "user-42", "title": format!("task {name}"), "schedule": {"every": "1h"}}
+    });
+    for (k, v) in spec.as_object().unwrap() {
+        body["spec"][k] = v.clone();
+    }
+    serde_json::from_value(body).unwrap()
+}
+
+/// (1) Reminders that meet the open breaker of notification-service are sent once it closes.
+/// Before the fix, the call marker "key/attempts" stayed the same across a circuit-open write,
+/// so every later reconcile took its own committed write for a stale cache and requeued every
+/// 100 ms for ever: none of these reminders was ever sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reminders_due_while_the_breaker_is_open_are_sent_when_it_closes() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "hard-breaker").await;
+    let mut stack = Stack::start(ns.name()).await;
+    stack.start_operator(&[]).await;
+    // Five 503s in a row open the breaker (5 failures, 30 s cool-down).
+    stack.faults(json!({"fail_next": 5})).await;
+    let api: Api<Reminder> = Api::namespaced(client.clone(), ns.name());
+    let due = chrono::Utc::now() + chrono::Duration::seconds(2);
+    let names: Vec<String> = (0..8).map(|i| format!("blip-{i}")).collect();
+    for name in &names {
+        api.create(&PostParams::default(), &reminder(name, due))
+            .await
+            .unwrap();
+    }
+    wait_for(
+        Duration::from_secs(120),
+        "every reminder to be sent after the breaker closes",
+        || async {
+            let list = api.list(&ListParams::default()).await.unwrap().items;
+            list.len() == names.len()
+                && list
+                    .iter()
+                    .all(|r| r.status.as_ref().and_then(|s| s.phase) == Some(Phase::Sent))
+        },
+    )
+    .await;
+    let keys: Vec<String> = stack
+        .accepted("/api/notifications")
+        .await
+        .into_iter()
+        .filter_map(|r| r.key)
+        .collect();
+    let distinct: HashSet<&String> = keys.iter().collect();
+    assert_eq!(keys.len(), names.len(), "{keys:?}");
+    assert_eq!(distinct.len(), names.len(), "a reminder was accepted twice");
+    let (_, metrics) = stack.operator_get(0, "/metrics").await;
+    assert!(
+        metrics.lines().any(
+            |l| l.starts_with("recur_backend_call_duration_seconds_count")
+                && l.contains("circuit_open")
+        ),
+        "the breaker never opened, so this test showed nothing:\n{metrics}"
+    );
+    ns.cleanup().await;
+}
+
+/// (8) A task whose every occurrence is refused makes one Event (a series), not one per
+/// occurrence: the note is stable and the object reference carries no resourceVersion.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanently_failing_task_makes_one_warning_event_not_one_per_occurrence() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "hard-events").await;
+    let mut stack = Stack::start(ns.name()).await;
+    stack.start_operator(&[]).await;
+    let tasks: Api<RecurringTask> = Api::namespaced(client.clone(), ns.name());
+    // The backend has no such route: an app's 404, refused for good.
+    tasks
+        .create(
+            &PostParams::default(),
+            &task(
+                "refused",
+                json!({"schedule": {"every": "1s"}, "target": {"method": "api/no-such-route"}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let failed = wait_for_value(
+        Duration::from_secs(60),
+        "six refused occurrences",
+        || async {
+            let t = tasks.get("refused").await.unwrap();
+            t.status.map(|s| s.failed).filter(|f| *f >= 6)
+        },
+    )
+    .await;
+    let rejected = support::event_reasons(ns.name(), "")
+        .into_iter()
+        .filter(|r| r == "DeliveryRejected")
+        .count();
+    assert_eq!(
+        rejected, 1,
+        "{failed} refused occurrences made {rejected} DeliveryRejected events"
+    );
+    let (_, metrics) = stack.operator_get(0, "/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("recur_events_suppressed_total{reason=\"DeliveryRejected\"}")),
+        "{metrics}"
+    );
+    ns.cleanup().await;
+}
+
+/// (7) A task whose name is longer than a label value (63 characters) still gets its reminders.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_with_a_long_name_gets_its_reminders() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "hard-longname").await;
+    let mut stack = Stack::start(ns.name()).await;
+    stack.start_operator(&[]).await;
+    let name = format!("weekly-report-for-the-finance-team-{}", "x".repeat(60));
+    assert!(name.len() > 63);
+    let tasks: Api<RecurringTask> = Api::namespaced(client.clone(), ns.name());
+    let start = chrono::Utc::now() + chrono::Duration::seconds(8);
+    tasks
+        .create(
+            &PostParams::default(),
+            &task(
+                &name,
+                json!({"schedule": {"every": "1h", "startAt": start.to_rfc3339()},
+                       "reminders": [{"before": "3s"}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let rems: Api<Reminder> = Api::namespaced(client.clone(), ns.name());
+    let sent = wait_for_value(
+        Duration::from_secs(40),
+        "the long-named task's reminder to be sent",
+        || async {
+            rems.list(&ListParams::default())
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .find(|r| r.status.as_ref().and_then(|s| s.phase) == Some(Phase::Sent))
+        },
+    )
+    .await;
+    assert_eq!(sent.spec.task_ref.unwrap().name, name);
+    let label = sent.metadata.labels.unwrap()["recur.dev/task"].clone();
+    assert!(label.len() <= 63, "{label}");
+    assert_eq!(stack.accepted("/api/notifications").await.len(), 1);
+    ns.cleanup().await;
+}
+
+/// (12) A reminder created for an occurrence follows its task: suspending the task before the
+/// reminder is due cancels it (phase Skipped, reason TaskSuspended) and nothing is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn suspending_a_task_cancels_its_pending_reminders() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "hard-suspend").await;
+    let mut stack = Stack::start(ns.name()).await;
+    stack.start_operator(&[]).await;
+    let tasks: Api<RecurringTask> = Api::namespaced(client.clone(), ns.name());
+    let start = chrono::Utc::now() + chrono::Duration::seconds(15);
+    tasks
+        .create(
+            &PostParams::default(),
+            &task(
+                "paused",
+                json!({"schedule": {"every": "1h", "startAt": start.to_rfc3339()},
+                       "reminders": [{"before": "8s"}]}),
+            ),
+        )
+        .await
+        .unwrap();
+    let rems: Api<Reminder> = Api::namespaced(client.clone(), ns.name());
+    let created = wait_for_value(Duration::from_secs(20), "the reminder", || async {
+        rems.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .next()
+    })
+    .await;
+    let due = created.spec.due_at;
+    tasks
+        .patch(
+            "paused",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"suspend": true}})),
+        )
+        .await
+        .unwrap();
+    let name = created.metadata.name.clone().unwrap();
+    let status = wait_for_value(
+        Duration::from_secs(30),
+        "the reminder to be skipped",
+        || async {
+            rems.get(&name)
+                .await
+                .unwrap()
+                .status
+                .filter(|s| s.phase == Some(Phase::Skipped))
+        },
+    )
+    .await;
+    assert_eq!(
+        condition(&status.conditions, "Ready").unwrap().reason,
+        "TaskSuspended"
+    );
+    wait_for(Duration::from_secs(20), "the due time to pass", || async {
+        chrono::Utc::now() > due + chrono::Duration::seconds(2)
+    })
+    .await;
+    assert!(stack.accepted("/api/notifications").await.is_empty());
+    ns.cleanup().await;
+}
+
+/// (6) A reminder first seen long after it was due (a status wiped or restored, or created
+/// late) is not sent: phase Skipped, reason TooLate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reminder_first_seen_hours_after_it_was_due_is_not_sent() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "hard-late").await;
+    let mut stack = Stack::start(ns.name()).await;
+    stack.start_operator(&[]).await;
+    let api: Api<Reminder> = Api::namespaced(client.clone(), ns.name());
+    let long_ago = chrono::Utc::now() - chrono::Duration::hours(3);
+    let recent = chrono::Utc::now() - chrono::Duration::minutes(5);
+    api.create(&PostParams::default(), &reminder("stale", long_ago))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &reminder("late", recent))
+        .await
+        .unwrap();
+    let stale = wait_for_value(Duration::from_secs(30), "the stale one skipped", || async {
+        api.get("stale")
+            .await
+            .unwrap()
+            .status
+            .filter(|s| s.phase == Some(Phase::Skipped))
+    })
+    .await;
+    assert_eq!(
+        condition(&stale.conditions, "Ready").unwrap().reason,
+        "TooLate"
+    );
+    // Within the lookback a late reminder is still sent.
+    wait_for(Duration::from_secs(30), "the late one sent", || async {
+        api.get("late").await.unwrap().status.and_then(|s| s.phase) == Some(Phase::Sent)
+    })
+    .await;
+    let keys: Vec<_> = stack
+        .accepted("/api/notifications")
+        .await
+        .into_iter()
+        .filter_map(|r| r.key)
+        .collect();
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    ns.cleanup().await;
+}
