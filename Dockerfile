@@ -21,14 +21,15 @@ RUN case "$(uname -m)" in \
     esac > /rust-target \
  && rustup target add "$(cat /rust-target)"
 WORKDIR /src
-# Only what the build reads (see .dockerignore); benches/ is listed in Cargo.toml, so it must exist.
+# Only what the build reads (see .dockerignore): the workspace's crates/ must exist for Cargo
+# to load it, though only recur and recur-schedule are compiled.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
-COPY benches ./benches
+COPY crates ./crates
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     target="$(cat /rust-target)" \
- && cargo build --release --locked --bin recur --target "$target" \
+ && cargo build --release --locked -p recur --bin recur --target "$target" \
  && install -D -m 0755 "target/$target/release/recur" /out/recur
 
 # distroless/static: CA certificates and time zone data, no shell, no libc; :nonroot is uid/gid

@@ -27,7 +27,7 @@ demo: ## the main job on a local default: control plane, Dapr sidecars, demo bac
 	@scripts/demo.sh
 
 crds: ## regenerate crds/ and charts/recur/crds/ from the Rust types
-	@cargo run --quiet --bin recur -- crd --out-dir crds
+	@cargo run --quiet -p recur --bin recur -- crd --out-dir crds
 	cp crds/*.yaml charts/recur/crds/
 
 tools: ## build the pinned control-plane tools (cached); prints their bin directory
@@ -41,19 +41,22 @@ cluster: ## start a control plane in .cluster/ (a stale one is torn down first);
 cluster-down: ## stop the control plane in .cluster/ and remove the directory
 	@tests/cluster/down.sh '$(CLUSTER_DIR)'
 
-test: ## build the tools, start a throwaway control plane, run cargo test --all-targets against it, tear it down
+test: ## build the tools, start a throwaway control plane, run cargo test --workspace --all-targets against it, tear it down
 	@$(need_bin)
+	# The tests run recur-dev, another package's binary: cargo test builds only recur's.
+	cargo build --workspace --bins
 	dir=$$(mktemp -d "$${TMPDIR:-/tmp}/recur-cluster.XXXX")
 	trap 'tests/cluster/down.sh "$$dir"' EXIT
 	# --watch-parent: the cluster also goes when this shell is killed before its trap can run.
 	RECUR_BIN_DIR="$$bin" tests/cluster/up.sh --watch-parent $$$$ "$$dir" >/dev/null
 	export KUBECONFIG="$$dir/kubeconfig" RECUR_BIN_DIR="$$bin" PATH="$$bin:$$PATH"
 	status=0
-	cargo test --all-targets --no-fail-fast || status=$$?
+	cargo test --workspace --all-targets --no-fail-fast || status=$$?
 	exit $$status
 
 chaos: ## the long fault-injection run (50 SIGKILLs, minutes of backend faults, leader kills, apiserver restarts) on its own control plane
 	@$(need_bin)
+	cargo build --workspace --bins
 	dir=$$(mktemp -d "$${TMPDIR:-/tmp}/recur-chaos.XXXX")
 	trap 'tests/cluster/down.sh "$$dir"' EXIT
 	RECUR_BIN_DIR="$$bin" tests/cluster/up.sh --watch-parent $$$$ "$$dir" >/dev/null
@@ -62,7 +65,7 @@ chaos: ## the long fault-injection run (50 SIGKILLs, minutes of backend faults, 
 
 lint: ## cargo fmt --check and cargo clippy with warnings denied (and shellcheck when installed)
 	@cargo fmt --all -- --check
-	cargo clippy --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
 	if command -v shellcheck >/dev/null; then
 	  shellcheck -x -P SCRIPTDIR -S warning $(filter-out %/versions.sh,$(wildcard tests/cluster/*.sh)) .ci/run
 	else

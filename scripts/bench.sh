@@ -50,7 +50,7 @@ command_line="scripts/bench.sh --tasks $tasks --idle $idle --workers $workers$([
 # --- tools -------------------------------------------------------------------------------------
 bin=$(tests/cluster/build.sh) || die "tests/cluster/build.sh failed"
 log "building the release binaries"
-cargo build --release --bins
+cargo build --release --workspace --bins
 release="$repo/target/release"
 out="$repo/target/bench"
 mkdir -p "$out"

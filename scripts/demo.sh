@@ -12,8 +12,8 @@ log() { printf '\033[1m[demo]\033[0m %s\n' "$*" >&2; }
 
 bin=$(tests/cluster/build.sh)
 export PATH="$bin:$PATH"
-log "building recur"
-cargo build --quiet --bins
+log "building recur and recur-dev"
+cargo build --quiet --workspace --bins
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/recur-demo.XXXX")
 pids=()

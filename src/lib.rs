@@ -10,5 +10,8 @@ pub mod dapr;
 pub mod lease;
 pub mod metrics;
 pub mod operator;
-pub mod schedule;
 pub mod server;
+
+// The schedule engine lives in its own crate (no Kubernetes, no I/O); `crate::schedule::...` and
+// `recur::schedule::...` keep naming it.
+pub use recur_schedule as schedule;

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use futures::StreamExt;
 use kube::api::{Api, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, Config};
@@ -231,7 +230,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         settings,
     ));
 
-    // The runtime's own heartbeat: liveness fails if the scheduler stops running tasks.
+    // The runtime's heartbeat (see server.rs: liveness also fails on a stuck reconcile).
     let beat = health.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -255,16 +254,17 @@ async fn run(args: RunArgs) -> Result<(), String> {
         metrics.clone(),
         reached(Stage::StopServer),
     ));
-    let tasks = controller::task::run(
+    leadership.report_to(metrics.clone());
+    let tasks = controller::run::<RecurringTask>(
         ctx.clone(),
         args.namespace.clone(),
-        gained(&leadership, &metrics),
+        leadership.gained(),
         shutdown(),
     );
-    let reminders = controller::reminder::run(
+    let reminders = controller::run::<Reminder>(
         ctx.clone(),
         args.namespace.clone(),
-        gained(&leadership, &metrics),
+        leadership.gained(),
         shutdown(),
     );
     info!(leader_elect = args.leader_elect, namespace = ?args.namespace, http = %args.http_addr, "recur started");
@@ -291,31 +291,6 @@ enum Stage {
     StopControllers,
     ReleaseLease,
     StopServer,
-}
-
-/// A stream that yields each time this replica becomes leader (and once at start when it is).
-fn gained(
-    leadership: &Leadership,
-    metrics: &Arc<Metrics>,
-) -> impl futures::Stream<Item = ()> + Send + 'static {
-    let rx = leadership.changes();
-    let metrics = metrics.clone();
-    tokio_stream_from_watch(rx).filter_map(move |leader| {
-        metrics.set_leader(leader);
-        futures::future::ready(leader.then_some(()))
-    })
-}
-
-fn tokio_stream_from_watch(
-    rx: watch::Receiver<bool>,
-) -> impl futures::Stream<Item = bool> + Send + 'static {
-    futures::stream::unfold((rx, true), |(mut rx, first)| async move {
-        if !first && rx.changed().await.is_err() {
-            return None;
-        }
-        let value = *rx.borrow_and_update();
-        Some((value, (rx, false)))
-    })
 }
 
 /// Fails with an install hint when the CRDs are missing (the chart or `kubectl apply -f crds/`

@@ -1,7 +1,11 @@
 //! Probes and metrics over HTTP (axum).
 //!
-//! - `/health/live`, `/livez`: 200 `{"status":"alive"}` unless the controller loop has not sent a
-//!   heartbeat for `stall_after` (default 60 s), then 503 with the reason.
+//! - `/health/live`, `/livez`: 200 `{"status":"alive"}`, else 503 with the reason. Liveness means
+//!   "restarting would help": the async runtime has stopped running timers (its heartbeat, a
+//!   5 s ticker, is older than `stall_after`, default 60 s), or a reconcile has been running for
+//!   longer than [`RECONCILE_STUCK_AFTER`] (every API and Dapr call of a reconcile is bounded,
+//!   so one that runs that long is stuck on a lock or a lost wake-up). An idle operator with no
+//!   objects is alive: nothing needs to reconcile.
 //! - `/health/ready`, `/readyz`: 200 `{"status":"ready"}` once every expected kind's watch store
 //!   has synced, the clock agrees with the API server's (see `crate::clock`) and the optional
 //!   dependency check passes; else 503 `{"status":"not ready","reason":...}`. Readiness ignores
@@ -29,6 +33,10 @@ use crate::metrics::{self, Metrics};
 
 /// Liveness fails after this long without a heartbeat, unless configured otherwise.
 pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(60);
+
+/// Liveness fails when one reconcile has run this long: each of its calls is bounded by 10 s
+/// (Kubernetes) or the Dapr timeout, and it makes a handful of them.
+pub const RECONCILE_STUCK_AFTER: Duration = Duration::from_secs(120);
 
 /// The dependency check must answer within this, so the probe (Kubernetes' default
 /// `timeoutSeconds` is 1) reports a reason instead of timing out.
@@ -66,6 +74,21 @@ struct HealthState {
     last_heartbeat: Instant,
     dependency: Option<DependencyCheck>,
     clock_problem: Option<String>,
+    /// Start instants of the reconciles running now, by ticket.
+    running: std::collections::HashMap<u64, Instant>,
+    next_ticket: u64,
+}
+
+/// A running reconcile, for liveness; it ends when dropped.
+pub struct Running {
+    health: Health,
+    ticket: u64,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.health.state().running.remove(&self.ticket);
+    }
 }
 
 impl std::fmt::Debug for Health {
@@ -104,6 +127,8 @@ impl Health {
                     last_heartbeat: Instant::now(),
                     dependency: None,
                     clock_problem: None,
+                    running: std::collections::HashMap::new(),
+                    next_ticket: 0,
                 }),
             }),
         }
@@ -119,9 +144,21 @@ impl Health {
         self.state().expected.insert(kind.to_owned());
     }
 
-    /// Called by the controller loop; liveness fails when none arrives for `stall_after`.
+    /// Called by the runtime's ticker; liveness fails when none arrives for `stall_after`.
     pub fn heartbeat(&self) {
         self.state().last_heartbeat = Instant::now();
+    }
+
+    /// Records a reconcile that starts now; it ends when the returned value is dropped.
+    pub fn reconcile_started(&self) -> Running {
+        let mut state = self.state();
+        let ticket = state.next_ticket;
+        state.next_ticket = state.next_ticket.wrapping_add(1);
+        state.running.insert(ticket, Instant::now());
+        Running {
+            health: self.clone(),
+            ticket,
+        }
     }
 
     /// Adds a readiness condition (replacing any previous one). It must not block; it is given
@@ -145,16 +182,29 @@ impl Health {
 
     /// Liveness as of `now`; `Err` holds the reason.
     fn liveness_at(&self, now: Instant) -> Result<(), String> {
-        let since = now.saturating_duration_since(self.state().last_heartbeat);
+        let state = self.state();
+        let since = now.saturating_duration_since(state.last_heartbeat);
         if since > self.inner.stall_after {
-            Err(format!(
-                "no controller heartbeat for {}s (limit {}s)",
+            return Err(format!(
+                "the runtime's heartbeat is {}s old (limit {}s)",
                 since.as_secs(),
                 self.inner.stall_after.as_secs()
-            ))
-        } else {
-            Ok(())
+            ));
         }
+        let longest = state
+            .running
+            .values()
+            .map(|started| now.saturating_duration_since(*started))
+            .max()
+            .unwrap_or_default();
+        if longest > RECONCILE_STUCK_AFTER {
+            return Err(format!(
+                "a reconcile has been running for {}s (limit {}s)",
+                longest.as_secs(),
+                RECONCILE_STUCK_AFTER.as_secs()
+            ));
+        }
+        Ok(())
     }
 
     /// Readiness; `Err` holds the reason.
@@ -325,7 +375,25 @@ mod tests {
         let err = health
             .liveness_at(now + Duration::from_secs(61))
             .unwrap_err();
-        assert!(err.contains("no controller heartbeat"), "{err}");
+        assert!(err.contains("the runtime's heartbeat is 61s old"), "{err}");
+    }
+
+    /// A reconcile that never ends fails liveness; one that ended, or an idle operator, does not.
+    #[test]
+    fn liveness_fails_on_a_stuck_reconcile() {
+        let health = Health::new();
+        let now = Instant::now();
+        let stuck = health.reconcile_started();
+        let quick = health.reconcile_started();
+        drop(quick);
+        health.heartbeat();
+        let later = now + RECONCILE_STUCK_AFTER + Duration::from_secs(2);
+        health.state().last_heartbeat = later;
+        let err = health.liveness_at(later).unwrap_err();
+        assert!(err.contains("a reconcile has been running for 12"), "{err}");
+        drop(stuck);
+        assert!(health.liveness_at(later).is_ok());
+        assert!(health.state().running.is_empty());
     }
 
     #[tokio::test]
@@ -336,17 +404,14 @@ mod tests {
             let (status, _, body) = get(&format!("{base}{path}")).await;
             assert_eq!((status, body), (StatusCode::OK, json!({"status": "alive"})));
         }
-        // Pretend the controller loop has been silent for two minutes.
+        // Pretend the runtime's ticker has been silent for two minutes.
         health.state().last_heartbeat = Instant::now()
             .checked_sub(Duration::from_secs(120))
             .unwrap();
         let (status, _, body) = get(&format!("{base}/livez")).await;
         assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
         assert!(
-            body["reason"]
-                .as_str()
-                .unwrap()
-                .contains("no controller heartbeat for 12"),
+            body["reason"].as_str().unwrap().contains("heartbeat is 12"),
             "{body}"
         );
         health.heartbeat();

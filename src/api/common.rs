@@ -142,3 +142,8 @@ pub struct TaskRef {
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
 }
+
+/// A resource that acts for one user of the application (`spec.userId`).
+pub trait ForUser {
+    fn user_id(&self) -> &str;
+}

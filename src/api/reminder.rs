@@ -168,3 +168,9 @@ impl Reminder {
             })
     }
 }
+
+impl super::common::ForUser for Reminder {
+    fn user_id(&self) -> &str {
+        &self.spec.user_id
+    }
+}

@@ -275,3 +275,9 @@ impl RecurringTask {
         self.spec.history_limit.unwrap_or(DEFAULT_HISTORY_LIMIT) as usize
     }
 }
+
+impl super::common::ForUser for RecurringTask {
+    fn user_id(&self) -> &str {
+        &self.spec.user_id
+    }
+}

@@ -1,12 +1,18 @@
 //! The controllers, one per kind, and what they share: the [`Context`], conditions, events and
 //! the guarded status write.
+pub mod reason;
 pub mod reminder;
+mod runner;
 pub mod task;
 
 mod memo;
 mod status;
+pub mod time;
 
+pub use runner::Reconcile;
+pub(crate) use runner::run;
 pub use status::{Guard, StatusWrite, write_status};
+pub use time::{from_jiff, to_jiff};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -86,19 +92,6 @@ pub(crate) fn leadership_gate(ctx: &Context) -> Option<kube::runtime::controller
         // Not leading: becoming leader reconciles every object again.
         Some(Action::await_change())
     }
-}
-
-/// The error policy of both controllers: log, count, retry in 5 s. (kube-runtime keeps no
-/// per-object backoff; deliveries back off through `retryAt` in status instead.)
-pub(crate) fn retry_after_error<K: Resource>(
-    kind: &'static str,
-    obj: &K,
-    err: &Error,
-    ctx: &Context,
-) -> kube::runtime::controller::Action {
-    tracing::warn!(kind, namespace = ?obj.meta().namespace, name = ?obj.meta().name, %err, "reconcile failed");
-    ctx.metrics.reconcile_failed(kind, err.reason());
-    kube::runtime::controller::Action::requeue(Duration::from_secs(5))
 }
 
 /// Settings of the controllers, from the command line.
@@ -201,6 +194,15 @@ impl Context {
         self.committed.len()
     }
 
+    /// A Warning about a delivery (action `Deliver`), limited like every Warning.
+    pub async fn delivery_warning<K>(&self, obj: &K, reason: &str, note: String)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        self.event(obj, EventType::Warning, reason, "Deliver", note)
+            .await;
+    }
+
     /// Publishes an event; failures are logged, never fatal (events are best effort).
     ///
     /// Warnings are limited to one per object and reason per [`WARNING_INTERVAL`], and the
@@ -234,70 +236,10 @@ impl Context {
             action: action.into(),
             secondary: None,
         };
-        if let Err(err) = self.recorder.publish(&ev, &event_reference(obj)).await {
+        if let Err(err) = bounded(self.recorder.publish(&ev, &event_reference(obj))).await {
             tracing::warn!(%err, reason, "could not publish event");
         }
     }
-}
-
-/// Runs the controller of kind `K` (all namespaces, or one) until `shutdown` resolves: the one
-/// loop both kinds share, so watches, concurrency, readiness and leadership behave alike.
-pub(crate) async fn run_controller<K, ReconcileFut>(
-    ctx: Arc<Context>,
-    namespace: Option<String>,
-    kind: &'static str,
-    leadership_gained: impl futures::Stream<Item = ()> + Send + 'static,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-    reconcile: impl FnMut(Arc<K>, Arc<Context>) -> ReconcileFut,
-    error_policy: impl Fn(Arc<K>, &Error, Arc<Context>) -> kube::runtime::controller::Action,
-) where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    ReconcileFut: std::future::Future<Output = Result<kube::runtime::controller::Action, Error>>
-        + Send
-        + 'static,
-{
-    use futures::StreamExt;
-    use kube::runtime::WatchStreamExt;
-    use kube::runtime::controller::{Config, Controller};
-    let api: kube::Api<K> = match &namespace {
-        Some(ns) => kube::Api::namespaced(ctx.client.clone(), ns),
-        None => kube::Api::all(ctx.client.clone()),
-    };
-    // The watch cache keeps every object of the kind; what reconcile never reads (managedFields
-    // and kubectl's copy of the whole object) is dropped before it is stored: at 10,000 tasks
-    // that is most of the operator's memory.
-    let (reader, writer) = kube::runtime::reflector::store();
-    let objects = kube::runtime::reflector(
-        writer,
-        kube::runtime::watcher(
-            api,
-            kube::runtime::watcher::Config::default().any_semantic(),
-        )
-        .modify(prune_unread_metadata),
-    )
-    .applied_objects();
-    let controller = Controller::for_stream(objects, reader)
-        .with_config(Config::default().concurrency(ctx.settings.workers))
-        .reconcile_all_on(leadership_gained)
-        .graceful_shutdown_on(shutdown);
-    ctx.health.expect_kind(kind);
-    tokio::spawn(mark_synced(controller.store(), ctx.health.clone(), kind));
-    controller
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(|res| {
-            ctx.health.heartbeat();
-            if let Err(err) = res {
-                tracing::debug!(%err, kind, "controller event");
-            }
-            futures::future::ready(())
-        })
-        .await;
 }
 
 /// The reference events are about: the object without its resourceVersion (see [`Context::event`]).
@@ -305,43 +247,6 @@ fn event_reference<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
     let mut reference = obj.object_ref(&());
     reference.resource_version = None;
     reference
-}
-
-/// Drops the metadata reconcile never reads from an object bound for the watch cache.
-fn prune_unread_metadata<K: Resource>(obj: &mut K) {
-    let meta = obj.meta_mut();
-    meta.managed_fields = None;
-    if let Some(annotations) = meta.annotations.as_mut() {
-        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
-    }
-}
-
-/// Marks `kind` synced in `health` once the controller's watch cache holds its first full list.
-///
-/// The store's readiness signal keeps a single waiting waker, which the controller's own runner
-/// takes over; re-arming the wait every second makes sure this waiter sees it too.
-pub(crate) async fn mark_synced<K>(
-    store: kube::runtime::reflector::Store<K>,
-    health: Health,
-    kind: &'static str,
-) where
-    K: kube::runtime::reflector::Lookup + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    loop {
-        match tokio::time::timeout(Duration::from_secs(1), store.wait_until_ready()).await {
-            Ok(Ok(())) => {
-                tracing::info!(kind, "watch cache synced");
-                health.set_synced(kind);
-                return;
-            }
-            Ok(Err(err)) => {
-                tracing::error!(kind, %err, "watch cache never synced");
-                return;
-            }
-            Err(_) => continue,
-        }
-    }
 }
 
 /// A stable id for an object: namespace/name/uid, so a re-created object is a new one.
@@ -355,8 +260,64 @@ pub fn object_id<K: Resource>(obj: &K) -> String {
     )
 }
 
+/// The two conditions every kind keeps, `Ready` and `Stalled`, written for one generation at one
+/// instant: `conditions(&mut status.conditions, generation, now).ready(true, reason, message)`.
+pub fn conditions(
+    list: &mut Vec<Condition>,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) -> Conditions<'_> {
+    Conditions {
+        list,
+        generation,
+        now,
+    }
+}
+
+/// See [`conditions`].
+pub struct Conditions<'a> {
+    list: &'a mut Vec<Condition>,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+}
+
+impl Conditions<'_> {
+    /// `Ready` with its reason and message.
+    pub fn ready(&mut self, ready: bool, why: &str, message: &str) -> &mut Self {
+        set_condition(
+            self.list,
+            reason::READY,
+            ready,
+            why,
+            message,
+            self.generation,
+            self.now,
+        );
+        self
+    }
+
+    /// `Stalled` with its reason and message.
+    pub fn stalled(&mut self, stalled: bool, why: &str, message: &str) -> &mut Self {
+        set_condition(
+            self.list,
+            reason::STALLED,
+            stalled,
+            why,
+            message,
+            self.generation,
+            self.now,
+        );
+        self
+    }
+
+    /// `Stalled=False`: the spec is valid.
+    pub fn valid(&mut self) -> &mut Self {
+        self.stalled(false, reason::VALID, "the spec is valid")
+    }
+}
+
 /// Builds a condition, keeping `lastTransitionTime` when the status did not change.
-pub fn set_condition(
+fn set_condition(
     conditions: &mut Vec<Condition>,
     type_: &str,
     status: bool,
@@ -381,12 +342,6 @@ pub fn set_condition(
         last_transition_time: transition,
     });
     conditions.sort_by(|a, b| a.type_.cmp(&b.type_));
-}
-
-/// chrono to jiff at the Kubernetes boundary (kube's timestamps are jiff).
-pub fn to_jiff(t: DateTime<Utc>) -> jiff::Timestamp {
-    jiff::Timestamp::new(t.timestamp(), t.timestamp_subsec_nanos() as i32)
-        .unwrap_or(jiff::Timestamp::UNIX_EPOCH)
 }
 
 /// Truncates on a character boundary and drops control characters other than newline and tab,
@@ -440,13 +395,6 @@ pub fn key_instant(t: DateTime<Utc>) -> String {
     }
 }
 
-/// FNV-1a, 64 bits: a fixed, non-randomized hash for names that must be stable across processes.
-pub fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,12 +406,15 @@ mod tests {
         assert_eq!(truncate("héllo", 2), "hé…");
     }
 
+    fn at(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(y, mo, d, h, mi, 0)
+            .single()
+            .unwrap_or_default()
+    }
+
     #[test]
     fn key_instants_are_compact_and_keep_milliseconds() {
-        let t = Utc
-            .with_ymd_and_hms(2026, 3, 29, 1, 30, 0)
-            .single()
-            .unwrap_or_default();
+        let t = at(2026, 3, 29, 1, 30);
         assert_eq!(key_instant(t), "20260329T013000Z");
         assert_eq!(
             key_instant(t + chrono::Duration::milliseconds(250)),
@@ -473,10 +424,7 @@ mod tests {
 
     #[test]
     fn conditions_keep_transition_time_while_status_is_unchanged() {
-        let t0 = Utc
-            .with_ymd_and_hms(2026, 1, 1, 0, 0, 0)
-            .single()
-            .unwrap_or_default();
+        let t0 = at(2026, 1, 1, 0, 0);
         let t1 = t0 + chrono::Duration::hours(1);
         let mut conds = vec![];
         set_condition(&mut conds, "Ready", true, "Scheduled", "a", Some(1), t0);

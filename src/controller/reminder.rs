@@ -3,8 +3,7 @@
 //! key, then, when `taskId` is set, tells the backend (`POST api/tasks/{taskId}/reminder-sent`,
 //! key suffixed `-sent`). Each step is recorded before the next, so a crash repeats at most the
 //! step in flight, under the same key.
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kube::api::Api;
@@ -12,10 +11,10 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{info, warn};
 
 use super::{
-    Context, Error, Guard, StatusWrite, key_instant, name_ns, set_condition, truncate, uid, until,
+    Context, Error, Guard, StatusWrite, conditions, key_instant, reason, truncate, uid, until,
     write_status,
 };
 use crate::api::{Failure, Phase, RecurringTask, Reminder, ReminderStatus};
@@ -82,24 +81,8 @@ pub fn plan(rem: &Reminder, uid: &str, now: DateTime<Utc>) -> Plan {
             } else {
                 (true, reason::SCHEDULED, "the reminder is scheduled")
             };
-        set_condition(
-            &mut status.conditions,
-            "Ready",
-            ready,
-            reason,
-            message,
-            generation,
-            now,
-        );
-        set_condition(
-            &mut status.conditions,
-            "Stalled",
-            false,
-            "Valid",
-            "the spec is valid",
-            generation,
-            now,
-        );
+        conditions(&mut status.conditions, generation, now).ready(ready, reason, message);
+        conditions(&mut status.conditions, generation, now).valid();
         let wake = (status.phase == Some(Phase::Pending)).then_some(rem.spec.due_at);
         return Plan::Update(Box::new(status), wake);
     }
@@ -114,18 +97,6 @@ pub fn plan(rem: &Reminder, uid: &str, now: DateTime<Utc>) -> Plan {
         (Some(_), Some(task_id)) => Plan::TellBackend(task_id.clone()),
         (Some(_), None) => Plan::Idle,
     }
-}
-
-/// Reasons of a reminder's conditions and events.
-pub mod reason {
-    pub const SCHEDULED: &str = "Scheduled";
-    pub const TOO_LATE: &str = "TooLate";
-    pub const TASK_NOT_FOUND: &str = "TaskNotFound";
-    pub const USER_MISMATCH: &str = "UserMismatch";
-    pub const TASK_SUSPENDED: &str = "TaskSuspended";
-    pub const OCCURRENCE_CHANGED: &str = "OccurrenceChanged";
-    pub const INVALID_TARGET: &str = "InvalidTarget";
-    pub const INVALID_SPEC: &str = "InvalidSpec";
 }
 
 /// Why a reminder is not sent, and what becomes of it.
@@ -245,14 +216,10 @@ pub fn after_call(
         if told_backend || rem.spec.task_id.is_none() {
             status.phase = Some(Phase::Sent);
             status.sent_at = Some(now);
-            set_condition(
-                &mut status.conditions,
-                "Ready",
+            conditions(&mut status.conditions, generation, now).ready(
                 true,
-                "Sent",
+                reason::SENT,
                 "the reminder was sent",
-                generation,
-                now,
             );
         }
         return status;
@@ -260,8 +227,8 @@ pub fn after_call(
     match outcome {
         dapr::Outcome::Rejected { message, .. } | dapr::Outcome::KeyReused { message } => {
             let (reason, message) = match outcome {
-                dapr::Outcome::KeyReused { .. } => ("KeyReused", truncate(message, 256)),
-                _ => ("Rejected", truncate(message, 256)),
+                dapr::Outcome::KeyReused { .. } => (reason::KEY_REUSED, truncate(message, 256)),
+                _ => (reason::REJECTED, truncate(message, 256)),
             };
             status.last_failure = Some(failure(reason, message.clone()));
             status.retry_at = None;
@@ -269,25 +236,17 @@ pub fn after_call(
                 // The notification went out; only the bookkeeping call was refused.
                 status.phase = Some(Phase::Sent);
                 status.sent_at = Some(now);
-                set_condition(
-                    &mut status.conditions,
-                    "Ready",
+                conditions(&mut status.conditions, generation, now).ready(
                     true,
-                    "SentBackendNotTold",
+                    reason::SENT_BACKEND_NOT_TOLD,
                     &format!("sent, but the backend refused reminder-sent: {message}"),
-                    generation,
-                    now,
                 );
             } else {
                 status.phase = Some(Phase::Failed);
-                set_condition(
-                    &mut status.conditions,
-                    "Ready",
+                conditions(&mut status.conditions, generation, now).ready(
                     false,
                     reason,
                     &format!("the notification service refused it: {message}"),
-                    generation,
-                    now,
                 );
             }
         }
@@ -295,37 +254,18 @@ pub fn after_call(
             status.retry_at = Some(backoff(status.attempts));
         }
         dapr::Outcome::Retryable { message, .. } => {
-            status.last_failure = Some(failure("BackendUnavailable", truncate(message, 256)));
+            status.last_failure =
+                Some(failure(reason::BACKEND_UNAVAILABLE, truncate(message, 256)));
             status.retry_at = Some(backoff(status.attempts));
-            set_condition(
-                &mut status.conditions,
-                "Ready",
+            conditions(&mut status.conditions, generation, now).ready(
                 false,
-                "BackendUnavailable",
+                reason::BACKEND_UNAVAILABLE,
                 "the service is failing; retrying with backoff",
-                generation,
-                now,
             );
         }
         dapr::Outcome::Delivered { .. } | dapr::Outcome::CircuitOpen { .. } => {}
     }
     status
-}
-
-async fn reconcile(rem: Arc<Reminder>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let (name, ns) = name_ns(rem.as_ref())?;
-    let span = info_span!("reconcile", kind = KIND, namespace = %ns, name = %name, user = %rem.spec.user_id);
-    async move {
-        let started = Instant::now();
-        ctx.metrics.reconciled(KIND);
-        ctx.health.heartbeat();
-        let result = reconcile_inner(&rem, &ctx, &name, &ns).await;
-        ctx.metrics
-            .reconcile_duration(KIND, started.elapsed().as_secs_f64());
-        result
-    }
-    .instrument(span)
-    .await
 }
 
 /// The guard of a reminder's status write: the key and the attempt count we decided on. The
@@ -364,91 +304,87 @@ async fn write(
     }
 }
 
-async fn reconcile_inner(
-    rem: &Reminder,
-    ctx: &Context,
-    name: &str,
-    ns: &str,
-) -> Result<Action, Error> {
-    if let Some(action) = super::leadership_gate(ctx) {
-        return Ok(action);
-    }
-    if ctx.is_stale(rem) {
-        // Our own write of this reminder has not reached the cache yet.
-        return Ok(Action::requeue(Duration::from_millis(100)));
-    }
-    let uid = uid(rem)?;
-    let api: Api<Reminder> = Api::namespaced(ctx.client.clone(), ns);
-    let now = Utc::now();
-    let (app_id, method) = match (AppId::new(rem.app_id()), Method::new(rem.method())) {
-        (Ok(a), Ok(m)) => (a, m),
-        (Err(e), _) | (_, Err(e)) => {
-            let refusal = Refusal {
-                reason: reason::INVALID_TARGET,
-                message: format!("spec.{e}"),
-                phase: Phase::Failed,
-            };
-            return refuse(rem, ctx, &api, name, refusal, now).await;
+impl crate::controller::Reconcile for Reminder {
+    const KIND: &'static str = KIND;
+
+    async fn reconcile(&self, ctx: &Context, name: &str, ns: &str) -> Result<Action, Error> {
+        let rem = self;
+        if ctx.is_stale(rem) {
+            // Our own write of this reminder has not reached the cache yet.
+            return Ok(Action::requeue(Duration::from_millis(100)));
         }
-    };
-    let step = plan(rem, &uid, now);
-    if matches!(step, Plan::Idle | Plan::Wait(_)) {
-        return Ok(match step {
-            Plan::Wait(at) => Action::requeue(until(at, now)),
-            _ => Action::await_change(),
-        });
-    }
-    // User isolation and the task's own wishes, read live (checked at first sight and before
-    // every call, never while merely waiting).
-    if rem.spec.task_ref.is_some() {
-        let task = read_task(rem, ctx, ns).await?;
-        if let Some(refusal) = task_refusal(rem, task.as_ref(), ns) {
-            return refuse(rem, ctx, &api, name, refusal, now).await;
-        }
-    }
-    match step {
-        Plan::Update(status, wake) => {
-            if !write(rem, ctx, &api, name, &status).await? {
-                return Ok(Action::requeue(Duration::from_millis(200)));
-            }
-            Ok(wake.map_or(Action::await_change(), |w| {
-                Action::requeue(until(w, Utc::now()))
-            }))
-        }
-        Plan::TellBackend(task_id) => {
-            let (Ok(app), Ok(meth)) = (
-                AppId::new(&ctx.settings.backend_app_id),
-                Method::new(&format!("api/tasks/{task_id}/reminder-sent")),
-            ) else {
+        let uid = uid(rem)?;
+        let api: Api<Reminder> = Api::namespaced(ctx.client.clone(), ns);
+        let now = Utc::now();
+        let (app_id, method) = match (AppId::new(rem.app_id()), Method::new(rem.method())) {
+            (Ok(a), Ok(m)) => (a, m),
+            (Err(e), _) | (_, Err(e)) => {
                 let refusal = Refusal {
-                    reason: reason::INVALID_SPEC,
-                    message: "spec.taskId: not usable in a method path".into(),
+                    reason: reason::INVALID_TARGET,
+                    message: format!("spec.{e}"),
                     phase: Phase::Failed,
                 };
                 return refuse(rem, ctx, &api, name, refusal, now).await;
-            };
-            let key = pending_key(rem);
-            let body =
-                json!({"reminder_sent": true, "user_id": rem.spec.user_id, "idempotency_key": key});
-            let call = Call {
-                told_backend: true,
-                app: &app,
-                method: &meth,
-                key: format!("{key}-sent"),
-                body,
-            };
-            deliver(rem, ctx, &api, name, call).await
+            }
+        };
+        let step = plan(rem, &uid, now);
+        if matches!(step, Plan::Idle | Plan::Wait(_)) {
+            return Ok(match step {
+                Plan::Wait(at) => Action::requeue(until(at, now)),
+                _ => Action::await_change(),
+            });
         }
-        _ => {
-            let key = pending_key(rem);
-            let call = Call {
-                told_backend: false,
-                app: &app_id,
-                method: &method,
-                body: notification_body(rem, &key),
-                key,
-            };
-            deliver(rem, ctx, &api, name, call).await
+        // User isolation and the task's own wishes, read live (checked at first sight and before
+        // every call, never while merely waiting).
+        if rem.spec.task_ref.is_some() {
+            let task = read_task(rem, ctx, ns).await?;
+            if let Some(refusal) = task_refusal(rem, task.as_ref(), ns) {
+                return refuse(rem, ctx, &api, name, refusal, now).await;
+            }
+        }
+        match step {
+            Plan::Update(status, wake) => {
+                if !write(rem, ctx, &api, name, &status).await? {
+                    return Ok(Action::requeue(Duration::from_millis(200)));
+                }
+                Ok(wake.map_or(Action::await_change(), |w| {
+                    Action::requeue(until(w, Utc::now()))
+                }))
+            }
+            Plan::TellBackend(task_id) => {
+                let (Ok(app), Ok(meth)) = (
+                    AppId::new(&ctx.settings.backend_app_id),
+                    Method::new(&format!("api/tasks/{task_id}/reminder-sent")),
+                ) else {
+                    let refusal = Refusal {
+                        reason: reason::INVALID_SPEC,
+                        message: "spec.taskId: not usable in a method path".into(),
+                        phase: Phase::Failed,
+                    };
+                    return refuse(rem, ctx, &api, name, refusal, now).await;
+                };
+                let key = pending_key(rem);
+                let body = json!({"reminder_sent": true, "user_id": rem.spec.user_id, "idempotency_key": key});
+                let call = Call {
+                    told_backend: true,
+                    app: &app,
+                    method: &meth,
+                    key: format!("{key}-sent"),
+                    body,
+                };
+                deliver(rem, ctx, &api, name, call).await
+            }
+            _ => {
+                let key = pending_key(rem);
+                let call = Call {
+                    told_backend: false,
+                    app: &app_id,
+                    method: &method,
+                    body: notification_body(rem, &key),
+                    key,
+                };
+                deliver(rem, ctx, &api, name, call).await
+            }
         }
     }
 }
@@ -535,7 +471,7 @@ async fn deliver(
             }
             // A stable note, so repeats join one event series; the details are in status.
             let note = format!("{which} refused with HTTP {code}; see status.lastFailure");
-            ctx.event(rem, EventType::Warning, "DeliveryRejected", "Deliver", note)
+            ctx.delivery_warning(rem, reason::DELIVERY_REJECTED, note)
                 .await;
         }
         dapr::Outcome::KeyReused { .. } => {
@@ -545,19 +481,12 @@ async fn deliver(
             let note = format!(
                 "{which} refused with HTTP 422: the backend has this key with another payload; see status.lastFailure"
             );
-            ctx.event(rem, EventType::Warning, "KeyReused", "Deliver", note)
-                .await;
+            ctx.delivery_warning(rem, reason::KEY_REUSED, note).await;
         }
         dapr::Outcome::Retryable { .. } if status.attempts == 1 => {
             let note = format!("{which} failed; retrying with backoff; see status.lastFailure");
-            ctx.event(
-                rem,
-                EventType::Warning,
-                "BackendUnavailable",
-                "Deliver",
-                note,
-            )
-            .await;
+            ctx.delivery_warning(rem, reason::BACKEND_UNAVAILABLE, note)
+                .await;
         }
         _ => {}
     }
@@ -602,23 +531,11 @@ async fn refuse(
     status.observed_generation = generation;
     status.phase = Some(phase);
     let retry = phase == Phase::Pending;
-    set_condition(
-        &mut status.conditions,
-        "Ready",
-        false,
-        reason,
-        &message,
-        generation,
-        now,
-    );
-    set_condition(
-        &mut status.conditions,
-        "Stalled",
+    conditions(&mut status.conditions, generation, now).ready(false, reason, &message);
+    conditions(&mut status.conditions, generation, now).stalled(
         phase == Phase::Failed,
         reason,
         &message,
-        generation,
-        now,
     );
     if status != old {
         if !write(rem, ctx, api, name, &status).await? {
@@ -637,27 +554,4 @@ async fn refuse(
     } else {
         Action::await_change()
     })
-}
-
-fn error_policy(rem: Arc<Reminder>, err: &Error, ctx: Arc<Context>) -> Action {
-    super::retry_after_error(KIND, rem.as_ref(), err, &ctx)
-}
-
-/// Runs the Reminder controller until `shutdown` resolves.
-pub async fn run(
-    ctx: Arc<Context>,
-    namespace: Option<String>,
-    leadership_gained: impl futures::Stream<Item = ()> + Send + 'static,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    super::run_controller::<Reminder, _>(
-        ctx,
-        namespace,
-        KIND,
-        leadership_gained,
-        shutdown,
-        reconcile,
-        error_policy,
-    )
-    .await;
 }

@@ -7,8 +7,7 @@
 //! absorbs it); the guard (a JSON-patch test on the pending key) makes a stale writer fail
 //! instead of overwriting progress. Scheduling is event-driven: the controller requeues at the
 //! next due instant and never polls.
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -16,11 +15,11 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{info, warn};
 
 use super::{
-    Context, Error, Guard, MANAGER, StatusWrite, key_instant, name_ns, set_condition, truncate,
-    uid, until, write_status,
+    Context, Error, Guard, MANAGER, StatusWrite, conditions, from_jiff, key_instant, reason,
+    truncate, uid, until, write_status,
 };
 use crate::api::{
     CatchUpPolicy, Failure, OccurrenceRecord, Outcome, PendingOccurrence, RecurringTask,
@@ -62,10 +61,6 @@ pub fn compile(task: &RecurringTask) -> Result<Schedule, ScheduleError> {
     Schedule::compile(&task.spec.schedule, &CompileContext { anchor, seed })
 }
 
-fn from_jiff(t: jiff::Timestamp) -> DateTime<Utc> {
-    DateTime::from_timestamp(t.as_second(), t.subsec_nanosecond().max(0) as u32).unwrap_or_default()
-}
-
 /// What a reconcile decided, before any I/O.
 #[derive(Debug, PartialEq)]
 pub enum Plan {
@@ -98,14 +93,14 @@ pub fn plan(task: &RecurringTask, schedule: &Schedule, uid: &str, now: DateTime<
             // Falling due while suspended is never delivered later (kubernetes#110919).
             record(
                 &mut status,
-                skip_record(p, now, "Suspended"),
+                skip_record(p, now, reason::SUSPENDED),
                 task.history_limit(),
             );
         }
         if pending.is_some() {
             note = Some((
                 EventType::Normal,
-                "Suspended",
+                reason::SUSPENDED,
                 "deliveries suspended; nothing falling due meanwhile will be delivered later"
                     .into(),
             ));
@@ -115,7 +110,11 @@ pub fn plan(task: &RecurringTask, schedule: &Schedule, uid: &str, now: DateTime<
             schedule,
             generation,
             now,
-            Some(("Suspended", "suspended: no occurrence is delivered")),
+            Some((
+                true,
+                reason::SUSPENDED,
+                "suspended: no occurrence is delivered",
+            )),
         );
         return update_if_changed(&old, status, None, note);
     }
@@ -151,7 +150,7 @@ pub fn plan(task: &RecurringTask, schedule: &Schedule, uid: &str, now: DateTime<
             .map(|o| {
                 (
                     EventType::Normal,
-                    "Scheduled",
+                    reason::SCHEDULED,
                     format!("next occurrence due {}", o.due.to_rfc3339()),
                 )
             });
@@ -274,7 +273,7 @@ pub fn plan(task: &RecurringTask, schedule: &Schedule, uid: &str, now: DateTime<
     finish_status(&mut status, schedule, generation, now, None);
     let note = (
         EventType::Warning,
-        "OccurrencesSkipped",
+        reason::OCCURRENCES_SKIPPED,
         format!(
             "missed occurrences were skipped under catchUp.policy {policy:?}; see status.history"
         ),
@@ -346,14 +345,22 @@ fn set_pending(
 /// How many future due instants `status.upcoming` lists.
 const UPCOMING: usize = 3;
 
-fn ready_reason(status: &RecurringTaskStatus) -> (&'static str, &'static str) {
+/// `Ready` of a task: whether it is, why, and in words.
+type Readiness = (bool, &'static str, &'static str);
+
+fn readiness(status: &RecurringTaskStatus) -> Readiness {
     match &status.next_occurrence {
         Some(p) if p.attempts > 0 => (
-            "BackendUnavailable",
+            false,
+            reason::BACKEND_UNAVAILABLE,
             "the backend is failing; the occurrence is retried with backoff",
         ),
-        Some(_) => ("Scheduled", "the next occurrence is scheduled"),
-        None => ("Finished", "the schedule has no further occurrences"),
+        Some(_) => (true, reason::SCHEDULED, "the next occurrence is scheduled"),
+        None => (
+            true,
+            reason::FINISHED,
+            "the schedule has no further occurrences",
+        ),
     }
 }
 
@@ -362,30 +369,13 @@ fn finish_status(
     schedule: &Schedule,
     generation: Option<i64>,
     now: DateTime<Utc>,
-    reason: Option<(&'static str, &'static str)>,
+    readiness_override: Option<Readiness>,
 ) {
-    let (reason, message) = reason.unwrap_or_else(|| ready_reason(status));
+    let (ready, why, message) = readiness_override.unwrap_or_else(|| readiness(status));
     status.observed_generation = generation;
     status.schedule = Some(schedule.summary());
-    let ready = reason != "BackendUnavailable";
-    set_condition(
-        &mut status.conditions,
-        "Ready",
-        ready,
-        reason,
-        message,
-        generation,
-        now,
-    );
-    set_condition(
-        &mut status.conditions,
-        "Stalled",
-        false,
-        "Valid",
-        "the spec is valid",
-        generation,
-        now,
-    );
+    conditions(&mut status.conditions, generation, now).ready(ready, why, message);
+    conditions(&mut status.conditions, generation, now).valid();
 }
 
 fn update_if_changed(
@@ -456,7 +446,7 @@ pub fn after_attempt(
             let message = truncate(message, 256);
             status.last_failure = Some(Failure {
                 time: now,
-                reason: "Rejected".into(),
+                reason: reason::REJECTED.into(),
                 message: format!("HTTP {code}: {message}"),
                 idempotency_key: p.idempotency_key.clone(),
             });
@@ -469,7 +459,7 @@ pub fn after_attempt(
         dapr::Outcome::KeyReused { message } => {
             status.last_failure = Some(Failure {
                 time: now,
-                reason: "KeyReused".into(),
+                reason: reason::KEY_REUSED.into(),
                 message: truncate(message, 256),
                 idempotency_key: p.idempotency_key.clone(),
             });
@@ -482,7 +472,7 @@ pub fn after_attempt(
         dapr::Outcome::Retryable { message, .. } => {
             status.last_failure = Some(Failure {
                 time: now,
-                reason: "BackendUnavailable".into(),
+                reason: reason::BACKEND_UNAVAILABLE.into(),
                 message: truncate(message, 256),
                 idempotency_key: p.idempotency_key.clone(),
             });
@@ -552,467 +542,11 @@ pub fn body(task: &RecurringTask, p: &PendingOccurrence) -> serde_json::Value {
     })
 }
 
-async fn reconcile(task: Arc<RecurringTask>, ctx: Arc<Context>) -> Result<Action, Error> {
-    let (name, ns) = name_ns(task.as_ref())?;
-    let span = info_span!("reconcile", kind = KIND, namespace = %ns, name = %name, user = %task.spec.user_id);
-    async move {
-        let started = Instant::now();
-        ctx.metrics.reconciled(KIND);
-        ctx.health.heartbeat();
-        let result = reconcile_inner(&task, &ctx, &name, &ns).await;
-        ctx.metrics
-            .reconcile_duration(KIND, started.elapsed().as_secs_f64());
-        result
-    }
-    .instrument(span)
-    .await
-}
+mod effects;
+mod reminders;
 
-async fn reconcile_inner(
-    task: &RecurringTask,
-    ctx: &Context,
-    name: &str,
-    ns: &str,
-) -> Result<Action, Error> {
-    // Only the leader writes or delivers; leadership gained triggers a reconcile of every task.
-    if let Some(action) = super::leadership_gate(ctx) {
-        return Ok(action);
-    }
-    let uid = uid(task)?;
-    let api: Api<RecurringTask> = Api::namespaced(ctx.client.clone(), ns);
-    let now = Utc::now();
-
-    let schedule = match compile(task) {
-        Ok(s) => s,
-        Err(err) => {
-            return invalid(
-                task,
-                ctx,
-                &api,
-                name,
-                &format!("spec.schedule.{err}"),
-                "InvalidSchedule",
-                now,
-            )
-            .await;
-        }
-    };
-    let (app_id, method) = match (AppId::new(task.app_id()), Method::new(task.method())) {
-        (Ok(a), Ok(m)) => (a, m),
-        (Err(e), _) | (_, Err(e)) => {
-            return invalid(
-                task,
-                ctx,
-                &api,
-                name,
-                &format!("spec.{e}"),
-                "InvalidTarget",
-                now,
-            )
-            .await;
-        }
-    };
-    if let Some(bad) = task
-        .spec
-        .reminders
-        .iter()
-        .find_map(|r| match parse_duration(&r.before) {
-            Ok(d) if d.is_zero() => Some(format!("{:?} must be more than 0s", r.before)),
-            Ok(_) => None,
-            Err(e) => Some(e),
-        })
-    {
-        return invalid(
-            task,
-            ctx,
-            &api,
-            name,
-            &format!("spec.reminders.before: {bad}"),
-            "InvalidSpec",
-            now,
-        )
-        .await;
-    }
-
-    let plan = plan(task, &schedule, &uid, now);
-    if let (Plan::Wait(_) | Plan::Idle, Some(p)) = (
-        &plan,
-        task.status
-            .as_ref()
-            .and_then(|s| s.next_occurrence.as_ref()),
-    ) && ctx.reminders_owed(task, &p.idempotency_key)
-    {
-        ensure_reminders(task, ctx, ns, name, p).await?;
-    }
-    match plan {
-        Plan::Idle => Ok(Action::await_change()),
-        Plan::Wait(at) => Ok(Action::requeue(until(at, now))),
-        Plan::Update { status, wake, note } => {
-            let new_pending = status.next_occurrence.clone();
-            match super::bounded(write_status(&api, name, guard(task), status.as_ref())).await? {
-                StatusWrite::Conflict => {
-                    ctx.metrics.status_write(KIND, "conflict");
-                    return Ok(Action::requeue(Duration::from_millis(200)));
-                }
-                StatusWrite::Written(_) => ctx.metrics.status_write(KIND, "ok"),
-            }
-            if let Some((type_, reason, text)) = note {
-                ctx.event(task, type_, reason, "Schedule", text).await;
-            }
-            let skipped = status
-                .skipped
-                .saturating_sub(task.status.as_ref().map_or(0, |s| s.skipped));
-            for _ in 0..skipped {
-                ctx.metrics.occurrence(KIND, "skipped");
-            }
-            if let Some(p) = &new_pending {
-                ensure_reminders(task, ctx, ns, name, p).await?;
-            }
-            Ok(wake.map_or(Action::await_change(), |w| {
-                Action::requeue(until(w, Utc::now()))
-            }))
-        }
-        Plan::Deliver(p) => {
-            deliver(
-                task, ctx, &api, name, ns, &uid, &schedule, &app_id, &method, p,
-            )
-            .await
-        }
-    }
-}
-
-/// The guard of a task's status write: the pending key when there is one.
-fn guard(task: &RecurringTask) -> Guard {
-    match task
-        .status
-        .as_ref()
-        .and_then(|s| s.next_occurrence.as_ref())
-    {
-        Some(p) => Guard::Equals(vec![(
-            "/status/nextOccurrence/idempotencyKey",
-            serde_json::Value::String(p.idempotency_key.clone()),
-        )]),
-        None => Guard::ResourceVersion(task.resource_version().unwrap_or_default()),
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn deliver(
-    task: &RecurringTask,
-    ctx: &Context,
-    api: &Api<RecurringTask>,
-    name: &str,
-    ns: &str,
-    uid: &str,
-    schedule: &Schedule,
-    app_id: &AppId,
-    method: &Method,
-    p: PendingOccurrence,
-) -> Result<Action, Error> {
-    if ctx.is_stale(task) {
-        // Our own commit has not reached the cache yet: wait for it rather than call again.
-        return Ok(Action::requeue(Duration::from_millis(100)));
-    }
-    let body = body(task, &p);
-    let invoked = ctx
-        .dapr
-        .invoke(&Invocation {
-            app_id,
-            method,
-            idempotency_key: &p.idempotency_key,
-            user_id: &task.spec.user_id,
-            body: &body,
-        })
-        .await;
-    let now = Utc::now();
-    let outcome_label = invoked.outcome.label();
-    ctx.metrics.backend_call(
-        app_id.as_str(),
-        outcome_label,
-        invoked.elapsed.as_secs_f64(),
-    );
-    for (app, state) in ctx.dapr.breaker_states() {
-        ctx.metrics.breaker_state(&app, state as i64);
-    }
-    let status = after_attempt(task, schedule, uid, &p, &invoked.outcome, now);
-    match super::bounded(write_status(api, name, guard(task), &status)).await? {
-        StatusWrite::Conflict => {
-            // Someone else moved the task on (a stale cache or a former leader); the backend has
-            // the key, so the next reconcile re-decides from the fresh object.
-            ctx.metrics.status_write(KIND, "conflict");
-            return Ok(Action::requeue(Duration::from_millis(200)));
-        }
-        StatusWrite::Written(_) => ctx.metrics.status_write(KIND, "ok"),
-    }
-    ctx.mark_committed(task);
-    let key = &p.idempotency_key;
-    let lag = (now - p.due)
-        .to_std()
-        .unwrap_or(Duration::ZERO)
-        .as_secs_f64();
-    let finished = status.last_occurrence.as_ref().map(|l| &l.idempotency_key) == Some(key);
-    match (&invoked.outcome, finished) {
-        (dapr::Outcome::Delivered { .. } | dapr::Outcome::InProgress, true) => {
-            ctx.metrics.occurrence(KIND, "delivered");
-            ctx.metrics.firing_lag(KIND, lag);
-            info!(key = %key, namespace = %ns, name = %name, lag_ms = (lag * 1000.0) as u64, outcome = outcome_label, "occurrence delivered");
-        }
-        (dapr::Outcome::Rejected { status: code, .. }, _) => {
-            ctx.metrics.occurrence(KIND, "failed");
-            warn!(key = %key, namespace = %ns, name = %name, code, "occurrence rejected by the backend");
-            // A stable note, so repeats join one event series; the key and the backend's
-            // words are in status.lastFailure and the history.
-            let note =
-                format!("an occurrence was rejected with HTTP {code}; see status.lastFailure");
-            ctx.event(
-                task,
-                EventType::Warning,
-                "DeliveryRejected",
-                "Deliver",
-                note,
-            )
-            .await;
-        }
-        (dapr::Outcome::KeyReused { .. }, _) => {
-            ctx.metrics.occurrence(KIND, "failed");
-            warn!(key = %key, namespace = %ns, name = %name, "the backend has this key with another payload");
-            let note = "an occurrence was refused with HTTP 422: the backend has its key with another payload (the task was edited between attempts); see status.lastFailure".to_string();
-            ctx.event(task, EventType::Warning, "KeyReused", "Deliver", note)
-                .await;
-        }
-        (dapr::Outcome::Retryable { .. }, _) => {
-            warn!(key = %key, namespace = %ns, name = %name, attempts = p.attempts + 1, "delivery failed; retrying with backoff");
-            if p.attempts == 0 {
-                let note =
-                    "delivery failed; retrying with backoff; see status.lastFailure".to_string();
-                ctx.event(
-                    task,
-                    EventType::Warning,
-                    "BackendUnavailable",
-                    "Deliver",
-                    note,
-                )
-                .await;
-            }
-        }
-        _ => {}
-    }
-    // A new pending occurrence gets its reminders; sent ones beyond the history are pruned.
-    if let Some(next) = status
-        .next_occurrence
-        .as_ref()
-        .filter(|n| n.idempotency_key != *key)
-    {
-        ensure_reminders(task, ctx, ns, name, next).await?;
-        prune_reminders(task, ctx, ns, name).await;
-    }
-    let wake = status
-        .next_occurrence
-        .as_ref()
-        .map(|n| n.retry_at.map_or(n.due, |r| r.max(n.due)));
-    Ok(wake.map_or(Action::await_change(), |w| {
-        Action::requeue(until(w, Utc::now()))
-    }))
-}
-
-/// Marks the task `Ready=False`/`Stalled=True` with `reason` (once: only when it changes).
-async fn invalid(
-    task: &RecurringTask,
-    ctx: &Context,
-    api: &Api<RecurringTask>,
-    name: &str,
-    message: &str,
-    reason: &'static str,
-    now: DateTime<Utc>,
-) -> Result<Action, Error> {
-    let old = task.status.clone().unwrap_or_default();
-    let mut status = old.clone();
-    let generation = task.meta().generation;
-    status.observed_generation = generation;
-    status.next_occurrence = None;
-    status.upcoming.clear();
-    set_condition(
-        &mut status.conditions,
-        "Ready",
-        false,
-        reason,
-        message,
-        generation,
-        now,
-    );
-    set_condition(
-        &mut status.conditions,
-        "Stalled",
-        true,
-        reason,
-        message,
-        generation,
-        now,
-    );
-    if status == old {
-        return Ok(Action::await_change());
-    }
-    match super::bounded(write_status(api, name, guard(task), &status)).await? {
-        StatusWrite::Conflict => return Ok(Action::requeue(Duration::from_millis(200))),
-        StatusWrite::Written(_) => ctx.metrics.status_write(KIND, "ok"),
-    }
-    warn!(reason, message, "spec cannot be acted on");
-    ctx.event(
-        task,
-        EventType::Warning,
-        reason,
-        "Validate",
-        message.to_string(),
-    )
-    .await;
-    Ok(Action::await_change())
-}
-
-/// Creates (server-side apply, idempotent) the reminders of `spec.reminders` for occurrence `p`.
-/// A failure fails the reconcile (retried with backoff) and is remembered, so the retry applies
-/// them again even though the task's status needs no write.
-async fn ensure_reminders(
-    task: &RecurringTask,
-    ctx: &Context,
-    ns: &str,
-    name: &str,
-    p: &PendingOccurrence,
-) -> Result<(), Error> {
-    if task.spec.reminders.is_empty() {
-        return Ok(());
-    }
-    let Some(owner) = task.controller_owner_ref(&()) else {
-        return Ok(());
-    };
-    let api: Api<Reminder> = Api::namespaced(ctx.client.clone(), ns);
-    let now = Utc::now();
-    for (i, tpl) in task.spec.reminders.iter().enumerate() {
-        let Ok(before) = parse_duration(&tpl.before) else {
-            continue;
-        };
-        let Ok(before) = chrono::Duration::from_std(before) else {
-            continue;
-        };
-        let due_at = p.due - before;
-        if due_at < now {
-            // Too late to remind ahead of this occurrence; the next one gets its reminder.
-            continue;
-        }
-        let rem_name = reminder_name(name, p.nominal, i);
-        let mut rem = Reminder::new(
-            &rem_name,
-            ReminderSpec {
-                user_id: task.spec.user_id.clone(),
-                title: task.spec.title.clone(),
-                message: tpl.message.clone().or_else(|| {
-                    Some(format!(
-                        "{} is due at {}",
-                        task.spec.title,
-                        p.due.to_rfc3339()
-                    ))
-                }),
-                due_at,
-                task_id: None,
-                task_ref: Some(TaskRef {
-                    name: name.to_string(),
-                }),
-                occurrence_key: Some(p.idempotency_key.clone()),
-                target: tpl.target.clone(),
-            },
-        );
-        rem.metadata.owner_references = Some(vec![owner.clone()]);
-        rem.metadata.labels = Some([(TASK_LABEL.to_string(), task_label_value(name))].into());
-        let params = PatchParams::apply(MANAGER).force();
-        if let Err(err) = super::bounded(api.patch(&rem_name, &params, &Patch::Apply(&rem))).await {
-            warn!(%err, reminder = %rem_name, "could not create reminder; retrying");
-            ctx.owe_reminders(task, &p.idempotency_key);
-            return Err(err);
-        }
-    }
-    ctx.reminders_paid(task);
-    Ok(())
-}
-
-/// Deletes finished (sent, skipped, failed) reminders of this task beyond its history limit,
-/// oldest first.
-async fn prune_reminders(task: &RecurringTask, ctx: &Context, ns: &str, name: &str) {
-    if task.spec.reminders.is_empty() {
-        return;
-    }
-    let api: Api<Reminder> = Api::namespaced(ctx.client.clone(), ns);
-    let lp = ListParams::default().labels(&format!("{TASK_LABEL}={}", task_label_value(name)));
-    let Ok(list) = super::bounded(api.list(&lp)).await else {
-        return;
-    };
-    let mut finished: Vec<_> = list
-        .items
-        .into_iter()
-        .filter(|r| r.spec.task_ref.as_ref().is_some_and(|t| t.name == name))
-        .filter(|r| {
-            !matches!(
-                r.status.as_ref().and_then(|s| s.phase),
-                None | Some(crate::api::Phase::Pending)
-            )
-        })
-        .collect();
-    finished.sort_by_key(|r| std::cmp::Reverse(r.spec.due_at));
-    for old in finished.iter().skip(task.history_limit()) {
-        if let Err(err) =
-            super::bounded(api.delete(&old.name_any(), &DeleteParams::default())).await
-        {
-            warn!(%err, reminder = %old.name_any(), "could not prune reminder");
-        }
-    }
-}
-
-/// The value of the `recur.dev/task` label: the task's name, or when that is longer than a label
-/// value may be (63 characters), its first 46 characters and a hash of the whole name.
-pub fn task_label_value(name: &str) -> String {
-    const MAX: usize = 63;
-    if name.len() <= MAX {
-        return name.to_string();
-    }
-    let keep = name[..MAX - 17].trim_end_matches(['-', '.', '_']);
-    format!("{keep}-{:016x}", super::fnv1a(name.as_bytes()))
-}
-
-/// `{task}-{instant}-{i}`, shortened with a hash when the task's name is long (names are DNS
-/// subdomains, at most 253 characters).
-pub fn reminder_name(task: &str, nominal: DateTime<Utc>, i: usize) -> String {
-    let suffix = format!("{}-{i}", nominal.format("%Y%m%dt%H%M%S"));
-    let max = 253 - suffix.len() - 1;
-    if task.len() <= max {
-        format!("{task}-{suffix}")
-    } else {
-        let hash = super::fnv1a(task.as_bytes());
-        let keep = &task[..max - 17];
-        format!("{}-{hash:016x}-{suffix}", keep.trim_end_matches(['-', '.']))
-    }
-}
-
-fn error_policy(task: Arc<RecurringTask>, err: &Error, ctx: Arc<Context>) -> Action {
-    super::retry_after_error(KIND, task.as_ref(), err, &ctx)
-}
-
-/// Runs the RecurringTask controller until `shutdown` resolves.
-pub async fn run(
-    ctx: Arc<Context>,
-    namespace: Option<String>,
-    leadership_gained: impl futures::Stream<Item = ()> + Send + 'static,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) {
-    super::run_controller::<RecurringTask, _>(
-        ctx,
-        namespace,
-        KIND,
-        leadership_gained,
-        shutdown,
-        reconcile,
-        error_policy,
-    )
-    .await;
-}
+use reminders::{ensure_reminders, prune_reminders};
+pub use reminders::{reminder_name, task_label_value};
 
 #[cfg(test)]
-#[path = "task_tests.rs"]
 mod tests;

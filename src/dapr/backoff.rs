@@ -2,6 +2,8 @@
 //! by any replica from the status alone, and occurrences failing together spread out.
 use std::time::Duration;
 
+use crate::schedule::hash::{Fnv1a, splitmix64};
+
 /// First delay.
 const BASE_MS: u64 = 1_000;
 /// Nominal delays stop growing here; with +20% jitter the longest delay is exactly 5 minutes.
@@ -26,15 +28,10 @@ pub fn backoff(attempt: u32, key: &str) -> Duration {
 /// FNV-1a over the key and attempt, finished with splitmix64: stable across builds and platforms
 /// (unlike `DefaultHasher`), which matters because replicas must agree on the delay.
 fn mix(key: &str, attempt: u32) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in key.bytes().chain(attempt.to_le_bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h = h.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    h ^ (h >> 31)
+    let mut h = Fnv1a::new();
+    h.write(key.as_bytes());
+    h.write(&attempt.to_le_bytes());
+    splitmix64(h.finish())
 }
 
 #[cfg(test)]
@@ -71,6 +68,22 @@ mod tests {
             );
             assert!(d >= Duration::from_secs(200), "{attempt}: {d:?}");
         }
+    }
+
+    /// Fixed outputs: retry times computed from them are written to users' status, so the
+    /// formula and its hash must never change.
+    #[test]
+    fn backoff_pinned_outputs() {
+        let ms = |attempt, key| backoff(attempt, key).as_millis();
+        assert_eq!(ms(0, "key-1"), 1_080);
+        assert_eq!(ms(1, "key-1"), 1_011);
+        assert_eq!(ms(2, "key-1"), 2_296);
+        assert_eq!(ms(3, "key-1"), 3_784);
+        assert_eq!(ms(30, "key-1"), 205_241);
+        assert_eq!(ms(u32::MAX, "k"), 207_036);
+        assert_eq!(ms(5, ""), 17_208);
+        let key = "default/daily-standup@2025-01-01T09:00:00Z";
+        assert_eq!(ms(10, key), 232_129);
     }
 
     #[test]

@@ -532,5 +532,4 @@ fn backend_id(body: &[u8]) -> Option<String> {
 }
 
 #[cfg(test)]
-#[path = "client_tests.rs"]
 mod tests;

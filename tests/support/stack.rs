@@ -13,7 +13,6 @@ use super::{kubeconfig, wait_for};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const RECUR: &str = env!("CARGO_BIN_EXE_recur");
-const RECUR_DEV: &str = env!("CARGO_BIN_EXE_recur-dev");
 
 /// One request the recording backend received.
 #[derive(Clone, Debug, Deserialize)]
@@ -54,6 +53,19 @@ pub struct Stack {
     pub namespace: String,
     pub operators: Vec<Operator>,
     http: reqwest::Client,
+}
+
+/// `recur-dev` belongs to another package of the workspace, so Cargo defines no
+/// `CARGO_BIN_EXE_recur-dev` here; it is built into the same directory as `recur`.
+fn recur_dev() -> PathBuf {
+    let name = format!("recur-dev{}", std::env::consts::EXE_SUFFIX);
+    let path = Path::new(RECUR).with_file_name(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: run `cargo build --workspace --bins` first (make test does)",
+        path.display()
+    );
+    path
 }
 
 fn free_port() -> u16 {
@@ -105,7 +117,7 @@ impl Stack {
             .unwrap();
         let backend_port = free_port();
         let backend_url = format!("http://127.0.0.1:{backend_port}");
-        let backend = Command::new(RECUR_DEV)
+        let backend = Command::new(recur_dev())
             .args([
                 "backend",
                 "--listen",
@@ -145,7 +157,7 @@ impl Stack {
             Command::new(format!("{REPO}/tests/cluster/sidecars.sh"))
                 .arg(&dir_path)
                 .arg(&url)
-                .env("RECUR_DEV_BIN", RECUR_DEV)
+                .env("RECUR_DEV_BIN", recur_dev())
                 .stdin(Stdio::null())
                 .stderr(Stdio::inherit())
                 .output()

@@ -1,0 +1,92 @@
+//! The command line: one subcommand per phase of `scripts/bench.sh`.
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "recur-bench",
+    about = "Scale benchmark of recur against the CronJob controller (see scripts/bench.sh)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Start, idle, the limit and the burst of `recur run`; writes OUT_DIR/recur.json.
+    Recur(RecurArgs),
+    /// A burst of N CronJobs; writes OUT_DIR/cronjob-LABEL.json.
+    Cronjob(CronArgs),
+    /// Writes results.md, lag-*.dat and lag.plt from the JSON files in OUT_DIR.
+    Report(ReportArgs),
+}
+
+#[derive(Args, Clone)]
+pub struct Common {
+    /// Kubeconfig of the (loopback) cluster.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: PathBuf,
+    /// Where the JSON results go.
+    #[arg(long, default_value = "target/bench")]
+    pub out_dir: PathBuf,
+    /// Objects (RecurringTasks or CronJobs) in the burst.
+    #[arg(long, default_value_t = 1000)]
+    pub tasks: usize,
+}
+
+#[derive(Args)]
+pub struct RecurArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The `recur` binary to run (a release build).
+    #[arg(long, default_value = "target/release/recur")]
+    pub recur_bin: PathBuf,
+    /// URL of the recording backend (`recur-dev backend`).
+    #[arg(long)]
+    pub backend_url: String,
+    /// DAPR_HTTP_PORT of the operator's sidecar.
+    #[arg(long)]
+    pub dapr_http_port: u16,
+    /// What the sidecars are (for the report).
+    #[arg(long, default_value = "unknown")]
+    pub sidecar: String,
+    /// `recur run --workers`.
+    #[arg(long, default_value_t = 64)]
+    pub workers: u16,
+    /// Idle window, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub idle: u64,
+    /// Where the operators' logs go.
+    #[arg(long, default_value = "target/bench")]
+    pub log_dir: PathBuf,
+    /// Record a system-wide CPU profile of the burst (`perf record -a -g -e cpu-clock`) here.
+    #[arg(long)]
+    pub perf_out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct CronArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Name of this run (file name and namespace), e.g. default-qps.
+    #[arg(long)]
+    pub label: String,
+    /// Pid of kube-controller-manager (for RSS and CPU).
+    #[arg(long)]
+    pub kcm_pid: u32,
+    /// How kube-controller-manager's client is configured (for the report).
+    #[arg(long, default_value = "")]
+    pub kcm_flags: String,
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// Where the JSON results are, and where results.md, lag-*.dat and lag.plt go.
+    #[arg(long, default_value = "target/bench")]
+    pub out_dir: PathBuf,
+    /// The command that produced the results (quoted in the report).
+    #[arg(long, default_value = "make bench")]
+    pub command: String,
+}

@@ -1,0 +1,78 @@
+//! `recur-bench`: the scale benchmark behind `make bench` (driven by `scripts/bench.sh`, which
+//! starts the control plane, the recording backend and the Dapr sidecars first).
+//!
+//! - `recur`: start and idle of `recur run`, the limit (bare status patches), and a burst of N
+//!   RecurringTasks due in the same minute; writes `recur.json`.
+//! - `cronjob`: the same burst as N CronJobs handled by kube-controller-manager; writes
+//!   `cronjob-<label>.json`.
+//! - `report`: reads those files and writes `results.md`, the lag CDFs (`lag-*.dat`) and a
+//!   gnuplot script (`lag.plt`) that draws `lag.png`.
+//!
+//! Figures are printed, never asserted: this is not a test. Every wait is a condition with a
+//! deadline (or the wall clock reaching a minute boundary). Only loopback clusters are accepted.
+//!
+//! The runs are `recur_scenario` and `cronjob_scenario`; they drive the cluster (`cluster`,
+//! `watch`), the processes (`process`) and measure through `/proc` (`procfs`) and `/metrics`
+//! (`prometheus`, `apiserver`). `results` and `stats` are what they write; `report` and `plot`
+//! turn that into `results.md` and the lag plot.
+mod apiserver;
+mod args;
+mod cluster;
+mod cronjob_scenario;
+mod error;
+mod plot;
+mod process;
+mod procfs;
+mod prometheus;
+mod recur_scenario;
+mod report;
+mod results;
+mod stats;
+mod watch;
+
+use std::process::ExitCode;
+
+use chrono::Utc;
+use clap::Parser;
+
+use args::{Cli, Command};
+use cronjob_scenario::run_cronjob;
+use recur_scenario::run_recur;
+use report::report;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("recur-bench: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Recur(a) => run_recur(a).await,
+            Command::Cronjob(a) => run_cronjob(a).await,
+            Command::Report(a) => report(a),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("recur-bench: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Progress on stderr, timestamped (stdout carries the report).
+pub fn say(text: impl AsRef<str>) {
+    eprintln!(
+        "[recur-bench {}] {}",
+        Utc::now().format("%H:%M:%S%.3f"),
+        text.as_ref()
+    );
+}

@@ -1,0 +1,357 @@
+//! The recur side: start and idle of `recur run` over N quiet tasks, the limit (bare status
+//! patches, no operator), and the burst of N RecurringTasks due in the same minute.
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Timelike, Utc};
+use futures::StreamExt;
+use kube::Client;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use recur::api::RecurringTask;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::apiserver::{api_delta, apiserver_metrics};
+use crate::args::RecurArgs;
+use crate::cluster::{
+    CONCURRENCY, MARGIN, create_all, delete_namespace, fresh_namespace, kube_client, next_minute,
+    until_next_minute,
+};
+use crate::error::{Res, msg};
+use crate::process::{Perf, spawn_operator};
+use crate::procfs::{environment, proc_stat};
+use crate::results::{Burst, Idle, Limit, RecurResult, Start, write_json};
+use crate::say;
+use crate::stats::{lag_stats, per};
+use crate::watch::{Watch, close_task_watch};
+
+pub fn task_name(i: usize) -> String {
+    format!("bench-{i:05}")
+}
+
+pub fn task_object(i: usize, cron: &str) -> Res<RecurringTask> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "recur.dev/v1alpha1",
+        "kind": "RecurringTask",
+        "metadata": {"name": task_name(i)},
+        "spec": {
+            "userId": format!("bench-user-{}", i % 100),
+            "title": format!("Benchmark task {i}"),
+            "schedule": {"cron": cron},
+        }
+    }))?)
+}
+
+pub fn pending_due(task: &RecurringTask) -> Option<DateTime<Utc>> {
+    task.status
+        .as_ref()
+        .and_then(|s| s.next_occurrence.as_ref())
+        .map(|p| p.due)
+}
+
+pub async fn create_tasks(client: &Client, ns: &str, n: usize, cron: &str) -> Res<()> {
+    let tasks = (0..n)
+        .map(|i| task_object(i, cron))
+        .collect::<Res<Vec<_>>>()?;
+    let took = create_all(&Api::<RecurringTask>::namespaced(client.clone(), ns), tasks).await?;
+    say(format!(
+        "created {n} RecurringTasks ({cron:?}) in {ns} in {:.1}s",
+        took.as_secs_f64()
+    ));
+    Ok(())
+}
+
+pub async fn run_recur(a: RecurArgs) -> Res<()> {
+    let n = a.common.tasks;
+    let client = kube_client(&a.common.kubeconfig).await?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    Api::<RecurringTask>::all(client.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(|e| {
+            msg(format!(
+                "the RecurringTask CRD is not usable ({e}); apply crds/ first"
+            ))
+        })?;
+    let version = client.apiserver_version().await?;
+    let mut result = RecurResult {
+        environment: environment(version.git_version, a.sidecar.clone()),
+        workers: a.workers,
+        ..RecurResult::default()
+    };
+
+    // 1. Start and idle: an hourly schedule half an hour away, so nothing fires.
+    let ns = "bench-idle";
+    fresh_namespace(&client, ns).await?;
+    let minute = (Utc::now().minute() + 30) % 60;
+    create_tasks(&client, ns, n, &format!("{minute} * * * *")).await?;
+    let (start, idle) = start_and_idle(&a, &client, &http, ns).await?;
+    say(format!(
+        "start: ready after {:.2}s, every task pending after {:.2}s ({} API requests on recur resources); idle {:.0}s: {} requests on recur resources, {:.3} CPU s",
+        start.ready_s, start.all_pending_s, start.api.own, idle.window_s, idle.api.own, idle.cpu_s
+    ));
+    result.start = start;
+    result.idle = idle;
+
+    // 2. The limit: one status patch per task, nothing else, no operator running.
+    let limit = limit(&client, ns, n).await?;
+    say(format!(
+        "limit: {} status patches in {:.2}s ({:.0}/s, {} errors)",
+        limit.patches, limit.drain_s, limit.per_second, limit.errors
+    ));
+    result.limit = limit;
+    delete_namespace(&client, ns).await?;
+
+    // 3. The burst.
+    let burst = recur_burst(&a, &client, &http).await?;
+    result.burst = burst;
+    write_json(&a.common.out_dir, "recur.json", &result)?;
+    Ok(())
+}
+
+pub async fn start_and_idle(
+    a: &RecurArgs,
+    client: &Client,
+    http: &reqwest::Client,
+    ns: &str,
+) -> Res<(Start, Idle)> {
+    let n = a.common.tasks;
+    let api = Api::<RecurringTask>::namespaced(client.clone(), ns);
+    let mut watch = Watch::start(
+        api,
+        |t: &RecurringTask, _| pending_due(t).is_some(),
+        move |seen| (seen.len() >= n && seen.values().all(|p| *p)).then_some(()),
+    )
+    .await?;
+    let before = apiserver_metrics(client).await?;
+    let t0 = Instant::now();
+    let mut op = spawn_operator(a, ns, "operator-idle")?;
+    op.wait_ready(http).await?;
+    let ready_s = t0.elapsed().as_secs_f64();
+    let timeout = Duration::from_secs(120) + Duration::from_millis(50) * n as u32;
+    let (at, ()) = watch
+        .result(timeout, "every task to show status.nextOccurrence")
+        .await?;
+    let after = apiserver_metrics(client).await?;
+    let start = Start {
+        tasks: n,
+        ready_s,
+        all_pending_s: at.duration_since(t0).as_secs_f64(),
+        api: api_delta(&before, &after, &["recurringtasks", "reminders"]),
+    };
+    close_task_watch(client, watch).await?;
+
+    let window = Duration::from_secs(a.idle);
+    say(format!("idle window of {}s", a.idle));
+    let before = apiserver_metrics(client).await?;
+    let cpu0 = proc_stat(op.pid)?;
+    // The window itself is what is measured: nothing to wait for.
+    tokio::time::sleep(window).await;
+    let cpu1 = proc_stat(op.pid)?;
+    let after = apiserver_metrics(client).await?;
+    let idle = Idle {
+        window_s: window.as_secs_f64(),
+        api: api_delta(&before, &after, &["recurringtasks", "reminders"]),
+        cpu_s: cpu1.cpu_s - cpu0.cpu_s,
+        rss_mib: cpu1.rss_mib,
+    };
+    op.stop().await;
+    Ok((start, idle))
+}
+
+pub async fn limit(client: &Client, ns: &str, n: usize) -> Res<Limit> {
+    let api = Api::<RecurringTask>::namespaced(client.clone(), ns);
+    let nominal = next_minute(Utc::now()) + chrono::Duration::days(1);
+    let at = nominal.to_rfc3339_opts(SecondsFormat::Secs, true);
+    let before = apiserver_metrics(client).await?;
+    let started = Instant::now();
+    let results: Vec<Result<RecurringTask, kube::Error>> = futures::stream::iter(0..n)
+        .map(|i| {
+            let api = api.clone();
+            let at = at.clone();
+            async move {
+                let patch = json!({"status": {"nextOccurrence": {
+                    "nominal": at, "due": at,
+                    "idempotencyKey": format!("rt-limit-{i}-{at}"), "attempts": 0
+                }}});
+                api.patch_status(
+                    &task_name(i),
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect()
+        .await;
+    let drain = started.elapsed().as_secs_f64();
+    let after = apiserver_metrics(client).await?;
+    let errors = results.iter().filter(|r| r.is_err()).count();
+    if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
+        say(format!("limit: {errors} patches failed; the first: {e}"));
+    }
+    Ok(Limit {
+        patches: n,
+        concurrency: CONCURRENCY,
+        drain_s: drain,
+        per_second: per(n as f64, drain),
+        errors,
+        api: api_delta(&before, &after, &["recurringtasks", "reminders"]),
+    })
+}
+
+/// One request the recording backend received (the fields the benchmark reads).
+#[derive(Deserialize)]
+pub struct Record {
+    path: String,
+    accepted: bool,
+    received_at: String,
+    due_at: Option<String>,
+    lag_ms: Option<i64>,
+}
+
+pub async fn recur_burst(a: &RecurArgs, client: &Client, http: &reqwest::Client) -> Res<Burst> {
+    let n = a.common.tasks;
+    let ns = "bench-burst";
+    fresh_namespace(client, ns).await?;
+    create_tasks(client, ns, n, "* * * * *").await?;
+    // The operator writes every task's first occurrence (the next minute) as it starts: start
+    // it early in a minute so that all of them are pending for the same one.
+    if Utc::now().second() > 20 {
+        until_next_minute().await;
+    }
+    let api = Api::<RecurringTask>::namespaced(client.clone(), ns);
+    let mut watch = Watch::start(
+        api,
+        |t: &RecurringTask, _| pending_due(t),
+        move |seen: &HashMap<String, Option<DateTime<Utc>>>| {
+            if seen.len() < n {
+                return None;
+            }
+            let first = (*seen.values().next()?)?;
+            let same = seen.values().all(|d| *d == Some(first));
+            let ahead = (first - Utc::now()).to_std().unwrap_or_default();
+            (same && ahead >= MARGIN).then_some(first)
+        },
+    )
+    .await?;
+    let mut op = spawn_operator(a, ns, "operator-burst")?;
+    op.wait_ready(http).await?;
+    // Normally the first minute; if the start spilled over a minute boundary, a later one.
+    let timeout = Duration::from_secs(300) + Duration::from_millis(100) * n as u32;
+    let (_, due) = watch
+        .result(timeout, "every task to be pending for the same minute")
+        .await?;
+    close_task_watch(client, watch).await?;
+    say(format!(
+        "all {n} tasks pending for {}",
+        due.format("%H:%M:%S")
+    ));
+
+    let clear = format!("{}/_dev/records", a.backend_url);
+    http.delete(&clear).send().await?.error_for_status()?;
+    let before = apiserver_metrics(client).await?;
+    let stat0 = proc_stat(op.pid)?;
+    let delivered0 = op.delivered(http).await?;
+    let perf = match &a.perf_out {
+        Some(path) => Some(Perf::start(path)?),
+        None => None,
+    };
+    if Utc::now() >= due {
+        return Err(msg(
+            "the snapshot before the burst was taken after the burst began; try again",
+        ));
+    }
+    // Completion: recur counts an occurrence as delivered after its status write.
+    let deadline = Instant::now()
+        + (due - Utc::now()).to_std().unwrap_or_default()
+        + Duration::from_secs(180)
+        + Duration::from_millis(100) * n as u32;
+    let records = loop {
+        let delivered = op.delivered(http).await? - delivered0;
+        if delivered >= n as f64 {
+            let records: Vec<Record> = http.get(&clear).send().await?.json().await?;
+            let of_burst: Vec<Record> = records
+                .into_iter()
+                .filter(|r| {
+                    r.accepted
+                        && r.path == "/api/tasks"
+                        && r.due_at
+                            .as_deref()
+                            .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
+                            .is_some_and(|d| d == due)
+                })
+                .collect();
+            if of_burst.len() >= n {
+                break of_burst;
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(msg(format!(
+                "the burst did not finish: {delivered} occurrences delivered; see {}",
+                op.log.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let stat1 = proc_stat(op.pid)?;
+    let delivered = op.delivered(http).await? - delivered0;
+    let after = apiserver_metrics(client).await?;
+    if let Some(perf) = perf {
+        perf.stop().await?;
+    }
+    op.stop().await;
+
+    let lags: Vec<i64> = records.iter().filter_map(|r| r.lag_ms).collect();
+    let last = records
+        .iter()
+        .filter_map(|r| DateTime::parse_from_rfc3339(&r.received_at).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .max()
+        .unwrap_or(due);
+    let drain_s = (last - due).num_milliseconds() as f64 / 1000.0;
+    let api = api_delta(&before, &after, &["recurringtasks", "reminders"]);
+    let cpu_s = stat1.cpu_s - stat0.cpu_s;
+    let mut notes = vec![];
+    if delivered > n as f64 {
+        notes.push(format!(
+            "{} occurrences of the following minute were delivered inside the window too",
+            delivered - n as f64
+        ));
+    }
+    let burst = Burst {
+        system: format!("recur (--workers {})", a.workers),
+        tasks: n,
+        due: Some(due),
+        occurrences: records.len(),
+        lag: lag_stats(&lags),
+        lags_ms: lags,
+        drain_s,
+        per_second: per(records.len() as f64, drain_s),
+        occurrences_in_window: delivered,
+        api_per_occurrence_own: per(api.own, delivered),
+        api_per_occurrence_all: per(api.all, delivered),
+        api,
+        peak_rss_mib: stat1.hwm_mib,
+        cpu_s,
+        cpu_s_per_1000: per(cpu_s * 1000.0, delivered),
+        notes,
+    };
+    say(format!(
+        "recur burst: lag p50 {} ms, p99 {} ms, max {} ms; drained in {:.2}s ({:.0}/s); {:.2} API requests per occurrence on recur resources ({:.2} all); peak RSS {:.0} MiB; {:.2} CPU s per 1000",
+        burst.lag.p50_ms,
+        burst.lag.p99_ms,
+        burst.lag.max_ms,
+        burst.drain_s,
+        burst.per_second,
+        burst.api_per_occurrence_own,
+        burst.api_per_occurrence_all,
+        burst.peak_rss_mib,
+        burst.cpu_s_per_1000
+    ));
+    delete_namespace(client, ns).await?;
+    Ok(burst)
+}

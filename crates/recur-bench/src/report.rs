@@ -1,0 +1,324 @@
+//! `report`: `results.md` from the JSON results, with the tables, the notes and the targets.
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use crate::apiserver::is_own;
+use crate::args::ReportArgs;
+use crate::error::{Res, msg};
+use crate::plot;
+use crate::results::{ApiDelta, CronResult, RecurResult, read_json};
+use crate::say;
+use crate::stats::per;
+
+pub fn fmt_ms(ms: i64) -> String {
+    if ms.abs() < 1000 {
+        format!("{ms} ms")
+    } else {
+        format!("{:.2} s", ms as f64 / 1000.0)
+    }
+}
+
+pub fn fmt_s(s: f64) -> String {
+    if s < 10.0 {
+        format!("{s:.2} s")
+    } else {
+        format!("{s:.1} s")
+    }
+}
+
+/// "VERB what: n" for the requests on `own` resources, then the busiest others.
+pub fn breakdown(api: &ApiDelta) -> String {
+    let own: Vec<String> = api
+        .by_request
+        .iter()
+        .filter(|(k, _)| is_own(k, &api.own_resources))
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    let mut others: Vec<(&String, &f64)> = api
+        .by_request
+        .iter()
+        .filter(|(k, _)| !is_own(k, &api.own_resources))
+        .collect();
+    others.sort_by(|a, b| b.1.total_cmp(a.1));
+    let others: Vec<String> = others
+        .iter()
+        .take(4)
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    let own = if own.is_empty() {
+        "none".to_owned()
+    } else {
+        own.join(", ")
+    };
+    if others.is_empty() {
+        format!("{own} (no others)")
+    } else {
+        format!("{own} (others, busiest first: {})", others.join(", "))
+    }
+}
+
+/// The issue's targets, each with its figure from this run and whether it was met.
+pub fn targets(md: &mut String, recur: &RecurResult, crons: &[CronResult]) {
+    let b = &recur.burst;
+    let met = |ok: bool| if ok { "met" } else { "**missed**" };
+    let _ = writeln!(md, "\n## Against the targets\n");
+    let _ = writeln!(md, "| target | this run | |");
+    let _ = writeln!(md, "|---|---|---|");
+    let _ = writeln!(
+        md,
+        "| one status write per occurrence | {:.2} requests on recur resources per occurrence | {} |",
+        b.api_per_occurrence_own,
+        met(b.api_per_occurrence_own <= 1.005)
+    );
+    let ratio = per(b.drain_s, recur.limit.drain_s);
+    let _ = writeln!(
+        md,
+        "| drain within 1.5x of the minimal client's | {} against {}: {ratio:.2}x | {} |",
+        fmt_s(b.drain_s),
+        fmt_s(recur.limit.drain_s),
+        met(ratio <= 1.5)
+    );
+    // The CronJob run with the raised client QPS is the last one (labels sort after default-qps).
+    match crons.iter().rfind(|c| c.label != "default-qps") {
+        Some(c) => {
+            let x = per(b.per_second, c.burst.per_second);
+            let _ = writeln!(
+                md,
+                "| at least 5x the CronJob controller's on-time throughput with raised QPS (occurrences, or Jobs, per second of drain) | {:.0}/s against {:.0}/s ({}; {} of its {} Jobs were for a later minute): {x:.2}x | {} |",
+                b.per_second,
+                c.burst.per_second,
+                c.kcm_flags,
+                c.skipped,
+                c.burst.occurrences,
+                met(x >= 5.0)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                md,
+                "| at least 5x the CronJob controller's throughput with raised QPS | no raised-QPS CronJob run in this report | |"
+            );
+        }
+    }
+    let rss = b.peak_rss_mib.max(recur.idle.rss_mib);
+    let _ = writeln!(
+        md,
+        "| operator RSS under 128 MiB | peak {:.0} MiB in the burst, {:.0} MiB idle with {} tasks | {} |",
+        b.peak_rss_mib,
+        recur.idle.rss_mib,
+        recur.start.tasks,
+        met(rss < 128.0)
+    );
+    let idle = &recur.idle.api;
+    let watches = requests_on_own(idle, |verb| verb == "WATCH");
+    let others = requests_on_own(idle, |verb| verb != "WATCH");
+    let _ = writeln!(
+        md,
+        "| no API request while idle beyond the watches | {others} requests on recur resources in {:.0} s besides {watches} watches ending (kube-runtime restarts a watch every 290 s); recur ran without `--leader-elect` (with it: one Lease renewal per 5 s) | {} |",
+        recur.idle.window_s,
+        met(others < 0.5)
+    );
+}
+
+/// Requests on the run's own resources whose verb passes `verb`.
+pub fn requests_on_own(api: &ApiDelta, verb: impl Fn(&str) -> bool) -> f64 {
+    api.by_request
+        .iter()
+        .filter(|(request, _)| {
+            verb(request.split(' ').next().unwrap_or_default())
+                && is_own(request, &api.own_resources)
+        })
+        .fold(0.0, |a, (_, n)| a + n)
+}
+
+pub fn report(a: ReportArgs) -> Res<()> {
+    let dir = &a.out_dir;
+    let recur: RecurResult = read_json(&dir.join("recur.json"))?;
+    let mut crons: Vec<CronResult> = vec![];
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| msg(format!("reading {}: {e}", dir.display())))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("cronjob-") && n.ends_with(".json"))
+        })
+        .collect();
+    names.sort();
+    for path in &names {
+        crons.push(read_json(path)?);
+    }
+    let env = &recur.environment;
+    let n = recur.burst.tasks;
+    let limit = recur.limit.drain_s;
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# Scale benchmark: {n} occurrences due in the same minute\n"
+    );
+    let _ = writeln!(
+        md,
+        "Made by `{}` on {}: {} cores ({}), {:.0} GiB of memory; Kubernetes {} (etcd, kube-apiserver and kube-controller-manager of `tests/cluster/up.sh`, on loopback); Dapr sidecars: {}. Raw figures: `target/bench/*.json`.\n",
+        a.command, env.date, env.cores, env.cpu, env.memory_gib, env.kubernetes, env.sidecar
+    );
+    let _ = writeln!(md, "## Burst\n");
+    let _ = writeln!(
+        md,
+        "{n} RecurringTasks with `schedule: {{cron: \"* * * * *\"}}` delivered by `recur run --workers {}` through its Dapr sidecar to the recording backend (lag: arrival at the backend minus the due minute), against {n} CronJobs with the same schedule (lag: the Job's creation minus its scheduled time).\n",
+        recur.workers
+    );
+    let _ = writeln!(
+        md,
+        "| system | occurrences | lag p50 | lag p99 | lag max | drain | occurrences/s | API requests/occurrence (own resources) | API requests/occurrence (all) | peak RSS | CPU s per 1,000 | drain vs the limit |"
+    );
+    let _ = writeln!(
+        md,
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let mut bursts = vec![&recur.burst];
+    bursts.extend(crons.iter().map(|c| &c.burst));
+    for b in &bursts {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {} | {} | {} | {:.1} | {:.2} | {:.2} | {:.0} MiB | {:.2} | {:.1}x |",
+            b.system,
+            b.occurrences,
+            fmt_ms(b.lag.p50_ms),
+            fmt_ms(b.lag.p99_ms),
+            fmt_ms(b.lag.max_ms),
+            fmt_s(b.drain_s),
+            b.per_second,
+            b.api_per_occurrence_own,
+            b.api_per_occurrence_all,
+            b.peak_rss_mib,
+            b.cpu_s_per_1000,
+            per(b.drain_s, limit),
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n- *drain*: from the due minute to the last arrival (recur) or the last Job's creation (CronJob). *The limit*: {} bare status patches at concurrency {} took {}; *drain vs the limit* is a drain divided by that.",
+        recur.limit.patches,
+        recur.limit.concurrency,
+        fmt_s(limit)
+    );
+    let _ = writeln!(
+        md,
+        "- *API requests*: the delta of kube-apiserver's `apiserver_request_total` (all verbs, all codes) over the burst, divided by the occurrences finished in that window. *Own resources*: requests whose `resource` label is recurringtasks or reminders (recur), cronjobs or jobs (CronJob). *All*: every request the apiserver finished, from any client (kube-controller-manager's other controllers, Events, the benchmark's own GET /metrics); watches count when they end, so long-running watches are in neither."
+    );
+    let _ = writeln!(
+        md,
+        "- *RSS* is VmHWM (the process's peak) and *CPU* utime+stime over the window, from /proc, of `recur run` alone (not its sidecar) and of the whole kube-controller-manager."
+    );
+    for b in &bursts {
+        let _ = writeln!(md, "- {}: requests {}.", b.system, breakdown(&b.api));
+        for note in &b.notes {
+            let _ = writeln!(md, "  {note}.");
+        }
+    }
+    for c in &crons {
+        let _ = writeln!(
+            md,
+            "- {}: seen by the benchmark's watch (millisecond resolution): lag p50 {}, p99 {}, max {}; the last Job seen {} after the minute. {} of {} CronJobs skipped the burst minute.",
+            c.burst.system,
+            fmt_ms(c.observed_lag.p50_ms),
+            fmt_ms(c.observed_lag.p99_ms),
+            fmt_ms(c.observed_lag.max_ms),
+            fmt_s(c.observed_drain_s),
+            c.skipped,
+            c.burst.tasks
+        );
+    }
+    if crons.is_empty() {
+        let _ = writeln!(md, "- The CronJob runs are missing from this report.");
+    }
+
+    targets(&mut md, &recur, &crons);
+
+    let l = &recur.limit;
+    let _ = writeln!(md, "\n## The limit\n");
+    let _ = writeln!(
+        md,
+        "A minimal kube-rs client sends one JSON merge patch of `status.nextOccurrence` per RecurringTask, {} in flight, as fast as the apiserver accepts them (no operator running).\n",
+        l.concurrency
+    );
+    let _ = writeln!(
+        md,
+        "| patches | drain | patches/s | errors | API requests |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|---|");
+    let _ = writeln!(
+        md,
+        "| {} | {} | {:.0} | {} | {} |",
+        l.patches,
+        fmt_s(l.drain_s),
+        l.per_second,
+        l.errors,
+        breakdown(&l.api)
+    );
+
+    let (st, idle) = (&recur.start, &recur.idle);
+    let _ = writeln!(md, "\n## Start and idle\n");
+    let _ = writeln!(
+        md,
+        "{} RecurringTasks on an hourly schedule half an hour away (nothing fires); `recur run` started with all of them already there.\n",
+        st.tasks
+    );
+    let _ = writeln!(
+        md,
+        "| ready (/health/ready) | every task shows status.nextOccurrence | API requests on recur resources during start | idle window | API requests on recur resources in the window | all API requests in the window | CPU in the window | RSS after the window |"
+    );
+    let _ = writeln!(md, "|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        md,
+        "| {} | {} | {} | {:.0} s | {} | {} | {:.3} s | {:.0} MiB |",
+        fmt_s(st.ready_s),
+        fmt_s(st.all_pending_s),
+        st.api.own,
+        idle.window_s,
+        idle.api.own,
+        idle.api.all,
+        idle.cpu_s,
+        idle.rss_mib
+    );
+    let _ = writeln!(md, "\n- Start: requests {}.", breakdown(&st.api));
+    let _ = writeln!(md, "- Idle: requests {}.", breakdown(&idle.api));
+
+    plot::write_lag_plot(dir, &recur, &crons)?;
+    let _ = writeln!(
+        md,
+        "\n![Firing lag: empirical CDF](lag.png)\n\nThe plot: for each system, the fraction of the burst's occurrences that had arrived (recur) or whose Job the benchmark's watch had seen (CronJob) by a given lag."
+    );
+    let path = dir.join("results.md");
+    std::fs::write(&path, &md).map_err(|e| msg(format!("writing {}: {e}", path.display())))?;
+    print!("{md}");
+    say(format!("wrote {}, lag.plt and lag-*.dat", path.display()));
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_requests_split_watches_from_the_rest() {
+        let api = ApiDelta {
+            own_resources: vec!["recurringtasks".into(), "reminders".into()],
+            by_request: [
+                ("WATCH recurringtasks", 2.0),
+                ("WATCH reminders", 1.0),
+                ("PATCH recurringtasks/status", 4.0),
+                ("WATCH recurringtasksx", 9.0),
+                ("PUT leases", 29.0),
+                ("GET (non-resource)", 78.0),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+            ..ApiDelta::default()
+        };
+        assert_eq!(requests_on_own(&api, |v| v == "WATCH"), 3.0);
+        assert_eq!(requests_on_own(&api, |v| v != "WATCH"), 4.0);
+    }
+}

@@ -1,0 +1,150 @@
+//! One controller shape for every kind: a kind implements [`Reconcile`] (its pure `plan` and its
+//! effects live in its own module); the runner owns what every kind shares: the watch cache,
+//! concurrency, spans, metrics, the liveness heartbeat, leadership gating, readiness and the
+//! error policy. A new kind is a module with a `Reconcile` impl and one line in `operator.rs`.
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use kube::Resource;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::controller::{Action, Config, Controller};
+use tracing::{Instrument, info_span};
+
+use super::{Context, Error, leadership_gate, name_ns};
+
+/// What a kind tells the runner.
+pub trait Reconcile:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + crate::api::ForUser
+    + Clone
+    + serde::de::DeserializeOwned
+    + std::fmt::Debug
+    + Send
+    + Sync
+    + 'static
+{
+    /// The kind's name in metrics, health and spans.
+    const KIND: &'static str;
+
+    /// One reconcile of `self`, named `name` in namespace `ns`. The runner has already checked
+    /// that this replica may act (leader, lease slack); the kind decides with its pure `plan`
+    /// and carries out the effects.
+    fn reconcile(
+        &self,
+        ctx: &Context,
+        name: &str,
+        ns: &str,
+    ) -> impl Future<Output = Result<Action, Error>> + Send;
+}
+
+/// Runs the controller of kind `K` (all namespaces, or one) until `shutdown` resolves.
+pub(crate) async fn run<K: Reconcile>(
+    ctx: Arc<Context>,
+    namespace: Option<String>,
+    leadership_gained: impl futures::Stream<Item = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let api: kube::Api<K> = match &namespace {
+        Some(ns) => kube::Api::namespaced(ctx.client.clone(), ns),
+        None => kube::Api::all(ctx.client.clone()),
+    };
+    // The watch cache keeps every object of the kind; what reconcile never reads (managedFields
+    // and kubectl's copy of the whole object) is dropped before it is stored: at 10,000 tasks
+    // that is most of the operator's memory.
+    let (reader, writer) = kube::runtime::reflector::store();
+    let objects = kube::runtime::reflector(
+        writer,
+        kube::runtime::watcher(
+            api,
+            kube::runtime::watcher::Config::default().any_semantic(),
+        )
+        .modify(prune_unread_metadata),
+    )
+    .applied_objects();
+    let controller = Controller::for_stream(objects, reader)
+        .with_config(Config::default().concurrency(ctx.settings.workers))
+        .reconcile_all_on(leadership_gained)
+        .graceful_shutdown_on(shutdown);
+    ctx.health.expect_kind(K::KIND);
+    tokio::spawn(mark_synced(controller.store(), ctx.health.clone(), K::KIND));
+    controller
+        .run(reconcile::<K>, error_policy::<K>, ctx.clone())
+        .for_each(|res| {
+            if let Err(err) = res {
+                tracing::debug!(%err, kind = K::KIND, "controller event");
+            }
+            futures::future::ready(())
+        })
+        .await;
+}
+
+/// The shared wrapper of every reconcile.
+pub(crate) async fn reconcile<K: Reconcile>(
+    obj: Arc<K>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let (name, ns) = name_ns(obj.as_ref())?;
+    let span = info_span!("reconcile", kind = K::KIND, namespace = %ns, name = %name, user = %obj.user_id());
+    async move {
+        let started = Instant::now();
+        ctx.metrics.reconciled(K::KIND);
+        // Liveness watches reconciles that never end (see server.rs).
+        let _running = ctx.health.reconcile_started();
+        let result = match leadership_gate(&ctx) {
+            Some(action) => Ok(action),
+            None => obj.reconcile(&ctx, &name, &ns).await,
+        };
+        ctx.metrics
+            .reconcile_duration(K::KIND, started.elapsed().as_secs_f64());
+        result
+    }
+    .instrument(span)
+    .await
+}
+
+/// The error policy of every kind: log, count, retry in 5 s. (kube-runtime keeps no per-object
+/// backoff; deliveries back off through `retryAt` in status instead.)
+fn error_policy<K: Reconcile>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(kind = K::KIND, namespace = ?obj.meta().namespace, name = ?obj.meta().name, %err, "reconcile failed");
+    ctx.metrics.reconcile_failed(K::KIND, err.reason());
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Drops the metadata reconcile never reads from an object bound for the watch cache.
+fn prune_unread_metadata<K: Resource>(obj: &mut K) {
+    let meta = obj.meta_mut();
+    meta.managed_fields = None;
+    if let Some(annotations) = meta.annotations.as_mut() {
+        annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+}
+
+/// Marks `kind` synced in `health` once the controller's watch cache holds its first full list.
+///
+/// The store's readiness signal keeps a single waiting waker, which the controller's own runner
+/// takes over; re-arming the wait every second makes sure this waiter sees it too.
+async fn mark_synced<K>(
+    store: kube::runtime::reflector::Store<K>,
+    health: crate::server::Health,
+    kind: &'static str,
+) where
+    K: kube::runtime::reflector::Lookup + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_secs(1), store.wait_until_ready()).await {
+            Ok(Ok(())) => {
+                tracing::info!(kind, "watch cache synced");
+                health.set_synced(kind);
+                return;
+            }
+            Ok(Err(err)) => {
+                tracing::error!(kind, %err, "watch cache never synced");
+                return;
+            }
+            Err(_) => continue,
+        }
+    }
+}

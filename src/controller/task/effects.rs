@@ -1,0 +1,270 @@
+//! The effects of a task's plan: the status write, the delivery and its aftermath.
+use super::*;
+use crate::controller::bounded;
+
+impl crate::controller::Reconcile for RecurringTask {
+    const KIND: &'static str = KIND;
+
+    async fn reconcile(&self, ctx: &Context, name: &str, ns: &str) -> Result<Action, Error> {
+        let task = self;
+        let uid = uid(task)?;
+        let api: Api<RecurringTask> = Api::namespaced(ctx.client.clone(), ns);
+        let now = Utc::now();
+
+        let schedule = match compile(task) {
+            Ok(s) => s,
+            Err(err) => {
+                return invalid(
+                    task,
+                    ctx,
+                    &api,
+                    name,
+                    &format!("spec.schedule.{err}"),
+                    reason::INVALID_SCHEDULE,
+                    now,
+                )
+                .await;
+            }
+        };
+        let (app_id, method) = match (AppId::new(task.app_id()), Method::new(task.method())) {
+            (Ok(a), Ok(m)) => (a, m),
+            (Err(e), _) | (_, Err(e)) => {
+                return invalid(
+                    task,
+                    ctx,
+                    &api,
+                    name,
+                    &format!("spec.{e}"),
+                    reason::INVALID_TARGET,
+                    now,
+                )
+                .await;
+            }
+        };
+        if let Some(bad) =
+            task.spec
+                .reminders
+                .iter()
+                .find_map(|r| match parse_duration(&r.before) {
+                    Ok(d) if d.is_zero() => Some(format!("{:?} must be more than 0s", r.before)),
+                    Ok(_) => None,
+                    Err(e) => Some(e),
+                })
+        {
+            return invalid(
+                task,
+                ctx,
+                &api,
+                name,
+                &format!("spec.reminders.before: {bad}"),
+                reason::INVALID_SPEC,
+                now,
+            )
+            .await;
+        }
+
+        let plan = plan(task, &schedule, &uid, now);
+        if let (Plan::Wait(_) | Plan::Idle, Some(p)) = (
+            &plan,
+            task.status
+                .as_ref()
+                .and_then(|s| s.next_occurrence.as_ref()),
+        ) && ctx.reminders_owed(task, &p.idempotency_key)
+        {
+            ensure_reminders(task, ctx, ns, name, p).await?;
+        }
+        match plan {
+            Plan::Idle => Ok(Action::await_change()),
+            Plan::Wait(at) => Ok(Action::requeue(until(at, now))),
+            Plan::Update { status, wake, note } => {
+                let new_pending = status.next_occurrence.clone();
+                match bounded(write_status(&api, name, guard(task), status.as_ref())).await? {
+                    StatusWrite::Conflict => {
+                        ctx.metrics.status_write(KIND, "conflict");
+                        return Ok(Action::requeue(Duration::from_millis(200)));
+                    }
+                    StatusWrite::Written(_) => ctx.metrics.status_write(KIND, "ok"),
+                }
+                if let Some((type_, reason, text)) = note {
+                    ctx.event(task, type_, reason, "Schedule", text).await;
+                }
+                let skipped = status
+                    .skipped
+                    .saturating_sub(task.status.as_ref().map_or(0, |s| s.skipped));
+                for _ in 0..skipped {
+                    ctx.metrics.occurrence(KIND, "skipped");
+                }
+                if let Some(p) = &new_pending {
+                    ensure_reminders(task, ctx, ns, name, p).await?;
+                }
+                Ok(wake.map_or(Action::await_change(), |w| {
+                    Action::requeue(until(w, Utc::now()))
+                }))
+            }
+            Plan::Deliver(p) => {
+                deliver(
+                    task, ctx, &api, name, ns, &uid, &schedule, &app_id, &method, p,
+                )
+                .await
+            }
+        }
+    }
+}
+
+/// The guard of a task's status write: the pending key when there is one.
+fn guard(task: &RecurringTask) -> Guard {
+    match task
+        .status
+        .as_ref()
+        .and_then(|s| s.next_occurrence.as_ref())
+    {
+        Some(p) => Guard::Equals(vec![(
+            "/status/nextOccurrence/idempotencyKey",
+            serde_json::Value::String(p.idempotency_key.clone()),
+        )]),
+        None => Guard::ResourceVersion(task.resource_version().unwrap_or_default()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn deliver(
+    task: &RecurringTask,
+    ctx: &Context,
+    api: &Api<RecurringTask>,
+    name: &str,
+    ns: &str,
+    uid: &str,
+    schedule: &Schedule,
+    app_id: &AppId,
+    method: &Method,
+    p: PendingOccurrence,
+) -> Result<Action, Error> {
+    if ctx.is_stale(task) {
+        // Our own commit has not reached the cache yet: wait for it rather than call again.
+        return Ok(Action::requeue(Duration::from_millis(100)));
+    }
+    let body = body(task, &p);
+    let invoked = ctx
+        .dapr
+        .invoke(&Invocation {
+            app_id,
+            method,
+            idempotency_key: &p.idempotency_key,
+            user_id: &task.spec.user_id,
+            body: &body,
+        })
+        .await;
+    let now = Utc::now();
+    let outcome_label = invoked.outcome.label();
+    ctx.metrics.backend_call(
+        app_id.as_str(),
+        outcome_label,
+        invoked.elapsed.as_secs_f64(),
+    );
+    for (app, state) in ctx.dapr.breaker_states() {
+        ctx.metrics.breaker_state(&app, state as i64);
+    }
+    let status = after_attempt(task, schedule, uid, &p, &invoked.outcome, now);
+    match bounded(write_status(api, name, guard(task), &status)).await? {
+        StatusWrite::Conflict => {
+            // Someone else moved the task on (a stale cache or a former leader); the backend has
+            // the key, so the next reconcile re-decides from the fresh object.
+            ctx.metrics.status_write(KIND, "conflict");
+            return Ok(Action::requeue(Duration::from_millis(200)));
+        }
+        StatusWrite::Written(_) => ctx.metrics.status_write(KIND, "ok"),
+    }
+    ctx.mark_committed(task);
+    let key = &p.idempotency_key;
+    let lag = (now - p.due)
+        .to_std()
+        .unwrap_or(Duration::ZERO)
+        .as_secs_f64();
+    let finished = status.last_occurrence.as_ref().map(|l| &l.idempotency_key) == Some(key);
+    match (&invoked.outcome, finished) {
+        (dapr::Outcome::Delivered { .. } | dapr::Outcome::InProgress, true) => {
+            ctx.metrics.occurrence(KIND, "delivered");
+            ctx.metrics.firing_lag(KIND, lag);
+            info!(key = %key, namespace = %ns, name = %name, lag_ms = (lag * 1000.0) as u64, outcome = outcome_label, "occurrence delivered");
+        }
+        (dapr::Outcome::Rejected { status: code, .. }, _) => {
+            ctx.metrics.occurrence(KIND, "failed");
+            warn!(key = %key, namespace = %ns, name = %name, code, "occurrence rejected by the backend");
+            // A stable note, so repeats join one event series; the key and the backend's
+            // words are in status.lastFailure and the history.
+            let note =
+                format!("an occurrence was rejected with HTTP {code}; see status.lastFailure");
+            ctx.delivery_warning(task, reason::DELIVERY_REJECTED, note)
+                .await;
+        }
+        (dapr::Outcome::KeyReused { .. }, _) => {
+            ctx.metrics.occurrence(KIND, "failed");
+            warn!(key = %key, namespace = %ns, name = %name, "the backend has this key with another payload");
+            let note = "an occurrence was refused with HTTP 422: the backend has its key with another payload (the task was edited between attempts); see status.lastFailure".to_string();
+            ctx.delivery_warning(task, reason::KEY_REUSED, note).await;
+        }
+        (dapr::Outcome::Retryable { .. }, _) => {
+            warn!(key = %key, namespace = %ns, name = %name, attempts = p.attempts + 1, "delivery failed; retrying with backoff");
+            if p.attempts == 0 {
+                let note =
+                    "delivery failed; retrying with backoff; see status.lastFailure".to_string();
+                ctx.delivery_warning(task, reason::BACKEND_UNAVAILABLE, note)
+                    .await;
+            }
+        }
+        _ => {}
+    }
+    // A new pending occurrence gets its reminders; sent ones beyond the history are pruned.
+    if let Some(next) = status
+        .next_occurrence
+        .as_ref()
+        .filter(|n| n.idempotency_key != *key)
+    {
+        ensure_reminders(task, ctx, ns, name, next).await?;
+        prune_reminders(task, ctx, ns, name).await;
+    }
+    let wake = status
+        .next_occurrence
+        .as_ref()
+        .map(|n| n.retry_at.map_or(n.due, |r| r.max(n.due)));
+    Ok(wake.map_or(Action::await_change(), |w| {
+        Action::requeue(until(w, Utc::now()))
+    }))
+}
+
+/// Marks the task `Ready=False`/`Stalled=True` with `reason` (once: only when it changes).
+async fn invalid(
+    task: &RecurringTask,
+    ctx: &Context,
+    api: &Api<RecurringTask>,
+    name: &str,
+    message: &str,
+    reason: &'static str,
+    now: DateTime<Utc>,
+) -> Result<Action, Error> {
+    let old = task.status.clone().unwrap_or_default();
+    let mut status = old.clone();
+    let generation = task.meta().generation;
+    status.observed_generation = generation;
+    status.next_occurrence = None;
+    status.upcoming.clear();
+    conditions(&mut status.conditions, generation, now).ready(false, reason, message);
+    conditions(&mut status.conditions, generation, now).stalled(true, reason, message);
+    if status == old {
+        return Ok(Action::await_change());
+    }
+    match bounded(write_status(api, name, guard(task), &status)).await? {
+        StatusWrite::Conflict => return Ok(Action::requeue(Duration::from_millis(200))),
+        StatusWrite::Written(_) => ctx.metrics.status_write(KIND, "ok"),
+    }
+    warn!(reason, message, "spec cannot be acted on");
+    ctx.event(
+        task,
+        EventType::Warning,
+        reason,
+        "Validate",
+        message.to_string(),
+    )
+    .await;
+    Ok(Action::await_change())
+}

@@ -1,0 +1,768 @@
+//! Unit tests of the task controller's decisions (`plan`, `after_attempt`): no I/O.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+use super::*;
+use crate::api::{CatchUp, RecurringTaskSpec};
+use crate::schedule::ScheduleSpec;
+use chrono::TimeZone;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+const UID: &str = "0b6e2f4a-1111-2222-3333-444455556666";
+
+fn t(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 5, 1, h, m, s).single().unwrap()
+}
+
+fn task(every: &str) -> RecurringTask {
+    let mut task = RecurringTask::new(
+        "standup",
+        RecurringTaskSpec {
+            user_id: "u-1".into(),
+            title: "Daily standup".into(),
+            description: None,
+            payload: None,
+            schedule: ScheduleSpec {
+                every: Some(every.into()),
+                start_at: Some(t(9, 0, 0)),
+                ..Default::default()
+            },
+            suspend: false,
+            catch_up: None,
+            target: None,
+            reminders: vec![],
+            history_limit: None,
+        },
+    );
+    task.metadata.namespace = Some("ns".into());
+    task.metadata.uid = Some(UID.into());
+    task.metadata.generation = Some(1);
+    task.metadata.creation_timestamp = Some(Time(crate::controller::to_jiff(t(9, 0, 4))));
+    task
+}
+
+fn with_status(mut task: RecurringTask, status: RecurringTaskStatus) -> RecurringTask {
+    task.status = Some(status);
+    task
+}
+
+/// A 10 s task whose 9:00:10 occurrence is pending, and its status after one attempt at `at`.
+struct Attempt {
+    task: RecurringTask,
+    schedule: Schedule,
+    p: PendingOccurrence,
+    status: RecurringTaskStatus,
+}
+
+fn attempt(outcome: &dapr::Outcome, at: DateTime<Utc>) -> Attempt {
+    let base = task("10s");
+    let schedule = compile(&base).unwrap();
+    let p = pending_at(t(9, 0, 10));
+    let task = with_pending(base, &p);
+    let status = after_attempt(&task, &schedule, UID, &p, outcome, at);
+    Attempt {
+        task,
+        schedule,
+        p,
+        status,
+    }
+}
+
+/// `task` with `catchUp.policy` set (and `maxOccurrences` when given).
+fn with_catch_up(
+    mut task: RecurringTask,
+    policy: CatchUpPolicy,
+    max: Option<u32>,
+) -> RecurringTask {
+    task.spec.catch_up = Some(CatchUp {
+        policy: Some(policy),
+        window: None,
+        max_occurrences: max,
+    });
+    task
+}
+
+/// `task` with `p` pending, as after the first status write.
+fn with_pending(task: RecurringTask, p: &PendingOccurrence) -> RecurringTask {
+    with_status(
+        task,
+        RecurringTaskStatus {
+            next_occurrence: Some(p.clone()),
+            ..Default::default()
+        },
+    )
+}
+
+fn pending_at(nominal: DateTime<Utc>) -> PendingOccurrence {
+    PendingOccurrence {
+        nominal,
+        due: nominal,
+        idempotency_key: occurrence_key(UID, nominal),
+        attempts: 0,
+        retry_at: None,
+        in_progress: 0,
+    }
+}
+
+fn update(plan: Plan) -> (RecurringTaskStatus, Option<DateTime<Utc>>) {
+    match plan {
+        Plan::Update { status, wake, .. } => (*status, wake),
+        other => panic!("expected an update, got {other:?}"),
+    }
+}
+
+#[test]
+fn keys_depend_only_on_uid_and_nominal_instant() {
+    assert_eq!(
+        occurrence_key(UID, t(9, 0, 0)),
+        format!("rt-{UID}-20260501T090000Z")
+    );
+    assert_ne!(
+        occurrence_key(UID, t(9, 0, 0)),
+        occurrence_key(UID, t(9, 0, 10))
+    );
+    assert_ne!(
+        occurrence_key(UID, t(9, 0, 0)),
+        occurrence_key("other-uid", t(9, 0, 0))
+    );
+}
+
+#[test]
+fn first_reconcile_schedules_the_first_occurrence_after_now_and_writes_its_key() {
+    let task = task("10s");
+    let schedule = compile(&task).unwrap();
+    let (status, wake) = update(plan(&task, &schedule, UID, t(9, 0, 5)));
+    let p = status.next_occurrence.unwrap();
+    assert_eq!(p.nominal, t(9, 0, 10));
+    assert_eq!(p.idempotency_key, occurrence_key(UID, t(9, 0, 10)));
+    assert_eq!(wake, Some(t(9, 0, 10)));
+    assert_eq!(status.upcoming, vec![t(9, 0, 20), t(9, 0, 30), t(9, 0, 40)]);
+    assert_eq!(status.observed_generation, Some(1));
+    let ready = crate::api::condition(&status.conditions, "Ready").unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("True", "Scheduled")
+    );
+}
+
+#[test]
+fn a_pending_occurrence_waits_without_writing_then_is_delivered_with_its_key() {
+    let base = task("10s");
+    let schedule = compile(&base).unwrap();
+    let (status, _) = update(plan(&base, &schedule, UID, t(9, 0, 5)));
+    let task = with_status(base, status);
+    assert_eq!(
+        plan(&task, &schedule, UID, t(9, 0, 7)),
+        Plan::Wait(t(9, 0, 10))
+    );
+    match plan(&task, &schedule, UID, t(9, 0, 10)) {
+        Plan::Deliver(p) => assert_eq!(p.idempotency_key, occurrence_key(UID, t(9, 0, 10))),
+        other => panic!("expected delivery, got {other:?}"),
+    }
+}
+
+#[test]
+fn delivery_records_the_outcome_and_the_next_key_in_one_status() {
+    let outcome = dapr::Outcome::Delivered {
+        status: 201,
+        backend_id: Some("42".into()),
+        replayed: false,
+    };
+    let Attempt { status, .. } = attempt(&outcome, t(9, 0, 10));
+    let last = status.last_occurrence.clone().unwrap();
+    assert_eq!(
+        (last.outcome, last.attempts, last.backend_id.as_deref()),
+        (Outcome::Delivered, 1, Some("42"))
+    );
+    assert_eq!(status.next_occurrence.unwrap().nominal, t(9, 0, 20));
+    assert_eq!(status.delivered, 1);
+    assert_eq!(status.history.len(), 1);
+}
+
+#[test]
+fn a_retryable_failure_keeps_the_same_key_and_backs_off() {
+    let outcome = dapr::Outcome::Retryable {
+        reason: dapr::RetryReason::ServerError,
+        message: "HTTP 500".into(),
+    };
+    let Attempt {
+        task,
+        schedule,
+        p,
+        status,
+    } = attempt(&outcome, t(9, 0, 10));
+    let next = status.next_occurrence.clone().unwrap();
+    assert_eq!(next.idempotency_key, p.idempotency_key);
+    assert_eq!(next.attempts, 1);
+    assert!(next.retry_at.unwrap() > t(9, 0, 10));
+    assert_eq!(
+        status.last_failure.as_ref().unwrap().reason,
+        "BackendUnavailable"
+    );
+    let ready = crate::api::condition(&status.conditions, "Ready").unwrap();
+    assert_eq!(ready.status, "False");
+    // While retrying, it is not due before retryAt.
+    let task = with_status(task, status.clone());
+    assert_eq!(
+        plan(&task, &schedule, UID, t(9, 0, 10)),
+        Plan::Wait(next.retry_at.unwrap())
+    );
+}
+
+#[test]
+fn a_permanent_rejection_is_recorded_as_failed_and_the_task_moves_on() {
+    let outcome = dapr::Outcome::Rejected {
+        status: 400,
+        message: "bad \u{1b}request".into(),
+    };
+    let Attempt { status, .. } = attempt(&outcome, t(9, 0, 11));
+    assert_eq!(status.failed, 1);
+    assert_eq!(status.last_occurrence.unwrap().outcome, Outcome::Failed);
+    assert!(!status.last_failure.unwrap().message.contains('\u{1b}'));
+    assert_eq!(status.next_occurrence.unwrap().nominal, t(9, 0, 20));
+}
+
+#[test]
+fn suspending_clears_the_pending_occurrence_and_resuming_does_not_backfill() {
+    let base = task("10s");
+    let schedule = compile(&base).unwrap();
+    let mut suspended = with_status(
+        base,
+        RecurringTaskStatus {
+            next_occurrence: Some(pending_at(t(9, 0, 10))),
+            ..Default::default()
+        },
+    );
+    suspended.spec.suspend = true;
+    let (status, wake) = update(plan(&suspended, &schedule, UID, t(9, 0, 5)));
+    assert!(status.next_occurrence.is_none());
+    assert_eq!(wake, None);
+    assert_eq!(
+        crate::api::condition(&status.conditions, "Ready")
+            .unwrap()
+            .reason,
+        "Suspended"
+    );
+    // Resumed an hour later: the next occurrence is the first after now, nothing in between.
+    let mut resumed = with_status(suspended, status);
+    resumed.spec.suspend = false;
+    let (status, _) = update(plan(&resumed, &schedule, UID, t(10, 0, 3)));
+    assert_eq!(status.next_occurrence.unwrap().nominal, t(10, 0, 10));
+    assert_eq!(status.skipped, 0);
+    assert_eq!(status.delivered, 0);
+}
+
+#[test]
+fn an_edit_of_the_schedule_never_fires_retroactively() {
+    let base = task("10s");
+    let pending = pending_at(t(9, 0, 10));
+    let mut edited = with_status(
+        base,
+        RecurringTaskStatus {
+            next_occurrence: Some(pending),
+            ..Default::default()
+        },
+    );
+    // Edited at 09:00:05 to every 7s from 09:00:00: 09:00:07 is the first after now; 09:00:00 is
+    // in the past and must not fire.
+    edited.spec.schedule.every = Some("7s".into());
+    let schedule = compile(&edited).unwrap();
+    let (status, _) = update(plan(&edited, &schedule, UID, t(9, 0, 5)));
+    assert_eq!(status.next_occurrence.unwrap().nominal, t(9, 0, 7));
+    assert_eq!(status.skipped + status.delivered, 0);
+}
+
+fn overdue(
+    policy: CatchUpPolicy,
+    window: Option<&str>,
+    max: Option<u32>,
+) -> (RecurringTaskStatus, Plan) {
+    let mut base = task("10s");
+    base.spec.catch_up = Some(CatchUp {
+        policy: Some(policy),
+        window: window.map(Into::into),
+        max_occurrences: max,
+    });
+    let schedule = compile(&base).unwrap();
+    let task = with_status(
+        base,
+        RecurringTaskStatus {
+            next_occurrence: Some(pending_at(t(9, 0, 10))),
+            ..Default::default()
+        },
+    );
+    // The operator was down from 09:00:05 to 09:01:05: 6 occurrences (09:00:10 .. 09:01:00) are due.
+    let plan = plan(&task, &schedule, UID, t(9, 1, 5));
+    (task.status.clone().unwrap(), plan)
+}
+
+#[test]
+fn catch_up_all_delivers_every_missed_occurrence_in_order() {
+    let (_, plan) = overdue(CatchUpPolicy::All, None, None);
+    match plan {
+        Plan::Deliver(p) => assert_eq!(p.nominal, t(9, 0, 10)),
+        other => panic!("expected delivery of the oldest, got {other:?}"),
+    }
+}
+
+#[test]
+fn catch_up_all_skips_the_oldest_beyond_max_occurrences() {
+    let (_, plan) = overdue(CatchUpPolicy::All, None, Some(2));
+    let (status, wake) = update(plan);
+    assert_eq!(status.skipped, 4);
+    // The newest two remain; the first of them is now pending (key in status before delivery).
+    assert_eq!(status.next_occurrence.unwrap().nominal, t(9, 0, 50));
+    assert_eq!(wake, Some(t(9, 0, 50)));
+}
+
+#[test]
+fn catch_up_latest_keeps_only_the_newest_within_the_window() {
+    let (status, wake) = update(overdue(CatchUpPolicy::Latest, None, None).1);
+    assert_eq!(status.skipped, 5);
+    assert_eq!(status.next_occurrence.unwrap().nominal, t(9, 1, 0));
+    assert_eq!(wake, Some(t(9, 1, 0)));
+    // Beyond the window, even the newest is skipped; the next is the first after now.
+    let (status, _) = update(overdue(CatchUpPolicy::Latest, Some("2s"), None).1);
+    assert_eq!(status.skipped, 6);
+    assert_eq!(status.next_occurrence.unwrap().nominal, t(9, 1, 10));
+}
+
+#[test]
+fn catch_up_skip_delivers_nothing_that_was_missed() {
+    let base = with_catch_up(task("10m"), CatchUpPolicy::Skip, None);
+    let schedule = compile(&base).unwrap();
+    let task = with_pending(base, &pending_at(t(9, 10, 0)));
+    // Reached 5 minutes late: missed.
+    let (status, _) = update(plan(&task, &schedule, UID, t(9, 15, 0)));
+    assert_eq!(status.skipped, 1);
+    assert_eq!(status.next_occurrence.unwrap().nominal, t(9, 20, 0));
+    // Reached 3 seconds late (a restart): on time, delivered.
+    assert!(matches!(
+        plan(&task, &schedule, UID, t(9, 10, 3)),
+        Plan::Deliver(_)
+    ));
+}
+
+#[test]
+fn a_finished_schedule_is_ready_with_reason_finished() {
+    let mut base = task("10s");
+    base.spec.schedule.count = Some(2);
+    let schedule = compile(&base).unwrap();
+    let p = pending_at(t(9, 0, 10));
+    let task = with_pending(base, &p);
+    let status = after_attempt(
+        &task,
+        &schedule,
+        UID,
+        &p,
+        &dapr::Outcome::Delivered {
+            status: 200,
+            backend_id: None,
+            replayed: true,
+        },
+        t(9, 0, 10),
+    );
+    assert!(status.next_occurrence.is_none());
+    assert_eq!(
+        crate::api::condition(&status.conditions, "Ready")
+            .unwrap()
+            .reason,
+        "Finished"
+    );
+}
+
+#[test]
+fn reminder_names_are_valid_dns_subdomains_even_for_long_task_names() {
+    let long = "a".repeat(253);
+    let name = reminder_name(&long, t(9, 0, 0), 0);
+    assert!(name.len() <= 253, "{}", name.len());
+    assert_eq!(
+        reminder_name("standup", t(9, 0, 0), 1),
+        "standup-20260501t090000-1"
+    );
+}
+
+#[test]
+fn occurrences_due_between_creation_and_the_first_reconcile_are_missed_not_dropped() {
+    // Created at 08:00, starting 09:00, every 10s; no operator ran until 09:00:35.
+    let mut base = task("10s");
+    base.metadata.creation_timestamp = Some(Time(crate::controller::to_jiff(t(8, 0, 0))));
+    base.spec.catch_up = Some(CatchUp {
+        policy: Some(CatchUpPolicy::All),
+        ..Default::default()
+    });
+    let schedule = compile(&base).unwrap();
+    let (status, wake) = update(plan(&base, &schedule, UID, t(9, 0, 35)));
+    assert_eq!(status.next_occurrence.clone().unwrap().nominal, t(9, 0, 0));
+    assert_eq!(wake, Some(t(9, 0, 0)));
+    // The next reconcile delivers it, then the ones after, in order.
+    let task = with_status(base, status);
+    assert!(
+        matches!(plan(&task, &schedule, UID, t(9, 0, 35)), Plan::Deliver(p) if p.nominal == t(9, 0, 0))
+    );
+}
+
+mod fuzz {
+    //! Arbitrary schedule text through the whole spec-to-status path: compile, plan, every
+    //! delivery outcome. Nothing may panic, and what is written must stay consistent.
+    use super::*;
+    use proptest::prelude::*;
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[0-9*/,LW#?A-Z -]{0,40}",
+            "(FREQ=(DAILY|WEEKLY|MONTHLY|YEARLY|HOURLY|MINUTELY);)?[A-Z=0-9;,+-]{0,60}",
+            "[0-9]{0,6}(ms|s|m|h|d|)",
+            "P[0-9]{0,4}(D|W|)T?[0-9]{0,4}[HMS]?",
+            ".{0,30}",
+        ]
+    }
+
+    fn spec() -> impl Strategy<Value = ScheduleSpec> {
+        (
+            0..4usize,
+            text(),
+            proptest::option::of(
+                "(UTC|Europe/Berlin|America/Santiago|Australia/Lord_Howe|Nowhere/Zone|)",
+            ),
+            proptest::option::of(0u32..2000),
+            proptest::option::of(text()),
+            proptest::option::of(-5_000_000_000i64..300_000_000_000),
+        )
+            .prop_map(|(kind, text, zone, count, jitter, start)| {
+                let mut spec = ScheduleSpec {
+                    time_zone: zone,
+                    count,
+                    jitter,
+                    ..Default::default()
+                };
+                spec.start_at = start.and_then(|s| DateTime::from_timestamp(s, 0));
+                match kind {
+                    0 => spec.cron = Some(text),
+                    1 => spec.rrule = Some(text),
+                    2 => spec.every = Some(text),
+                    _ => spec.every = Some(format!("{}s", text.len() + 1)),
+                }
+                spec
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: crate::schedule::props::cases(512), ..ProptestConfig::default() })]
+        #[test]
+        fn no_spec_makes_the_status_path_panic_or_go_backwards(spec in spec(), now_s in 1_600_000_000i64..2_000_000_000) {
+            let now = DateTime::from_timestamp(now_s, 0).unwrap();
+            let mut task = task("1h");
+            task.spec.schedule = spec;
+            task.spec.catch_up = Some(CatchUp { policy: Some(CatchUpPolicy::All), max_occurrences: Some(5), ..Default::default() });
+            let Ok(schedule) = compile(&task) else { return Ok(()) };
+            let mut clock = now;
+            for step in 0..6 {
+                match plan(&task, &schedule, UID, clock) {
+                    Plan::Update { status, .. } => {
+                        if let (Some(next), Some(last)) = (&status.next_occurrence, &status.last_occurrence) {
+                            prop_assert!(next.nominal > last.nominal, "next {} not after last {}", next.nominal, last.nominal);
+                        }
+                        task.status = Some(*status);
+                    }
+                    Plan::Deliver(p) => {
+                        let outcome = match step % 4 {
+                            0 => dapr::Outcome::Delivered { status: 201, backend_id: Some("1".into()), replayed: false },
+                            1 => dapr::Outcome::Retryable { reason: dapr::RetryReason::ServerError, message: "x".into() },
+                            2 => dapr::Outcome::Rejected { status: 400, message: "\u{0}bad".into() },
+                            _ => dapr::Outcome::InProgress,
+                        };
+                        let status = after_attempt(&task, &schedule, UID, &p, &outcome, clock);
+                        if let Some(next) = &status.next_occurrence {
+                            prop_assert!(next.nominal >= p.nominal);
+                        }
+                        prop_assert!(status.history.len() <= task.history_limit());
+                        task.status = Some(status);
+                    }
+                    Plan::Wait(at) => clock = at,
+                    Plan::Idle => break,
+                }
+            }
+        }
+    }
+}
+
+/// Issue 11 (5): a 409 says the key is still being processed: asked again with backoff, not
+/// recorded; after IN_PROGRESS_LIMIT of them in a row it counts as delivered.
+#[test]
+fn answers_409_are_retried_then_taken_as_delivered() {
+    let base = task("10s");
+    let schedule = compile(&base).unwrap();
+    let mut p = pending_at(t(9, 0, 10));
+    let mut now = t(9, 0, 10);
+    for n in 1..IN_PROGRESS_LIMIT {
+        let task = with_pending(base.clone(), &p);
+        let status = after_attempt(&task, &schedule, UID, &p, &dapr::Outcome::InProgress, now);
+        assert!(status.last_occurrence.is_none(), "409 #{n} recorded");
+        let next = status.next_occurrence.unwrap();
+        assert_eq!(next.idempotency_key, p.idempotency_key);
+        assert_eq!(next.in_progress, n);
+        assert!(next.retry_at.unwrap() > now);
+        now = next.retry_at.unwrap();
+        p = next;
+    }
+    let task = with_pending(base, &p);
+    let status = after_attempt(&task, &schedule, UID, &p, &dapr::Outcome::InProgress, now);
+    let last = status.last_occurrence.unwrap();
+    assert_eq!(last.outcome, Outcome::Delivered);
+    assert_eq!(last.idempotency_key, p.idempotency_key);
+    assert!(last.reason.unwrap().contains("409"));
+    assert_eq!(status.next_occurrence.unwrap().in_progress, 0);
+}
+
+/// A success after some 409s resets the count; a 422 fails the occurrence with its own reason.
+#[test]
+fn answers_422_fail_with_their_own_reason() {
+    let outcome = dapr::Outcome::KeyReused {
+        message: "HTTP 422: Idempotency-Key reused with a different payload".into(),
+    };
+    let Attempt { status, .. } = attempt(&outcome, t(9, 0, 10));
+    assert_eq!(status.last_occurrence.unwrap().outcome, Outcome::Failed);
+    assert_eq!(status.last_failure.unwrap().reason, "KeyReused");
+    assert_eq!(status.failed, 1);
+    assert_eq!(status.next_occurrence.unwrap().nominal, t(9, 0, 20));
+}
+
+/// Issue 11 (6): a status wiped from a long-lived task (no observedGeneration) does not replay
+/// its past under `catchUp: All`: nothing older than the lookback before now is delivered.
+#[test]
+fn a_wiped_status_replays_nothing_older_than_the_lookback() {
+    let mut base = with_catch_up(task("10m"), CatchUpPolicy::All, Some(1000));
+    // Created a week ago, status wiped: first reconcile now.
+    base.metadata.creation_timestamp = Some(Time(crate::controller::to_jiff(
+        t(9, 0, 0) - chrono::Duration::days(7),
+    )));
+    base.spec.schedule.start_at = Some(t(9, 0, 0) - chrono::Duration::days(7));
+    let schedule = compile(&base).unwrap();
+    let now = t(9, 0, 5);
+    let (status, _) = update(plan(&base, &schedule, UID, now));
+    let first = status.next_occurrence.unwrap();
+    assert!(
+        first.nominal >= now - FIRST_SIGHT_LOOKBACK,
+        "a wiped status would replay from {}",
+        first.nominal
+    );
+    assert!(
+        first.nominal < now,
+        "the lookback still catches up recent ones"
+    );
+}
+
+/// Issue 11 (7): label values are at most 63 characters, so a long task name still gets its
+/// reminders (the apply used to fail on the label and was only logged).
+#[test]
+fn task_label_values_fit_a_label_and_stay_distinct() {
+    assert_eq!(task_label_value("standup"), "standup");
+    let a = format!("{}-a", "x".repeat(100));
+    let b = format!("{}-b", "x".repeat(100));
+    for v in [task_label_value(&a), task_label_value(&b)] {
+        assert!(v.len() <= 63, "{v}");
+        assert!(
+            v.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        );
+        assert!(v.starts_with('x') && v.chars().last().unwrap().is_ascii_alphanumeric());
+    }
+    assert_ne!(task_label_value(&a), task_label_value(&b));
+    assert_eq!(task_label_value(&"y".repeat(63)), "y".repeat(63));
+}
+
+mod reconcile_steps {
+    //! One reconcile against a mock apiserver (kube-rs's tower-test verifier pattern): the due
+    //! occurrence is delivered through a real loopback HTTP "sidecar", then exactly one guarded
+    //! status patch is sent, testing the delivered key and recording the next one.
+    use super::*;
+    use crate::controller::{Context, Settings};
+    use crate::dapr::{DaprClient, DaprConfig};
+    use crate::lease::Leadership;
+    use crate::metrics::Metrics;
+    use crate::server::Health;
+    use http::{Method, Request, Response};
+    use kube::client::Body;
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A one-request HTTP server on 127.0.0.1 answering 201 with a backend id; returns its URL
+    /// and a receiver for the request it got.
+    async fn sidecar() -> (String, tokio::sync::oneshot::Receiver<String>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 65536];
+            let mut got = Vec::new();
+            loop {
+                let n = sock.read(&mut buf).await.unwrap();
+                got.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&got).to_string();
+                if let Some(end) = text.find("\r\n\r\n") {
+                    let len: usize = text
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    if got.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+            }
+            let body = r#"{"id":"7"}"#;
+            let resp = format!(
+                "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            sock.write_all(resp.as_bytes()).await.unwrap();
+            let _ = tx.send(String::from_utf8_lossy(&got).to_string());
+        });
+        (url, rx)
+    }
+
+    /// A context on the mock apiserver `service` and the sidecar at `url`.
+    fn context(
+        service: tower_test::mock::Mock<Request<Body>, Response<Body>>,
+        url: &str,
+        leadership: Leadership,
+        lease_margin: std::time::Duration,
+    ) -> Context {
+        let client = kube::Client::new(service, "ns");
+        let dapr =
+            DaprClient::new(DaprConfig::new(url, None, std::time::Duration::from_secs(5)).unwrap())
+                .unwrap();
+        let recorder = kube::runtime::events::Recorder::new(client.clone(), "recur-test".into());
+        let settings = Settings {
+            workers: 1,
+            upcoming: 3,
+            backend_app_id: "backend".into(),
+            lease_margin,
+        };
+        Context::new(
+            client,
+            recorder,
+            dapr,
+            Arc::new(Metrics::new()),
+            leadership,
+            Health::new(),
+            settings,
+        )
+    }
+
+    #[tokio::test]
+    async fn a_due_occurrence_is_delivered_then_committed_with_one_guarded_patch() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let (url, request) = sidecar().await;
+        let ctx = context(
+            service,
+            &url,
+            Leadership::always(),
+            std::time::Duration::ZERO,
+        );
+
+        let now = Utc::now();
+        let nominal = DateTime::from_timestamp(now.timestamp() - 1, 0).unwrap();
+        let mut task = task("1h");
+        task.spec.schedule = ScheduleSpec {
+            every: Some("1h".into()),
+            start_at: Some(nominal),
+            ..Default::default()
+        };
+        task.metadata.creation_timestamp = Some(Time(crate::controller::to_jiff(
+            nominal - chrono::Duration::hours(1),
+        )));
+        let pending = pending_at(nominal);
+        task.status = Some(RecurringTaskStatus {
+            observed_generation: Some(1),
+            next_occurrence: Some(pending.clone()),
+            ..Default::default()
+        });
+        let returned = task.clone();
+        let expected = pending.clone();
+
+        let verifier = tokio::spawn(async move {
+            let pending = expected;
+            let (req, send) = handle.next_request().await.expect("a status patch");
+            assert_eq!(req.method(), Method::PATCH);
+            assert_eq!(
+                req.uri().path(),
+                "/apis/recur.dev/v1alpha1/namespaces/ns/recurringtasks/standup/status"
+            );
+            let body = req.into_body().collect_bytes().await.unwrap();
+            let ops: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(ops[0]["op"], "test");
+            assert_eq!(ops[0]["path"], "/status/nextOccurrence/idempotencyKey");
+            assert_eq!(ops[0]["value"], pending.idempotency_key.as_str());
+            assert_eq!(ops[1]["op"], "add");
+            let status = &ops[1]["value"];
+            assert_eq!(
+                status["lastOccurrence"]["idempotencyKey"],
+                pending.idempotency_key.as_str()
+            );
+            assert_eq!(status["lastOccurrence"]["backendId"], "7");
+            assert_eq!(status["delivered"], 1);
+            let next_key = occurrence_key(UID, nominal + chrono::Duration::hours(1));
+            assert_eq!(
+                status["nextOccurrence"]["idempotencyKey"],
+                next_key.as_str()
+            );
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(serde_json::to_vec(&returned).unwrap()))
+                    .unwrap(),
+            );
+        });
+
+        let action = crate::controller::Reconcile::reconcile(&task, &ctx, "standup", "ns")
+            .await
+            .unwrap();
+        verifier.await.unwrap();
+        let sent = request.await.unwrap();
+        assert!(
+            sent.starts_with("POST /v1.0/invoke/backend/method/api/tasks HTTP/1.1"),
+            "{sent}"
+        );
+        let lower = sent.to_ascii_lowercase();
+        assert!(
+            lower.contains(&format!(
+                "idempotency-key: {}",
+                pending.idempotency_key.to_ascii_lowercase()
+            )),
+            "{sent}"
+        );
+        assert!(lower.contains("x-user-id: u-1"), "{sent}");
+        // Requeued for the next occurrence, not left waiting for a change.
+        assert_ne!(action, Action::await_change());
+    }
+
+    /// Issue 11 (2): a leader whose lease slack dips below the margin keeps the task scheduled
+    /// (a short requeue) instead of dropping it until some change that never comes.
+    #[tokio::test]
+    async fn a_leader_short_of_lease_slack_looks_again_soon() {
+        let (service, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        // Leader for 5 more seconds: less than the 6 s a call and its write may take.
+        let leadership = Leadership::leading_until(
+            std::time::Instant::now() + std::time::Duration::from_secs(5),
+        );
+        assert!(leadership.is_leader());
+        let ctx = context(
+            service,
+            "http://127.0.0.1:9",
+            leadership,
+            std::time::Duration::from_secs(6),
+        );
+        let task = task("1h");
+        let action = crate::controller::runner::reconcile(Arc::new(task), Arc::new(ctx))
+            .await
+            .unwrap();
+        assert_ne!(action, Action::await_change(), "the task went dormant");
+        assert_eq!(
+            action,
+            Action::requeue(std::time::Duration::from_millis(500))
+        );
+    }
+}
