@@ -1424,7 +1424,7 @@ fn chart_defaults_match_the_dockerfile() {
         "USER 65532:65532",
         "ENTRYPOINT [\"/recur\"]",
         "CMD [\"run\"]",
-        "cargo build --release --locked --bin recur",
+        "cargo build --release --locked -p recur --bin recur",
     ] {
         assert!(dockerfile.contains(line), "Dockerfile lacks {line:?}");
     }
