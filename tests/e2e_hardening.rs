@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use recur::api::{Phase, RecurringTask, Reminder, condition};
+use recur::api::{Phase, RecurringTask, Reminder, ReminderStatus, condition};
 use serde_json::json;
 use support::stack::Stack;
 use support::{TestNamespace, client, wait_for, wait_for_value};
@@ -30,6 +30,22 @@ fn task(name: &str, spec: serde_json::Value) -> RecurringTask {
         body["spec"][k] = v.clone();
     }
     serde_json::from_value(body).unwrap()
+}
+
+/// The status of reminder `name` once it has reached `phase` (30 s at most).
+async fn reaches(api: &Api<Reminder>, name: &str, phase: Phase) -> ReminderStatus {
+    wait_for_value(
+        Duration::from_secs(30),
+        &format!("reminder {name} to reach {phase:?}"),
+        || async {
+            api.get(name)
+                .await
+                .unwrap()
+                .status
+                .filter(|s| s.phase == Some(phase))
+        },
+    )
+    .await
 }
 
 /// (1) Reminders that meet the open breaker of notification-service are sent once it closes.
@@ -220,18 +236,7 @@ async fn suspending_a_task_cancels_its_pending_reminders() {
         .await
         .unwrap();
     let name = created.metadata.name.clone().unwrap();
-    let status = wait_for_value(
-        Duration::from_secs(30),
-        "the reminder to be skipped",
-        || async {
-            rems.get(&name)
-                .await
-                .unwrap()
-                .status
-                .filter(|s| s.phase == Some(Phase::Skipped))
-        },
-    )
-    .await;
+    let status = reaches(&rems, &name, Phase::Skipped).await;
     assert_eq!(
         condition(&status.conditions, "Ready").unwrap().reason,
         "TaskSuspended"
@@ -261,23 +266,13 @@ async fn a_reminder_first_seen_hours_after_it_was_due_is_not_sent() {
     api.create(&PostParams::default(), &reminder("late", recent))
         .await
         .unwrap();
-    let stale = wait_for_value(Duration::from_secs(30), "the stale one skipped", || async {
-        api.get("stale")
-            .await
-            .unwrap()
-            .status
-            .filter(|s| s.phase == Some(Phase::Skipped))
-    })
-    .await;
+    let stale = reaches(&api, "stale", Phase::Skipped).await;
     assert_eq!(
         condition(&stale.conditions, "Ready").unwrap().reason,
         "TooLate"
     );
     // Within the lookback a late reminder is still sent.
-    wait_for(Duration::from_secs(30), "the late one sent", || async {
-        api.get("late").await.unwrap().status.and_then(|s| s.phase) == Some(Phase::Sent)
-    })
-    .await;
+    reaches(&api, "late", Phase::Sent).await;
     let keys: Vec<_> = stack
         .accepted("/api/notifications")
         .await

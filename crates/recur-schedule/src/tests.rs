@@ -5,7 +5,7 @@ use chrono_tz::Tz;
 
 use super::*;
 
-fn t(s: &str) -> DateTime<Utc> {
+pub(crate) fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
@@ -52,7 +52,7 @@ fn compile_err(spec: &ScheduleSpec) -> String {
 }
 
 /// The next `n` nominal instants after `after`, in the schedule's zone.
-fn upcoming(s: &Schedule, after: &str, n: usize) -> Vec<String> {
+pub(crate) fn upcoming(s: &Schedule, after: &str, n: usize) -> Vec<String> {
     let tz = s.time_zone();
     s.iter_after(t(after))
         .take(n)
@@ -61,7 +61,7 @@ fn upcoming(s: &Schedule, after: &str, n: usize) -> Vec<String> {
 }
 
 /// Asserts that `next_after` agrees with iteration at every step of `upcoming`.
-fn assert_steps_agree(s: &Schedule, after: &str, n: usize) {
+pub(crate) fn assert_steps_agree(s: &Schedule, after: &str, n: usize) {
     let all: Vec<Occurrence> = s.iter_after(t(after)).take(n).collect();
     let mut prev = t(after);
     for o in &all {

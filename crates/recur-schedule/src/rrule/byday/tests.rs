@@ -3,13 +3,8 @@
 //! that set within each period; COUNT counts the merged occurrences. Every expected date below
 //! was worked out by hand from a printed calendar, not by the code under test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-use chrono::{DateTime, Duration, Utc};
-
-use crate::{CompileContext, Occurrence, Schedule, ScheduleSpec};
-
-fn t(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
-}
+use crate::tests::{assert_steps_agree, t, upcoming};
+use crate::{CompileContext, Schedule, ScheduleSpec};
 
 fn ctx() -> CompileContext {
     CompileContext {
@@ -35,26 +30,6 @@ fn compile_err(text: &str) -> String {
     Schedule::compile(&spec(text, "UTC", "2026-01-01T00:00:00Z"), &ctx())
         .unwrap_err()
         .to_string()
-}
-
-/// The next `n` nominal instants after `after`, in the schedule's zone.
-fn upcoming(s: &Schedule, after: &str, n: usize) -> Vec<String> {
-    let tz = s.time_zone();
-    s.iter_after(t(after))
-        .take(n)
-        .map(|o| o.nominal.with_timezone(&tz).to_rfc3339())
-        .collect()
-}
-
-/// Asserts that `next_after` agrees with iteration at, and just before, each of the first `n`.
-fn assert_steps_agree(s: &Schedule, after: &str, n: usize) {
-    let all: Vec<Occurrence> = s.iter_after(t(after)).take(n).collect();
-    let mut prev = t(after);
-    for o in &all {
-        assert_eq!(s.next_after(prev), Some(*o), "after {prev}");
-        assert_eq!(s.next_after(o.nominal - Duration::seconds(1)), Some(*o));
-        prev = o.nominal;
-    }
 }
 
 #[test]
