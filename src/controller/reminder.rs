@@ -335,8 +335,9 @@ impl crate::controller::Reconcile for Reminder {
             });
         }
         // User isolation and the task's own wishes, read live (checked at first sight and before
-        // every call, never while merely waiting).
-        if rem.spec.task_ref.is_some() {
+        // the notification, never while merely waiting; once the notification is out, telling
+        // the backend is bookkeeping that follows it whatever the task does meanwhile).
+        if rem.spec.task_ref.is_some() && !matches!(step, Plan::TellBackend(_)) {
             let task = read_task(rem, ctx, ns).await?;
             if let Some(refusal) = task_refusal(rem, task.as_ref(), ns) {
                 return refuse(rem, ctx, &api, name, refusal, now).await;
