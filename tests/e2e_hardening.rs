@@ -80,6 +80,14 @@ async fn reminders_due_while_the_breaker_is_open_are_sent_when_it_closes() {
         },
     )
     .await;
+    // Reminders' calls publish the breaker's state too (it used to be only tasks').
+    let (_, metrics) = stack.operator_get(0, "/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("recur_circuit_breaker_state{app_id=\"notification-service\"}")),
+        "{metrics}"
+    );
     stack.faults(json!({})).await;
     wait_for(
         Duration::from_secs(120),

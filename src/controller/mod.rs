@@ -194,6 +194,48 @@ impl Context {
         self.committed.len()
     }
 
+    /// The guarded status write of every kind, bounded and counted (ok, conflict, error):
+    /// `true` when written, `false` when the guard no longer held (re-read and decide again).
+    pub(crate) async fn write_status<K, S>(
+        &self,
+        kind: &str,
+        api: &kube::Api<K>,
+        name: &str,
+        guard: Guard,
+        status: &S,
+    ) -> Result<bool, Error>
+    where
+        K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        S: serde::Serialize,
+    {
+        let written = bounded(status::write_status(api, name, guard, status)).await;
+        let (label, result) = match written {
+            Ok(StatusWrite::Written(_)) => ("ok", Ok(true)),
+            Ok(StatusWrite::Conflict) => ("conflict", Ok(false)),
+            Err(err) => ("error", Err(err)),
+        };
+        self.metrics.status_write(kind, label);
+        result
+    }
+
+    /// One Dapr call of any kind, with its duration and outcome counted and every breaker's
+    /// state published.
+    pub(crate) async fn invoke(
+        &self,
+        invocation: &crate::dapr::Invocation<'_>,
+    ) -> crate::dapr::Invoked {
+        let invoked = self.dapr.invoke(invocation).await;
+        self.metrics.backend_call(
+            invocation.app_id.as_str(),
+            invoked.outcome.label(),
+            invoked.elapsed.as_secs_f64(),
+        );
+        for (app, state) in self.dapr.breaker_states() {
+            self.metrics.breaker_state(&app, state as i64);
+        }
+        invoked
+    }
+
     /// A Warning about a delivery (action `Deliver`), limited like every Warning.
     pub async fn delivery_warning<K>(&self, obj: &K, reason: &str, note: String)
     where

@@ -13,10 +13,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::{
-    Context, Error, Guard, StatusWrite, conditions, key_instant, reason, truncate, uid, until,
-    write_status,
-};
+use super::{Context, Error, Guard, conditions, key_instant, reason, truncate, uid, until};
 use crate::api::{Failure, Phase, RecurringTask, Reminder, ReminderStatus};
 use crate::dapr::{self, AppId, Invocation, Method};
 
@@ -292,16 +289,7 @@ async fn write(
     name: &str,
     status: &ReminderStatus,
 ) -> Result<bool, Error> {
-    match super::bounded(write_status(api, name, guard(rem), status)).await? {
-        StatusWrite::Conflict => {
-            ctx.metrics.status_write(KIND, "conflict");
-            Ok(false)
-        }
-        StatusWrite::Written(_) => {
-            ctx.metrics.status_write(KIND, "ok");
-            Ok(true)
-        }
-    }
+    ctx.write_status(KIND, api, name, guard(rem), status).await
 }
 
 impl crate::controller::Reconcile for Reminder {
@@ -431,7 +419,6 @@ async fn deliver(
         return Ok(action);
     }
     let invoked = ctx
-        .dapr
         .invoke(&Invocation {
             app_id: call.app,
             method: call.method,
@@ -441,11 +428,6 @@ async fn deliver(
         })
         .await;
     let after = Utc::now();
-    ctx.metrics.backend_call(
-        call.app.as_str(),
-        invoked.outcome.label(),
-        invoked.elapsed.as_secs_f64(),
-    );
     let status = after_call(rem, &invoked.outcome, call.told_backend, after);
     if !write(rem, ctx, api, name, &status).await? {
         return Ok(Action::requeue(Duration::from_millis(200)));

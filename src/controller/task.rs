@@ -18,8 +18,8 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use super::{
-    Context, Error, Guard, MANAGER, StatusWrite, conditions, from_jiff, key_instant, reason,
-    truncate, uid, until, write_status,
+    Context, Error, Guard, MANAGER, conditions, from_jiff, key_instant, reason, truncate, uid,
+    until,
 };
 use crate::api::{
     CatchUpPolicy, Failure, OccurrenceRecord, Outcome, PendingOccurrence, RecurringTask,

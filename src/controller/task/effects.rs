@@ -1,6 +1,5 @@
 //! The effects of a task's plan: the status write, the delivery and its aftermath.
 use super::*;
-use crate::controller::bounded;
 
 impl crate::controller::Reconcile for RecurringTask {
     const KIND: &'static str = KIND;
@@ -78,12 +77,11 @@ impl crate::controller::Reconcile for RecurringTask {
             Plan::Wait(at) => Ok(Action::requeue(until(at, now))),
             Plan::Update { status, wake, note } => {
                 let new_pending = status.next_occurrence.clone();
-                match bounded(write_status(&api, name, guard(task), status.as_ref())).await? {
-                    StatusWrite::Conflict => {
-                        ctx.metrics.status_write(KIND, "conflict");
-                        return Ok(Action::requeue(Duration::from_millis(200)));
-                    }
-                    StatusWrite::Written(_) => ctx.metrics.status_write(KIND, "ok"),
+                if !ctx
+                    .write_status(KIND, &api, name, guard(task), status.as_ref())
+                    .await?
+                {
+                    return Ok(Action::requeue(Duration::from_millis(200)));
                 }
                 if let Some((type_, reason, text)) = note {
                     ctx.event(task, type_, reason, "Schedule", text).await;
@@ -145,7 +143,6 @@ async fn deliver(
     }
     let body = body(task, &p);
     let invoked = ctx
-        .dapr
         .invoke(&Invocation {
             app_id,
             method,
@@ -156,23 +153,14 @@ async fn deliver(
         .await;
     let now = Utc::now();
     let outcome_label = invoked.outcome.label();
-    ctx.metrics.backend_call(
-        app_id.as_str(),
-        outcome_label,
-        invoked.elapsed.as_secs_f64(),
-    );
-    for (app, state) in ctx.dapr.breaker_states() {
-        ctx.metrics.breaker_state(&app, state as i64);
-    }
     let status = after_attempt(task, schedule, uid, &p, &invoked.outcome, now);
-    match bounded(write_status(api, name, guard(task), &status)).await? {
-        StatusWrite::Conflict => {
-            // Someone else moved the task on (a stale cache or a former leader); the backend has
-            // the key, so the next reconcile re-decides from the fresh object.
-            ctx.metrics.status_write(KIND, "conflict");
-            return Ok(Action::requeue(Duration::from_millis(200)));
-        }
-        StatusWrite::Written(_) => ctx.metrics.status_write(KIND, "ok"),
+    if !ctx
+        .write_status(KIND, api, name, guard(task), &status)
+        .await?
+    {
+        // Someone else moved the task on (a stale cache or a former leader); the backend has
+        // the key, so the next reconcile re-decides from the fresh object.
+        return Ok(Action::requeue(Duration::from_millis(200)));
     }
     ctx.mark_committed(task);
     let key = &p.idempotency_key;
@@ -253,9 +241,11 @@ async fn invalid(
     if status == old {
         return Ok(Action::await_change());
     }
-    match bounded(write_status(api, name, guard(task), &status)).await? {
-        StatusWrite::Conflict => return Ok(Action::requeue(Duration::from_millis(200))),
-        StatusWrite::Written(_) => ctx.metrics.status_write(KIND, "ok"),
+    if !ctx
+        .write_status(KIND, api, name, guard(task), &status)
+        .await?
+    {
+        return Ok(Action::requeue(Duration::from_millis(200)));
     }
     warn!(reason, message, "spec cannot be acted on");
     ctx.event(

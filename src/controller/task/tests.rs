@@ -765,4 +765,45 @@ mod reconcile_steps {
             Action::requeue(std::time::Duration::from_millis(500))
         );
     }
+
+    /// A status write the API server fails is counted as an error (it used to be counted not
+    /// at all) and returned, so the error policy retries it.
+    #[tokio::test]
+    async fn a_failed_status_write_is_counted_as_an_error() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let ctx = context(
+            service,
+            "http://127.0.0.1:9",
+            Leadership::always(),
+            std::time::Duration::ZERO,
+        );
+        tokio::spawn(async move {
+            let (_, send) = handle.next_request().await.expect("a status patch");
+            let body = serde_json::json!({"apiVersion": "v1", "kind": "Status", "status": "Failure",
+                "code": 500, "reason": "InternalError", "message": "etcd timeout"});
+            send.send_response(
+                Response::builder()
+                    .status(500)
+                    .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                    .unwrap(),
+            );
+        });
+        let api: kube::Api<RecurringTask> = kube::Api::namespaced(ctx.client.clone(), "ns");
+        let guard = Guard::ResourceVersion("1".into());
+        let result = ctx
+            .write_status(
+                KIND,
+                &api,
+                "standup",
+                guard,
+                &RecurringTaskStatus::default(),
+            )
+            .await;
+        assert!(result.is_err(), "{result:?}");
+        let text = ctx.metrics.encode();
+        assert!(
+            text.contains("recur_status_writes_total{kind=\"RecurringTask\",outcome=\"error\"} 1"),
+            "{text}"
+        );
+    }
 }
