@@ -17,7 +17,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use recur::api::{RecurringTask, condition};
 use serde_json::json;
 use support::checker::{Summary, check};
-use support::stack::Stack;
+use support::stack::{ELECTION, Stack};
 use support::{TestNamespace, client, wait_for, wait_for_value};
 
 fn long() -> bool {
@@ -93,6 +93,11 @@ async fn setup(prefix: &str, tasks: usize, operators: usize, flags: &[&str]) -> 
         uids,
         faults: 0,
     }
+}
+
+/// Requests the backend did not accept: the faults it injected (and repeats it refused).
+async fn injected(stack: &Stack) -> usize {
+    stack.records().await.iter().filter(|r| !r.accepted).count()
 }
 
 /// Lets `duration` of wall time pass while the scenario's fault (or its absence) acts: a
@@ -261,13 +266,7 @@ async fn backend_errors_timeouts_resets_and_a_dead_sidecar() {
         .faults(json!({"fail_rate": 0.0, "timeout_rate": 0.0, "reset_rate": 0.0}))
         .await;
     // Count the faults the backend actually injected (recorded as not accepted, first time).
-    run.faults = run
-        .stack
-        .records()
-        .await
-        .iter()
-        .filter(|r| !r.accepted)
-        .count();
+    run.faults = injected(&run.stack).await;
     let down = Duration::from_secs(if long() { 30 } else { 10 });
     run.stack.freeze_sidecar(true);
     run.faults += 1;
@@ -425,17 +424,6 @@ fn checker_counts_lost_repeats_and_duplicates() {
     );
 }
 
-/// Flags of the scenarios with leader election: an 8 s lease renewed every second.
-const ELECTION: [&str; 7] = [
-    "--leader-elect",
-    "--lease-duration",
-    "8s",
-    "--lease-renew-period",
-    "1s",
-    "--dapr-timeout",
-    "2s",
-];
-
 /// Rolling restarts as Kubernetes does them (SIGTERM, then a new process) while every call takes
 /// 1.5 s: the leader must finish its calls before the standby may call anything, so no key is
 /// ever in flight twice. Before the fix the lease was released at SIGTERM.
@@ -522,13 +510,7 @@ async fn a_breaker_opens_while_reminders_are_due() {
     let outage = Duration::from_secs(if long() { 40 } else { 15 });
     hold(outage, "the outage").await;
     run.stack.faults(json!({})).await;
-    run.faults += run
-        .stack
-        .records()
-        .await
-        .iter()
-        .filter(|r| !r.accepted)
-        .count();
+    run.faults += injected(&run.stack).await;
     wait_for(
         Duration::from_secs(180),
         "every reminder sent after the breaker closed",
@@ -639,12 +621,6 @@ async fn all_faults_together() {
     run.stack
         .faults(json!({"fail_rate": 0.0, "timeout_rate": 0.0, "reset_rate": 0.0}))
         .await;
-    run.faults += run
-        .stack
-        .records()
-        .await
-        .iter()
-        .filter(|r| !r.accepted)
-        .count();
+    run.faults += injected(&run.stack).await;
     verify(run, "all-together").await;
 }

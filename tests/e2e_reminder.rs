@@ -9,7 +9,7 @@ use std::time::Duration;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use recur::api::{Phase, RecurringTask, Reminder, TASK_LABEL, condition};
 use serde_json::json;
-use support::stack::Stack;
+use support::stack::{ELECTION, Stack};
 use support::{TestNamespace, client, wait_for, wait_for_value};
 
 fn reminder(
@@ -232,17 +232,8 @@ async fn two_replicas_with_leader_election_deliver_each_occurrence_once_and_hand
     let client = client().await;
     let ns = TestNamespace::new(&client, "e2e-lease").await;
     let mut stack = Stack::start(ns.name()).await;
-    let flags = [
-        "--leader-elect",
-        "--lease-duration",
-        "8s",
-        "--lease-renew-period",
-        "1s",
-        "--dapr-timeout",
-        "2s",
-    ];
-    stack.start_operator(&flags).await;
-    stack.start_operator(&flags).await;
+    stack.start_operator(&ELECTION).await;
+    stack.start_operator(&ELECTION).await;
     let tasks: Api<RecurringTask> = Api::namespaced(client.clone(), ns.name());
     let t = tasks
         .create(&PostParams::default(), &task("ha", "user-42", json!({"schedule": {"every": "1s"}, "catchUp": {"policy": "All", "maxOccurrences": 1000}})))

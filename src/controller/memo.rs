@@ -83,8 +83,9 @@ impl<K: Eq + Hash, V: Clone + PartialEq> Memo<K, V> {
         self.lock().map.remove(key);
     }
 
-    /// Entries held, expired or not (for the gauge and the tests).
-    pub(crate) fn len(&self) -> usize {
+    /// Entries held, expired or not.
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.lock().map.len()
     }
 }

@@ -189,11 +189,6 @@ impl Context {
             .holds(&object_id(task), &key.to_string(), Instant::now())
     }
 
-    /// Objects whose own write this process still waits to see in the cache.
-    pub fn commits_awaiting_cache(&self) -> usize {
-        self.committed.len()
-    }
-
     /// The guarded status write of every kind, bounded and counted (ok, conflict, error):
     /// `true` when written, `false` when the guard no longer held (re-read and decide again).
     pub(crate) async fn write_status<K, S>(

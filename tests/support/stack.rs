@@ -12,6 +12,18 @@ use serde::Deserialize;
 use super::{kubeconfig, wait_for};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
+/// Operator flags of the tests with leader election: an 8 s lease renewed every second, calls
+/// of at most 2 s (so a call and its write fit the lease's slack).
+pub const ELECTION: [&str; 7] = [
+    "--leader-elect",
+    "--lease-duration",
+    "8s",
+    "--lease-renew-period",
+    "1s",
+    "--dapr-timeout",
+    "2s",
+];
+
 const RECUR: &str = env!("CARGO_BIN_EXE_recur");
 
 /// One request the recording backend received.
