@@ -72,5 +72,5 @@ lint: ## cargo fmt --check and cargo clippy with warnings denied (and shellcheck
 	  echo "shellcheck is not installed: shell scripts not checked (apt-get install shellcheck)" >&2
 	fi
 
-bench: ## the scale benchmark on a local control plane (heavy; BENCH_FLAGS='--tasks 10000 --idle 300'): prints a table, writes target/bench/ and docs/bench/
+bench: ## the scale benchmark on a local control plane (heavy; BENCH_FLAGS='--tasks 10000 --idle 300', or '--fairness' for fairness between namespaces alone): prints a table, writes target/bench/ and docs/bench/
 	@scripts/bench.sh $(BENCH_FLAGS)

@@ -2,16 +2,20 @@
 # The scale benchmark (`make bench`): N RecurringTasks due in the same minute, delivered by
 # `recur run` through Dapr to the recording backend, against N CronJobs handled by
 # kube-controller-manager (at its default client QPS, then raised), plus the limit (bare status
-# patches), start and idle. Prints a markdown table; writes target/bench/*.json, and
-# docs/bench/results.md with docs/bench/lag.png.
+# patches), start and idle, and fairness between namespaces (N due in one namespace and 10 in
+# another in the same minute, with one shared work queue and with fair queueing). Prints a
+# markdown table; writes target/bench/*.json, and docs/bench/results.md with docs/bench/lag.png.
 #
 #   scripts/bench.sh [--tasks N] [--idle SECS] [--workers W] [--no-raised-qps] [--perf] [--recur-only]
+#                    [--fairness | --no-fairness]
 #     --tasks N          objects in the burst (default 1000; 10000 is the target)
 #     --idle SECS        idle window of the operator (default 60; the issue asks for 300)
 #     --workers W        recur run --workers (default 64)
 #     --no-raised-qps    skip the CronJob run with --kube-api-qps=500 --kube-api-burst=1000
 #     --perf             profile recur's burst, whole machine (perf record -a): target/bench/perf-*.txt
-#     --recur-only       only recur (start, idle, limit, burst): no CronJob runs, no report
+#     --recur-only       only recur (start, idle, limit, burst, fairness): no CronJob runs, no report
+#     --fairness         only the fairness runs: prints their table, writes docs/bench/fairness-n<N>.md
+#     --no-fairness      skip the fairness runs
 #
 # Builds the control-plane tools (tests/cluster/build.sh) and the release binaries, starts a
 # dedicated control plane (tests/cluster/up.sh) in a directory of its own and tears it down on
@@ -27,9 +31,9 @@ die() {
   log "error: $*"
   exit 1
 }
-usage() { sed -n '2,15s/^# \{0,1\}//p' "$0" >&2; }
+usage() { sed -n '2,18s/^# \{0,1\}//p' "$0" >&2; }
 
-tasks=1000 idle=60 workers=64 raised=1 perf=0 recur_only=0
+tasks=1000 idle=60 workers=64 raised=1 perf=0 recur_only=0 fairness=1
 while [ $# -gt 0 ]; do
   case $1 in
     --tasks) tasks=${2:?--tasks needs a number}; shift 2 ;;
@@ -38,6 +42,8 @@ while [ $# -gt 0 ]; do
     --no-raised-qps) raised=0; shift ;;
     --perf) perf=1; shift ;;
     --recur-only) recur_only=1; shift ;;
+    --fairness) fairness=only; shift ;;
+    --no-fairness) fairness=0; shift ;;
     -h | --help) usage; exit 0 ;;
     *) usage; die "unknown argument $1" ;;
   esac
@@ -45,7 +51,7 @@ done
 for v in "$tasks" "$idle" "$workers"; do
   [[ $v =~ ^[1-9][0-9]*$ ]] || die "'$v' is not a positive number"
 done
-command_line="scripts/bench.sh --tasks $tasks --idle $idle --workers $workers$([ "$raised" = 1 ] || echo ' --no-raised-qps')$([ "$perf" = 0 ] || echo ' --perf')"
+command_line="scripts/bench.sh --tasks $tasks --idle $idle --workers $workers$([ "$raised" = 1 ] || echo ' --no-raised-qps')$([ "$perf" = 0 ] || echo ' --perf')$([ "$fairness" = 1 ] || echo ' --no-fairness')"
 
 # --- tools -------------------------------------------------------------------------------------
 bin=$(tests/cluster/build.sh) || die "tests/cluster/build.sh failed"
@@ -166,9 +172,20 @@ if [ "$perf" = 1 ]; then
   command -v perf >/dev/null || die "--perf needs perf (apt-get install linux-perf)"
   perf_args=(--perf-out "$out/perf-burst.data")
 fi
-"$bench" recur --tasks "$tasks" --idle "$idle" --workers "$workers" --out-dir "$out" \
-  --log-dir "$out/logs" --recur-bin "$release/recur" --backend-url "$backend_url" \
-  --dapr-http-port "$dapr_port" --sidecar "$sidecar" "${perf_args[@]}"
+operator_args=(--workers "$workers" --log-dir "$out/logs" --recur-bin "$release/recur"
+  --backend-url "$backend_url" --dapr-http-port "$dapr_port" --sidecar "$sidecar")
+run_fairness() {
+  "$bench" fairness --tasks "$tasks" --out-dir "$out" "${operator_args[@]}"
+}
+if [ "$fairness" = only ]; then
+  run_fairness
+  mkdir -p docs/bench
+  cp "$out/fairness.md" "docs/bench/fairness-n$tasks.md"
+  log "wrote docs/bench/fairness-n$tasks.md"
+  exit 0
+fi
+"$bench" recur --tasks "$tasks" --idle "$idle" --out-dir "$out" "${operator_args[@]}" \
+  "${perf_args[@]}"
 if [ "$perf" = 1 ]; then
   # Where the machine's CPU went during the burst, by thread name (recur's runtime threads are
   # recur-worker, recur-dev's recur-dev-wkr), then recur's own hottest functions.
@@ -180,8 +197,10 @@ if [ "$perf" = 1 ]; then
   log "profile: $out/perf-by-process.txt, $out/perf-recur.txt"
   sed -n '1,30p' "$out/perf-by-process.txt" >&2
 fi
+# Its own namespaces and operator (for every namespace), after the burst's are gone.
+[ "$fairness" = 0 ] || run_fairness
 if [ "$recur_only" = 1 ]; then
-  log "--recur-only: figures in $out/recur.json"
+  log "--recur-only: figures in $out/recur.json and $out/fairness.json"
   exit 0
 fi
 

@@ -11,6 +11,8 @@ pub mod lease;
 pub mod metrics;
 pub mod operator;
 pub mod server;
+pub mod tenancy;
+pub mod webhook;
 
 // The schedule engine lives in its own crate (no Kubernetes, no I/O); `crate::schedule::...` and
 // `recur::schedule::...` keep naming it.

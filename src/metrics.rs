@@ -1,7 +1,9 @@
 //! Prometheus metrics (prometheus-client, OpenMetrics text). Every series is prefixed `recur_`.
 //!
-//! Labels carry only bounded values (resource kinds, Dapr app ids, fixed outcome words), never
-//! object names or user ids, so cardinality stays bounded by configuration.
+//! Labels carry only bounded values (resource kinds, namespaces and Dapr app ids, fixed outcome
+//! words), never object names or user ids, so cardinality stays bounded by configuration. The
+//! per-app series (by namespace and app id) are dropped with [`Metrics::forget_app`] once no
+//! task uses the app (its breaker was evicted), so deleted tenants do not linger.
 
 use std::sync::Arc;
 
@@ -34,11 +36,13 @@ struct KindOutcomeLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AppLabels {
+    namespace: String,
     app_id: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AppOutcomeLabels {
+    namespace: String,
     app_id: String,
     outcome: String,
 }
@@ -83,6 +87,15 @@ pub struct Metrics {
     status_writes: Family<KindOutcomeLabels, Counter>,
     events_suppressed: Family<ReasonLabels, Counter>,
     clock_skew: Gauge<f64, std::sync::atomic::AtomicU64>,
+    work_queue_waiting: Family<WorkQueueLabels, Gauge>,
+}
+
+/// Namespaces as labels: bounded by the cluster's namespaces, and only those with waiters lately
+/// (see `controller::fair`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkQueueLabels {
+    kind: String,
+    namespace: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -114,6 +127,7 @@ impl Metrics {
             status_writes: Family::default(),
             events_suppressed: Family::default(),
             clock_skew: Gauge::default(),
+            work_queue_waiting: Family::default(),
         };
         // Counters get `_total` and units `_seconds` appended by the encoder.
         registry.register(
@@ -145,13 +159,13 @@ impl Metrics {
         );
         registry.register_with_unit(
             "backend_call_duration",
-            "Duration of calls to a backend app through Dapr, by app id and outcome",
+            "Duration of calls to a backend app through Dapr, by namespace (tenant), app id and outcome",
             Unit::Seconds,
             m.backend_calls.clone(),
         );
         registry.register(
             "circuit_breaker_state",
-            "Circuit breaker state per backend app (0 closed, 1 half-open, 2 open)",
+            "Circuit breaker state per namespace (tenant) and backend app (0 closed, 1 half-open, 2 open)",
             m.breaker_state.clone(),
         );
         registry.register(
@@ -179,6 +193,11 @@ impl Metrics {
             "This replica's clock minus the API server's, as last measured",
             Unit::Seconds,
             m.clock_skew.clone(),
+        );
+        registry.register(
+            "work_queue_waiting",
+            "Reconciles waiting for a worker, by kind and namespace (fair queueing)",
+            m.work_queue_waiting.clone(),
         );
         Metrics {
             registry: Arc::new(registry),
@@ -217,8 +236,11 @@ impl Metrics {
             .observe(seconds);
     }
 
-    pub fn backend_call(&self, app_id: &str, outcome: &str, seconds: f64) {
+    /// A call made for `namespace` (the tenant) to `app_id`; `outcome` is one of
+    /// [`crate::dapr::Outcome::LABELS`].
+    pub fn backend_call(&self, namespace: &str, app_id: &str, outcome: &str, seconds: f64) {
         let labels = AppOutcomeLabels {
+            namespace: namespace.to_owned(),
             app_id: app_id.to_owned(),
             outcome: outcome.to_owned(),
         };
@@ -226,11 +248,24 @@ impl Metrics {
     }
 
     /// `state`: 0 closed, 1 half-open, 2 open.
-    pub fn breaker_state(&self, app_id: &str, state: i64) {
-        let labels = AppLabels {
-            app_id: app_id.to_owned(),
-        };
-        self.breaker_state.get_or_create(&labels).set(state);
+    pub fn breaker_state(&self, namespace: &str, app_id: &str, state: i64) {
+        self.breaker_state
+            .get_or_create(&app_labels(namespace, app_id))
+            .set(state);
+    }
+
+    /// Drops every series of `app_id` as called for `namespace` (breaker state and call
+    /// durations), once no task uses it.
+    pub fn forget_app(&self, namespace: &str, app_id: &str) {
+        self.breaker_state.remove(&app_labels(namespace, app_id));
+        // A family cannot be filtered, only asked by full label set: one per outcome word.
+        for outcome in crate::dapr::Outcome::LABELS {
+            self.backend_calls.remove(&AppOutcomeLabels {
+                namespace: namespace.to_owned(),
+                app_id: app_id.to_owned(),
+                outcome: outcome.to_owned(),
+            });
+        }
     }
 
     pub fn set_leader(&self, leader: bool) {
@@ -259,6 +294,16 @@ impl Metrics {
         self.clock_skew.set(seconds);
     }
 
+    pub fn set_work_queue_waiting(&self, kind: &str, namespace: &str, n: i64) {
+        self.work_queue_waiting
+            .get_or_create(&work_queue(kind, namespace))
+            .set(n);
+    }
+
+    pub fn remove_work_queue_waiting(&self, kind: &str, namespace: &str) {
+        self.work_queue_waiting.remove(&work_queue(kind, namespace));
+    }
+
     /// The OpenMetrics text exposition (see [`CONTENT_TYPE`]).
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -270,9 +315,23 @@ impl Metrics {
     }
 }
 
+fn app_labels(namespace: &str, app_id: &str) -> AppLabels {
+    AppLabels {
+        namespace: namespace.to_owned(),
+        app_id: app_id.to_owned(),
+    }
+}
+
 fn kind_labels(kind: &str) -> KindLabels {
     KindLabels {
         kind: kind.to_owned(),
+    }
+}
+
+fn work_queue(kind: &str, namespace: &str) -> WorkQueueLabels {
+    WorkQueueLabels {
+        kind: kind.to_owned(),
+        namespace: namespace.to_owned(),
     }
 }
 
@@ -303,8 +362,8 @@ mod tests {
         m.reconcile_duration("RecurringTask", 0.02);
         m.occurrence("Reminder", "delivered");
         m.firing_lag("Reminder", 0.3);
-        m.backend_call("billing", "ok", 0.04);
-        m.breaker_state("billing", 2);
+        m.backend_call("team-a", "billing", "delivered", 0.04);
+        m.breaker_state("team-a", "billing", 2);
         m.set_leader(true);
         m.set_pending("Reminder", 3);
         m.status_write("Reminder", "conflict");
@@ -344,12 +403,15 @@ mod tests {
         assert_eq!(
             sample(
                 &text,
-                r#"recur_backend_call_duration_seconds_count{app_id="billing",outcome="ok"}"#
+                r#"recur_backend_call_duration_seconds_count{namespace="team-a",app_id="billing",outcome="delivered"}"#
             ),
             Some(1.0)
         );
         assert_eq!(
-            sample(&text, r#"recur_circuit_breaker_state{app_id="billing"}"#),
+            sample(
+                &text,
+                r#"recur_circuit_breaker_state{namespace="team-a",app_id="billing"}"#
+            ),
             Some(2.0)
         );
         assert_eq!(sample(&text, "recur_leader"), Some(1.0));
@@ -414,6 +476,23 @@ mod tests {
     }
 
     #[test]
+    fn work_queue_waiting_is_per_namespace_and_removable() {
+        let m = Metrics::new();
+        m.set_work_queue_waiting("RecurringTask", "big", 9000);
+        m.set_work_queue_waiting("RecurringTask", "small", 0);
+        m.remove_work_queue_waiting("RecurringTask", "small");
+        let text = m.encode();
+        let series = |ns: &str| {
+            sample(
+                &text,
+                &format!(r#"recur_work_queue_waiting{{kind="RecurringTask",namespace="{ns}"}}"#),
+            )
+        };
+        assert_eq!(series("big"), Some(9000.0));
+        assert_eq!(series("small"), None);
+    }
+
+    #[test]
     fn firing_lag_buckets_span_a_millisecond_to_ten_minutes() {
         let m = Metrics::new();
         m.firing_lag("Reminder", 0.0005);
@@ -429,5 +508,53 @@ mod tests {
         assert_eq!(bucket("0.001"), Some(1.0));
         assert_eq!(bucket("600.0"), Some(2.0));
         assert_eq!(bucket("+Inf"), Some(3.0));
+    }
+
+    #[test]
+    fn a_forgotten_apps_series_disappear() {
+        let m = Metrics::new();
+        for outcome in ["delivered", "retryable", "circuit_open"] {
+            m.backend_call("team-a", "billing", outcome, 0.1);
+        }
+        m.backend_call("team-b", "billing", "delivered", 0.1);
+        m.breaker_state("team-a", "billing", 2);
+        m.breaker_state("team-b", "billing", 0);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"namespace="team-a",app_id="billing""#),
+            "{text}"
+        );
+
+        m.forget_app("team-a", "billing");
+        let text = m.encode();
+        assert!(
+            !text.contains(r#"namespace="team-a""#),
+            "team-a's series remain:\n{text}"
+        );
+        // The same app for another tenant is untouched.
+        assert_eq!(
+            sample(
+                &text,
+                r#"recur_circuit_breaker_state{namespace="team-b",app_id="billing"}"#
+            ),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"recur_backend_call_duration_seconds_count{namespace="team-b",app_id="billing",outcome="delivered"}"#
+            ),
+            Some(1.0)
+        );
+        // Forgetting what is not there is harmless; a new call brings the series back.
+        m.forget_app("team-c", "billing");
+        m.breaker_state("team-a", "billing", 0);
+        assert_eq!(
+            sample(
+                &m.encode(),
+                r#"recur_circuit_breaker_state{namespace="team-a",app_id="billing"}"#
+            ),
+            Some(0.0)
+        );
     }
 }

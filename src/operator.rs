@@ -17,6 +17,7 @@ use crate::dapr::{DaprClient, DaprConfig};
 use crate::lease::{self, Leadership, LeaseConfig, LeaseElector};
 use crate::metrics::Metrics;
 use crate::server::{self, Health};
+use crate::tenancy::Tenancy;
 
 /// Flags of `recur run`; each defaults from a `RECUR_`-prefixed environment variable.
 #[derive(Args, Debug, Clone)]
@@ -24,6 +25,10 @@ pub struct RunArgs {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "RECUR_NAMESPACE")]
     pub namespace: Option<String>,
+    /// Serve only recur objects whose labels match this selector (e.g. `shard=a`): shards, or a
+    /// canary operator next to the stable one. A task's reminders carry the task's labels.
+    #[arg(long, env = "RECUR_SELECTOR")]
+    pub selector: Option<String>,
     /// Address of the probe and metrics server.
     #[arg(long, env = "RECUR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
@@ -52,6 +57,11 @@ pub struct RunArgs {
     /// Reconciles running at once per kind (deliveries in flight).
     #[arg(long, env = "RECUR_WORKERS", default_value_t = 64)]
     pub workers: u16,
+    /// Share each kind's workers among namespaces in turn. Hidden: `=false` brings back the one
+    /// queue of every namespace, where a namespace's burst delays the others (for comparisons).
+    #[arg(long, env = "RECUR_FAIR_QUEUE", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, require_equals = true, default_missing_value = "true", hide = true)]
+    pub fair_queue: bool,
     /// Timeout of one call through the Dapr sidecar.
     #[arg(long, env = "RECUR_DAPR_TIMEOUT", default_value = "5s", value_parser = duration)]
     pub dapr_timeout: Duration,
@@ -67,6 +77,9 @@ pub struct RunArgs {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "RECUR_LOG", default_value = "info,kube=warn")]
     pub log: String,
+    /// The validating admission webhook (off unless --webhook-addr is set).
+    #[command(flatten)]
+    pub webhook: crate::webhook::WebhookArgs,
 }
 
 /// Log output format.
@@ -128,6 +141,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot load a kubeconfig or in-cluster config: {e}"))?;
     let default_ns = config.default_namespace.clone();
+    let webhook_ns = crate::webhook::namespace(&args.webhook, &default_ns);
     let client =
         Client::try_from(config).map_err(|e| format!("cannot build a Kubernetes client: {e}"))?;
     check_crds(&client, args.namespace.as_deref()).await?;
@@ -214,13 +228,16 @@ async fn run(args: RunArgs) -> Result<(), String> {
         upcoming: 3,
         backend_app_id: args.backend_app_id.clone(),
         lease_margin,
+        selector: args.selector.clone(),
     };
     let reporter = Reporter {
         controller: "recur".into(),
         instance: Some(identity),
     };
     let recorder = Recorder::new(client.clone(), reporter);
-    let ctx = Arc::new(Context::new(
+    let (tenancy, drive) = Tenancy::watch(client.clone());
+    tokio::spawn(drive);
+    let ctx = Context::new(
         client.clone(),
         recorder,
         dapr,
@@ -228,7 +245,9 @@ async fn run(args: RunArgs) -> Result<(), String> {
         leadership.clone(),
         health.clone(),
         settings,
-    ));
+        tenancy.clone(),
+    );
+    let ctx = Arc::new(ctx.with_fair_queue(args.fair_queue));
 
     // The runtime's heartbeat (see server.rs: liveness also fails on a stuck reconcile).
     let beat = health.clone();
@@ -254,17 +273,34 @@ async fn run(args: RunArgs) -> Result<(), String> {
         metrics.clone(),
         reached(Stage::StopServer),
     ));
+    // Admission is every replica's work, not the leader's; it stops with the probe server.
+    // Its own policy caches: a store's readiness wakes only the last task waiting on it (kube's
+    // DelayedInit), so the webhook must not wait on the caches the controllers wait on.
+    let (admission, admission_drive) = Tenancy::watch(client.clone());
+    if args.webhook.webhook_addr.is_some() {
+        tokio::spawn(admission_drive);
+    }
+    let webhook = crate::webhook::start(
+        &args.webhook,
+        client.clone(),
+        &webhook_ns,
+        admission,
+        &health,
+        reached(Stage::StopServer),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     leadership.report_to(metrics.clone());
     let tasks = controller::run::<RecurringTask>(
         ctx.clone(),
         args.namespace.clone(),
-        leadership.gained(),
+        futures::stream::select(leadership.gained(), tenancy.changes()),
         shutdown(),
     );
     let reminders = controller::run::<Reminder>(
         ctx.clone(),
         args.namespace.clone(),
-        leadership.gained(),
+        futures::stream::select(leadership.gained(), tenancy.changes()),
         shutdown(),
     );
     info!(leader_elect = args.leader_elect, namespace = ?args.namespace, http = %args.http_addr, "recur started");
@@ -277,6 +313,11 @@ async fn run(args: RunArgs) -> Result<(), String> {
         tracing::warn!("{err}");
     }
     let _ = shutdown_tx.send(Stage::StopServer);
+    if let Some(webhook) = webhook
+        && let Err(err) = webhook.await
+    {
+        tracing::warn!("admission webhook task: {err}");
+    }
     match server.await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => Err(format!("http server: {err}")),

@@ -381,6 +381,7 @@ fn rec(seq: u64, key: &str, accepted: bool, at: &str) -> support::stack::Record 
         path: "/api/tasks".into(),
         key: Some(key.into()),
         user_id: None,
+        namespace: None,
         accepted,
         fault: None,
         received_at: String::new(),

@@ -213,6 +213,17 @@ fn servicemonitor_crd() -> PathBuf {
     root().join("tests/chart/servicemonitor-crd.yaml")
 }
 
+fn cert_manager_crds() -> PathBuf {
+    root().join("tests/chart/cert-manager-crds.yaml")
+}
+
+/// The object of `kind` named `name`.
+fn named<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
 /// A namespace for one test (labelled like support's), deleted without waiting when dropped. The
 /// tests here are synchronous (they drive helm and kubectl), hence not `support::TestNamespace`.
 struct Namespace(String);
@@ -265,8 +276,13 @@ impl Release {
         cmd.args(["install", name])
             .arg(chart())
             .args(["--namespace", namespace, "--kubeconfig"]);
+        // The test cluster has no Service routing: the release's webhook must never be called, so
+        // it reviews only objects labelled for it, which no test makes.
+        let never = format!(
+            r#"webhook.objectSelector={{"matchLabels":{{"recur.dev/chart-test-review":"{namespace}"}}}}"#
+        );
         cmd.arg(support::kubeconfig())
-            .args(["--timeout", "2m"])
+            .args(["--timeout", "2m", "--set-json", &never])
             .args(args);
         let out = run(&mut cmd, None);
         assert!(
@@ -445,7 +461,7 @@ fn chart_passes_strict_lint_with_default_and_all_options_values() {
 fn rendered_manifests_pass_server_side_dry_run() {
     // The ServiceMonitor's CRD is not part of Kubernetes: a trimmed copy of it stands in.
     apply_crds(&chart_crds());
-    apply_crds(&[servicemonitor_crd()]);
+    apply_crds(&[servicemonitor_crd(), cert_manager_crds()]);
     let home = tempfile::tempdir().unwrap();
     let release_ns = Namespace::new("chart-dry");
     let watched = Namespace::new("chart-dry-watched");
@@ -540,7 +556,10 @@ fn rendered_manifests_wire_the_options() {
     );
     assert_eq!(
         c["ports"],
-        json!([{ "name": "http", "containerPort": 8080, "protocol": "TCP" }])
+        json!([
+            { "name": "http", "containerPort": 8080, "protocol": "TCP" },
+            { "name": "webhook", "containerPort": 9443, "protocol": "TCP" }
+        ])
     );
     assert_eq!(
         c["livenessProbe"]["httpGet"],
@@ -597,8 +616,8 @@ fn rendered_manifests_wire_the_options() {
     assert_eq!(find(&docs, "ClusterRoleBinding").len(), 1);
     assert_eq!(
         find(&docs, "Role").len(),
-        1,
-        "only the leader-election Role"
+        2,
+        "the leader-election Role and the webhook Secret's"
     );
     assert_eq!(
         only(&docs, "PodDisruptionBudget")["spec"]["minAvailable"],
@@ -606,7 +625,7 @@ fn rendered_manifests_wire_the_options() {
     );
     assert!(find(&docs, "NetworkPolicy").is_empty() && find(&docs, "ServiceMonitor").is_empty());
     assert_eq!(
-        only(&docs, "Service")["spec"]["ports"],
+        named(&docs, "Service", "rel-recur")["spec"]["ports"],
         json!([{ "name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP" }])
     );
 
@@ -618,9 +637,15 @@ fn rendered_manifests_wire_the_options() {
         args.contains(&"--namespace=recur-watched".to_string()),
         "{args:?}"
     );
-    assert!(
-        find(&docs, "ClusterRole").is_empty() && find(&docs, "ClusterRoleBinding").is_empty(),
-        "watchNamespace means no cluster-wide rights"
+    // watchNamespace: no cluster-wide rights on tasks and reminders; the ClusterRole only reads
+    // TenantPolicies and namespaces (cert-manager mode: no webhook configuration rights).
+    let cluster_rules = &only(&docs, "ClusterRole")["rules"];
+    assert_eq!(
+        cluster_rules,
+        &json!([
+            {"apiGroups": ["recur.dev"], "resources": ["tenantpolicies"], "verbs": ["get", "list", "watch"]},
+            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}
+        ])
     );
     let roles = find(&docs, "Role");
     assert_eq!(roles.len(), 2);
@@ -691,7 +716,12 @@ fn rendered_manifests_wire_the_options() {
         "--set",
         "leaderElection.enabled=false",
     ]);
-    assert!(find(&docs, "Role").is_empty());
+    assert!(
+        find(&docs, "Role")
+            .iter()
+            .all(|r| r["metadata"]["name"] != "rel-recur-leader-election"),
+        "no Lease rights"
+    );
     // The binary elects by default: turning it off must be said, and then the old pod must go
     // before the new one starts (two pods without election would both deliver).
     let args = args_of(operator_container(&docs));
@@ -743,6 +773,253 @@ fn rendered_manifests_wire_the_options() {
     );
 }
 
+/// The admission webhook: its Service, configuration, flags and rights, with the self-managed
+/// certificate (the default) and with cert-manager; and the default TenantPolicy.
+#[test]
+fn the_webhook_is_registered_with_least_privilege_in_both_certificate_modes() {
+    let home = tempfile::tempdir().unwrap();
+    let render = |args: &[&str]| {
+        let mut cmd = helm(home.path());
+        cmd.args(["template", "rel"])
+            .arg(chart())
+            .args(["--namespace", "ops"])
+            .args(kube_version())
+            .args(args);
+        documents(&run(&mut cmd, None))
+    };
+    let service = |docs: &[Value]| {
+        json!({"name": "rel-recur-webhook", "namespace": "ops", "path": "/validate", "port": 443})
+            == only(docs, "ValidatingWebhookConfiguration")["webhooks"][0]["clientConfig"]["service"]
+    };
+
+    // Self-managed: the operator issues the certificate and publishes the CA.
+    let docs = render(&[]);
+    let args = args_of(operator_container(&docs));
+    for want in [
+        "--webhook-addr=0.0.0.0:9443",
+        "--webhook-secret=rel-recur-webhook-tls",
+        "--webhook-namespace=ops",
+        "--webhook-service=rel-recur-webhook",
+        "--webhook-configuration=rel-recur-ops",
+    ] {
+        assert!(
+            args.contains(&want.to_string()),
+            "missing {want} in {args:?}"
+        );
+    }
+    assert!(!args.iter().any(|a| a.starts_with("--webhook-cert-dir")));
+    assert_eq!(
+        operator_container(&docs)["ports"][1],
+        json!({"name": "webhook", "containerPort": 9443, "protocol": "TCP"})
+    );
+    assert_eq!(
+        named(&docs, "Service", "rel-recur-webhook")["spec"]["ports"],
+        json!([{"name": "webhook", "port": 443, "targetPort": "webhook", "protocol": "TCP"}])
+    );
+    let config = only(&docs, "ValidatingWebhookConfiguration");
+    assert_eq!(config["metadata"]["name"], "rel-recur-ops");
+    assert!(config["metadata"].get("annotations").is_none(), "{config}");
+    assert!(service(&docs));
+    let webhooks = config["webhooks"].as_array().unwrap();
+    assert_eq!(webhooks.len(), 2);
+    for w in webhooks {
+        assert_eq!(w["admissionReviewVersions"], json!(["v1"]));
+        assert_eq!(w["sideEffects"], "None");
+        assert_eq!(w["timeoutSeconds"], 5);
+        assert_eq!(w["failurePolicy"], "Fail");
+        assert!(
+            w["clientConfig"].get("caBundle").is_none(),
+            "the operator fills the caBundle: {w}"
+        );
+        assert!(w.get("objectSelector").is_none());
+    }
+    assert_eq!(webhooks[0]["name"], "tasks.recur.dev");
+    assert_eq!(
+        webhooks[0]["rules"],
+        json!([{"apiGroups": ["recur.dev"], "apiVersions": ["v1alpha1"], "operations": ["CREATE", "UPDATE"],
+                "resources": ["recurringtasks", "reminders"], "scope": "Namespaced"}])
+    );
+    assert_eq!(
+        webhooks[0]["namespaceSelector"],
+        json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system"]}]})
+    );
+    assert_eq!(webhooks[1]["name"], "tenantpolicies.recur.dev");
+    assert_eq!(
+        webhooks[1]["rules"],
+        json!([{"apiGroups": ["recur.dev"], "apiVersions": ["v1alpha1"], "operations": ["CREATE", "UPDATE"],
+                "resources": ["tenantpolicies"], "scope": "Cluster"}])
+    );
+    assert!(webhooks[1].get("namespaceSelector").is_none());
+    // The rights: the Secret by name (create cannot be named), this configuration by name,
+    // and the tenancy reads.
+    assert_eq!(
+        named(&docs, "Role", "rel-recur-webhook")["rules"],
+        json!([
+            {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create"]},
+            {"apiGroups": [""], "resources": ["secrets"], "resourceNames": ["rel-recur-webhook-tls"], "verbs": ["get", "update"]}
+        ])
+    );
+    assert_eq!(
+        named(&docs, "RoleBinding", "rel-recur-webhook")["roleRef"]["name"],
+        "rel-recur-webhook"
+    );
+    let cluster_rules = only(&docs, "ClusterRole")["rules"].as_array().unwrap();
+    let tail: Vec<&Value> = cluster_rules.iter().rev().take(3).rev().collect();
+    assert_eq!(
+        tail,
+        vec![
+            &json!({"apiGroups": ["recur.dev"], "resources": ["tenantpolicies"], "verbs": ["get", "list", "watch"]}),
+            &json!({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}),
+            &json!({"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
+                    "resourceNames": ["rel-recur-ops"], "verbs": ["get", "patch", "update"]}),
+        ]
+    );
+    assert!(find(&docs, "Certificate").is_empty() && find(&docs, "Issuer").is_empty());
+    assert!(
+        find(&docs, "TenantPolicy").is_empty(),
+        "no default policy unless asked"
+    );
+
+    // The values narrow what is reviewed; kube-system stays excluded whatever they say.
+    let docs = render(&[
+        "--set-json",
+        r#"webhook.excludeNamespaces=["tools","kube-system"]"#,
+        "--set-json",
+        r#"webhook.namespaceSelector={"matchLabels":{"tenant":"yes"},"matchExpressions":[{"key":"env","operator":"Exists"}]}"#,
+        "--set-json",
+        r#"webhook.objectSelector={"matchLabels":{"review":"yes"}}"#,
+        "--set",
+        "webhook.failurePolicy=Ignore",
+        "--set",
+        "webhook.timeoutSeconds=2",
+        "--set",
+        "watchNamespace=team-a",
+    ]);
+    let webhooks = only(&docs, "ValidatingWebhookConfiguration")["webhooks"].clone();
+    assert_eq!(
+        webhooks[0]["namespaceSelector"],
+        json!({
+            "matchLabels": {"tenant": "yes"},
+            "matchExpressions": [
+                {"key": "kubernetes.io/metadata.name", "operator": "NotIn", "values": ["kube-system", "tools"]},
+                {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a"]},
+                {"key": "env", "operator": "Exists"}
+            ]
+        })
+    );
+    for w in webhooks.as_array().unwrap() {
+        assert_eq!(
+            w["objectSelector"],
+            json!({"matchLabels": {"review": "yes"}})
+        );
+        assert_eq!(w["failurePolicy"], "Ignore");
+        assert_eq!(w["timeoutSeconds"], 2);
+    }
+
+    // cert-manager: a CA chain of Issuers and Certificates, the CA injected, the Secret mounted,
+    // and no rights on Secrets or on the configuration.
+    let docs = render(&["--set", "webhook.certManager.enabled=true"]);
+    let c = operator_container(&docs);
+    let args = args_of(c);
+    assert!(
+        args.contains(&"--webhook-cert-dir=/tls".to_string()),
+        "{args:?}"
+    );
+    assert!(
+        !args
+            .iter()
+            .any(|a| a.starts_with("--webhook-secret") || a.starts_with("--webhook-configuration"))
+    );
+    assert_eq!(
+        c["volumeMounts"],
+        json!([{"name": "webhook-tls", "mountPath": "/tls", "readOnly": true}])
+    );
+    assert_eq!(
+        only(&docs, "Deployment")["spec"]["template"]["spec"]["volumes"],
+        json!([{"name": "webhook-tls", "secret": {"secretName": "rel-recur-webhook-tls"}}])
+    );
+    let config = only(&docs, "ValidatingWebhookConfiguration");
+    assert_eq!(
+        config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"],
+        "ops/rel-recur-webhook"
+    );
+    assert!(service(&docs));
+    let serving = named(&docs, "Certificate", "rel-recur-webhook");
+    assert_eq!(serving["spec"]["secretName"], "rel-recur-webhook-tls");
+    assert_eq!(
+        serving["spec"]["dnsNames"],
+        json!([
+            "rel-recur-webhook",
+            "rel-recur-webhook.ops",
+            "rel-recur-webhook.ops.svc",
+            "rel-recur-webhook.ops.svc.cluster.local"
+        ])
+    );
+    assert_eq!(serving["spec"]["issuerRef"]["name"], "rel-recur-webhook-ca");
+    let ca = named(&docs, "Certificate", "rel-recur-webhook-ca");
+    assert_eq!(ca["spec"]["isCA"], true);
+    assert_eq!(ca["spec"]["issuerRef"]["name"], "rel-recur-selfsigned");
+    assert_eq!(
+        named(&docs, "Issuer", "rel-recur-selfsigned")["spec"],
+        json!({"selfSigned": {}})
+    );
+    assert_eq!(
+        named(&docs, "Issuer", "rel-recur-webhook-ca")["spec"],
+        json!({"ca": {"secretName": "rel-recur-webhook-ca"}})
+    );
+    assert!(
+        find(&docs, "Role")
+            .iter()
+            .all(|r| r["metadata"]["name"] != "rel-recur-webhook"),
+        "no Secret rights with cert-manager"
+    );
+    let cluster = only(&docs, "ClusterRole").to_string();
+    assert!(
+        !cluster.contains("validatingwebhookconfigurations"),
+        "{cluster}"
+    );
+
+    // Disabled: no webhook at all, and no rights for it.
+    let docs = render(&["--set", "webhook.enabled=false"]);
+    assert!(find(&docs, "ValidatingWebhookConfiguration").is_empty());
+    assert_eq!(find(&docs, "Service").len(), 1);
+    let args = args_of(operator_container(&docs));
+    assert!(!args.iter().any(|a| a.starts_with("--webhook")), "{args:?}");
+    assert_eq!(
+        find(&docs, "Role").len(),
+        1,
+        "only the leader-election Role"
+    );
+    assert!(
+        !only(&docs, "ClusterRole")
+            .to_string()
+            .contains("validatingwebhookconfigurations")
+    );
+
+    // A default TenantPolicy from the values.
+    let docs = render(&[
+        "--set",
+        "tenancy.defaultPolicy.enabled=true",
+        "--set-json",
+        r#"tenancy.defaultPolicy.namespaceSelector={"matchLabels":{"team":"a"}}"#,
+        "--set-json",
+        r#"tenancy.defaultPolicy.targets=[{"namespace":"payments","appId":"orders","methods":["api/orders"]}]"#,
+        "--set-json",
+        r#"tenancy.defaultPolicy.limits={"maxPayloadBytes":1024}"#,
+    ]);
+    let policy = only(&docs, "TenantPolicy");
+    assert_eq!(policy["apiVersion"], "recur.dev/v1alpha1");
+    assert_eq!(policy["metadata"]["name"], "rel-recur-ops-default");
+    assert_eq!(
+        policy["spec"],
+        json!({
+            "namespaceSelector": {"matchLabels": {"team": "a"}},
+            "targets": [{"namespace": "payments", "appId": "orders", "methods": ["api/orders"]}],
+            "limits": {"maxPayloadBytes": 1024}
+        })
+    );
+}
+
 // ------------------------------------------------------------------------------------------------
 // 3. the schema rejects wrong values with readable messages
 
@@ -789,6 +1066,21 @@ fn schema_rejects_wrong_values_with_readable_messages() {
             "label value not a string",
             "commonLabels:\n  tier: 3\n",
             "at '/commonLabels/tier': got number, want string",
+        ),
+        (
+            "bad failure policy",
+            "webhook:\n  failurePolicy: Retry\n",
+            "at '/webhook/failurePolicy'",
+        ),
+        (
+            "timeout beyond the API server's limit",
+            "webhook:\n  timeoutSeconds: 31\n",
+            "at '/webhook/timeoutSeconds'",
+        ),
+        (
+            "unknown key of a default policy",
+            "tenancy:\n  defaultPolicy:\n    selector: {}\n",
+            "additional properties 'selector' not allowed",
         ),
     ];
     for (what, values, message) in cases {
@@ -922,6 +1214,7 @@ fn installed_service_account_has_least_privilege_cluster_wide() {
     let kubeconfig = token_kubeconfig(&ns.0, "recur", dir.path());
     let (n, o) = (ns.0.as_str(), other.0.as_str());
     let lease = "leases.coordination.k8s.io/recur-leader";
+    let vwc = format!("validatingwebhookconfigurations.admissionregistration.k8s.io/recur-{n}");
     let checks: &[(&[&str], bool)] = &[
         // What the operator needs.
         (&["list", "recurringtasks.recur.dev", "-A"], true),
@@ -1008,6 +1301,58 @@ fn installed_service_account_has_least_privilege_cluster_wide() {
             false,
         ),
         (&["create", "serviceaccounts/token", "-n", n], false),
+        // The tenancy checks read every TenantPolicy and namespace, and change none.
+        (&["list", "tenantpolicies.recur.dev"], true),
+        (&["watch", "tenantpolicies.recur.dev"], true),
+        (&["get", "tenantpolicies.recur.dev"], true),
+        (&["create", "tenantpolicies.recur.dev"], false),
+        (&["delete", "tenantpolicies.recur.dev"], false),
+        (&["list", "namespaces"], true),
+        (&["watch", "namespaces"], true),
+        (&["update", &format!("namespaces/{o}")], false),
+        (&["create", "namespaces"], false),
+        // The self-managed webhook certificate: its own Secret in the release namespace...
+        (&["create", "secrets", "-n", n], true),
+        (&["get", "secrets/recur-webhook-tls", "-n", n], true),
+        (&["update", "secrets/recur-webhook-tls", "-n", n], true),
+        (&["delete", "secrets/recur-webhook-tls", "-n", n], false),
+        (&["get", "secrets/another", "-n", n], false),
+        (&["update", "secrets/another", "-n", n], false),
+        (&["create", "secrets", "-n", o], false),
+        (&["get", "secrets/recur-webhook-tls", "-n", o], false),
+        // ... and the caBundle of its own webhook configuration.
+        (&["get", &vwc], true),
+        (&["patch", &vwc], true),
+        (&["update", &vwc], true),
+        (&["delete", &vwc], false),
+        (
+            &[
+                "patch",
+                "validatingwebhookconfigurations.admissionregistration.k8s.io/another",
+            ],
+            false,
+        ),
+        (
+            &[
+                "list",
+                "validatingwebhookconfigurations.admissionregistration.k8s.io",
+            ],
+            false,
+        ),
+        (
+            &[
+                "create",
+                "validatingwebhookconfigurations.admissionregistration.k8s.io",
+            ],
+            false,
+        ),
+        (
+            &[
+                "patch",
+                "mutatingwebhookconfigurations.admissionregistration.k8s.io/recur",
+            ],
+            false,
+        ),
     ];
     assert_rights(&kubeconfig, "the chart's ServiceAccount", checks);
 
@@ -1120,6 +1465,12 @@ fn installed_service_account_is_confined_to_the_watched_namespace() {
         (&["get", "secrets", "-n", w], false),
         (&["list", "pods", "-n", w], false),
         (&["patch", "recurringtasks.recur.dev", "-n", w], false),
+        // Policies are cluster-scoped and select namespaces by label: read everywhere.
+        (&["list", "tenantpolicies.recur.dev"], true),
+        (&["list", "namespaces"], true),
+        (&["create", "tenantpolicies.recur.dev"], false),
+        (&["create", "secrets", "-n", n], true),
+        (&["create", "secrets", "-n", w], false),
     ];
     assert_rights(
         &kubeconfig,

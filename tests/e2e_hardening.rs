@@ -81,12 +81,15 @@ async fn reminders_due_while_the_breaker_is_open_are_sent_when_it_closes() {
     )
     .await;
     // Reminders' calls publish the breaker's state too (it used to be only tasks').
+    // Per tenant (issue 13): the reminder's namespace, and its own notification-service.
     let (_, metrics) = stack.operator_get(0, "/metrics").await;
+    let series = format!(
+        "recur_circuit_breaker_state{{namespace=\"{ns}\",app_id=\"notification-service.{ns}\"}}",
+        ns = ns.name()
+    );
     assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("recur_circuit_breaker_state{app_id=\"notification-service\"}")),
-        "{metrics}"
+        metrics.lines().any(|l| l.starts_with(&series)),
+        "{series} missing from {metrics}"
     );
     stack.faults(json!({})).await;
     wait_for(

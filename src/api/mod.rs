@@ -1,4 +1,5 @@
-//! The custom resources recur serves: `RecurringTask` and `Reminder` (`recur.dev/v1alpha1`).
+//! The custom resources recur serves: `RecurringTask` and `Reminder` (`recur.dev/v1alpha1`), and
+//! the platform team's cluster-scoped `TenantPolicy`.
 //!
 //! Everything the schema can check lives here as OpenAPI constraints and CEL rules, so `kubectl
 //! apply` rejects the mistake with a message; what only the operator can check (time zones, cron
@@ -7,10 +8,12 @@
 #![allow(clippy::duplicated_attributes)]
 
 mod common;
+mod policy;
 mod reminder;
 mod task;
 
 pub use common::*;
+pub use policy::*;
 pub use reminder::*;
 pub use task::*;
 
@@ -22,7 +25,7 @@ pub const GROUP: &str = "recur.dev";
 
 /// The CRDs, in the order `recur crd` prints them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![RecurringTask::crd(), Reminder::crd()]
+    vec![RecurringTask::crd(), Reminder::crd(), TenantPolicy::crd()]
         .into_iter()
         .map(drop_unknown_formats)
         .collect()

@@ -1,5 +1,9 @@
 //! The controllers, one per kind, and what they share: the [`Context`], conditions, events and
 //! the guarded status write.
+mod action;
+mod dispatch;
+pub mod fair;
+pub mod rate;
 pub mod reason;
 pub mod reminder;
 mod runner;
@@ -9,6 +13,7 @@ mod memo;
 mod status;
 pub mod time;
 
+pub use action::Action;
 pub use runner::Reconcile;
 pub(crate) use runner::run;
 pub use status::{Guard, StatusWrite, write_status};
@@ -27,7 +32,9 @@ use crate::dapr::DaprClient;
 use crate::lease::Leadership;
 use crate::metrics::Metrics;
 use crate::server::Health;
+use fair::{FairGate, WorkQueues};
 use memo::Memo;
+use rate::RateLimiter;
 
 /// Name under which recur writes status and creates objects (field manager, event reporter).
 pub const MANAGER: &str = "recur";
@@ -82,8 +89,7 @@ const LEASE_SLACK_RETRY: Duration = Duration::from_millis(500);
 
 /// Whether this replica may write or deliver now: `None` when it may, else what to return. A
 /// delivery starts only while the lease stays ours for the whole call and its status write.
-pub(crate) fn leadership_gate(ctx: &Context) -> Option<kube::runtime::controller::Action> {
-    use kube::runtime::controller::Action;
+pub(crate) fn leadership_gate(ctx: &Context) -> Option<Action> {
     if ctx.leadership.valid_for(ctx.settings.lease_margin) {
         None
     } else if ctx.leadership.is_leader() {
@@ -106,6 +112,8 @@ pub struct Settings {
     /// A delivery starts only while the lease is ours for at least this long (call timeout plus
     /// the status write), so no call is in flight when another replica may take over.
     pub lease_margin: Duration,
+    /// Only objects with matching labels are served (`--selector`).
+    pub selector: Option<String>,
 }
 
 /// Everything a reconcile needs.
@@ -117,6 +125,8 @@ pub struct Context {
     pub leadership: Leadership,
     pub health: Health,
     pub settings: Settings,
+    /// Tenant policies and namespaces, for the checks before every call.
+    pub tenancy: crate::tenancy::Tenancy,
     /// Per object, the resourceVersion a call's outcome was decided on, once that outcome is
     /// written: while the watch cache still shows that version it is stale (our own write has
     /// not arrived), and a reconcile waits for it instead of calling again.
@@ -125,6 +135,10 @@ pub struct Context {
     warned: Memo<(String, String), ()>,
     /// Tasks whose reminders for the pending occurrence (the value) could not all be created.
     reminders_owed: Memo<String, String>,
+    /// Per-namespace delivery rates (`limits.occurrencesPerSecond`), shared by every kind.
+    pub rates: RateLimiter,
+    /// The workers of each kind, shared fairly among namespaces.
+    work_queues: WorkQueues,
 }
 
 /// How long a committed write is remembered: far longer than a watch event takes to arrive, so
@@ -136,6 +150,8 @@ const COMMIT_MEMORY: Duration = Duration::from_secs(300);
 const WARNING_INTERVAL: Duration = Duration::from_secs(300);
 
 impl Context {
+    /// One argument per shared service; built in `operator.rs` and the tests' fixture only.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
         recorder: Recorder,
@@ -144,7 +160,9 @@ impl Context {
         leadership: Leadership,
         health: Health,
         settings: Settings,
+        tenancy: crate::tenancy::Tenancy,
     ) -> Self {
+        let settings_workers = settings.workers;
         Self {
             client,
             recorder,
@@ -153,10 +171,26 @@ impl Context {
             leadership,
             health,
             settings,
+            tenancy,
             committed: Memo::new(COMMIT_MEMORY),
             warned: Memo::new(WARNING_INTERVAL),
             reminders_owed: Memo::new(COMMIT_MEMORY),
+            rates: RateLimiter::new(),
+            work_queues: WorkQueues::new(usize::from(settings_workers), true),
         }
+    }
+
+    /// With `false`, kube-runtime's one shared queue bounds each kind's reconciles again (every
+    /// namespace in one line), as before fair queueing: for comparisons only.
+    pub fn with_fair_queue(mut self, on: bool) -> Self {
+        self.work_queues = WorkQueues::new(usize::from(self.settings.workers), on);
+        self
+    }
+
+    /// The gate through which `kind`'s reconciles take turns by namespace, `settings.workers`
+    /// at a time; `None` when fair queueing is off.
+    pub fn work_queue(&self, kind: &'static str) -> Option<Arc<FairGate>> {
+        self.work_queues.for_kind(kind)
     }
 
     /// Remembers that the outcome of a call decided on `obj` (as the cache showed it) is written.
@@ -213,20 +247,25 @@ impl Context {
         result
     }
 
-    /// One Dapr call of any kind, with its duration and outcome counted and every breaker's
-    /// state published.
+    /// One Dapr call of any kind, with its duration and outcome counted, every breaker's state
+    /// published, and the series of breakers no task uses any more dropped.
     pub(crate) async fn invoke(
         &self,
         invocation: &crate::dapr::Invocation<'_>,
     ) -> crate::dapr::Invoked {
         let invoked = self.dapr.invoke(invocation).await;
         self.metrics.backend_call(
+            invocation.namespace,
             invocation.app_id.as_str(),
             invoked.outcome.label(),
             invoked.elapsed.as_secs_f64(),
         );
-        for (app, state) in self.dapr.breaker_states() {
-            self.metrics.breaker_state(&app, state as i64);
+        // Evicted first, so an evicted breaker's state is not published again just before.
+        for (namespace, app) in self.dapr.evict_idle() {
+            self.metrics.forget_app(&namespace, &app);
+        }
+        for ((namespace, app), state) in self.dapr.breaker_states() {
+            self.metrics.breaker_state(&namespace, &app, state as i64);
         }
         invoked
     }

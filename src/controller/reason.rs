@@ -21,6 +21,8 @@ pub const BACKEND_UNAVAILABLE: &str = "BackendUnavailable";
 pub const INVALID_SCHEDULE: &str = "InvalidSchedule";
 /// `target` names no usable app id or method.
 pub const INVALID_TARGET: &str = "InvalidTarget";
+/// The tenant's policy (or the default) refuses the target, the user id or the payload.
+pub const POLICY_DENIED: &str = "PolicyDenied";
 /// Another field cannot be acted on.
 pub const INVALID_SPEC: &str = "InvalidSpec";
 /// The backend refused an occurrence for good.

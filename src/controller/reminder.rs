@@ -7,13 +7,12 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kube::api::Api;
-use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::{Context, Error, Guard, conditions, key_instant, reason, truncate, uid, until};
+use super::{Action, Context, Error, Guard, conditions, key_instant, reason, truncate, uid, until};
 use crate::api::{Failure, Phase, RecurringTask, Reminder, ReminderStatus};
 use crate::dapr::{self, AppId, Invocation, Method};
 
@@ -181,15 +180,14 @@ pub fn after_call(
         message,
         idempotency_key: key.clone(),
     };
-    let backoff = |attempts: u32| {
-        now + chrono::Duration::from_std(dapr::backoff(attempts, &key))
-            .unwrap_or(chrono::Duration::seconds(1))
+    let after = |wait: Duration| {
+        now + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::seconds(1))
     };
-    // A circuit that is open made no call: nothing counts, the reminder waits for it.
-    if let dapr::Outcome::CircuitOpen { retry_in } = outcome {
-        status.retry_at = Some(
-            now + chrono::Duration::from_std(*retry_in).unwrap_or(chrono::Duration::seconds(1)),
-        );
+    let backoff = |attempts: u32| after(dapr::backoff(attempts, &key));
+    // A circuit that is open made no call: nothing counts, the reminder waits for it (spread
+    // over a few seconds, so the reminders waiting on it do not all wake at once).
+    if let dapr::Outcome::CircuitOpen { retry_in, spread } = outcome {
+        status.retry_at = Some(after(dapr::circuit_retry(*retry_in, *spread, &key)));
         return status;
     }
     status.attempts += 1;
@@ -250,10 +248,16 @@ pub fn after_call(
         dapr::Outcome::InProgress => {
             status.retry_at = Some(backoff(status.attempts));
         }
-        dapr::Outcome::Retryable { message, .. } => {
+        dapr::Outcome::Retryable {
+            message,
+            retry_after,
+            ..
+        } => {
             status.last_failure =
                 Some(failure(reason::BACKEND_UNAVAILABLE, truncate(message, 256)));
-            status.retry_at = Some(backoff(status.attempts));
+            // The service's Retry-After is a floor under the backoff.
+            let wait = dapr::backoff(status.attempts, &key);
+            status.retry_at = Some(after(retry_after.map_or(wait, |r| r.max(wait))));
             conditions(&mut status.conditions, generation, now).ready(
                 false,
                 reason::BACKEND_UNAVAILABLE,
@@ -304,17 +308,14 @@ impl crate::controller::Reconcile for Reminder {
         let uid = uid(rem)?;
         let api: Api<Reminder> = Api::namespaced(ctx.client.clone(), ns);
         let now = Utc::now();
-        let (app_id, method) = match (AppId::new(rem.app_id()), Method::new(rem.method())) {
-            (Ok(a), Ok(m)) => (a, m),
-            (Err(e), _) | (_, Err(e)) => {
-                let refusal = Refusal {
-                    reason: reason::INVALID_TARGET,
-                    message: format!("spec.{e}"),
-                    phase: Phase::Failed,
-                };
-                return refuse(rem, ctx, &api, name, refusal, now).await;
-            }
-        };
+        if let (Err(e), _) | (_, Err(e)) = (AppId::new(rem.app_id()), Method::new(rem.method())) {
+            let refusal = Refusal {
+                reason: reason::INVALID_TARGET,
+                message: format!("spec.{e}"),
+                phase: Phase::Failed,
+            };
+            return refuse(rem, ctx, &api, name, refusal, now).await;
+        }
         let step = plan(rem, &uid, now);
         if matches!(step, Plan::Idle | Plan::Wait(_)) {
             return Ok(match step {
@@ -322,6 +323,18 @@ impl crate::controller::Reconcile for Reminder {
                 _ => Action::await_change(),
             });
         }
+        // The tenant's policy as it stands now, before anything is written or sent.
+        let target = match ctx.tenancy.effective(ns).reminder(rem) {
+            Ok(resolved) => resolved,
+            Err(denial) => {
+                let refusal = Refusal {
+                    reason: reason::POLICY_DENIED,
+                    message: denial.to_string(),
+                    phase: Phase::Failed,
+                };
+                return refuse(rem, ctx, &api, name, refusal, now).await;
+            }
+        };
         // User isolation and the task's own wishes, read live (checked at first sight and before
         // the notification, never while merely waiting; once the notification is out, telling
         // the backend is bookkeeping that follows it whatever the task does meanwhile).
@@ -341,8 +354,10 @@ impl crate::controller::Reconcile for Reminder {
                 }))
             }
             Plan::TellBackend(task_id) => {
+                // The operator's own setting, not the tenant's: a plain id means the backend of
+                // the reminder's namespace, never recur's.
                 let (Ok(app), Ok(meth)) = (
-                    AppId::new(&ctx.settings.backend_app_id),
+                    AppId::new(&ctx.settings.backend_app_id).and_then(|a| a.in_namespace(ns)),
                     Method::new(&format!("api/tasks/{task_id}/reminder-sent")),
                 ) else {
                     let refusal = Refusal {
@@ -353,7 +368,7 @@ impl crate::controller::Reconcile for Reminder {
                     return refuse(rem, ctx, &api, name, refusal, now).await;
                 };
                 let key = pending_key(rem);
-                let body = json!({"reminder_sent": true, "user_id": rem.spec.user_id, "idempotency_key": key});
+                let body = json!({"reminder_sent": true, "user_id": rem.spec.user_id, "idempotency_key": key, "namespace": ns});
                 let call = Call {
                     told_backend: true,
                     app: &app,
@@ -361,18 +376,18 @@ impl crate::controller::Reconcile for Reminder {
                     key: format!("{key}-sent"),
                     body,
                 };
-                deliver(rem, ctx, &api, name, call).await
+                deliver(rem, ctx, &api, name, ns, call).await
             }
             _ => {
                 let key = pending_key(rem);
                 let call = Call {
                     told_backend: false,
-                    app: &app_id,
-                    method: &method,
+                    app: &target.app_id,
+                    method: &target.method,
                     body: notification_body(rem, &key),
                     key,
                 };
-                deliver(rem, ctx, &api, name, call).await
+                deliver(rem, ctx, &api, name, ns, call).await
             }
         }
     }
@@ -412,6 +427,7 @@ async fn deliver(
     ctx: &Context,
     api: &Api<Reminder>,
     name: &str,
+    ns: &str,
     call: Call<'_>,
 ) -> Result<Action, Error> {
     // The task read above took time: the lease must still cover the whole call.
@@ -424,6 +440,7 @@ async fn deliver(
             method: call.method,
             idempotency_key: &call.key,
             user_id: &rem.spec.user_id,
+            namespace: ns,
             body: &call.body,
         })
         .await;
@@ -490,6 +507,7 @@ pub fn notification_body(rem: &Reminder, key: &str) -> serde_json::Value {
         "task_id": rem.spec.task_id,
         "occurrence_key": rem.spec.occurrence_key,
         "idempotency_key": key,
+        "namespace": rem.namespace(),
         "reminder": { "namespace": rem.namespace(), "name": rem.name_any(), "uid": rem.uid() },
     })
 }
@@ -537,4 +555,84 @@ async fn refuse(
     } else {
         Action::await_change()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use chrono::TimeZone;
+
+    use super::*;
+
+    const UID: &str = "7d1c0c4e-0000-4000-8000-000000000001";
+
+    fn due() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 5, 1, 9, 0, 0).unwrap()
+    }
+
+    /// A pending reminder in namespace `team-a`, its key in status.
+    fn pending() -> Reminder {
+        let mut rem: Reminder = serde_json::from_value(json!({
+            "apiVersion": "recur.dev/v1alpha1", "kind": "Reminder",
+            "metadata": {"name": "dentist", "namespace": "team-a", "uid": UID, "generation": 1},
+            "spec": {"userId": "u-1", "title": "Dentist", "dueAt": due().to_rfc3339()}
+        }))
+        .unwrap();
+        rem.status = Some(ReminderStatus {
+            phase: Some(Phase::Pending),
+            idempotency_key: Some(reminder_key(UID, due())),
+            observed_generation: Some(1),
+            ..Default::default()
+        });
+        rem
+    }
+
+    fn retry_at(outcome: &dapr::Outcome, now: DateTime<Utc>) -> DateTime<Utc> {
+        after_call(&pending(), outcome, false, now)
+            .retry_at
+            .unwrap()
+    }
+
+    #[test]
+    fn retry_after_is_a_floor_under_the_backoff() {
+        let now = due();
+        let key = reminder_key(UID, due());
+        let backoff = chrono::Duration::from_std(dapr::backoff(1, &key)).unwrap();
+        let unavailable = |retry_after| dapr::Outcome::Retryable {
+            reason: dapr::RetryReason::ServerError,
+            message: "HTTP 503".into(),
+            retry_after,
+        };
+        assert_eq!(
+            retry_at(&unavailable(Some(Duration::from_secs(90))), now),
+            now + chrono::Duration::seconds(90)
+        );
+        for shorter in [None, Some(Duration::ZERO), Some(Duration::from_millis(100))] {
+            assert_eq!(retry_at(&unavailable(shorter), now), now + backoff);
+        }
+    }
+
+    #[test]
+    fn circuit_open_retries_are_spread_and_not_attempts() {
+        let now = due();
+        let key = reminder_key(UID, due());
+        let (retry_in, spread) = (Duration::from_secs(20), Duration::from_secs(5));
+        let outcome = dapr::Outcome::CircuitOpen { retry_in, spread };
+        let at = retry_at(&outcome, now);
+        assert_eq!(
+            at,
+            now + chrono::Duration::from_std(dapr::circuit_retry(retry_in, spread, &key)).unwrap()
+        );
+        assert!(at >= now + chrono::Duration::seconds(20), "{at}");
+        assert!(at < now + chrono::Duration::seconds(25), "{at}");
+        assert_eq!(after_call(&pending(), &outcome, false, now).attempts, 0);
+    }
+
+    #[test]
+    fn the_notification_names_the_tenant() {
+        let rem = pending();
+        let body = notification_body(&rem, "k");
+        assert_eq!(body["namespace"], "team-a");
+        assert_eq!(body["reminder"]["namespace"], "team-a");
+    }
 }

@@ -11,15 +11,14 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
 use super::{
-    Context, Error, Guard, MANAGER, conditions, from_jiff, key_instant, reason, truncate, uid,
-    until,
+    Action, Context, Error, Guard, MANAGER, conditions, from_jiff, key_instant, reason, truncate,
+    uid, until,
 };
 use crate::api::{
     CatchUpPolicy, Failure, OccurrenceRecord, Outcome, PendingOccurrence, RecurringTask,
@@ -492,9 +491,17 @@ pub fn after_attempt(
             );
         }
         None => {
+            let key = &p.idempotency_key;
             let retry_in = match outcome {
-                dapr::Outcome::CircuitOpen { retry_in } => *retry_in,
-                _ => dapr::backoff(attempts, &p.idempotency_key),
+                dapr::Outcome::CircuitOpen { retry_in, spread } => {
+                    dapr::circuit_retry(*retry_in, *spread, key)
+                }
+                // The app's Retry-After is a floor: never sooner than it asks, nor than backoff.
+                dapr::Outcome::Retryable { retry_after, .. } => {
+                    let backoff = dapr::backoff(attempts, key);
+                    retry_after.map_or(backoff, |after| after.max(backoff))
+                }
+                _ => dapr::backoff(attempts, key),
             };
             let retry_at =
                 now + chrono::Duration::from_std(retry_in).unwrap_or(chrono::Duration::seconds(1));
@@ -533,6 +540,7 @@ pub fn body(task: &RecurringTask, p: &PendingOccurrence) -> serde_json::Value {
         "scheduled_at": p.nominal,
         "due_at": p.due,
         "idempotency_key": p.idempotency_key,
+        "namespace": task.namespace(),
         "task": {
             "namespace": task.namespace(),
             "name": task.name_any(),

@@ -25,6 +25,33 @@ pub fn backoff(attempt: u32, key: &str) -> Duration {
     Duration::from_millis(scaled.max(1))
 }
 
+/// The most by which a wake-up after an open breaker is spread ([`circuit_spread`]).
+const CIRCUIT_SPREAD_CAP: Duration = Duration::from_secs(5);
+
+/// How widely wake-ups after a breaker with this cool-down are spread: `min(5 s, cool_down/2)`,
+/// wide enough that a crowd of waiting calls does not arrive at one instant, narrow enough
+/// that a short cool-down is not stretched by much.
+pub fn circuit_spread(cool_down: Duration) -> Duration {
+    CIRCUIT_SPREAD_CAP.min(cool_down / 2)
+}
+
+/// When to try again the call keyed `key` that an open breaker refused for `retry_in`: that
+/// instant plus a deterministic offset in `[0, spread)` from the key. Without it, every call
+/// waiting on the breaker would wake at the instant it half-opens, and all but the probe be
+/// refused again together.
+pub fn circuit_retry(retry_in: Duration, spread: Duration, key: &str) -> Duration {
+    let spread_ms = u64::try_from(spread.as_millis()).unwrap_or(u64::MAX);
+    if spread_ms == 0 {
+        return retry_in;
+    }
+    let mut h = Fnv1a::new();
+    // A salt of its own, so the offset is independent of the key's backoff jitter.
+    h.write(b"circuit\0");
+    h.write(key.as_bytes());
+    let offset = splitmix64(h.finish()) % spread_ms;
+    retry_in.saturating_add(Duration::from_millis(offset))
+}
+
 /// FNV-1a over the key and attempt, finished with splitmix64: stable across builds and platforms
 /// (unlike `DefaultHasher`), which matters because replicas must agree on the delay.
 fn mix(key: &str, attempt: u32) -> u64 {
@@ -110,6 +137,52 @@ mod tests {
         assert!(
             (mean - n).abs() < n * 0.03,
             "jitter is biased: mean {mean} vs {n}"
+        );
+    }
+
+    #[test]
+    fn circuit_spread_is_half_the_cool_down_up_to_5s() {
+        assert_eq!(
+            circuit_spread(Duration::from_secs(30)),
+            Duration::from_secs(5)
+        );
+        assert_eq!(
+            circuit_spread(Duration::from_secs(4)),
+            Duration::from_secs(2)
+        );
+        assert_eq!(circuit_spread(Duration::ZERO), Duration::ZERO);
+    }
+
+    #[test]
+    fn circuit_retries_spread_over_the_window_and_never_early() {
+        let retry_in = Duration::from_millis(12_345);
+        for spread in [Duration::from_secs(5), Duration::from_millis(500)] {
+            const BUCKETS: usize = 50;
+            let mut hit = [false; BUCKETS];
+            for i in 0..1000 {
+                let key = format!("rt-0b5e6c1a-{i}-20260101T090000Z");
+                let at = circuit_retry(retry_in, spread, &key);
+                assert!(at >= retry_in, "{key}: {at:?} before {retry_in:?}");
+                let offset = at - retry_in;
+                assert!(offset < spread, "{key}: {offset:?} beyond {spread:?}");
+                assert_eq!(
+                    at,
+                    circuit_retry(retry_in, spread, &key),
+                    "not deterministic"
+                );
+                hit[(offset.as_nanos() * BUCKETS as u128 / spread.as_nanos()) as usize] = true;
+            }
+            let covered = hit.iter().filter(|h| **h).count();
+            assert!(
+                covered * 10 >= BUCKETS * 8,
+                "{spread:?}: 1000 keys cover only {covered} of {BUCKETS} slices"
+            );
+        }
+        // No window, no offset; no overflow at the far end.
+        assert_eq!(circuit_retry(retry_in, Duration::ZERO, "k"), retry_in);
+        assert_eq!(
+            circuit_retry(Duration::MAX, Duration::from_secs(5), "k"),
+            Duration::MAX
         );
     }
 }

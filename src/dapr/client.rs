@@ -3,20 +3,29 @@
 //! Classification (status of the answer, and whether its body is a Dapr error, i.e. a JSON object
 //! whose `errorCode` looks like `ERR_...`; Dapr's message texts are never matched):
 //!
-//! | answer                                         | outcome                                     |
-//! |------------------------------------------------|---------------------------------------------|
-//! | 2xx                                            | `Delivered` (backend id from `id`/`task_id`/`taskId`; `replayed` with `Idempotent-Replayed: true`) |
-//! | 409                                            | `InProgress` (a request with this key is still being processed) |
-//! | 422                                            | `KeyReused` (the key was used with another payload) |
-//! | 401                                            | `Retryable(Unauthorized)`                   |
-//! | 403, 404 with a Dapr error                     | `Retryable(SidecarRefused)`                 |
-//! | 408                                            | `Retryable(Timeout)`                        |
-//! | 429                                            | `Retryable(RateLimited)`                    |
-//! | 5xx with a Dapr error (`ERR_DIRECT_INVOKE`...) | `Retryable(SidecarUnavailable)`             |
-//! | other 5xx                                      | `Retryable(ServerError)`                    |
-//! | other 1xx/3xx/4xx                              | `Rejected` (redirects are not followed)     |
-//! | no connection, reset, broken answer            | `Retryable(Connection)`                     |
-//! | no answer within the timeout                   | `Retryable(Timeout)`                        |
+//! | answer                                         | outcome                                     | breaker  |
+//! |------------------------------------------------|---------------------------------------------|----------|
+//! | 2xx                                            | `Delivered` (backend id from `id`/`task_id`/`taskId`; `replayed` with `Idempotent-Replayed: true`) | success |
+//! | 409                                            | `InProgress` (a request with this key is still being processed) | success |
+//! | 422                                            | `KeyReused` (the key was used with another payload) | success |
+//! | 401                                            | `Retryable(Unauthorized)`                   | neutral  |
+//! | 403 with a Dapr error                          | `Retryable(SidecarRefused)`                 | neutral  |
+//! | 404 with a Dapr error                          | `Retryable(SidecarRefused)`                 | failure  |
+//! | 408                                            | `Retryable(Timeout)`                        | failure  |
+//! | 429                                            | `Retryable(RateLimited)`, with `Retry-After` | neutral |
+//! | 5xx with a Dapr error (`ERR_DIRECT_INVOKE`...) | `Retryable(SidecarUnavailable)` (503: with `Retry-After`) | failure |
+//! | other 5xx                                      | `Retryable(ServerError)` (503: with `Retry-After`) | failure |
+//! | other 1xx/3xx/4xx                              | `Rejected` (redirects are not followed)     | success (the app's 403: neutral) |
+//! | no connection, reset, broken answer            | `Retryable(Connection)`                     | failure  |
+//! | no answer within the timeout                   | `Retryable(Timeout)`                        | failure  |
+//!
+//! Breakers are kept per tenant (the namespace a call is made for, also sent as
+//! `X-Recur-Namespace`) and app id. A *neutral* answer counts neither way: 401, 403 and 429 say
+//! the app (or the sidecar) refuses *this caller* (a token, an access policy, a quota), not that
+//! the app is down; counting them would let one tenant's misconfiguration or quota open the
+//! breaker, and a success would hide a real outage. A Dapr 404 (no route to the app id) still
+//! counts. `Retry-After` of a 429 or 503 (seconds or an HTTP-date, at most 1 hour; garbage is
+//! ignored) is a floor under the controllers' backoff.
 //!
 //! 409 and 422 follow the IETF `Idempotency-Key` header draft (draft-ietf-httpapi-idempotency-key-header):
 //! a conforming backend replays its first answer (2xx) for a repeated key, answers 409 while
@@ -29,7 +38,8 @@
 //! deployment (a wrong or rotated `DAPR_API_TOKEN`/app token, a Dapr access-control policy that
 //! denies recur, an app id the sidecar cannot route). Marking occurrences failed for good would
 //! lose every one of them until someone notices; retrying keeps them, the message in status says
-//! what to fix, and the breaker stops the hammering after a few attempts. Real Dapr answers an
+//! what to fix, and the backoff (up to 5 minutes) keeps the hammering down (401 and 403 are
+//! neutral for the breaker, above; a Dapr 404 also opens it). Real Dapr answers an
 //! unknown or unreachable app id with 500 `ERR_DIRECT_INVOKE`, and 404 only when no app id was
 //! given at all, which recur's URLs always include. A 403/404 *without* a Dapr error comes from
 //! the app itself and is a `Rejected`.
@@ -41,7 +51,9 @@ use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
 use reqwest::header::{CONTENT_TYPE, HeaderValue};
 use tracing::debug;
 
-use super::breaker::{BreakerConfig, BreakerState, Breakers, Clock, SystemClock};
+use super::backoff::circuit_spread;
+use super::breaker::{BreakerConfig, BreakerState, Breakers, Clock, SystemClock, Verdict};
+use super::retry_after::parse_retry_after;
 use super::target::{AppId, Method, invoke_url};
 use super::{BACKEND_ID_LIMIT, DaprConfig, DaprError, MESSAGE_LIMIT, sanitize};
 
@@ -63,6 +75,9 @@ pub struct Invocation<'a> {
     pub idempotency_key: &'a str,
     /// Sent as `X-User-Id`.
     pub user_id: &'a str,
+    /// The tenant the call is made for (the namespace of the task or reminder): sent as
+    /// `X-Recur-Namespace`, and the key of the breaker with the app id.
+    pub namespace: &'a str,
     pub body: &'a serde_json::Value,
 }
 
@@ -88,17 +103,35 @@ pub enum Outcome {
     KeyReused { message: String },
     /// The app refused this call for good (4xx other than those retried, 1xx/3xx).
     Rejected { status: u16, message: String },
-    /// Try again later with the same idempotency key.
+    /// Try again later with the same idempotency key, and not before `retry_after` when set
+    /// (the `Retry-After` of a 429 or 503, at most an hour).
     Retryable {
         reason: RetryReason,
         message: String,
+        retry_after: Option<Duration>,
     },
-    /// Not called: the app id's breaker is open.
-    CircuitOpen { retry_in: Duration },
+    /// Not called: the breaker of this tenant and app id is open for `retry_in`. Callers
+    /// waiting on it should spread their retries over `spread` after that (see
+    /// [`super::circuit_retry`]).
+    CircuitOpen {
+        retry_in: Duration,
+        spread: Duration,
+    },
 }
 
 impl Outcome {
-    /// True for the outcomes that count against the breaker.
+    /// Every [`Outcome::label`], for dropping a metric series of each.
+    pub const LABELS: [&'static str; 7] = [
+        "delivered",
+        "duplicate",
+        "in_progress",
+        "key_reused",
+        "rejected",
+        "retryable",
+        "circuit_open",
+    ];
+
+    /// True for the outcomes worth another attempt later (not all count against the breaker).
     pub fn is_retryable(&self) -> bool {
         matches!(self, Outcome::Retryable { .. })
     }
@@ -240,31 +273,39 @@ impl DaprClient {
         &self.inner.endpoint
     }
 
-    /// Calls `POST {endpoint}/v1.0/invoke/{app}/method/{method}` unless the app's breaker is open.
+    /// Calls `POST {endpoint}/v1.0/invoke/{app}/method/{method}` unless the breaker of the
+    /// invocation's tenant and app is open.
     pub async fn invoke(&self, inv: &Invocation<'_>) -> Invoked {
         let app = inv.app_id.as_str();
-        let permit = match self.inner.breakers.try_acquire(app, self.inner.clock.now()) {
+        let acquired = self
+            .inner
+            .breakers
+            .try_acquire(inv.namespace, app, self.inner.clock.now());
+        let permit = match acquired {
             Ok(permit) => permit,
             Err(retry_in) => {
                 debug!(
+                    namespace = inv.namespace,
                     app_id = app,
                     method = inv.method.as_str(),
                     retry_in_ms = retry_in.as_millis() as u64,
                     "circuit open; not calling"
                 );
+                let spread = circuit_spread(self.inner.breakers.config().cool_down);
                 return Invoked {
-                    outcome: Outcome::CircuitOpen { retry_in },
+                    outcome: Outcome::CircuitOpen { retry_in, spread },
                     elapsed: Duration::ZERO,
                 };
             }
         };
         let started = Instant::now();
-        let outcome = self.call(inv).await;
+        let (outcome, status) = self.call(inv).await;
         let elapsed = started.elapsed();
         self.inner
             .breakers
-            .record(permit, outcome.is_retryable(), self.inner.clock.now());
+            .record(permit, verdict(&outcome, status), self.inner.clock.now());
         debug!(
+            namespace = inv.namespace,
             app_id = app,
             method = inv.method.as_str(),
             key = inv.idempotency_key,
@@ -275,15 +316,17 @@ impl DaprClient {
         Invoked { outcome, elapsed }
     }
 
-    async fn call(&self, inv: &Invocation<'_>) -> Outcome {
+    /// The outcome, and the HTTP status when there was an answer.
+    async fn call(&self, inv: &Invocation<'_>) -> (Outcome, Option<u16>) {
         let url = invoke_url(&self.inner.endpoint, inv.app_id, inv.method);
         let body = match serde_json::to_vec(inv.body) {
             Ok(body) => body,
             Err(e) => {
-                return Outcome::Rejected {
+                let outcome = Outcome::Rejected {
                     status: 0,
                     message: sanitize(&format!("the request body: {e}"), MESSAGE_LIMIT),
                 };
+                return (outcome, None);
             }
         };
         let mut request = self
@@ -293,6 +336,7 @@ impl DaprClient {
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header("idempotency-key", header_value(inv.idempotency_key))
             .header("x-user-id", header_value(inv.user_id))
+            .header("x-recur-namespace", header_value(inv.namespace))
             .body(body);
         if let Some(token) = &self.inner.token {
             request = request.header("dapr-api-token", token.clone());
@@ -304,8 +348,14 @@ impl DaprClient {
                     .headers()
                     .get("idempotent-replayed")
                     .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
+                // Only 429 and 503 define it; on any other answer it means nothing.
+                let retry_after = matches!(status, 429 | 503)
+                    .then(|| response.headers().get("retry-after"))
+                    .flatten()
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
                 let body = read_limited(&mut response).await;
-                match classify(status, &body) {
+                let outcome = match classify(status, &body, retry_after) {
                     Outcome::Delivered {
                         status, backend_id, ..
                     } => Outcome::Delivered {
@@ -314,9 +364,10 @@ impl DaprClient {
                         replayed,
                     },
                     other => other,
-                }
+                };
+                (outcome, Some(status))
             }
-            Err(err) => self.transport_failure(&err),
+            Err(err) => (self.transport_failure(&err), None),
         }
     }
 
@@ -350,12 +401,20 @@ impl DaprClient {
         Outcome::Retryable {
             reason,
             message: sanitize(&message, MESSAGE_LIMIT),
+            retry_after: None,
         }
     }
 
-    /// The state of every app id's breaker, sorted by app id (for metrics).
-    pub fn breaker_states(&self) -> Vec<(String, BreakerState)> {
+    /// The state of every breaker kept, by `(namespace, app id)`, sorted (for metrics).
+    pub fn breaker_states(&self) -> Vec<((String, String), BreakerState)> {
         self.inner.breakers.states(self.inner.clock.now())
+    }
+
+    /// Forgets the breakers no call used lately (closed, no failures, idle for
+    /// `BreakerConfig::idle_after`) and returns their `(namespace, app id)`, sorted, so what is
+    /// kept per app (metric series) can follow.
+    pub fn evict_idle(&self) -> Vec<(String, String)> {
+        self.inner.breakers.evict_idle(self.inner.clock.now())
     }
 
     /// `GET {endpoint}/v1.0/healthz/outbound` must answer 204 within 2 s: the sidecar can serve
@@ -428,13 +487,26 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     cause.to_string()
 }
 
-/// Classifies an answer (see the module docs).
-pub(crate) fn classify(status: u16, body: &[u8]) -> Outcome {
+/// What the breaker makes of an outcome (see the module docs); `status` when there was an answer.
+fn verdict(outcome: &Outcome, status: Option<u16>) -> Verdict {
+    match (status, outcome) {
+        // Refused for this caller, by the app or the sidecar: nothing about the app's health.
+        (Some(401 | 403 | 429), _) => Verdict::Neutral,
+        (_, Outcome::Retryable { .. }) => Verdict::Failing,
+        _ => Verdict::Healthy,
+    }
+}
+
+/// Classifies an answer (see the module docs); `retry_after` is the parsed `Retry-After`,
+/// kept for 429 and 503 only.
+pub(crate) fn classify(status: u16, body: &[u8], retry_after: Option<Duration>) -> Outcome {
     let dapr = dapr_error(body);
     let message = || describe(status, body, dapr.as_ref());
+    let retry_after = retry_after.filter(|_| matches!(status, 429 | 503));
     let retry = |reason, message: String| Outcome::Retryable {
         reason,
         message: sanitize(&message, MESSAGE_LIMIT),
+        retry_after,
     };
     match status {
         200..=299 => Outcome::Delivered {

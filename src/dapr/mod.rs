@@ -11,12 +11,14 @@ mod backoff;
 mod breaker;
 mod client;
 mod config;
+mod retry_after;
 mod target;
 
-pub use backoff::backoff;
+pub use backoff::{backoff, circuit_retry, circuit_spread};
 pub use breaker::{BreakerConfig, BreakerState, Clock, SystemClock};
 pub use client::{DaprClient, Invocation, Invoked, Outcome, RetryReason};
 pub use config::DaprConfig;
+pub use retry_after::{RETRY_AFTER_CAP, parse_retry_after};
 pub use target::{AppId, Method};
 
 /// Configuration and validation errors of the Dapr client. Outcomes of calls are not errors.

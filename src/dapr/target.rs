@@ -54,6 +54,20 @@ impl AppId {
     pub fn app(&self) -> &str {
         self.0.split('.').next().unwrap_or(&self.0)
     }
+
+    /// The `.namespace` suffix, when the id names one.
+    pub fn namespace(&self) -> Option<&str> {
+        self.0.split_once('.').map(|(_, ns)| ns)
+    }
+
+    /// This app in `namespace` (`app.namespace`), unless the id already names a namespace: how
+    /// a tenant's plain `backend` comes to mean the `backend` of the tenant's own namespace.
+    pub fn in_namespace(&self, namespace: &str) -> Result<AppId, DaprError> {
+        match self.namespace() {
+            Some(_) => Ok(self.clone()),
+            None => AppId::new(&format!("{}.{namespace}", self.0)),
+        }
+    }
 }
 
 impl fmt::Display for AppId {

@@ -4,7 +4,10 @@
 #   - daprd "backend"               in front of the backend app   (app at BACKEND_URL)
 #   - daprd "notification-service"  in front of the notification app (NOTIFY_URL, default BACKEND_URL)
 # Name resolution needs no multicast: a Configuration maps each app id to its sidecar's internal
-# gRPC port on 127.0.0.1 (the kubernetes resolver's template, evaluated locally).
+# gRPC port on 127.0.0.1 (the kubernetes resolver's template, evaluated locally). The sidecars run
+# as if in namespace recur-system, where no backend lives: an app id recur did not qualify with the
+# tenant's namespace (`backend` instead of `backend.team-a`) resolves there and fails, as it would
+# on a cluster.
 # Without a built daprd (RECUR_REAL_DAPR=0), `recur-dev sidecar` stands in for all three.
 #
 #   tests/cluster/sidecars.sh DIR BACKEND_URL [NOTIFY_URL]
@@ -62,7 +65,7 @@ spec:
   nameResolution:
     component: kubernetes
     configuration:
-      template: '127.0.0.1:{{if eq .ID "backend"}}${internal[backend]}{{else if eq .ID "notification-service"}}${internal[notification-service]}{{else}}${internal[recur]}{{end}}'
+      template: '127.0.0.1:{{if eq .Namespace "recur-system"}}1{{else if eq .ID "backend"}}${internal[backend]}{{else if eq .ID "notification-service"}}${internal[notification-service]}{{else}}${internal[recur]}{{end}}'
 EOF
   for id in recur backend notification-service; do
     args=(--app-id "$id" --dapr-http-port "${http[$id]}" --dapr-grpc-port "${grpc[$id]}"
@@ -73,12 +76,12 @@ EOF
       backend) args+=(--app-port "$(port_of "$backend")") ;;
       notification-service) args+=(--app-port "$(port_of "$notify")") ;;
     esac
-    "$bin/daprd" "${args[@]}" >"$dir/daprd-$id.log" 2>&1 &
+    NAMESPACE=recur-system "$bin/daprd" "${args[@]}" >"$dir/daprd-$id.log" 2>&1 &
     pids+=($!)
   done
   kind="daprd $("$bin/daprd" --version 2>/dev/null || echo)"
 else
-  "${RECUR_DEV_BIN:-$here/../../target/debug/recur-dev}" sidecar --listen "127.0.0.1:$recur_port" \
+  "${RECUR_DEV_BIN:-$here/../../target/debug/recur-dev}" sidecar --listen "127.0.0.1:$recur_port" --own-namespace recur-system \
     --app "backend=$backend" --app "notification-service=$notify" >"$dir/sidecar.log" 2>&1 &
   pids+=($!)
   kind="recur-dev sidecar (stand-in)"

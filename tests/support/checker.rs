@@ -195,6 +195,7 @@ mod tests {
             path: "/api/tasks".into(),
             key: key.map(str::to_owned),
             user_id: None,
+            namespace: None,
             accepted: false,
             fault: None,
             received_at: if received.is_empty() {

@@ -23,6 +23,7 @@ use kube::{Api, Client, Config};
 
 pub mod checker;
 pub mod stack;
+pub mod webhook;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -182,6 +183,29 @@ where
         .args(args)
         .stdin(Stdio::null())
         .output()
+        .unwrap_or_else(|e| panic!("running kubectl: {e}"))
+}
+
+/// Like [`kubectl`], with `input` on kubectl's standard input (`-f -`).
+pub fn kubectl_input<I, S>(args: I, input: &[u8]) -> Output
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    use std::io::Write;
+    let mut child = Command::new(bin_dir().join("kubectl"))
+        .env("KUBECONFIG", kubeconfig())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("running kubectl: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    drop(stdin);
+    child
+        .wait_with_output()
         .unwrap_or_else(|e| panic!("running kubectl: {e}"))
 }
 

@@ -33,6 +33,9 @@ pub struct Record {
     pub path: String,
     pub key: Option<String>,
     pub user_id: Option<String>,
+    /// The tenant the call was made for (`X-Recur-Namespace`).
+    #[serde(default)]
+    pub namespace: Option<String>,
     pub accepted: bool,
     /// The fault the backend injected instead of answering, if any (fail, timeout, reset, down).
     #[serde(default)]
@@ -80,7 +83,8 @@ fn recur_dev() -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -109,6 +113,7 @@ fn install_crds() {
             "--for=condition=Established",
             "crd/recurringtasks.recur.dev",
             "crd/reminders.recur.dev",
+            "crd/tenantpolicies.recur.dev",
             "--timeout=60s",
         ]);
         assert!(
@@ -205,6 +210,34 @@ impl Stack {
 
     /// Like [`Stack::start_operator`], authenticated by `kubeconfig` instead of the admin's.
     pub async fn start_operator_as(&mut self, kubeconfig: &Path, extra: &[&str]) -> usize {
+        let mut args = vec!["--namespace".to_string(), self.namespace.clone()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.launch(kubeconfig, args).await
+    }
+
+    /// An operator of every namespace that serves only objects labelled `selector`: one test's
+    /// tenants in several namespaces, untouched by the other tests' operators and objects.
+    pub async fn start_selector_operator(&mut self, selector: &str, extra: &[&str]) -> usize {
+        let mut args = vec!["--selector".to_string(), selector.to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.launch(kubeconfig(), args).await
+    }
+
+    async fn launch(&mut self, kubeconfig: &Path, extra: Vec<String>) -> usize {
+        let i = self.spawn_operator_as(kubeconfig, extra);
+        self.wait_ready(i).await;
+        i
+    }
+
+    /// Starts `recur run --namespace <ns>` with `extra` flags without waiting for it to be
+    /// ready (replicas starting at once); see [`Stack::wait_ready`].
+    pub fn spawn_operator(&mut self, extra: &[&str]) -> usize {
+        let mut args = vec!["--namespace".to_string(), self.namespace.clone()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        self.spawn_operator_as(kubeconfig(), args)
+    }
+
+    fn spawn_operator_as(&mut self, kubeconfig: &Path, extra: Vec<String>) -> usize {
         let http_port = free_port();
         let log = self
             .dir
@@ -212,14 +245,12 @@ impl Stack {
             .join(format!("operator-{}.log", self.operators.len()));
         let mut args: Vec<String> = vec![
             "run".into(),
-            "--namespace".into(),
-            self.namespace.clone(),
             "--http-addr".into(),
             format!("127.0.0.1:{http_port}"),
             "--lease-namespace".into(),
             self.namespace.clone(),
         ];
-        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(extra);
         let mut op = Operator {
             child: None,
             kubeconfig: kubeconfig.to_path_buf(),
@@ -229,9 +260,7 @@ impl Stack {
         };
         self.spawn(&mut op);
         self.operators.push(op);
-        let i = self.operators.len() - 1;
-        self.wait_ready(i).await;
-        i
+        self.operators.len() - 1
     }
 
     fn spawn(&self, op: &mut Operator) {

@@ -144,3 +144,35 @@ ones win, so no key appears twice. */}}
 {{- toYaml $a }}
 {{- end }}
 {{- end }}
+
+{{/* The webhook's Service (a DNS label, so at most 63 characters). */}}
+{{- define "recur.webhookService" -}}
+{{- printf "%s-webhook" (include "recur.fullname" . | trunc 55 | trimSuffix "-") }}
+{{- end }}
+
+{{/* The Secret of the webhook's serving certificate (self-managed, or cert-manager's). */}}
+{{- define "recur.webhookSecret" -}}
+{{- printf "%s-webhook-tls" (include "recur.fullname" .) }}
+{{- end }}
+
+{{/* The ValidatingWebhookConfiguration: cluster-scoped, so named like the ClusterRole. */}}
+{{- define "recur.webhookConfiguration" -}}
+{{- include "recur.clusterName" . }}
+{{- end }}
+
+{{/* Whether the operator manages its own certificate (and so needs rights on its Secret and on
+the configuration's caBundle). */}}
+{{- define "recur.webhookSelfManaged" -}}
+{{- if and .Values.webhook.enabled (not .Values.webhook.certManager.enabled) }}true{{ end }}
+{{- end }}
+
+{{/* Read-only rights of the tenancy checks: every TenantPolicy and every namespace's labels,
+whatever namespaces are watched (policies are cluster-scoped and select namespaces by label). */}}
+{{- define "recur.tenancyRules" -}}
+- apiGroups: ["recur.dev"]
+  resources: ["tenantpolicies"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: [""]
+  resources: ["namespaces"]
+  verbs: ["get", "list", "watch"]
+{{- end }}

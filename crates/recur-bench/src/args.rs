@@ -19,6 +19,10 @@ pub enum Command {
     Recur(RecurArgs),
     /// A burst of N CronJobs; writes OUT_DIR/cronjob-LABEL.json.
     Cronjob(CronArgs),
+    /// Fairness between namespaces: N occurrences due in one namespace and a few in another in
+    /// the same minute, with and without fair queueing; writes OUT_DIR/fairness.json and
+    /// fairness.md.
+    Fairness(FairnessArgs),
     /// Writes results.md, lag-*.dat and lag.plt from the JSON files in OUT_DIR.
     Report(ReportArgs),
 }
@@ -36,10 +40,9 @@ pub struct Common {
     pub tasks: usize,
 }
 
-#[derive(Args)]
-pub struct RecurArgs {
-    #[command(flatten)]
-    pub common: Common,
+/// How the benchmark starts `recur run`.
+#[derive(Args, Clone)]
+pub struct OperatorArgs {
     /// The `recur` binary to run (a release build).
     #[arg(long, default_value = "target/release/recur")]
     pub recur_bin: PathBuf,
@@ -55,15 +58,48 @@ pub struct RecurArgs {
     /// `recur run --workers`.
     #[arg(long, default_value_t = 64)]
     pub workers: u16,
-    /// Idle window, in seconds.
-    #[arg(long, default_value_t = 60)]
-    pub idle: u64,
     /// Where the operators' logs go.
     #[arg(long, default_value = "target/bench")]
     pub log_dir: PathBuf,
+}
+
+#[derive(Args)]
+pub struct RecurArgs {
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub op: OperatorArgs,
+    /// Idle window, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub idle: u64,
     /// Record a system-wide CPU profile of the burst (`perf record -a -g -e cpu-clock`) here.
     #[arg(long)]
     pub perf_out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct FairnessArgs {
+    /// `--tasks` is the big namespace's RecurringTasks.
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub op: OperatorArgs,
+    /// RecurringTasks of the small namespace, due in the same minute.
+    #[arg(long, default_value_t = 10)]
+    pub small_tasks: usize,
+    /// The queues to measure, in this order: `shared` (`recur run --fair-queue=false`, one
+    /// queue for every namespace, as before fair queueing) and `fair`.
+    #[arg(long, value_delimiter = ',', default_value = "shared,fair")]
+    pub queues: Vec<Queue>,
+}
+
+/// Which work queue `recur run` uses.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Queue {
+    /// One queue for every namespace (`--fair-queue=false`).
+    Shared,
+    /// Namespaces take turns (the default).
+    Fair,
 }
 
 #[derive(Args)]

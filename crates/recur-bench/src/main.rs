@@ -5,21 +5,25 @@
 //!   RecurringTasks due in the same minute; writes `recur.json`.
 //! - `cronjob`: the same burst as N CronJobs handled by kube-controller-manager; writes
 //!   `cronjob-<label>.json`.
+//! - `fairness`: N RecurringTasks due in one namespace and a few in another in the same minute,
+//!   with one shared work queue and with fair queueing; writes `fairness.json` and
+//!   `fairness.md`.
 //! - `report`: reads those files and writes `results.md`, the lag CDFs (`lag-*.dat`) and a
 //!   gnuplot script (`lag.plt`) that draws `lag.png`.
 //!
 //! Figures are printed, never asserted: this is not a test. Every wait is a condition with a
 //! deadline (or the wall clock reaching a minute boundary). Only loopback clusters are accepted.
 //!
-//! The runs are `recur_scenario` and `cronjob_scenario`; they drive the cluster (`cluster`,
-//! `watch`), the processes (`process`) and measure through `/proc` (`procfs`) and `/metrics`
-//! (`prometheus`, `apiserver`). `results` and `stats` are what they write; `report` and `plot`
+//! The runs are `recur_scenario`, `fairness_scenario` and `cronjob_scenario`; they drive the
+//! cluster (`cluster`, `watch`), the processes (`process`) and measure through `/proc`
+//! (`procfs`) and `/metrics` (`prometheus`, `apiserver`). `results` and `stats` are what they write; `report` and `plot`
 //! turn that into `results.md` and the lag plot.
 mod apiserver;
 mod args;
 mod cluster;
 mod cronjob_scenario;
 mod error;
+mod fairness_scenario;
 mod plot;
 mod process;
 mod procfs;
@@ -37,6 +41,7 @@ use clap::Parser;
 
 use args::{Cli, Command};
 use cronjob_scenario::run_cronjob;
+use fairness_scenario::run_fairness;
 use recur_scenario::run_recur;
 use report::report;
 
@@ -56,6 +61,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Recur(a) => run_recur(a).await,
             Command::Cronjob(a) => run_cronjob(a).await,
+            Command::Fairness(a) => run_fairness(a).await,
             Command::Report(a) => report(a),
         }
     });

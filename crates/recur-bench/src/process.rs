@@ -3,7 +3,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::args::RecurArgs;
+use crate::args::OperatorArgs;
 use crate::error::{Res, msg};
 use crate::prometheus::sample_sum;
 use crate::say;
@@ -22,7 +22,15 @@ pub fn free_port() -> Res<u16> {
         .map_err(|e| msg(format!("no free port on 127.0.0.1: {e}")))
 }
 
-pub fn spawn_operator(a: &RecurArgs, namespace: &str, name: &str) -> Res<Operator> {
+/// Starts `recur run` for `namespace` (all namespaces when `None`) with `extra` flags; its log
+/// goes to `<log_dir>/<name>.log`.
+pub fn spawn_operator(
+    a: &OperatorArgs,
+    kubeconfig: &Path,
+    namespace: Option<&str>,
+    name: &str,
+    extra: &[String],
+) -> Res<Operator> {
     let http_port = free_port()?;
     std::fs::create_dir_all(&a.log_dir)
         .map_err(|e| msg(format!("creating {}: {e}", a.log_dir.display())))?;
@@ -32,12 +40,18 @@ pub fn spawn_operator(a: &RecurArgs, namespace: &str, name: &str) -> Res<Operato
     let err = file
         .try_clone()
         .map_err(|e| msg(format!("{}: {e}", log.display())))?;
-    let child = tokio::process::Command::new(&a.recur_bin)
-        .args(["run", "--namespace", namespace, "--workers"])
+    let mut command = tokio::process::Command::new(&a.recur_bin);
+    command.arg("run");
+    if let Some(namespace) = namespace {
+        command.args(["--namespace", namespace]);
+    }
+    let child = command
+        .arg("--workers")
         .arg(a.workers.to_string())
+        .args(extra)
         .arg("--http-addr")
         .arg(format!("127.0.0.1:{http_port}"))
-        .env("KUBECONFIG", &a.common.kubeconfig)
+        .env("KUBECONFIG", kubeconfig)
         .env("DAPR_HTTP_PORT", a.dapr_http_port.to_string())
         .env_remove("DAPR_HTTP_ENDPOINT")
         .stdin(Stdio::null())
@@ -50,8 +64,10 @@ pub fn spawn_operator(a: &RecurArgs, namespace: &str, name: &str) -> Res<Operato
         .id()
         .ok_or_else(|| msg("the operator exited at once"))?;
     say(format!(
-        "started recur run --namespace {namespace} --workers {} (pid {pid}, log {})",
+        "started recur run{} --workers {}{} (pid {pid}, log {})",
+        namespace.map_or(String::new(), |n| format!(" --namespace {n}")),
         a.workers,
+        extra.iter().map(|e| format!(" {e}")).collect::<String>(),
         log.display()
     ));
     Ok(Operator {

@@ -77,8 +77,8 @@ pub async fn run_recur(a: RecurArgs) -> Res<()> {
         })?;
     let version = client.apiserver_version().await?;
     let mut result = RecurResult {
-        environment: environment(version.git_version, a.sidecar.clone()),
-        workers: a.workers,
+        environment: environment(version.git_version, a.op.sidecar.clone()),
+        workers: a.op.workers,
         ..RecurResult::default()
     };
 
@@ -127,7 +127,7 @@ pub async fn start_and_idle(
     .await?;
     let before = apiserver_metrics(client).await?;
     let t0 = Instant::now();
-    let mut op = spawn_operator(a, ns, "operator-idle")?;
+    let mut op = spawn_operator(&a.op, &a.common.kubeconfig, Some(ns), "operator-idle", &[])?;
     op.wait_ready(http).await?;
     let ready_s = t0.elapsed().as_secs_f64();
     let timeout = Duration::from_secs(120) + Duration::from_millis(50) * n as u32;
@@ -210,7 +210,28 @@ pub struct Record {
     accepted: bool,
     received_at: String,
     due_at: Option<String>,
-    lag_ms: Option<i64>,
+    pub lag_ms: Option<i64>,
+    /// The task's `userId` (the `X-User-Id` header).
+    pub user_id: Option<String>,
+}
+
+impl Record {
+    /// A task's occurrence of the minute `due`, accepted by the backend (not a replay).
+    pub fn delivers(&self, due: DateTime<Utc>) -> bool {
+        self.accepted
+            && self.path == "/api/tasks"
+            && self
+                .due_at
+                .as_deref()
+                .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
+                .is_some_and(|d| d == due)
+    }
+
+    pub fn received(&self) -> Option<DateTime<Utc>> {
+        DateTime::parse_from_rfc3339(&self.received_at)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
+    }
 }
 
 pub async fn recur_burst(a: &RecurArgs, client: &Client, http: &reqwest::Client) -> Res<Burst> {
@@ -238,7 +259,7 @@ pub async fn recur_burst(a: &RecurArgs, client: &Client, http: &reqwest::Client)
         },
     )
     .await?;
-    let mut op = spawn_operator(a, ns, "operator-burst")?;
+    let mut op = spawn_operator(&a.op, &a.common.kubeconfig, Some(ns), "operator-burst", &[])?;
     op.wait_ready(http).await?;
     // Normally the first minute; if the start spilled over a minute boundary, a later one.
     let timeout = Duration::from_secs(300) + Duration::from_millis(100) * n as u32;
@@ -251,7 +272,7 @@ pub async fn recur_burst(a: &RecurArgs, client: &Client, http: &reqwest::Client)
         due.format("%H:%M:%S")
     ));
 
-    let clear = format!("{}/_dev/records", a.backend_url);
+    let clear = format!("{}/_dev/records", a.op.backend_url);
     http.delete(&clear).send().await?.error_for_status()?;
     let before = apiserver_metrics(client).await?;
     let stat0 = proc_stat(op.pid)?;
@@ -274,17 +295,7 @@ pub async fn recur_burst(a: &RecurArgs, client: &Client, http: &reqwest::Client)
         let delivered = op.delivered(http).await? - delivered0;
         if delivered >= n as f64 {
             let records: Vec<Record> = http.get(&clear).send().await?.json().await?;
-            let of_burst: Vec<Record> = records
-                .into_iter()
-                .filter(|r| {
-                    r.accepted
-                        && r.path == "/api/tasks"
-                        && r.due_at
-                            .as_deref()
-                            .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
-                            .is_some_and(|d| d == due)
-                })
-                .collect();
+            let of_burst: Vec<Record> = records.into_iter().filter(|r| r.delivers(due)).collect();
             if of_burst.len() >= n {
                 break of_burst;
             }
@@ -308,8 +319,7 @@ pub async fn recur_burst(a: &RecurArgs, client: &Client, http: &reqwest::Client)
     let lags: Vec<i64> = records.iter().filter_map(|r| r.lag_ms).collect();
     let last = records
         .iter()
-        .filter_map(|r| DateTime::parse_from_rfc3339(&r.received_at).ok())
-        .map(|t| t.with_timezone(&Utc))
+        .filter_map(Record::received)
         .max()
         .unwrap_or(due);
     let drain_s = (last - due).num_milliseconds() as f64 / 1000.0;
@@ -323,7 +333,7 @@ pub async fn recur_burst(a: &RecurArgs, client: &Client, http: &reqwest::Client)
         ));
     }
     let burst = Burst {
-        system: format!("recur (--workers {})", a.workers),
+        system: format!("recur (--workers {})", a.op.workers),
         tasks: n,
         due: Some(due),
         occurrences: records.len(),

@@ -6,7 +6,7 @@ use crate::apiserver::is_own;
 use crate::args::ReportArgs;
 use crate::error::{Res, msg};
 use crate::plot;
-use crate::results::{ApiDelta, CronResult, RecurResult, read_json};
+use crate::results::{ApiDelta, CronResult, FairnessResult, RecurResult, read_json};
 use crate::say;
 use crate::stats::per;
 
@@ -118,6 +118,62 @@ pub fn targets(md: &mut String, recur: &RecurResult, crons: &[CronResult]) {
         recur.idle.window_s,
         met(others < 0.5)
     );
+}
+
+/// The small namespace's p99 firing lag must stay under this while another namespace drains.
+pub const SMALL_P99_TARGET_MS: i64 = 2000;
+
+/// The fairness table (`recur-bench fairness`): one row per work queue measured.
+pub fn fairness_section(md: &mut String, f: &FairnessResult) {
+    let Some(first) = f.runs.first() else {
+        return;
+    };
+    let _ = writeln!(md, "\n## Fairness between namespaces\n");
+    let _ = writeln!(
+        md,
+        "{} RecurringTasks due in the same minute in namespace `bench-fair-big` and {} in `bench-fair-small`, all `* * * * *`, served by one `recur run --workers {}` for every namespace. The small namespace's lag (arrival at the backend minus the due minute) is what one tenant sees while another tenant's burst drains.\n",
+        first.big_tasks, first.small_tasks, f.workers
+    );
+    let _ = writeln!(
+        md,
+        "| work queue | small: lag p50 | small: lag p99 | small: lag max | big: lag p50 | big: lag p99 | big: drain | operator CPU | operator peak RSS | small p99 under {} |",
+        fmt_ms(SMALL_P99_TARGET_MS)
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    for run in &f.runs {
+        let queue = match run.queue.as_str() {
+            "shared" => "one shared queue (`--fair-queue=false`, as before)",
+            "fair" => "namespaces take turns (fair queueing)",
+            other => other,
+        };
+        let _ = writeln!(
+            md,
+            "| {queue} | {} | {} | {} | {} | {} | {} | {:.2} s | {:.0} MiB | {} |",
+            fmt_ms(run.small.p50_ms),
+            fmt_ms(run.small.p99_ms),
+            fmt_ms(run.small.max_ms),
+            fmt_ms(run.big.p50_ms),
+            fmt_ms(run.big.p99_ms),
+            fmt_s(run.big_drain_s),
+            run.cpu_s,
+            run.peak_rss_mib,
+            if run.small.p99_ms < SMALL_P99_TARGET_MS {
+                "met"
+            } else {
+                "**missed**"
+            }
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n- *big: drain*: from the due minute to the big namespace's last arrival. Percentiles are nearest-rank over the {} occurrences of the small namespace. *Operator CPU*: utime+stime of `recur run` from just before the due minute to the last arrival; *peak RSS*: its VmHWM (start included), from /proc.",
+        first.small_tasks
+    );
+    for run in &f.runs {
+        for note in &run.notes {
+            let _ = writeln!(md, "- {}: {note}.", run.system);
+        }
+    }
 }
 
 /// Requests on the run's own resources whose verb passes `verb`.
@@ -234,6 +290,27 @@ pub fn report(a: ReportArgs) -> Res<()> {
     }
 
     targets(&mut md, &recur, &crons);
+    // The fairness runs are optional (`scripts/bench.sh --no-fairness`).
+    let fairness_json = dir.join("fairness.json");
+    if fairness_json.exists() {
+        let fairness: FairnessResult = read_json(&fairness_json)?;
+        if let Some(fair) = fairness.runs.iter().find(|r| r.queue == "fair") {
+            let _ = writeln!(
+                md,
+                "| one namespace's burst does not hold up another's occurrences: small namespace p99 under {} | {} while {} occurrences of another namespace drained in {} | {} |",
+                fmt_ms(SMALL_P99_TARGET_MS),
+                fmt_ms(fair.small.p99_ms),
+                fair.big_tasks,
+                fmt_s(fair.big_drain_s),
+                if fair.small.p99_ms < SMALL_P99_TARGET_MS {
+                    "met"
+                } else {
+                    "**missed**"
+                }
+            );
+        }
+        fairness_section(&mut md, &fairness);
+    }
 
     let l = &recur.limit;
     let _ = writeln!(md, "\n## The limit\n");

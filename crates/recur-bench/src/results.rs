@@ -116,6 +116,39 @@ pub struct CronResult {
     pub observed_drain_s: f64,
 }
 
+/// One run of the fairness scenario: a big and a small namespace due in the same minute.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct FairnessRun {
+    /// `fair` or `shared` (see `recur-bench fairness --queues`).
+    pub queue: String,
+    /// How `recur run` was started, for the report.
+    pub system: String,
+    pub big_tasks: usize,
+    pub small_tasks: usize,
+    pub due: Option<DateTime<Utc>>,
+    /// Firing lag of the small namespace's occurrences (arrival at the backend minus due).
+    pub small: LagStats,
+    pub small_lags_ms: Vec<i64>,
+    /// Firing lag of the big namespace's occurrences.
+    pub big: LagStats,
+    /// From the due minute to the big namespace's last arrival.
+    pub big_drain_s: f64,
+    /// From the due minute to the small namespace's last arrival.
+    pub small_drain_s: f64,
+    /// CPU (utime + stime) of `recur run` from before the due minute to the last arrival.
+    pub cpu_s: f64,
+    /// VmHWM of `recur run`: its peak, start included.
+    pub peak_rss_mib: f64,
+    pub notes: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct FairnessResult {
+    pub environment: Environment,
+    pub workers: u16,
+    pub runs: Vec<FairnessRun>,
+}
+
 pub fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Res<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| msg(format!("creating {}: {e}", dir.display())))?;
     let path = dir.join(name);

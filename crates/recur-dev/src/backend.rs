@@ -59,6 +59,8 @@ pub struct Record {
     pub path: String,
     pub key: Option<String>,
     pub user_id: Option<String>,
+    /// The tenant the call was made for (`X-Recur-Namespace`).
+    pub namespace: Option<String>,
     /// First time for this key on this endpoint, and answered 2xx.
     pub accepted: bool,
     /// Status answered (null when the connection was reset or dropped instead). Decided on
@@ -234,6 +236,8 @@ async fn api(
     let key = header("idempotency-key").filter(|k| !k.is_empty());
     let user_id =
         header("x-user-id").map(|u| percent_decode_str(&u).decode_utf8_lossy().into_owned());
+    let namespace = header("x-recur-namespace")
+        .map(|n| percent_decode_str(&n).decode_utf8_lossy().into_owned());
     let json: Option<Value> = serde_json::from_slice(&body).ok();
     let field = |name: &str| json.as_ref().and_then(|j| text_field(j, name));
     let due_at = field("due_at");
@@ -246,6 +250,7 @@ async fn api(
         path: path.clone(),
         key: key.clone(),
         user_id,
+        namespace,
         accepted: false,
         status: None,
         fault: None,
@@ -275,7 +280,7 @@ async fn api(
         record.lag_ms = due.map(|due| (received - due.with_timezone(&Utc)).num_milliseconds());
         inner.seq += 1;
         record.seq = inner.seq;
-        let decision = match inner.injector.next() {
+        let decision = match inner.injector.next(record.namespace.as_deref()) {
             Some(fault) => Decision::Fault(fault),
             None => decide(&mut inner, &request, &mut record),
         };

@@ -52,6 +52,10 @@ struct SidecarArgs {
     /// How long to wait for an app's answer before answering 500 ERR_DIRECT_INVOKE.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     app_timeout: Duration,
+    /// The sidecar's own namespace: a plain app id resolves there, where no app lives, as it
+    /// would for recur's sidecar on a cluster (unset: plain ids reach the apps).
+    #[arg(long)]
+    own_namespace: Option<String>,
 }
 
 #[derive(Args)]
@@ -163,6 +167,7 @@ async fn run_sidecar(args: SidecarArgs) -> Result<(), String> {
         apps: args.apps.iter().cloned().collect(),
         api_token,
         app_timeout: args.app_timeout,
+        own_namespace: args.own_namespace.clone(),
     };
     let router = sidecar::router(config)?;
     net::serve(listener, router, shutdown_on_signal())

@@ -34,6 +34,9 @@ pub struct SidecarConfig {
     pub api_token: Option<String>,
     /// How long to wait for an app's answer.
     pub app_timeout: Duration,
+    /// Where a plain app id (no `.namespace`) resolves: nowhere when set, as for recur's own
+    /// sidecar on a cluster; unset, plain ids reach the apps.
+    pub own_namespace: Option<String>,
 }
 
 /// Parses `--app name=http://127.0.0.1:PORT`.
@@ -71,6 +74,7 @@ pub fn parse_app(spec: &str) -> Result<(String, String), String> {
 #[derive(Clone)]
 struct Sidecar {
     apps: Arc<HashMap<String, String>>,
+    own_namespace: Option<Arc<str>>,
     token: Option<Arc<str>>,
     http: reqwest::Client,
     down: Arc<AtomicBool>,
@@ -87,6 +91,7 @@ pub fn router(config: SidecarConfig) -> Result<Router, String> {
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     let state = Sidecar {
         apps: Arc::new(config.apps),
+        own_namespace: config.own_namespace.map(Arc::from),
         token: config.api_token.filter(|t| !t.is_empty()).map(Arc::from),
         http,
         down: Arc::new(AtomicBool::new(false)),
@@ -240,9 +245,17 @@ async fn invoke(
             "invoke API is not ready".into(),
         );
     }
-    // `app.namespace` resolves to `app`: there is only one namespace here.
-    let app = id.split('.').next().unwrap_or_default();
-    let Some(base) = s.apps.get(app) else {
+    // `app.namespace` resolves to `app` (the apps stand for every tenant's); a plain id resolves
+    // in the sidecar's own namespace, which holds no app when one is set.
+    let (app, namespace) = match id.split_once('.') {
+        Some((app, ns)) => (app, Some(ns)),
+        None => (id.as_str(), s.own_namespace.as_deref()),
+    };
+    let found = s
+        .apps
+        .get(app)
+        .filter(|_| namespace.is_none() || namespace != s.own_namespace.as_deref());
+    let Some(base) = found else {
         tracing::info!(app_id = %id, "unknown app id");
         return dapr_error(
             StatusCode::INTERNAL_SERVER_ERROR,

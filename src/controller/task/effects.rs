@@ -25,21 +25,18 @@ impl crate::controller::Reconcile for RecurringTask {
                 .await;
             }
         };
-        let (app_id, method) = match (AppId::new(task.app_id()), Method::new(task.method())) {
-            (Ok(a), Ok(m)) => (a, m),
-            (Err(e), _) | (_, Err(e)) => {
-                return invalid(
-                    task,
-                    ctx,
-                    &api,
-                    name,
-                    &format!("spec.{e}"),
-                    reason::INVALID_TARGET,
-                    now,
-                )
-                .await;
-            }
-        };
+        if let (Err(e), _) | (_, Err(e)) = (AppId::new(task.app_id()), Method::new(task.method())) {
+            return invalid(
+                task,
+                ctx,
+                &api,
+                name,
+                &format!("spec.{e}"),
+                reason::INVALID_TARGET,
+                now,
+            )
+            .await;
+        }
         if let Some(bad) =
             task.spec
                 .reminders
@@ -61,6 +58,23 @@ impl crate::controller::Reconcile for RecurringTask {
             )
             .await;
         }
+
+        // The tenant's policy, as it stands now: a task admitted under an older policy stops here.
+        let target = match ctx.tenancy.effective(ns).task(task) {
+            Ok(resolved) => resolved,
+            Err(denial) => {
+                return invalid(
+                    task,
+                    ctx,
+                    &api,
+                    name,
+                    &denial.to_string(),
+                    reason::POLICY_DENIED,
+                    now,
+                )
+                .await;
+            }
+        };
 
         let plan = plan(task, &schedule, &uid, now);
         if let (Plan::Wait(_) | Plan::Idle, Some(p)) = (
@@ -101,7 +115,16 @@ impl crate::controller::Reconcile for RecurringTask {
             }
             Plan::Deliver(p) => {
                 deliver(
-                    task, ctx, &api, name, ns, &uid, &schedule, &app_id, &method, p,
+                    task,
+                    ctx,
+                    &api,
+                    name,
+                    ns,
+                    &uid,
+                    &schedule,
+                    &target.app_id,
+                    &target.method,
+                    p,
                 )
                 .await
             }
@@ -148,6 +171,7 @@ async fn deliver(
             method,
             idempotency_key: &p.idempotency_key,
             user_id: &task.spec.user_id,
+            namespace: ns,
             body: &body,
         })
         .await;

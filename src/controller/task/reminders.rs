@@ -55,7 +55,10 @@ pub(super) async fn ensure_reminders(
             },
         );
         rem.metadata.owner_references = Some(vec![owner.clone()]);
-        rem.metadata.labels = Some([(TASK_LABEL.to_string(), task_label_value(name))].into());
+        // The task's labels too, so an operator serving a `--selector` serves its reminders.
+        let mut labels = task.labels().clone();
+        labels.insert(TASK_LABEL.to_string(), task_label_value(name));
+        rem.metadata.labels = Some(labels);
         let params = PatchParams::apply(MANAGER).force();
         if let Err(err) = bounded(api.patch(&rem_name, &params, &Patch::Apply(&rem))).await {
             warn!(%err, reminder = %rem_name, "could not create reminder; retrying");

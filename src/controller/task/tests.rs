@@ -182,6 +182,7 @@ fn a_retryable_failure_keeps_the_same_key_and_backs_off() {
     let outcome = dapr::Outcome::Retryable {
         reason: dapr::RetryReason::ServerError,
         message: "HTTP 500".into(),
+        retry_after: None,
     };
     let Attempt {
         task,
@@ -205,6 +206,68 @@ fn a_retryable_failure_keeps_the_same_key_and_backs_off() {
         plan(&task, &schedule, UID, t(9, 0, 10)),
         Plan::Wait(next.retry_at.unwrap())
     );
+}
+
+/// The retry instant written after `outcome` at `at`.
+fn retry_at_after(outcome: &dapr::Outcome, at: DateTime<Utc>) -> DateTime<Utc> {
+    attempt(outcome, at)
+        .status
+        .next_occurrence
+        .unwrap()
+        .retry_at
+        .unwrap()
+}
+
+#[test]
+fn retry_after_is_a_floor_under_the_backoff() {
+    let at = t(9, 0, 10);
+    let key = pending_at(t(9, 0, 10)).idempotency_key;
+    let backoff = dapr::backoff(1, &key);
+    let rate_limited = |retry_after| dapr::Outcome::Retryable {
+        reason: dapr::RetryReason::RateLimited,
+        message: "HTTP 429".into(),
+        retry_after,
+    };
+    // A longer Retry-After wins ...
+    let asked = Duration::from_secs(600);
+    assert_eq!(
+        retry_at_after(&rate_limited(Some(asked)), at),
+        at + chrono::Duration::from_std(asked).unwrap()
+    );
+    // ... a shorter one (or none) leaves the backoff.
+    let backoff_at = at + chrono::Duration::from_std(backoff).unwrap();
+    for retry_after in [None, Some(Duration::ZERO), Some(backoff / 2)] {
+        assert_eq!(retry_at_after(&rate_limited(retry_after), at), backoff_at);
+    }
+    // And the capped maximum is honoured as it is.
+    assert_eq!(
+        retry_at_after(&rate_limited(Some(dapr::RETRY_AFTER_CAP)), at),
+        at + chrono::Duration::hours(1)
+    );
+}
+
+#[test]
+fn the_body_names_the_tenant() {
+    let task = task("10s");
+    let body = body(&task, &pending_at(t(9, 0, 10)));
+    assert_eq!(body["namespace"], "ns");
+    assert_eq!(body["task"]["namespace"], "ns");
+}
+
+#[test]
+fn circuit_open_retries_are_spread_after_the_breaker_half_opens() {
+    let at = t(9, 0, 10);
+    let key = pending_at(t(9, 0, 10)).idempotency_key;
+    let retry_in = Duration::from_secs(20);
+    let spread = Duration::from_secs(5);
+    let outcome = dapr::Outcome::CircuitOpen { retry_in, spread };
+    let retry_at = retry_at_after(&outcome, at);
+    assert_eq!(
+        retry_at,
+        at + chrono::Duration::from_std(dapr::circuit_retry(retry_in, spread, &key)).unwrap()
+    );
+    assert!(retry_at >= at + chrono::Duration::seconds(20), "{retry_at}");
+    assert!(retry_at < at + chrono::Duration::seconds(25), "{retry_at}");
 }
 
 #[test]
@@ -466,7 +529,7 @@ mod fuzz {
                     Plan::Deliver(p) => {
                         let outcome = match step % 4 {
                             0 => dapr::Outcome::Delivered { status: 201, backend_id: Some("1".into()), replayed: false },
-                            1 => dapr::Outcome::Retryable { reason: dapr::RetryReason::ServerError, message: "x".into() },
+                            1 => dapr::Outcome::Retryable { reason: dapr::RetryReason::ServerError, message: "x".into(), retry_after: None },
                             2 => dapr::Outcome::Rejected { status: 400, message: "\u{0}bad".into() },
                             _ => dapr::Outcome::InProgress,
                         };
@@ -641,7 +704,10 @@ mod reconcile_steps {
             upcoming: 3,
             backend_app_id: "backend".into(),
             lease_margin,
+            selector: None,
         };
+        // The policy caches are never filled here: every namespace has the default policy.
+        let (tenancy, _never_driven) = crate::tenancy::Tenancy::watch(client.clone());
         Context::new(
             client,
             recorder,
@@ -650,6 +716,7 @@ mod reconcile_steps {
             leadership,
             Health::new(),
             settings,
+            tenancy,
         )
     }
 
@@ -722,10 +789,13 @@ mod reconcile_steps {
             .unwrap();
         verifier.await.unwrap();
         let sent = request.await.unwrap();
+        // Issue 13: a plain app id is the app of the task's own namespace, and the call names
+        // its tenant (header and body).
         assert!(
-            sent.starts_with("POST /v1.0/invoke/backend/method/api/tasks HTTP/1.1"),
+            sent.starts_with("POST /v1.0/invoke/backend.ns/method/api/tasks HTTP/1.1"),
             "{sent}"
         );
+        assert!(sent.contains("\"namespace\":\"ns\""), "{sent}");
         let lower = sent.to_ascii_lowercase();
         assert!(
             lower.contains(&format!(
@@ -735,6 +805,7 @@ mod reconcile_steps {
             "{sent}"
         );
         assert!(lower.contains("x-user-id: u-1"), "{sent}");
+        assert!(lower.contains("x-recur-namespace: ns"), "{sent}");
         // Requeued for the next occurrence, not left waiting for a change.
         assert_ne!(action, Action::await_change());
     }

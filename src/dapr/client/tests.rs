@@ -202,11 +202,16 @@ fn target() -> Target {
 
 impl Target {
     fn invocation<'a>(&'a self, key: &'a str, user: &'a str) -> Invocation<'a> {
+        self.invocation_for("team-a", key, user)
+    }
+
+    fn invocation_for<'a>(&'a self, ns: &'a str, key: &'a str, user: &'a str) -> Invocation<'a> {
         Invocation {
             app_id: &self.app,
             method: &self.method,
             idempotency_key: key,
             user_id: user,
+            namespace: ns,
             body: &self.body,
         }
     }
@@ -222,6 +227,10 @@ async fn outcome_of(reply: Reply) -> Outcome {
 }
 
 const SECRET: &str = "s3cr3t-token-value";
+
+fn key(ns: &str, app: &str) -> (String, String) {
+    (ns.to_owned(), app.to_owned())
+}
 
 #[tokio::test]
 async fn sends_post_to_the_invoke_url_with_headers_and_body() {
@@ -259,6 +268,7 @@ async fn sends_post_to_the_invoke_url_with_headers_and_body() {
         Some("ana%20mar%C3%ADa%0D%0Ax:%20y")
     );
     assert_eq!(req.header("x").as_deref(), None, "a header was injected");
+    assert_eq!(req.header("x-recur-namespace").as_deref(), Some("team-a"));
     assert_eq!(req.header("dapr-api-token").as_deref(), Some(SECRET));
     let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
     assert_eq!(body, t.body);
@@ -529,6 +539,7 @@ async fn transport_failures_are_retryable() {
         Outcome::Retryable {
             reason: RetryReason::Connection,
             message,
+            retry_after: None,
         } => {
             assert!(
                 message.starts_with(&format!(
@@ -603,6 +614,7 @@ async fn the_breaker_stops_calls_and_a_probe_closes_it() {
         failure_threshold: 2,
         cool_down: Duration::from_secs(30),
         probe_timeout: Duration::from_secs(5),
+        idle_after: Duration::from_secs(600),
     };
     let c = DaprClient::with_breaker(config, breaker, clock.clone()).unwrap();
     let t = target();
@@ -616,7 +628,7 @@ async fn the_breaker_stops_calls_and_a_probe_closes_it() {
     }
     assert_eq!(
         c.breaker_states(),
-        vec![("backend".to_owned(), BreakerState::Open)]
+        vec![(key("team-a", "backend"), BreakerState::Open)]
     );
     clock.advance(Duration::from_secs(10));
     let refused = c.invoke(&t.invocation("k", "u")).await;
@@ -624,7 +636,8 @@ async fn the_breaker_stops_calls_and_a_probe_closes_it() {
         refused,
         Invoked {
             outcome: Outcome::CircuitOpen {
-                retry_in: Duration::from_secs(20)
+                retry_in: Duration::from_secs(20),
+                spread: Duration::from_secs(5),
             },
             elapsed: Duration::ZERO
         }
@@ -642,7 +655,7 @@ async fn the_breaker_stops_calls_and_a_probe_closes_it() {
     clock.advance(Duration::from_secs(20));
     assert_eq!(
         c.breaker_states()[0],
-        ("backend".to_owned(), BreakerState::HalfOpen)
+        (key("team-a", "backend"), BreakerState::HalfOpen)
     );
     assert!(matches!(
         c.invoke(&t.invocation("k", "u")).await.outcome,
@@ -650,7 +663,7 @@ async fn the_breaker_stops_calls_and_a_probe_closes_it() {
     ));
     assert_eq!(
         c.breaker_states()[0],
-        ("backend".to_owned(), BreakerState::Closed)
+        (key("team-a", "backend"), BreakerState::Closed)
     );
 }
 
@@ -672,7 +685,7 @@ async fn rejections_do_not_open_the_breaker() {
     }
     assert_eq!(
         c.breaker_states(),
-        vec![("backend".to_owned(), BreakerState::Closed)]
+        vec![(key("team-a", "backend"), BreakerState::Closed)]
     );
 }
 
@@ -760,7 +773,7 @@ fn construction_checks_the_public_fields_and_hides_the_token() {
 #[test]
 fn pure_classification_edges() {
     assert_eq!(
-        classify(299, b""),
+        classify(299, b"", None),
         Outcome::Delivered {
             status: 299,
             backend_id: None,
@@ -768,11 +781,11 @@ fn pure_classification_edges() {
         }
     );
     assert!(matches!(
-        classify(100, b""),
+        classify(100, b"", None),
         Outcome::Rejected { status: 100, .. }
     ));
     assert!(matches!(
-        classify(600, b""),
+        classify(600, b"", None),
         Outcome::Retryable {
             reason: RetryReason::ServerError,
             ..
@@ -780,15 +793,15 @@ fn pure_classification_edges() {
     ));
     // Only Dapr-shaped codes count as sidecar errors.
     assert!(matches!(
-        classify(403, br#"{"errorCode":"ERR_direct"}"#),
+        classify(403, br#"{"errorCode":"ERR_direct"}"#, None),
         Outcome::Rejected { .. }
     ));
     assert!(matches!(
-        classify(403, br#"{"errorCode":"ERR_DIRECT_INVOKE"}"#),
+        classify(403, br#"{"errorCode":"ERR_DIRECT_INVOKE"}"#, None),
         Outcome::Retryable { .. }
     ));
     assert!(matches!(
-        classify(404, br#"{"errorCode":42}"#),
+        classify(404, br#"{"errorCode":42}"#, None),
         Outcome::Rejected { .. }
     ));
 }
@@ -811,4 +824,270 @@ async fn a_replayed_answer_is_delivered_and_marked() {
         }
     );
     assert_eq!(outcome.label(), "duplicate");
+}
+
+/// An answer with a `Retry-After` header.
+fn answer_retry_after(status: u16, retry_after: &str) -> Reply {
+    Reply::Raw(format!(
+        "HTTP/1.1 {status} X\r\nretry-after: {retry_after}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+    ))
+}
+
+fn retry_after_of(outcome: &Outcome) -> Option<Duration> {
+    match outcome {
+        Outcome::Retryable { retry_after, .. } => *retry_after,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_on_429_and_503_only() {
+    let secs = |s| Some(Duration::from_secs(s));
+    let cases = [
+        (answer_retry_after(429, "120"), secs(120)),
+        (answer_retry_after(503, "7"), secs(7)),
+        (answer_retry_after(503, "86400"), secs(3600)),
+        (
+            answer_retry_after(429, "Fri, 31 Dec 9999 23:59:59 GMT"),
+            secs(3600),
+        ),
+        (
+            answer_retry_after(503, "Sun, 06 Nov 1994 08:49:37 GMT"),
+            secs(0),
+        ),
+        (answer_retry_after(429, "soon"), None),
+        (answer_retry_after(500, "30"), None),
+        (answer_retry_after(502, "30"), None),
+        (answer(429, "text/plain", "slow down"), None),
+    ];
+    for (reply, expected) in cases {
+        let outcome = outcome_of(reply).await;
+        assert_eq!(retry_after_of(&outcome), expected, "{outcome:?}");
+    }
+    // A Dapr 503 carries it too.
+    let dapr = Reply::Raw(format!(
+        "HTTP/1.1 503 X\r\nretry-after: 9\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{}",
+        r#"{"errorCode":"ERR_DIRECT_INVOKE"}"#.len(),
+        r#"{"errorCode":"ERR_DIRECT_INVOKE"}"#
+    ));
+    let outcome = outcome_of(dapr).await;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Retryable {
+                reason: RetryReason::SidecarUnavailable,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(retry_after_of(&outcome), secs(9));
+}
+
+fn client_with(endpoint: &str, threshold: u32, clock: Arc<dyn Clock>) -> DaprClient {
+    let config = DaprConfig::new(endpoint, None, Duration::from_secs(5)).unwrap();
+    let breaker = BreakerConfig {
+        failure_threshold: threshold,
+        cool_down: Duration::from_secs(30),
+        probe_timeout: Duration::from_secs(5),
+        idle_after: Duration::from_secs(600),
+    };
+    DaprClient::with_breaker(config, breaker, clock).unwrap()
+}
+
+#[tokio::test]
+async fn one_tenants_failures_do_not_open_anothers_breaker() {
+    let server = Canned::start(vec![answer(503, "text/plain", "")]).await;
+    let clock = Arc::new(FakeClock(Mutex::new(Instant::now())));
+    let c = client_with(&server.endpoint(), 1, clock);
+    let t = target();
+    assert!(
+        c.invoke(&t.invocation_for("team-a", "k", "u"))
+            .await
+            .outcome
+            .is_retryable()
+    );
+    assert!(matches!(
+        c.invoke(&t.invocation_for("team-a", "k", "u"))
+            .await
+            .outcome,
+        Outcome::CircuitOpen { .. }
+    ));
+    // The same app, for another tenant: called.
+    assert!(
+        c.invoke(&t.invocation_for("team-b", "k", "u"))
+            .await
+            .outcome
+            .is_retryable()
+    );
+    let seen = server.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[1].header("x-recur-namespace").as_deref(),
+        Some("team-b")
+    );
+    assert_eq!(
+        c.breaker_states(),
+        vec![
+            (key("team-a", "backend"), BreakerState::Open),
+            (key("team-b", "backend"), BreakerState::Open)
+        ]
+    );
+}
+
+#[tokio::test]
+async fn refusals_for_the_caller_do_not_count_against_the_breaker() {
+    let dapr_error = json!({"errorCode": "ERR_DIRECT_INVOKE", "message": "denied"});
+    let server = Canned::start(vec![
+        answer(401, "text/plain", "invalid api token"),
+        json_answer(403, dapr_error.clone()),
+        json_answer(403, json!({"error": "forbidden"})),
+        answer_retry_after(429, "1"),
+        answer(401, "text/plain", "invalid api token"),
+        json_answer(404, dapr_error),
+    ])
+    .await;
+    let clock = Arc::new(FakeClock(Mutex::new(Instant::now())));
+    let c = client_with(&server.endpoint(), 1, clock);
+    let t = target();
+    let expected = [
+        Some(RetryReason::Unauthorized),
+        Some(RetryReason::SidecarRefused),
+        None,
+        Some(RetryReason::RateLimited),
+        Some(RetryReason::Unauthorized),
+    ];
+    for reason in expected {
+        let outcome = c.invoke(&t.invocation("k", "u")).await.outcome;
+        match (reason, &outcome) {
+            (Some(reason), Outcome::Retryable { reason: r, .. }) => assert_eq!(*r, reason),
+            (None, Outcome::Rejected { status: 403, .. }) => {}
+            _ => panic!("{reason:?}: {outcome:?}"),
+        }
+        assert_eq!(
+            c.breaker_states(),
+            vec![(key("team-a", "backend"), BreakerState::Closed)],
+            "after {outcome:?}"
+        );
+    }
+    // A Dapr 404 (no route to the app id) counts: with a threshold of 1 it opens.
+    let outcome = c.invoke(&t.invocation("k", "u")).await.outcome;
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Retryable {
+                reason: RetryReason::SidecarRefused,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        c.breaker_states(),
+        vec![(key("team-a", "backend"), BreakerState::Open)]
+    );
+}
+
+#[test]
+fn verdicts_follow_the_status_table() {
+    let retryable = |reason| Outcome::Retryable {
+        reason,
+        message: String::new(),
+        retry_after: None,
+    };
+    let rejected = |status| Outcome::Rejected {
+        status,
+        message: String::new(),
+    };
+    let cases = [
+        (
+            retryable(RetryReason::Unauthorized),
+            Some(401),
+            Verdict::Neutral,
+        ),
+        (
+            retryable(RetryReason::SidecarRefused),
+            Some(403),
+            Verdict::Neutral,
+        ),
+        (
+            retryable(RetryReason::SidecarRefused),
+            Some(404),
+            Verdict::Failing,
+        ),
+        (
+            retryable(RetryReason::RateLimited),
+            Some(429),
+            Verdict::Neutral,
+        ),
+        (retryable(RetryReason::Timeout), Some(408), Verdict::Failing),
+        (retryable(RetryReason::Timeout), None, Verdict::Failing),
+        (retryable(RetryReason::Connection), None, Verdict::Failing),
+        (
+            retryable(RetryReason::ServerError),
+            Some(503),
+            Verdict::Failing,
+        ),
+        (
+            retryable(RetryReason::SidecarUnavailable),
+            Some(500),
+            Verdict::Failing,
+        ),
+        (rejected(403), Some(403), Verdict::Neutral),
+        (rejected(400), Some(400), Verdict::Healthy),
+        (Outcome::InProgress, Some(409), Verdict::Healthy),
+        (classify(201, b"", None), Some(201), Verdict::Healthy),
+    ];
+    for (outcome, status, expected) in cases {
+        assert_eq!(
+            verdict(&outcome, status),
+            expected,
+            "{outcome:?} {status:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn idle_breakers_are_evicted_and_open_ones_kept() {
+    let ok = Canned::start(vec![json_answer(201, json!({"id": "1"}))]).await;
+    let clock = Arc::new(FakeClock(Mutex::new(Instant::now())));
+    let c = client_with(&ok.endpoint(), 1, clock.clone());
+    let t = target();
+    c.invoke(&t.invocation_for("team-a", "k", "u")).await;
+    assert!(c.evict_idle().is_empty());
+    clock.advance(Duration::from_secs(600));
+    assert_eq!(c.evict_idle(), vec![key("team-a", "backend")]);
+    assert!(c.breaker_states().is_empty());
+
+    let down = Canned::start(vec![answer(503, "text/plain", "")]).await;
+    let c = client_with(&down.endpoint(), 1, clock.clone());
+    c.invoke(&t.invocation_for("team-b", "k", "u")).await;
+    clock.advance(Duration::from_secs(100_000));
+    assert!(c.evict_idle().is_empty(), "an open breaker was evicted");
+    assert_eq!(
+        c.breaker_states(),
+        vec![(key("team-b", "backend"), BreakerState::HalfOpen)]
+    );
+}
+
+#[test]
+fn every_outcome_label_is_listed() {
+    let outcomes = [
+        classify(201, b"", None),
+        Outcome::Delivered {
+            status: 200,
+            backend_id: None,
+            replayed: true,
+        },
+        Outcome::InProgress,
+        classify(422, b"", None),
+        classify(400, b"", None),
+        classify(500, b"", None),
+        Outcome::CircuitOpen {
+            retry_in: Duration::ZERO,
+            spread: Duration::ZERO,
+        },
+    ];
+    let labels: std::collections::BTreeSet<_> = outcomes.iter().map(Outcome::label).collect();
+    assert_eq!(labels, Outcome::LABELS.into_iter().collect());
 }

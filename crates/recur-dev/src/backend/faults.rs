@@ -26,6 +26,9 @@ pub struct Faults {
     pub hang_ms: Option<u64>,
     /// Every request is held this long before it is answered (a slow backend; faults too).
     pub delay_ms: Option<u64>,
+    /// Only requests made for this tenant (`X-Recur-Namespace`) meet the faults: one backend
+    /// stands in for one namespace's failing backend and another's healthy one.
+    pub namespace: Option<String>,
 }
 
 impl Faults {
@@ -98,8 +101,13 @@ impl Injector {
         (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 11) as f64 / (1u64 << 53) as f64
     }
 
-    /// The fault for the next request, if any.
-    pub fn next(&mut self) -> Option<Fault> {
+    /// The fault for the next request, made for tenant `namespace`, if any.
+    pub fn next(&mut self, namespace: Option<&str>) -> Option<Fault> {
+        if let Some(only) = &self.faults.namespace
+            && namespace != Some(only.as_str())
+        {
+            return None;
+        }
         if self.faults.down {
             return Some(Fault::Down);
         }

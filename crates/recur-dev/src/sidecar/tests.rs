@@ -50,6 +50,7 @@ async fn sidecar(apps: &[(&str, &Running)], token: Option<&str>) -> Running {
         apps,
         api_token: token.map(str::to_owned),
         app_timeout: Duration::from_secs(5),
+        own_namespace: None,
     };
     start(move |_| router(config).unwrap()).await
 }
@@ -152,6 +153,7 @@ async fn dapr_errors_for_missing_unknown_and_unreachable_apps() {
         apps,
         api_token: None,
         app_timeout: Duration::from_secs(5),
+        own_namespace: None,
     };
     let dapr = start(move |_| router(config).unwrap()).await;
     let client = http(Duration::from_secs(5));
@@ -342,6 +344,7 @@ async fn recur_client_through_sidecar_to_backend() {
         method: &method,
         idempotency_key: "ns/t@1",
         user_id: "ana maría",
+        namespace: "ns",
         body: &body,
     };
     let first = client.invoke(&inv).await.outcome;
@@ -441,4 +444,31 @@ async fn recur_client_through_sidecar_to_backend() {
             replayed: false,
         }
     );
+}
+
+/// Like recur's sidecar on a cluster: a plain app id resolves in the sidecar's own namespace,
+/// which holds no app, while `app.namespace` reaches the app.
+#[tokio::test]
+async fn plain_ids_resolve_in_the_sidecars_own_empty_namespace() {
+    let app = start(|_| echo_app()).await;
+    let config = SidecarConfig {
+        apps: [("backend".to_owned(), format!("http://{}", app.addr))].into(),
+        api_token: None,
+        app_timeout: Duration::from_secs(5),
+        own_namespace: Some("recur-system".into()),
+    };
+    let dapr = start(move |_| router(config).unwrap()).await;
+    let client = http(Duration::from_secs(5));
+    for (id, status) in [
+        ("backend", 500),
+        ("backend.recur-system", 500),
+        ("backend.team-a", 200),
+    ] {
+        let response = client
+            .post(dapr.url(&format!("/v1.0/invoke/{id}/method/api/tasks")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), status, "{id}");
+    }
 }

@@ -1,0 +1,248 @@
+//! Fairness between namespaces (tenants): `--tasks` RecurringTasks due in the same minute in one
+//! namespace (the big one) and `--small-tasks` in another, due in that minute too. What the
+//! small namespace's occurrences wait while the big one drains, with the one shared work queue
+//! of kube-runtime (`recur run --fair-queue=false`, as before fair queueing) and with namespaces
+//! taking turns for the workers (the default).
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Timelike, Utc};
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+use recur::api::RecurringTask;
+
+use crate::args::{FairnessArgs, Queue};
+use crate::cluster::{
+    MARGIN, create_all, delete_namespace, fresh_namespace, kube_client, until_next_minute,
+};
+use crate::error::{Res, msg};
+use crate::process::spawn_operator;
+use crate::procfs::{environment, proc_stat};
+use crate::recur_scenario::{Record, create_tasks, pending_due, task_object};
+use crate::report::fairness_section;
+use crate::results::{FairnessResult, FairnessRun, write_json};
+use crate::say;
+use crate::stats::lag_stats;
+use crate::watch::{Watch, close_task_watch};
+
+pub const BIG: &str = "bench-fair-big";
+pub const SMALL: &str = "bench-fair-small";
+/// The small namespace's tasks have user ids starting with this: the backend's records carry
+/// the user id, which tells the namespaces apart.
+const SMALL_USER: &str = "bench-small";
+const CRON: &str = "* * * * *";
+
+pub async fn run_fairness(a: FairnessArgs) -> Res<()> {
+    let client = kube_client(&a.common.kubeconfig).await?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    Api::<RecurringTask>::all(client.clone())
+        .list(&ListParams::default().limit(1))
+        .await
+        .map_err(|e| {
+            msg(format!(
+                "the RecurringTask CRD is not usable ({e}); apply crds/ first"
+            ))
+        })?;
+    let version = client.apiserver_version().await?;
+    let mut result = FairnessResult {
+        environment: environment(version.git_version, a.op.sidecar.clone()),
+        workers: a.op.workers,
+        runs: vec![],
+    };
+    for queue in &a.queues {
+        let run = fairness_run(&a, &client, &http, *queue).await?;
+        say(format!(
+            "{}: small namespace lag p50 {} ms, p99 {} ms, max {} ms; big namespace drained in {:.2}s",
+            run.system, run.small.p50_ms, run.small.p99_ms, run.small.max_ms, run.big_drain_s
+        ));
+        result.runs.push(run);
+        // After each run, so that a failure later keeps what was measured.
+        write_json(&a.common.out_dir, "fairness.json", &result)?;
+    }
+    let mut md = format!(
+        "# Fairness benchmark\n\nMade by `recur-bench fairness --tasks {} --small-tasks {}` on {}: {} cores ({}); Kubernetes {}; Dapr sidecars: {}. Raw figures: `fairness.json`.\n",
+        a.common.tasks,
+        a.small_tasks,
+        result.environment.date,
+        result.environment.cores,
+        result.environment.cpu,
+        result.environment.kubernetes,
+        result.environment.sidecar
+    );
+    fairness_section(&mut md, &result);
+    let path = a.common.out_dir.join("fairness.md");
+    std::fs::write(&path, &md).map_err(|e| msg(format!("writing {}: {e}", path.display())))?;
+    print!("{md}");
+    say(format!("wrote {}", path.display()));
+    Ok(())
+}
+
+async fn create_small_tasks(client: &Client, n: usize) -> Res<()> {
+    let tasks = (0..n)
+        .map(|i| {
+            let mut task = task_object(i, CRON)?;
+            task.metadata.name = Some(format!("small-{i:03}"));
+            task.spec.user_id = format!("{SMALL_USER}-{i}");
+            Ok(task)
+        })
+        .collect::<Res<Vec<_>>>()?;
+    let took = create_all(
+        &Api::<RecurringTask>::namespaced(client.clone(), SMALL),
+        tasks,
+    )
+    .await?;
+    say(format!(
+        "created {n} RecurringTasks ({CRON:?}) in {SMALL} in {:.1}s",
+        took.as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// What the watch keeps of a task: its namespace and the due instant of its pending occurrence.
+type Seen = (Option<String>, Option<DateTime<Utc>>);
+
+/// The minute every task of both namespaces is pending for, once it is at least [`MARGIN`] ahead.
+fn all_pending(seen: &HashMap<String, Seen>, big: usize, small: usize) -> Option<DateTime<Utc>> {
+    let ours: Vec<&Seen> = seen
+        .values()
+        .filter(|(ns, _)| matches!(ns.as_deref(), Some(BIG | SMALL)))
+        .collect();
+    let in_big = ours
+        .iter()
+        .filter(|(ns, _)| ns.as_deref() == Some(BIG))
+        .count();
+    if in_big < big || ours.len() - in_big < small {
+        return None;
+    }
+    let first = ours.first()?.1?;
+    let same = ours.iter().all(|(_, due)| *due == Some(first));
+    let ahead = (first - Utc::now()).to_std().unwrap_or_default();
+    (same && ahead >= MARGIN).then_some(first)
+}
+
+async fn fairness_run(
+    a: &FairnessArgs,
+    client: &Client,
+    http: &reqwest::Client,
+    queue: Queue,
+) -> Res<FairnessRun> {
+    let (n, s) = (a.common.tasks, a.small_tasks);
+    let (label, fair) = match queue {
+        Queue::Shared => ("shared", false),
+        Queue::Fair => ("fair", true),
+    };
+    fresh_namespace(client, BIG).await?;
+    fresh_namespace(client, SMALL).await?;
+    // Create the tasks and start the operator early in a minute: every task is then pending
+    // for the next one, and none for one already past (a start late in the minute would also
+    // deliver the minute just gone, a burst of its own before the one measured).
+    if Utc::now().second() > 5 {
+        until_next_minute().await;
+    }
+    create_tasks(client, BIG, n, CRON).await?;
+    create_small_tasks(client, s).await?;
+    let mut watch = Watch::start(
+        Api::<RecurringTask>::all(client.clone()),
+        |t: &RecurringTask, _| (t.namespace(), pending_due(t)),
+        move |seen: &HashMap<String, Seen>| all_pending(seen, n, s),
+    )
+    .await?;
+    // One operator for every namespace, as in a cluster with tenants.
+    let flag = format!("--fair-queue={fair}");
+    let mut op = spawn_operator(
+        &a.op,
+        &a.common.kubeconfig,
+        None,
+        &format!("operator-fairness-{label}"),
+        std::slice::from_ref(&flag),
+    )?;
+    op.wait_ready(http).await?;
+    let timeout = Duration::from_secs(300) + Duration::from_millis(100) * (n + s) as u32;
+    let (_, due) = watch
+        .result(
+            timeout,
+            "every task of both namespaces to be pending for the same minute",
+        )
+        .await?;
+    close_task_watch(client, watch).await?;
+    say(format!(
+        "{label}: all {n} + {s} tasks pending for {}",
+        due.format("%H:%M:%S")
+    ));
+
+    let records_url = format!("{}/_dev/records", a.op.backend_url);
+    http.delete(&records_url).send().await?.error_for_status()?;
+    let delivered0 = op.delivered(http).await?;
+    let stat0 = proc_stat(op.pid)?;
+    if Utc::now() >= due {
+        return Err(msg(
+            "the records were cleared after the burst began; try again",
+        ));
+    }
+    let want = n + s;
+    let deadline = Instant::now()
+        + (due - Utc::now()).to_std().unwrap_or_default()
+        + Duration::from_secs(180)
+        + Duration::from_millis(100) * want as u32;
+    let records = loop {
+        let delivered = op.delivered(http).await? - delivered0;
+        if delivered >= want as f64 {
+            let records: Vec<Record> = http.get(&records_url).send().await?.json().await?;
+            let of_burst: Vec<Record> = records.into_iter().filter(|r| r.delivers(due)).collect();
+            if of_burst.len() >= want {
+                break of_burst;
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(msg(format!(
+                "the fairness burst did not finish: {delivered} of {want} occurrences delivered; see {}",
+                op.log.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let stat1 = proc_stat(op.pid)?;
+    op.stop().await;
+
+    let (small, big): (Vec<&Record>, Vec<&Record>) = records.iter().partition(|r| {
+        r.user_id
+            .as_deref()
+            .is_some_and(|u| u.starts_with(SMALL_USER))
+    });
+    let lags = |rs: &[&Record]| -> Vec<i64> { rs.iter().filter_map(|r| r.lag_ms).collect() };
+    let drain = |rs: &[&Record]| -> f64 {
+        rs.iter()
+            .filter_map(|r| r.received())
+            .max()
+            .map_or(0.0, |last| (last - due).num_milliseconds() as f64 / 1000.0)
+    };
+    let mut notes = vec![];
+    if small.len() != s || big.len() != n {
+        notes.push(format!(
+            "{} occurrences of the small namespace and {} of the big one arrived (of {s} and {n}): some twice, or some without their user id",
+            small.len(),
+            big.len()
+        ));
+    }
+    let small_lags = lags(&small);
+    let run = FairnessRun {
+        queue: label.to_owned(),
+        system: format!("recur run --workers {} {flag}", a.op.workers),
+        big_tasks: n,
+        small_tasks: s,
+        due: Some(due),
+        small: lag_stats(&small_lags),
+        small_lags_ms: small_lags,
+        big: lag_stats(&lags(&big)),
+        big_drain_s: drain(&big),
+        small_drain_s: drain(&small),
+        cpu_s: stat1.cpu_s - stat0.cpu_s,
+        peak_rss_mib: stat1.hwm_mib,
+        notes,
+    };
+    delete_namespace(client, SMALL).await?;
+    delete_namespace(client, BIG).await?;
+    Ok(run)
+}

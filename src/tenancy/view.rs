@@ -1,0 +1,253 @@
+//! What the operator knows of tenancy: every `TenantPolicy` and every namespace's labels, from
+//! watch caches, and the admission review built on them.
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, ListParams, PartialObjectMeta};
+use kube::core::DynamicObject;
+use kube::core::admission::{AdmissionRequest, Operation};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use tokio::sync::broadcast;
+
+use super::denial::{Denial, Rule};
+use super::effective::{Effective, full_match};
+use super::selector::selects;
+use crate::api::{RecurringTask, Reminder, TenantPolicy};
+
+/// The watch caches of policies and namespaces, and a client for the few reads admission needs.
+/// Cheap to clone.
+#[derive(Clone)]
+pub struct Tenancy {
+    policies: Store<TenantPolicy>,
+    namespaces: Store<PartialObjectMeta<Namespace>>,
+    client: Client,
+    changed: broadcast::Sender<()>,
+}
+
+impl Tenancy {
+    /// Starts nothing: returns the view and the future that keeps its caches current (spawn it).
+    pub fn watch(client: Client) -> (Tenancy, impl Future<Output = ()> + Send + 'static) {
+        let (policies, policy_writer) = reflector::store();
+        let (namespaces, namespace_writer) = reflector::store();
+        let (changed, _) = broadcast::channel(16);
+        let tenancy = Tenancy {
+            policies,
+            namespaces,
+            client: client.clone(),
+            changed: changed.clone(),
+        };
+        let policy_events = reflector::reflector(
+            policy_writer,
+            watcher(
+                Api::<TenantPolicy>::all(client.clone()),
+                watcher::Config::default(),
+            ),
+        )
+        .default_backoff();
+        let namespace_events = reflector::reflector(
+            namespace_writer,
+            // Labels are all that is read: metadata-only requests.
+            watcher(
+                Api::<PartialObjectMeta<Namespace>>::all(client),
+                watcher::Config::default(),
+            ),
+        )
+        .default_backoff();
+        let drive = async move {
+            let policies = policy_events.for_each(move |event| {
+                match event {
+                    // A policy was added, changed or removed after the first list: every object
+                    // is judged again, so a revoked grant stops deliveries now, not at the next one.
+                    Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_)) => {
+                        let _ = changed.send(());
+                    }
+                    Ok(_) => {}
+                    Err(err) => tracing::warn!(%err, "watching TenantPolicies"),
+                }
+                futures::future::ready(())
+            });
+            let namespaces = namespace_events.for_each(|event| {
+                if let Err(err) = event {
+                    tracing::warn!(%err, "watching namespaces");
+                }
+                futures::future::ready(())
+            });
+            futures::join!(policies, namespaces);
+        };
+        (tenancy, drive)
+    }
+
+    /// Resolves once both caches hold their first full list (before that every namespace would
+    /// look unselected, and a granted task would be refused).
+    ///
+    /// A store's readiness signal wakes only its latest waiter, and several wait here (each
+    /// kind's controller, the webhook): re-arming the wait every second lets each one see it.
+    pub async fn wait_synced(&self) -> Result<(), reflector::store::WriterDropped> {
+        loop {
+            let both = async {
+                self.policies.wait_until_ready().await?;
+                self.namespaces.wait_until_ready().await
+            };
+            if let Ok(result) = tokio::time::timeout(Duration::from_secs(1), both).await {
+                return result;
+            }
+        }
+    }
+
+    /// Ticks whenever a policy changes (after the first list).
+    pub fn changes(&self) -> impl Stream<Item = ()> + Send + 'static {
+        // A lagging receiver missed ticks, not information: one tick judges everything again.
+        futures::stream::unfold(self.changed.subscribe(), |mut rx| async move {
+            match rx.recv().await {
+                Ok(()) | Err(broadcast::error::RecvError::Lagged(_)) => Some(((), rx)),
+                Err(broadcast::error::RecvError::Closed) => None,
+            }
+        })
+    }
+
+    /// The policy in force for `namespace`, as the caches have it now.
+    pub fn effective(&self, namespace: &str) -> Effective {
+        let labels = self
+            .namespaces
+            .get(&ObjectRef::new(namespace))
+            .and_then(|ns| ns.metadata.labels.clone())
+            .unwrap_or_default();
+        Effective::new(namespace, labels, self.policies.state())
+    }
+
+    /// The admission decision on a request for a recur object (other kinds and deletions pass).
+    pub async fn review(&self, request: &AdmissionRequest<DynamicObject>) -> Result<(), Denial> {
+        if matches!(request.operation, Operation::Delete | Operation::Connect) {
+            return Ok(());
+        }
+        let Some(object) = request.object.as_ref() else {
+            return Ok(());
+        };
+        let namespace = request.namespace.clone().unwrap_or_default();
+        match request.kind.kind.as_str() {
+            "RecurringTask" => {
+                let task: RecurringTask = typed(object)?;
+                let effective = self.effective(&namespace);
+                effective.task(&task)?;
+                if request.operation == Operation::Create
+                    && let Some((max, policy)) = effective.max_tasks()
+                {
+                    self.room_for_a_task(&namespace, max, policy).await?;
+                }
+                Ok(())
+            }
+            "Reminder" => {
+                let rem: Reminder = typed(object)?;
+                self.effective(&namespace).reminder(&rem)?;
+                let Some(task_ref) = &rem.spec.task_ref else {
+                    return Ok(());
+                };
+                // A task that does not exist yet may be applied after its reminder (GitOps
+                // order); the operator checks it again before sending.
+                let tasks: Api<RecurringTask> = Api::namespaced(self.client.clone(), &namespace);
+                let task = bounded(tasks.get_opt(&task_ref.name)).await.ok().flatten();
+                match task {
+                    Some(task) => task_owner(&rem, &task),
+                    None => Ok(()),
+                }
+            }
+            "TenantPolicy" => {
+                let policy: TenantPolicy = typed(object)?;
+                well_formed(&policy)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses a new task when the namespace already holds `max`.
+    async fn room_for_a_task(&self, namespace: &str, max: u32, policy: &str) -> Result<(), Denial> {
+        let tasks: Api<RecurringTask> = Api::namespaced(self.client.clone(), namespace);
+        let lp = ListParams::default().limit(max.saturating_add(1));
+        // Unanswered, the count is unknown: the quota is a limit, not a security boundary, so
+        // the task is admitted rather than refused for the API server's hiccup.
+        let Ok(Ok(list)) = tokio::time::timeout(LOOKUP_TIMEOUT, tasks.list_metadata(&lp)).await
+        else {
+            return Ok(());
+        };
+        let count = list.items.len() + usize::from(list.metadata.continue_.is_some());
+        if count < max as usize {
+            return Ok(());
+        }
+        Err(Denial {
+            field: "metadata.namespace".into(),
+            rule: Rule::MaxTasks,
+            message: format!(
+                "namespace {namespace} already holds {count} RecurringTasks; TenantPolicy {policy:?} allows at most {max} (rule limits.maxTasks)"
+            ),
+        })
+    }
+}
+
+/// Admission answers within the webhook's timeout even when the API server is slow to answer.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
+async fn bounded<T>(
+    call: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, Option<kube::Error>> {
+    match tokio::time::timeout(LOOKUP_TIMEOUT, call).await {
+        Ok(result) => result.map_err(Some),
+        Err(_) => Err(None),
+    }
+}
+
+/// The object as its kind; the CRD schema has already checked it, so this fails only on a
+/// version skew between the CRDs and this operator.
+fn typed<K: serde::de::DeserializeOwned>(object: &DynamicObject) -> Result<K, Denial> {
+    serde_json::to_value(object)
+        .and_then(serde_json::from_value)
+        .map_err(|e| Denial {
+            field: "spec".into(),
+            rule: Rule::Malformed,
+            message: format!("cannot be read by this recur version: {e}"),
+        })
+}
+
+/// A reminder may only name a task of its own user (the namespace is its own by construction).
+pub fn task_owner(rem: &Reminder, task: &RecurringTask) -> Result<(), Denial> {
+    if task.spec.user_id == rem.spec.user_id {
+        return Ok(());
+    }
+    Err(Denial {
+        field: "spec.taskRef".into(),
+        rule: Rule::TaskOwner,
+        message: format!(
+            "task {:?} belongs to another user; a reminder may only name a task of its own userId",
+            task.name_any()
+        ),
+    })
+}
+
+/// A policy the operator can apply: its selector and its user id pattern are valid.
+fn well_formed(policy: &TenantPolicy) -> Result<(), Denial> {
+    selects(&policy.spec.namespace_selector, &BTreeMap::new()).map_err(|why| Denial {
+        field: format!("spec.{}", why.split_once(':').map_or("", |(f, _)| f)),
+        rule: Rule::Malformed,
+        message: why
+            .split_once(": ")
+            .map_or(why.clone(), |(_, w)| w.to_string()),
+    })?;
+    if let Some(pattern) = policy
+        .spec
+        .user_ids
+        .as_ref()
+        .and_then(|u| u.pattern.as_deref())
+        && let Err(err) = full_match(pattern)
+    {
+        return Err(Denial {
+            field: "spec.userIds.pattern".into(),
+            rule: Rule::Malformed,
+            message: format!("not a valid regular expression: {err}"),
+        });
+    }
+    Ok(())
+}
