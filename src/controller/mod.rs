@@ -223,6 +223,15 @@ impl Context {
             .holds(&object_id(task), &key.to_string(), Instant::now())
     }
 
+    /// `Some(wait)` when the tenant has used up its `limits.occurrencesPerSecond`: the call waits
+    /// its turn (nothing is dropped).
+    pub(crate) fn over_rate(&self, namespace: &str) -> Option<Duration> {
+        let per_second = self.tenancy.effective(namespace).occurrences_per_second()?;
+        self.rates
+            .try_take(namespace, per_second, Instant::now())
+            .err()
+    }
+
     /// The guarded status write of every kind, bounded and counted (ok, conflict, error):
     /// `true` when written, `false` when the guard no longer held (re-read and decide again).
     pub(crate) async fn write_status<K, S>(

@@ -434,6 +434,9 @@ async fn deliver(
     if let Some(action) = super::leadership_gate(ctx) {
         return Ok(action);
     }
+    if let Some(wait) = ctx.over_rate(rem.metadata.namespace.as_deref().unwrap_or_default()) {
+        return Ok(Action::requeue(wait));
+    }
     let invoked = ctx
         .invoke(&Invocation {
             app_id: call.app,

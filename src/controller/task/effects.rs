@@ -114,6 +114,9 @@ impl crate::controller::Reconcile for RecurringTask {
                 }))
             }
             Plan::Deliver(p) => {
+                if let Some(wait) = ctx.over_rate(ns) {
+                    return Ok(Action::requeue(wait));
+                }
                 deliver(
                     task,
                     ctx,
