@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod operator;
 pub mod server;
 pub mod tenancy;
+pub mod watch_cache;
 pub mod webhook;
 
 // The schedule engine lives in its own crate (no Kubernetes, no I/O); `crate::schedule::...` and

@@ -273,18 +273,13 @@ async fn run(args: RunArgs) -> Result<(), String> {
         metrics.clone(),
         reached(Stage::StopServer),
     ));
-    // Admission is every replica's work, not the leader's; it stops with the probe server.
-    // Its own policy caches: a store's readiness wakes only the last task waiting on it (kube's
-    // DelayedInit), so the webhook must not wait on the caches the controllers wait on.
-    let (admission, admission_drive) = Tenancy::watch(client.clone());
-    if args.webhook.webhook_addr.is_some() {
-        tokio::spawn(admission_drive);
-    }
+    // Admission is every replica's work, not the leader's; it stops with the probe server. It
+    // judges with the controllers' own policy caches.
     let webhook = crate::webhook::start(
         &args.webhook,
         client.clone(),
         &webhook_ns,
-        admission,
+        tenancy.clone(),
         &health,
         reached(Stage::StopServer),
     )

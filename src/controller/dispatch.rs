@@ -24,9 +24,6 @@ use super::Context;
 use super::fair::FairGate;
 use super::runner::{Reconcile, error_policy, reconcile_in_turn};
 
-/// How often the cache is looked at until it holds its first full list (its readiness signal
-/// wakes one waiter only, and `mark_synced` is that one).
-const READY_POLL: Duration = Duration::from_millis(100);
 /// The next run of an object whose reconcile panicked, as after an error.
 const AFTER_PANIC: Duration = Duration::from_secs(5);
 
@@ -70,6 +67,12 @@ pub(crate) async fn run<K: Reconcile>(
     });
     let requests = futures::stream::select(futures::stream::select(changed, everything), requested);
     let mut due = std::pin::pin!(scheduler(requests));
+    let ready = {
+        let store = store.clone();
+        // Fused: once resolved it stays pending, so a select may poll it again.
+        async move { crate::watch_cache::until_ready(&store).await }.fuse()
+    };
+    let mut ready = std::pin::pin!(ready);
     let mut in_flight = InFlight {
         ctx,
         gate,
@@ -79,16 +82,14 @@ pub(crate) async fn run<K: Reconcile>(
     };
     // Due before the cache holds its first full list: started once it does.
     let mut backlog: Option<HashSet<ObjectRef<K>>> = Some(HashSet::new());
-    let mut ready_poll = tokio::time::interval(READY_POLL);
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            _ = ready_poll.tick(), if backlog.is_some() => {
-                if let Some(Ok(())) = in_flight.store.wait_until_ready().now_or_never() {
-                    for r in backlog.take().unwrap_or_default() {
-                        in_flight.due(r);
-                    }
+            // A dropped writer means the watch is gone (shutdown follows): nothing starts.
+            Ok(()) = &mut ready, if backlog.is_some() => {
+                for r in backlog.take().unwrap_or_default() {
+                    in_flight.due(r);
                 }
             }
             Some(r) = due.next() => match backlog.as_mut() {

@@ -184,9 +184,6 @@ fn prune_unread_metadata<K: Resource>(obj: &mut K) {
 }
 
 /// Marks `kind` synced in `health` once the controller's watch cache holds its first full list.
-///
-/// The store's readiness signal keeps a single waiting waker, which the controller's own runner
-/// takes over; re-arming the wait every second makes sure this waiter sees it too.
 async fn mark_synced<K>(
     store: kube::runtime::reflector::Store<K>,
     health: crate::server::Health,
@@ -195,19 +192,12 @@ async fn mark_synced<K>(
     K: kube::runtime::reflector::Lookup + Clone + 'static,
     K::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    loop {
-        match tokio::time::timeout(Duration::from_secs(1), store.wait_until_ready()).await {
-            Ok(Ok(())) => {
-                tracing::info!(kind, "watch cache synced");
-                health.set_synced(kind);
-                return;
-            }
-            Ok(Err(err)) => {
-                tracing::error!(kind, %err, "watch cache never synced");
-                return;
-            }
-            Err(_) => continue,
+    match crate::watch_cache::until_ready(&store).await {
+        Ok(()) => {
+            tracing::info!(kind, "watch cache synced");
+            health.set_synced(kind);
         }
+        Err(err) => tracing::error!(kind, %err, "watch cache never synced"),
     }
 }
 

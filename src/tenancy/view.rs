@@ -18,6 +18,7 @@ use super::denial::{Denial, Rule};
 use super::effective::{Effective, full_match};
 use super::selector::selects;
 use crate::api::{RecurringTask, Reminder, TenantPolicy};
+use crate::watch_cache::until_ready;
 
 /// The watch caches of policies and namespaces, and a client for the few reads admission needs.
 /// Cheap to clone.
@@ -83,20 +84,10 @@ impl Tenancy {
     }
 
     /// Resolves once both caches hold their first full list (before that every namespace would
-    /// look unselected, and a granted task would be refused).
-    ///
-    /// A store's readiness signal wakes only its latest waiter, and several wait here (each
-    /// kind's controller, the webhook): re-arming the wait every second lets each one see it.
+    /// look unselected, and a granted task would be refused). Any number may wait.
     pub async fn wait_synced(&self) -> Result<(), reflector::store::WriterDropped> {
-        loop {
-            let both = async {
-                self.policies.wait_until_ready().await?;
-                self.namespaces.wait_until_ready().await
-            };
-            if let Ok(result) = tokio::time::timeout(Duration::from_secs(1), both).await {
-                return result;
-            }
-        }
+        until_ready(&self.policies).await?;
+        until_ready(&self.namespaces).await
     }
 
     /// Ticks whenever a policy changes (after the first list).
