@@ -125,15 +125,9 @@ pub fn task_refusal(rem: &Reminder, task: Option<&RecurringTask>, ns: &str) -> O
             Phase::Pending,
         );
     };
-    if task.spec.user_id != rem.spec.user_id {
-        return refusal(
-            reason::USER_MISMATCH,
-            format!(
-                "spec.taskRef: task {:?} belongs to another user; a reminder may only name a task of its own userId",
-                task_ref.name
-            ),
-            Phase::Failed,
-        );
+    // The same rule the webhook applies at admission.
+    if let Err(denial) = crate::tenancy::task_owner(rem, task) {
+        return refusal(reason::USER_MISMATCH, denial.to_string(), Phase::Failed);
     }
     // A reminder made for one occurrence follows it: suspending the task or editing the
     // occurrence away cancels it.

@@ -10,7 +10,7 @@ mod view;
 
 pub use denial::{Denial, Rule};
 pub use effective::{Effective, Resolved};
-pub use view::Tenancy;
+pub use view::{Tenancy, task_owner};
 
 #[cfg(test)]
 mod tests;
