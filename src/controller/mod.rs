@@ -480,6 +480,46 @@ pub fn key_instant(t: DateTime<Utc>) -> String {
     }
 }
 
+/// The context of the controllers' unit tests: the mock API server `service` (kube's
+/// `tower_test` pair), the sidecar at `sidecar_url`, one worker, and policy caches never filled
+/// (every namespace has the default policy).
+#[cfg(test)]
+pub(crate) fn test_context(
+    service: tower_test::mock::Mock<
+        http::Request<kube::client::Body>,
+        http::Response<kube::client::Body>,
+    >,
+    sidecar_url: &str,
+    leadership: Leadership,
+    lease_margin: Duration,
+) -> Context {
+    let client = kube::Client::new(service, "ns");
+    #[allow(clippy::unwrap_used)]
+    let dapr = DaprClient::new(
+        crate::dapr::DaprConfig::new(sidecar_url, None, Duration::from_secs(5)).unwrap(),
+    )
+    .unwrap();
+    let recorder = Recorder::new(client.clone(), "recur-test".into());
+    let settings = Settings {
+        workers: 1,
+        upcoming: 3,
+        backend_app_id: "backend".into(),
+        lease_margin,
+        selector: None,
+    };
+    let (tenancy, _never_driven) = crate::tenancy::Tenancy::watch(client.clone());
+    Context::new(
+        client,
+        recorder,
+        dapr,
+        Arc::new(Metrics::new()),
+        leadership,
+        Health::new(),
+        settings,
+        tenancy,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -313,22 +313,21 @@ impl Drop for TestNamespace {
         if self.cleaned {
             return;
         }
-        // No async in Drop (the runtime may be shutting down) and no panic (we may be unwinding):
-        // a best-effort kubectl call. The cluster exists, or this namespace would not.
-        let _ = Command::new(bin_dir().join("kubectl"))
-            .env("KUBECONFIG", kubeconfig())
-            .args([
-                "delete",
-                "namespace",
-                &self.name,
-                "--wait=false",
-                "--ignore-not-found",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        // The cluster exists, or this namespace would not.
+        delete_quietly("namespace", &self.name);
     }
+}
+
+/// Deletes `kind`/`name` without waiting and without a word, for `Drop`: no async there (the
+/// runtime may be shutting down) and no panic (we may be unwinding), so a best-effort kubectl.
+pub fn delete_quietly(kind: &str, name: &str) {
+    let _ = Command::new(bin_dir().join("kubectl"))
+        .env("KUBECONFIG", kubeconfig())
+        .args(["delete", kind, name, "--wait=false", "--ignore-not-found"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
 }
 
 /// Polls `condition` until it is true; panics naming `what` when `timeout` passes first.

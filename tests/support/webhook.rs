@@ -5,12 +5,10 @@
 //! webhook outlives it (with failurePolicy Fail it would refuse what it no longer answers).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::process::{Command, Stdio};
-
 use serde_json::{Value, json};
 
 use super::stack::free_port;
-use super::{bin_dir, kubeconfig, kubectl, kubectl_input, unique_name};
+use super::{delete_quietly, kubectl, kubectl_input, unique_name};
 
 /// Label that routes a TenantPolicy to one test's webhook (cluster-scoped objects have no
 /// namespace to select them by).
@@ -125,20 +123,7 @@ impl Webhook {
 
 impl Drop for Webhook {
     fn drop(&mut self) {
-        // Best effort, as in TestNamespace's Drop.
-        let _ = Command::new(bin_dir().join("kubectl"))
-            .env("KUBECONFIG", kubeconfig())
-            .args([
-                "delete",
-                "validatingwebhookconfiguration",
-                &self.configuration,
-                "--ignore-not-found",
-                "--wait=false",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        delete_quietly("validatingwebhookconfiguration", &self.configuration);
     }
 }
 
@@ -150,18 +135,6 @@ pub struct ClusterObject {
 
 impl Drop for ClusterObject {
     fn drop(&mut self) {
-        let _ = Command::new(bin_dir().join("kubectl"))
-            .env("KUBECONFIG", kubeconfig())
-            .args([
-                "delete",
-                &self.kind,
-                &self.name,
-                "--ignore-not-found",
-                "--wait=false",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
+        delete_quietly(&self.kind, &self.name);
     }
 }

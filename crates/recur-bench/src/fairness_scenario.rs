@@ -4,7 +4,7 @@
 //! of kube-runtime (`recur run --fair-queue=false`, as before fair queueing) and with namespaces
 //! taking turns for the workers (the default).
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
 use kube::api::{Api, ListParams};
@@ -18,7 +18,7 @@ use crate::cluster::{
 use crate::error::{Res, msg};
 use crate::process::spawn_operator;
 use crate::procfs::{environment, proc_stat};
-use crate::recur_scenario::{Record, create_tasks, pending_due, task_object};
+use crate::recur_scenario::{Record, await_burst, create_tasks, pending_due, task_object};
 use crate::report::fairness_section;
 use crate::results::{FairnessResult, FairnessRun, write_json};
 use crate::say;
@@ -181,28 +181,16 @@ async fn fairness_run(
             "the records were cleared after the burst began; try again",
         ));
     }
-    let want = n + s;
-    let deadline = Instant::now()
-        + (due - Utc::now()).to_std().unwrap_or_default()
-        + Duration::from_secs(180)
-        + Duration::from_millis(100) * want as u32;
-    let records = loop {
-        let delivered = op.delivered(http).await? - delivered0;
-        if delivered >= want as f64 {
-            let records: Vec<Record> = http.get(&records_url).send().await?.json().await?;
-            let of_burst: Vec<Record> = records.into_iter().filter(|r| r.delivers(due)).collect();
-            if of_burst.len() >= want {
-                break of_burst;
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(msg(format!(
-                "the fairness burst did not finish: {delivered} of {want} occurrences delivered; see {}",
-                op.log.display()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let records = await_burst(
+        &op,
+        http,
+        &records_url,
+        due,
+        n + s,
+        delivered0,
+        "the fairness burst",
+    )
+    .await?;
     let stat1 = proc_stat(op.pid)?;
     op.stop().await;
 

@@ -18,7 +18,7 @@ use crate::cluster::{
     until_next_minute,
 };
 use crate::error::{Res, msg};
-use crate::process::{Perf, spawn_operator};
+use crate::process::{Operator, Perf, spawn_operator};
 use crate::procfs::{environment, proc_stat};
 use crate::results::{Burst, Idle, Limit, RecurResult, Start, write_json};
 use crate::say;
@@ -234,6 +234,41 @@ impl Record {
     }
 }
 
+/// The backend's records of the `want` occurrences due at `due`, once the operator counts them
+/// delivered (after their status writes) and the backend at `records_url` holds them all;
+/// `delivered0` is the operator's count before the burst, `what` names the burst in the error.
+pub async fn await_burst(
+    op: &Operator,
+    http: &reqwest::Client,
+    records_url: &str,
+    due: DateTime<Utc>,
+    want: usize,
+    delivered0: f64,
+    what: &str,
+) -> Res<Vec<Record>> {
+    let deadline = Instant::now()
+        + (due - Utc::now()).to_std().unwrap_or_default()
+        + Duration::from_secs(180)
+        + Duration::from_millis(100) * want as u32;
+    loop {
+        let delivered = op.delivered(http).await? - delivered0;
+        if delivered >= want as f64 {
+            let records: Vec<Record> = http.get(records_url).send().await?.json().await?;
+            let of_burst: Vec<Record> = records.into_iter().filter(|r| r.delivers(due)).collect();
+            if of_burst.len() >= want {
+                return Ok(of_burst);
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(msg(format!(
+                "{what} did not finish: {delivered} of {want} occurrences delivered; see {}",
+                op.log.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 pub async fn recur_burst(a: &RecurArgs, client: &Client, http: &reqwest::Client) -> Res<Burst> {
     let n = a.common.tasks;
     let ns = "bench-burst";
@@ -286,28 +321,7 @@ pub async fn recur_burst(a: &RecurArgs, client: &Client, http: &reqwest::Client)
             "the snapshot before the burst was taken after the burst began; try again",
         ));
     }
-    // Completion: recur counts an occurrence as delivered after its status write.
-    let deadline = Instant::now()
-        + (due - Utc::now()).to_std().unwrap_or_default()
-        + Duration::from_secs(180)
-        + Duration::from_millis(100) * n as u32;
-    let records = loop {
-        let delivered = op.delivered(http).await? - delivered0;
-        if delivered >= n as f64 {
-            let records: Vec<Record> = http.get(&clear).send().await?.json().await?;
-            let of_burst: Vec<Record> = records.into_iter().filter(|r| r.delivers(due)).collect();
-            if of_burst.len() >= n {
-                break of_burst;
-            }
-        }
-        if Instant::now() >= deadline {
-            return Err(msg(format!(
-                "the burst did not finish: {delivered} occurrences delivered; see {}",
-                op.log.display()
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let records = await_burst(&op, http, &clear, due, n, delivered0, "the burst").await?;
     let stat1 = proc_stat(op.pid)?;
     let delivered = op.delivered(http).await? - delivered0;
     let after = apiserver_metrics(client).await?;

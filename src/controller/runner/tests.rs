@@ -11,39 +11,18 @@ use serde_json::json;
 
 use super::*;
 use crate::api::RecurringTask;
-use crate::controller::{Action, Context, Settings, dispatch};
-use crate::dapr::{DaprClient, DaprConfig};
+use crate::controller::{Action, Context, dispatch};
 use crate::lease::Leadership;
-use crate::metrics::Metrics;
-use crate::server::Health;
 
 /// A context on a mock apiserver that nobody answers: a test that reached the API would hang
 /// (and fail on its timeout) instead of passing.
 fn context(leadership: Leadership) -> Arc<Context> {
     let (service, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(service, "ns");
-    let dapr = DaprClient::new(
-        DaprConfig::new("http://127.0.0.1:9", None, Duration::from_secs(5)).unwrap(),
-    )
-    .unwrap();
-    let recorder = kube::runtime::events::Recorder::new(client.clone(), "recur-test".into());
-    let settings = Settings {
-        workers: 1,
-        upcoming: 3,
-        backend_app_id: "backend".into(),
-        lease_margin: Duration::ZERO,
-        selector: None,
-    };
-    let (tenancy, _never_driven) = crate::tenancy::Tenancy::watch(client.clone());
-    Arc::new(Context::new(
-        client,
-        recorder,
-        dapr,
-        Arc::new(Metrics::new()),
+    Arc::new(crate::controller::test_context(
+        service,
+        "http://127.0.0.1:9",
         leadership,
-        Health::new(),
-        settings,
-        tenancy,
+        Duration::ZERO,
     ))
 }
 

@@ -638,11 +638,8 @@ mod reconcile_steps {
     //! occurrence is delivered through a real loopback HTTP "sidecar", then exactly one guarded
     //! status patch is sent, testing the delivered key and recording the next one.
     use super::*;
-    use crate::controller::{Context, Settings};
-    use crate::dapr::{DaprClient, DaprConfig};
+    use crate::controller::Context;
     use crate::lease::Leadership;
-    use crate::metrics::Metrics;
-    use crate::server::Health;
     use http::{Method, Request, Response};
     use kube::client::Body;
     use std::sync::Arc;
@@ -694,30 +691,7 @@ mod reconcile_steps {
         leadership: Leadership,
         lease_margin: std::time::Duration,
     ) -> Context {
-        let client = kube::Client::new(service, "ns");
-        let dapr =
-            DaprClient::new(DaprConfig::new(url, None, std::time::Duration::from_secs(5)).unwrap())
-                .unwrap();
-        let recorder = kube::runtime::events::Recorder::new(client.clone(), "recur-test".into());
-        let settings = Settings {
-            workers: 1,
-            upcoming: 3,
-            backend_app_id: "backend".into(),
-            lease_margin,
-            selector: None,
-        };
-        // The policy caches are never filled here: every namespace has the default policy.
-        let (tenancy, _never_driven) = crate::tenancy::Tenancy::watch(client.clone());
-        Context::new(
-            client,
-            recorder,
-            dapr,
-            Arc::new(Metrics::new()),
-            leadership,
-            Health::new(),
-            settings,
-            tenancy,
-        )
+        crate::controller::test_context(service, url, leadership, lease_margin)
     }
 
     #[tokio::test]
