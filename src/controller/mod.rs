@@ -223,10 +223,10 @@ impl Context {
             .holds(&object_id(task), &key.to_string(), Instant::now())
     }
 
-    /// `Some(wait)` when the tenant has used up its `limits.occurrencesPerSecond`: the call waits
-    /// its turn (nothing is dropped).
-    pub(crate) fn over_rate(&self, namespace: &str) -> Option<Duration> {
-        let per_second = self.tenancy.effective(namespace).occurrences_per_second()?;
+    /// `Some(wait)` when tenant `namespace` has used up its `per_second` deliveries (its
+    /// policy's `limits.occurrencesPerSecond`): the call waits its turn (nothing is dropped).
+    pub(crate) fn over_rate(&self, namespace: &str, per_second: Option<u32>) -> Option<Duration> {
+        let per_second = per_second?;
         self.rates
             .try_take(namespace, per_second, Instant::now())
             .err()

@@ -318,7 +318,8 @@ impl crate::controller::Reconcile for Reminder {
             });
         }
         // The tenant's policy as it stands now, before anything is written or sent.
-        let target = match ctx.tenancy.effective(ns).reminder(rem) {
+        let effective = ctx.tenancy.effective(ns);
+        let target = match effective.reminder(rem) {
             Ok(resolved) => resolved,
             Err(denial) => {
                 let refusal = Refusal {
@@ -369,6 +370,7 @@ impl crate::controller::Reconcile for Reminder {
                     method: &meth,
                     key: format!("{key}-sent"),
                     body,
+                    rate: effective.occurrences_per_second(),
                 };
                 deliver(rem, ctx, &api, name, ns, call).await
             }
@@ -380,6 +382,7 @@ impl crate::controller::Reconcile for Reminder {
                     method: &target.method,
                     body: notification_body(rem, &key),
                     key,
+                    rate: effective.occurrences_per_second(),
                 };
                 deliver(rem, ctx, &api, name, ns, call).await
             }
@@ -414,6 +417,8 @@ struct Call<'a> {
     method: &'a Method,
     key: String,
     body: serde_json::Value,
+    /// The tenant's deliveries per second, when its policy limits them.
+    rate: Option<u32>,
 }
 
 async fn deliver(
@@ -428,7 +433,7 @@ async fn deliver(
     if let Some(action) = super::leadership_gate(ctx) {
         return Ok(action);
     }
-    if let Some(wait) = ctx.over_rate(rem.metadata.namespace.as_deref().unwrap_or_default()) {
+    if let Some(wait) = ctx.over_rate(ns, call.rate) {
         return Ok(Action::requeue(wait));
     }
     let invoked = ctx

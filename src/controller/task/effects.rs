@@ -60,7 +60,8 @@ impl crate::controller::Reconcile for RecurringTask {
         }
 
         // The tenant's policy, as it stands now: a task admitted under an older policy stops here.
-        let target = match ctx.tenancy.effective(ns).task(task) {
+        let effective = ctx.tenancy.effective(ns);
+        let target = match effective.task(task) {
             Ok(resolved) => resolved,
             Err(denial) => {
                 return invalid(
@@ -114,7 +115,7 @@ impl crate::controller::Reconcile for RecurringTask {
                 }))
             }
             Plan::Deliver(p) => {
-                if let Some(wait) = ctx.over_rate(ns) {
+                if let Some(wait) = ctx.over_rate(ns, effective.occurrences_per_second()) {
                     return Ok(Action::requeue(wait));
                 }
                 deliver(
