@@ -82,6 +82,32 @@ pub struct OccurrenceRecord {
     /// Why it failed or was skipped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// What made it: the schedule (unset), a manual run or a backfill.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
+}
+
+/// What made an occurrence, sent in the body as `trigger` (`schedule`, `manual`, `backfill`).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum Trigger {
+    /// The task's schedule.
+    #[default]
+    Schedule,
+    /// The `recur.dev/run-now` annotation.
+    Manual,
+    /// A `Backfill`.
+    Backfill,
+}
+
+impl Trigger {
+    /// The body's `trigger` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Schedule => "schedule",
+            Trigger::Manual => "manual",
+            Trigger::Backfill => "backfill",
+        }
+    }
 }
 
 /// The most recent failed call, kept until it is superseded by another failure.

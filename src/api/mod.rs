@@ -1,4 +1,5 @@
-//! The custom resources recur serves: `RecurringTask` and `Reminder` (`recur.dev/v1alpha1`), and
+//! The custom resources recur serves: `RecurringTask`, `Reminder` and `Backfill`
+//! (`recur.dev/v1alpha1`), and
 //! the platform team's cluster-scoped `TenantPolicy`.
 //!
 //! Everything the schema can check lives here as OpenAPI constraints and CEL rules, so `kubectl
@@ -7,11 +8,13 @@
 // kube's `printcolumn(...)` attributes repeat keys by design, which clippy mistakes for duplicates.
 #![allow(clippy::duplicated_attributes)]
 
+mod backfill;
 mod common;
 mod policy;
 mod reminder;
 mod task;
 
+pub use backfill::*;
 pub use common::*;
 pub use policy::*;
 pub use reminder::*;
@@ -25,7 +28,12 @@ pub const GROUP: &str = "recur.dev";
 
 /// The CRDs, in the order `recur crd` prints them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    vec![RecurringTask::crd(), Reminder::crd(), TenantPolicy::crd()]
+    vec![
+        RecurringTask::crd(),
+        Reminder::crd(),
+        Backfill::crd(),
+        TenantPolicy::crd(),
+    ]
         .into_iter()
         .map(drop_unknown_formats)
         .collect()

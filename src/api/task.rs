@@ -15,6 +15,9 @@ use crate::schedule::ScheduleSpec;
 pub const TASK_DEFAULT_APP_ID: &str = "backend";
 /// Default method of a task's target.
 pub const TASK_DEFAULT_METHOD: &str = "api/tasks";
+/// The annotation that asks for one extra run now: its value, a token of `[a-z0-9-]{1,63}`,
+/// makes the key `rt-<uid>-run-<token>`, so one token runs at most once.
+pub const RUN_NOW_ANNOTATION: &str = "recur.dev/run-now";
 /// Default number of finished occurrences kept in `status.history`.
 pub const DEFAULT_HISTORY_LIMIT: u32 = 10;
 
@@ -50,6 +53,12 @@ pub const DEFAULT_HISTORY_LIMIT: u32 = 10;
         type_ = "date",
         json_path = ".status.lastOccurrence.finishedAt",
         description = "When the last occurrence finished"
+    ),
+    printcolumn(
+        name = "Suspended",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Suspended\")].reason",
+        description = "Why deliveries are suspended (Suspended by a user, TooManyFailures by failurePolicy)"
     ),
     printcolumn(
         name = "Ready",
@@ -118,6 +127,17 @@ pub struct RecurringTaskSpec {
     #[serde(default)]
     pub suspend: bool,
 
+    /// Why the task is suspended (who, what, until when), shown in the `Suspended` condition and
+    /// `kubectl get`. recur writes it when `failurePolicy` suspends the task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    #[x_kube(validation = Rule::new(super::common::NO_CONTROL_CHARS).message("suspendReason must not contain control characters"))]
+    pub suspend_reason: Option<String>,
+
+    /// What to do when occurrences keep failing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_policy: Option<FailurePolicy>,
+
     /// What to do with occurrences missed while no operator was running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub catch_up: Option<CatchUp>,
@@ -136,6 +156,18 @@ pub struct RecurringTaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100))]
     pub history_limit: Option<u32>,
+}
+
+/// What recur does when occurrences keep failing.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailurePolicy {
+    /// Suspend the task (`spec.suspend: true`, with a `suspendReason`) after this many
+    /// occurrences in a row failed permanently (refused by the backend). Resuming starts the
+    /// count again. Unset: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub suspend_after: Option<u32>,
 }
 
 /// Catch-up policy for occurrences that fell due while no operator was running.
@@ -208,7 +240,7 @@ pub struct PendingOccurrence {
     pub in_progress: u32,
 }
 
-fn is_zero(n: &u32) -> bool {
+pub(crate) fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
@@ -248,9 +280,70 @@ pub struct RecurringTaskStatus {
     /// Occurrences skipped (missed while down, per `catchUp`).
     #[serde(default)]
     pub skipped: u64,
-    /// The last `historyLimit` finished occurrences, newest first.
+    /// The last `historyLimit` finished occurrences (scheduled and manual runs), newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<OccurrenceRecord>,
+    /// Scheduled occurrences in a row that failed permanently (for `failurePolicy`); 0 after a
+    /// delivery and while suspended.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub consecutive_failures: u32,
+    /// Set when `failurePolicy.suspendAfter` suspended the task: the generation it judged and
+    /// why. Cleared when the task is resumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_suspension: Option<FailureSuspension>,
+    /// The run asked for by the `recur.dev/run-now` annotation and not finished yet; its key is
+    /// in status before the call, like a scheduled occurrence's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manual_run: Option<PendingManualRun>,
+    /// The most recent finished manual run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_manual_run: Option<ManualRun>,
+}
+
+/// Why `failurePolicy` suspended a task.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureSuspension {
+    /// The task's generation when recur decided; recur's own patch of `spec.suspend` makes the
+    /// next one, and any later generation with `suspend: false` is a resume.
+    pub generation: i64,
+    /// When recur decided.
+    pub time: DateTime<Utc>,
+    /// The permanent failures in a row that reached `suspendAfter`.
+    pub failures: u32,
+    /// The words written to `spec.suspendReason`.
+    pub message: String,
+}
+
+/// A manual run requested with the `recur.dev/run-now` annotation, before it finished.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingManualRun {
+    /// The annotation's token.
+    pub token: String,
+    /// `rt-<uid>-run-<token>`.
+    pub idempotency_key: String,
+    /// When recur first saw the request.
+    pub requested_at: DateTime<Utc>,
+    /// Failed attempts so far.
+    #[serde(default)]
+    pub attempts: u32,
+    /// Not retried before this instant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<DateTime<Utc>>,
+    /// 409 answers in a row.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub in_progress: u32,
+}
+
+/// A finished manual run.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManualRun {
+    /// The annotation's token: a token seen here never runs again.
+    pub token: String,
+    /// How it ended (also in `history`, with `trigger: Manual`).
+    pub record: OccurrenceRecord,
 }
 
 impl RecurringTask {

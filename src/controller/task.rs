@@ -22,7 +22,7 @@ use super::{
 };
 use crate::api::{
     CatchUpPolicy, Failure, OccurrenceRecord, Outcome, PendingOccurrence, RecurringTask,
-    RecurringTaskStatus, Reminder, ReminderSpec, TASK_LABEL, TaskRef,
+    RecurringTaskStatus, Reminder, ReminderSpec, TASK_LABEL, TaskRef, Trigger,
 };
 use crate::dapr::{self, AppId, Invocation, Method};
 use crate::schedule::{CompileContext, Occurrence, Schedule, ScheduleError, parse_duration};
@@ -259,6 +259,7 @@ pub fn plan(task: &RecurringTask, schedule: &Schedule, uid: &str, now: DateTime<
             attempts,
             backend_id: None,
             reason: Some(format!("{reason} (catchUp.policy {policy:?})")),
+            trigger: None,
         };
         record(&mut status, rec, limit);
     }
@@ -301,6 +302,7 @@ fn skip_record(p: &PendingOccurrence, now: DateTime<Utc>, reason: &str) -> Occur
         attempts: p.attempts,
         backend_id: None,
         reason: Some(reason.into()),
+        trigger: None,
     }
 }
 
@@ -415,6 +417,7 @@ pub fn after_attempt(
         attempts,
         backend_id,
         reason,
+        trigger: None,
     };
     let in_progress = if matches!(outcome, dapr::Outcome::InProgress) {
         p.in_progress + 1
@@ -530,16 +533,24 @@ pub fn after_attempt(
     status
 }
 
-/// The JSON body sent for an occurrence.
-pub fn body(task: &RecurringTask, p: &PendingOccurrence) -> serde_json::Value {
+/// The JSON body sent for an occurrence: the same for the schedule, a manual run and a backfill
+/// but for `trigger` (a manual run's `scheduled_at` is when it was asked for).
+pub fn body(
+    task: &RecurringTask,
+    nominal: DateTime<Utc>,
+    due: DateTime<Utc>,
+    key: &str,
+    trigger: Trigger,
+) -> serde_json::Value {
     json!({
         "title": task.spec.title,
         "description": task.spec.description,
         "user_id": task.spec.user_id,
         "schedule": task.spec.schedule,
-        "scheduled_at": p.nominal,
-        "due_at": p.due,
-        "idempotency_key": p.idempotency_key,
+        "scheduled_at": nominal,
+        "due_at": due,
+        "idempotency_key": key,
+        "trigger": trigger.as_str(),
         "namespace": task.namespace(),
         "task": {
             "namespace": task.namespace(),

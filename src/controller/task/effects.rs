@@ -168,7 +168,7 @@ async fn deliver(
         // Our own commit has not reached the cache yet: wait for it rather than call again.
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
-    let body = body(task, &p);
+    let body = body(task, p.nominal, p.due, &p.idempotency_key, Trigger::Schedule);
     let invoked = ctx
         .invoke(&Invocation {
             app_id,

@@ -26,6 +26,8 @@ fn task(every: &str) -> RecurringTask {
                 ..Default::default()
             },
             suspend: false,
+            suspend_reason: None,
+            failure_policy: None,
             catch_up: None,
             target: None,
             reminders: vec![],
@@ -249,7 +251,8 @@ fn retry_after_is_a_floor_under_the_backoff() {
 #[test]
 fn the_body_names_the_tenant() {
     let task = task("10s");
-    let body = body(&task, &pending_at(t(9, 0, 10)));
+    let p = pending_at(t(9, 0, 10));
+    let body = body(&task, p.nominal, p.due, &p.idempotency_key, Trigger::Schedule);
     assert_eq!(body["namespace"], "ns");
     assert_eq!(body["task"]["namespace"], "ns");
 }
