@@ -5,7 +5,8 @@
 #   docker buildx build --platform linux/amd64,linux/arm64 -t ghcr.io/recur-dev/recur:0.1.0 .
 #
 # The Helm chart (charts/recur) runs it as `recur run ...` with runAsUser 65532 and a read-only
-# root filesystem; the binary writes no files.
+# root filesystem; the binary writes no files. The kubectl plugin ships beside it as
+# /kubectl-recur, for copying out of the image onto a PATH (`kubectl recur ...` on a workstation).
 
 FROM rust:1-bookworm AS builder
 # musl-tools: ring (rustls' crypto) compiles C code, which needs musl-gcc for a musl target.
@@ -22,15 +23,17 @@ RUN case "$(uname -m)" in \
  && rustup target add "$(cat /rust-target)"
 WORKDIR /src
 # Only what the build reads (see .dockerignore): the workspace's crates/ must exist for Cargo
-# to load it, though only recur and recur-schedule are compiled.
+# to load it, though only recur (both its binaries, recur and kubectl-recur) and recur-schedule
+# are compiled.
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY crates ./crates
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     target="$(cat /rust-target)" \
- && cargo build --release --locked -p recur --bin recur --target "$target" \
- && install -D -m 0755 "target/$target/release/recur" /out/recur
+ && cargo build --release --locked -p recur --bin recur --bin kubectl-recur --target "$target" \
+ && install -D -m 0755 "target/$target/release/recur" /out/recur \
+ && install -D -m 0755 "target/$target/release/kubectl-recur" /out/kubectl-recur
 
 # distroless/static: CA certificates and time zone data, no shell, no libc; :nonroot is uid/gid
 # 65532 (the binary carries its own IANA zone database through chrono-tz anyway).
@@ -40,6 +43,7 @@ LABEL org.opencontainers.image.title="recur" \
       org.opencontainers.image.source="https://github.com/recur-dev/recur" \
       org.opencontainers.image.licenses="Apache-2.0"
 COPY --from=builder /out/recur /recur
+COPY --from=builder /out/kubectl-recur /kubectl-recur
 USER 65532:65532
 # Probes and metrics (/health/live, /health/ready, /metrics).
 EXPOSE 8080

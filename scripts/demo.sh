@@ -12,8 +12,10 @@ log() { printf '\033[1m[demo]\033[0m %s\n' "$*" >&2; }
 
 bin=$(tests/cluster/build.sh)
 export PATH="$bin:$PATH"
-log "building recur and recur-dev"
+log "building recur, kubectl-recur and recur-dev"
 cargo build --quiet --workspace --bins
+# kubectl finds plugins on PATH: kubectl-recur next to recur makes `kubectl recur ...` work here.
+export PATH="$repo/target/debug:$PATH"
 
 dir=$(mktemp -d "${TMPDIR:-/tmp}/recur-demo.XXXX")
 pids=()
@@ -57,6 +59,7 @@ metadata: {name: coffee, namespace: recur-demo}
 spec: {userId: user-42, title: Coffee break, message: "Time for coffee", dueAt: "$due", taskId: "1001"}
 EOF
 kubectl get rt,rem -n recur-demo
+log "the plugin in another shell (export KUBECONFIG=$KUBECONFIG PATH=$repo/target/debug:$bin:\$PATH): kubectl recur next standup -n recur-demo"
 log "occurrences arrive below (the backend logs each with its key and lag); Ctrl-C stops everything"
 if [ -n "${RECUR_DEMO_SECONDS:-}" ]; then
   sleep "$RECUR_DEMO_SECONDS"

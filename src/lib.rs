@@ -10,8 +10,10 @@ pub mod dapr;
 pub mod lease;
 pub mod metrics;
 pub mod operator;
+pub mod plugin;
 pub mod server;
 pub mod tenancy;
+pub mod validate;
 pub mod watch_cache;
 pub mod webhook;
 

@@ -86,6 +86,7 @@ pub struct Metrics {
     pending: Family<KindLabels, Gauge>,
     status_writes: Family<KindOutcomeLabels, Counter>,
     events_suppressed: Family<ReasonLabels, Counter>,
+    tasks_suspended: Family<ReasonLabels, Counter>,
     clock_skew: Gauge<f64, std::sync::atomic::AtomicU64>,
     work_queue_waiting: Family<WorkQueueLabels, Gauge>,
 }
@@ -126,6 +127,7 @@ impl Metrics {
             pending: Family::default(),
             status_writes: Family::default(),
             events_suppressed: Family::default(),
+            tasks_suspended: Family::default(),
             clock_skew: Gauge::default(),
             work_queue_waiting: Family::default(),
         };
@@ -148,7 +150,7 @@ impl Metrics {
         );
         registry.register(
             "occurrences",
-            "Occurrences handled, by kind and outcome (delivered, failed, skipped)",
+            "Occurrences handled, by kind and outcome (delivered, failed, skipped; a Backfill's also already_delivered)",
             m.occurrences.clone(),
         );
         registry.register_with_unit(
@@ -188,6 +190,11 @@ impl Metrics {
             "Warning events not published because the object had one with the same reason lately",
             m.events_suppressed.clone(),
         );
+        registry.register(
+            "tasks_suspended",
+            "Tasks recur suspended itself, by reason (TooManyFailures: failurePolicy.suspendAfter)",
+            m.tasks_suspended.clone(),
+        );
         registry.register_with_unit(
             "clock_skew",
             "This replica's clock minus the API server's, as last measured",
@@ -223,7 +230,8 @@ impl Metrics {
             .observe(seconds);
     }
 
-    /// `outcome` is one of `delivered`, `failed`, `skipped`.
+    /// `outcome` is one of `delivered`, `failed`, `skipped`, and for a backfill
+    /// `already_delivered` (the backend had the key).
     pub fn occurrence(&self, kind: &str, outcome: &str) {
         self.occurrences
             .get_or_create(&kind_outcome(kind, outcome))
@@ -288,6 +296,14 @@ impl Metrics {
             reason: reason.to_owned(),
         };
         self.events_suppressed.get_or_create(&labels).inc();
+    }
+
+    /// recur suspended a task itself (`reason`: why, for example `TooManyFailures`).
+    pub fn task_suspended(&self, reason: &str) {
+        let labels = ReasonLabels {
+            reason: reason.to_owned(),
+        };
+        self.tasks_suspended.get_or_create(&labels).inc();
     }
 
     pub fn set_clock_skew(&self, seconds: f64) {

@@ -298,8 +298,14 @@ async fn run(args: RunArgs) -> Result<(), String> {
         futures::stream::select(leadership.gained(), tenancy.changes()),
         shutdown(),
     );
+    let backfills = controller::run::<crate::api::Backfill>(
+        ctx.clone(),
+        args.namespace.clone(),
+        futures::stream::select(leadership.gained(), tenancy.changes()),
+        shutdown(),
+    );
     info!(leader_elect = args.leader_elect, namespace = ?args.namespace, http = %args.http_addr, "recur started");
-    tokio::join!(tasks, reminders);
+    tokio::join!(tasks, reminders, backfills);
     info!("controllers stopped; releasing the lease");
     let _ = shutdown_tx.send(Stage::ReleaseLease);
     if let Some(task) = lease_task

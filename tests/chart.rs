@@ -837,7 +837,7 @@ fn the_webhook_is_registered_with_least_privilege_in_both_certificate_modes() {
     assert_eq!(
         webhooks[0]["rules"],
         json!([{"apiGroups": ["recur.dev"], "apiVersions": ["v1alpha1"], "operations": ["CREATE", "UPDATE"],
-                "resources": ["recurringtasks", "reminders"], "scope": "Namespaced"}])
+                "resources": ["recurringtasks", "reminders", "backfills"], "scope": "Namespaced"}])
     );
     assert_eq!(
         webhooks[0]["namespaceSelector"],
@@ -1222,6 +1222,8 @@ fn installed_service_account_has_least_privilege_cluster_wide() {
         (&["list", "recurringtasks.recur.dev", "-n", o], true),
         (&["watch", "recurringtasks.recur.dev", "-n", o], true),
         (&["get", "recurringtasks.recur.dev", "-n", o], true),
+        // failurePolicy.suspendAfter suspends the task (spec.suspend, spec.suspendReason).
+        (&["patch", "recurringtasks.recur.dev", "-n", o], true),
         (
             &[
                 "patch",
@@ -1241,6 +1243,23 @@ fn installed_service_account_has_least_privilege_cluster_wide() {
             &[
                 "patch",
                 "reminders.recur.dev",
+                "--subresource=status",
+                "-n",
+                o,
+            ],
+            true,
+        ),
+        // Backfills: watched; patched only to add the task's ownerReference; deleted after
+        // their ttlSecondsAfterFinished; the guarded status write.
+        (&["list", "backfills.recur.dev", "-A"], true),
+        (&["watch", "backfills.recur.dev", "-A"], true),
+        (&["get", "backfills.recur.dev", "-n", o], true),
+        (&["patch", "backfills.recur.dev", "-n", o], true),
+        (&["delete", "backfills.recur.dev", "-n", o], true),
+        (
+            &[
+                "patch",
+                "backfills.recur.dev",
                 "--subresource=status",
                 "-n",
                 o,
@@ -1279,7 +1298,6 @@ fn installed_service_account_has_least_privilege_cluster_wide() {
         ),
         (&["list", "leases.coordination.k8s.io", "-n", n], false),
         (&["delete", lease, "-n", n], false),
-        (&["patch", "recurringtasks.recur.dev", "-n", o], false),
         (&["update", "recurringtasks.recur.dev", "-n", o], false),
         (&["create", "recurringtasks.recur.dev", "-n", o], false),
         (&["delete", "recurringtasks.recur.dev", "-n", o], false),
@@ -1294,6 +1312,18 @@ fn installed_service_account_has_least_privilege_cluster_wide() {
             false,
         ),
         (&["update", "reminders.recur.dev", "-n", o], false),
+        (&["create", "backfills.recur.dev", "-n", o], false),
+        (&["update", "backfills.recur.dev", "-n", o], false),
+        (
+            &[
+                "update",
+                "backfills.recur.dev",
+                "--subresource=status",
+                "-n",
+                o,
+            ],
+            false,
+        ),
         (&["create", "events", "-n", o], false),
         (&["list", "events.events.k8s.io", "-n", o], false),
         (
@@ -1404,6 +1434,69 @@ fn installed_service_account_has_least_privilege_cluster_wide() {
         !denied.status.success() && String::from_utf8_lossy(&denied.stderr).contains("forbidden"),
         "Secrets must be forbidden"
     );
+
+    // patch on tasks is for failurePolicy only: the chart's ValidatingAdmissionPolicy lets the
+    // ServiceAccount change spec.suspend and spec.suspendReason of a tenant's task, nothing else.
+    let task = format!(
+        "apiVersion: recur.dev/v1alpha1\nkind: RecurringTask\nmetadata:\n  name: guarded\n  namespace: {o}\nspec:\n  userId: u-1\n  title: guarded\n  schedule:\n    every: 1h\n"
+    );
+    run(kubectl().args(["create", "-f", "-"]), Some(task.as_bytes()));
+    let patch_as_sa = |patch: &str| {
+        as_sa(
+            &[
+                "patch",
+                "rt",
+                "guarded",
+                "-n",
+                o,
+                "--type=merge",
+                "-p",
+                patch,
+            ],
+            None,
+        )
+    };
+    // The policy is enforced once the API server has loaded it: retry the allowed patch until
+    // a forbidden one is refused, within a deadline.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let retarget = patch_as_sa(r#"{"spec":{"target":{"appId":"payments.other"}}}"#);
+        if !retarget.status.success() {
+            let stderr = String::from_utf8_lossy(&retarget.stderr);
+            assert!(
+                stderr.contains("recur may change only spec.suspend and spec.suspendReason"),
+                "{stderr}"
+            );
+            break;
+        }
+        // Loaded late: undo, and try again.
+        run(
+            kubectl().args([
+                "patch",
+                "rt",
+                "guarded",
+                "-n",
+                o,
+                "--type=json",
+                "-p",
+                r#"[{"op":"remove","path":"/spec/target"}]"#,
+            ]),
+            None,
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ValidatingAdmissionPolicy never refused the operator's retargeting patch"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let relabel = patch_as_sa(r#"{"metadata":{"labels":{"shard":"b"}}}"#);
+    assert!(!relabel.status.success(), "relabelling must be refused");
+    let suspend = patch_as_sa(r#"{"spec":{"suspend":true,"suspendReason":"chart test"}}"#);
+    assert!(
+        suspend.status.success(),
+        "suspending must be allowed: {}",
+        String::from_utf8_lossy(&suspend.stderr)
+    );
     drop(release);
 }
 
@@ -1452,6 +1545,18 @@ fn installed_service_account_is_confined_to_the_watched_namespace() {
             ],
             true,
         ),
+        (&["watch", "backfills.recur.dev", "-n", w], true),
+        (&["delete", "backfills.recur.dev", "-n", w], true),
+        (
+            &[
+                "patch",
+                "backfills.recur.dev",
+                "--subresource=status",
+                "-n",
+                w,
+            ],
+            true,
+        ),
         (&["create", "events.events.k8s.io", "-n", w], true),
         (&["get", lease, "-n", n], true),
         (&["update", lease, "-n", n], true),
@@ -1460,11 +1565,16 @@ fn installed_service_account_is_confined_to_the_watched_namespace() {
         (&["list", "recurringtasks.recur.dev", "-n", o], false),
         (&["list", "recurringtasks.recur.dev", "-n", n], false),
         (&["create", "reminders.recur.dev", "-n", o], false),
+        (&["list", "backfills.recur.dev", "-A"], false),
+        (&["delete", "backfills.recur.dev", "-n", o], false),
         (&["create", "events.events.k8s.io", "-n", o], false),
         (&["create", "leases.coordination.k8s.io", "-n", w], false),
         (&["get", "secrets", "-n", w], false),
         (&["list", "pods", "-n", w], false),
-        (&["patch", "recurringtasks.recur.dev", "-n", w], false),
+        // Suspending a task after failures (the chart's ValidatingAdmissionPolicy confines the
+        // patch to spec.suspend and spec.suspendReason): in the watched namespace only.
+        (&["patch", "recurringtasks.recur.dev", "-n", w], true),
+        (&["patch", "recurringtasks.recur.dev", "-n", o], false),
         // Policies are cluster-scoped and select namespaces by label: read everywhere.
         (&["list", "tenantpolicies.recur.dev"], true),
         (&["list", "namespaces"], true),

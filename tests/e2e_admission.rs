@@ -82,19 +82,8 @@ async fn setup(prefix: &str) -> (TestNamespace, Stack, Webhook) {
     stack
         .start_operator(&strs(&webhook.flags(webhook.port)))
         .await;
-    answering(&webhook).await;
+    webhook.answering().await;
     (ns, stack, webhook)
-}
-
-/// Waits until the API server reaches the webhook and trusts it: a dry-run of an allowed task
-/// is admitted (before the operator publishes its CA, the call fails and so does the apply).
-async fn answering(webhook: &Webhook) {
-    let probe = task(&webhook.namespace, "probe", "alice", json!({}));
-    wait_for(SETTLE, "the API server to call the webhook", || {
-        let ok = apply(&probe, &["--dry-run=server"]).status.success();
-        async move { ok }
-    })
-    .await;
 }
 
 /// Asserts that applying `manifest` is refused by the webhook with every one of `words`.
@@ -294,7 +283,7 @@ async fn replicas_share_one_self_managed_ca_published_as_the_ca_bundle_and_kept_
     let b = stack.spawn_operator(&strs(&webhook.flags(second_port)));
     stack.wait_ready(a).await;
     stack.wait_ready(b).await;
-    answering(&webhook).await;
+    webhook.answering().await;
 
     let secret = webhook.secret().expect("the operator's Secret");
     assert_eq!(secret["type"], "kubernetes.io/tls");
@@ -338,7 +327,7 @@ async fn replicas_share_one_self_managed_ca_published_as_the_ca_bundle_and_kept_
 
     stack.terminate_operator(a).await;
     stack.restart_operator(a).await;
-    answering(&webhook).await;
+    webhook.answering().await;
     let after = webhook.secret().unwrap();
     assert_eq!(data(&after, "ca.crt"), ca, "the restart kept the CA");
     assert_eq!(

@@ -119,7 +119,17 @@ async fn every_two_seconds_delivers_distinct_keys_in_order_with_status_events_an
     let header: Vec<&str> = text.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
         header,
-        ["NAME", "SCHEDULE", "NEXT", "LAST", "READY", "AGE"],
+        [
+            "NAME",
+            "SCHEDULE",
+            "NEXT",
+            "LAST",
+            "SUSPENDED",
+            "SUSPEND",
+            "REASON",
+            "READY",
+            "AGE"
+        ],
         "{text}"
     );
     assert!(text.contains("every 2s") && text.contains("True"), "{text}");

@@ -50,7 +50,7 @@ pub const BACKFILL_DEFAULT_TTL_SECONDS: u32 = 86_400;
     )
 )]
 #[x_kube(
-    validation = Rule::new("timestamp(self.from) < timestamp(self.to)").message("to must be after from"),
+    validation = Rule::new("timestamp(self.from) < timestamp(self.to)").message("to must be after from: a backfill covers [from, to)").field_path(".to"),
     validation = Rule::new("self == oldSelf").message("a Backfill's spec cannot be changed; create another one")
 )]
 #[serde(rename_all = "camelCase")]

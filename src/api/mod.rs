@@ -34,9 +34,9 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
         Backfill::crd(),
         TenantPolicy::crd(),
     ]
-        .into_iter()
-        .map(drop_unknown_formats)
-        .collect()
+    .into_iter()
+    .map(drop_unknown_formats)
+    .collect()
 }
 
 /// schemars names Rust integer widths (`uint32`, `uint64`) as formats the apiserver does not know

@@ -18,6 +18,17 @@ pub const TASK_DEFAULT_METHOD: &str = "api/tasks";
 /// The annotation that asks for one extra run now: its value, a token of `[a-z0-9-]{1,63}`,
 /// makes the key `rt-<uid>-run-<token>`, so one token runs at most once.
 pub const RUN_NOW_ANNOTATION: &str = "recur.dev/run-now";
+/// Longest run-now token (a DNS label's length, so keys stay short).
+pub const RUN_NOW_TOKEN_MAX: usize = 63;
+
+/// Whether `token` may be a run-now token: 1 to 63 of `a-z`, `0-9` and `-`.
+pub fn is_run_now_token(token: &str) -> bool {
+    (1..=RUN_NOW_TOKEN_MAX).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 /// Default number of finished occurrences kept in `status.history`.
 pub const DEFAULT_HISTORY_LIMIT: u32 = 10;
 
@@ -56,9 +67,15 @@ pub const DEFAULT_HISTORY_LIMIT: u32 = 10;
     ),
     printcolumn(
         name = "Suspended",
+        type_ = "boolean",
+        json_path = ".spec.suspend",
+        description = "Whether deliveries are suspended"
+    ),
+    printcolumn(
+        name = "Suspend Reason",
         type_ = "string",
-        json_path = ".status.conditions[?(@.type==\"Suspended\")].reason",
-        description = "Why deliveries are suspended (Suspended by a user, TooManyFailures by failurePolicy)"
+        json_path = ".spec.suspendReason",
+        description = "Why (a user's words, or recur's when failurePolicy suspended the task)"
     ),
     printcolumn(
         name = "Ready",

@@ -117,7 +117,8 @@ fn parse_frequency(s: &str) -> Result<Frequency, String> {
     s.parse()
 }
 
-fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
+/// Parses an RFC 3339 instant given on the command line (also `kubectl recur`'s flags).
+pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
     DateTime::parse_from_rfc3339(s.trim())
         .map(|t| t.with_timezone(&Utc))
         .map_err(|e| format!("{s:?} is not an RFC 3339 instant such as 2026-03-28T00:00:00Z ({e})"))
@@ -326,7 +327,8 @@ pub fn source_from_manifest(yaml: &str) -> Result<Source, String> {
     Ok(Source { spec, uid, created })
 }
 
-fn instant(t: DateTime<Utc>, zone: Tz) -> String {
+/// `t` in RFC 3339 at `zone`'s offset, with fractional seconds only when it has them.
+pub fn instant(t: DateTime<Utc>, zone: Tz) -> String {
     t.with_timezone(&zone)
         .to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }

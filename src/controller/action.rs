@@ -26,6 +26,16 @@ impl Action {
     pub const fn requeue_after(&self) -> Option<Duration> {
         self.requeue_after
     }
+
+    /// Again no later than `duration` as well: the sooner of the two wakes.
+    pub fn no_later_than(self, duration: Option<Duration>) -> Self {
+        match (self.requeue_after, duration) {
+            (Some(a), Some(b)) => Action::requeue(a.min(b)),
+            (a, b) => Action {
+                requeue_after: a.or(b),
+            },
+        }
+    }
 }
 
 impl From<Action> for kube::runtime::controller::Action {

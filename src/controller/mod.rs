@@ -1,6 +1,7 @@
 //! The controllers, one per kind, and what they share: the [`Context`], conditions, events and
 //! the guarded status write.
 mod action;
+pub mod backfill;
 mod dispatch;
 pub mod fair;
 pub mod rate;
@@ -10,13 +11,14 @@ mod runner;
 pub mod task;
 
 mod memo;
+pub mod settle;
 mod status;
 pub mod time;
 
 pub use action::Action;
 pub use runner::Reconcile;
 pub(crate) use runner::run;
-pub use status::{Guard, StatusWrite, write_status};
+pub use status::{Guard, StatusWrite, guarded_patch, write_status};
 pub use time::{from_jiff, to_jiff};
 
 use std::sync::Arc;
@@ -396,6 +398,20 @@ impl Conditions<'_> {
     }
 
     /// `Stalled=False`: the spec is valid.
+    /// `Suspended` with its reason and message.
+    pub fn suspended(&mut self, suspended: bool, why: &str, message: &str) -> &mut Self {
+        set_condition(
+            self.list,
+            reason::SUSPENDED_CONDITION,
+            suspended,
+            why,
+            message,
+            self.generation,
+            self.now,
+        );
+        self
+    }
+
     pub fn valid(&mut self) -> &mut Self {
         self.stalled(false, reason::VALID, "the spec is valid")
     }

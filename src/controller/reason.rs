@@ -13,6 +13,16 @@ pub const VALID: &str = "Valid";
 pub const SCHEDULED: &str = "Scheduled";
 /// Deliveries are suspended (`spec.suspend`).
 pub const SUSPENDED: &str = "Suspended";
+/// `failurePolicy.suspendAfter` occurrences in a row failed permanently: recur suspended the task.
+pub const TOO_MANY_FAILURES: &str = "TooManyFailures";
+/// The `Suspended` condition's type.
+pub const SUSPENDED_CONDITION: &str = "Suspended";
+/// `Suspended=False`: deliveries are active.
+pub const ACTIVE: &str = "Active";
+/// A manual run (`recur.dev/run-now`) was delivered, or refused by the backend.
+pub const MANUAL_RUN: &str = "ManualRun";
+/// A manual run was not made: the task is suspended, or the token is not valid.
+pub const RUN_REFUSED: &str = "RunRefused";
 /// The schedule has no further occurrences.
 pub const FINISHED: &str = "Finished";
 /// The backend or the sidecar is failing; the occurrence is retried with backoff.
@@ -39,11 +49,31 @@ pub const SENT: &str = "Sent";
 pub const SENT_BACKEND_NOT_TOLD: &str = "SentBackendNotTold";
 /// A reminder first seen more than the lookback after it was due.
 pub const TOO_LATE: &str = "TooLate";
-/// A reminder's `taskRef` names no task (yet).
+/// A reminder's or a backfill's `taskRef` names no task (yet), or no longer.
 pub const TASK_NOT_FOUND: &str = "TaskNotFound";
 /// A reminder's task belongs to another user.
 pub const USER_MISMATCH: &str = "UserMismatch";
-/// A reminder's task is suspended.
+/// A reminder's or a backfill's task is suspended.
 pub const TASK_SUSPENDED: &str = "TaskSuspended";
 /// A reminder's occurrence is no longer its task's pending one.
 pub const OCCURRENCE_CHANGED: &str = "OccurrenceChanged";
+/// A backfill is delivering its range (`Ready=False` until it is complete).
+pub const BACKFILLING: &str = "Backfilling";
+/// Every occurrence of a backfill's range ended (`Ready=True`).
+pub const COMPLETE: &str = "Complete";
+/// A backfill's range holds more occurrences than `spec.maxOccurrences`.
+pub const TOO_MANY_OCCURRENCES: &str = "TooManyOccurrences";
+/// A backfill's task was deleted and created again (another UID, other keys).
+pub const TASK_RECREATED: &str = "TaskRecreated";
+/// The task's schedule changed under a backfill: its pending occurrence is gone.
+pub const SCHEDULE_CHANGED: &str = "ScheduleChanged";
+
+/// The `Ready=False` reason for a spec the webhook's checks ([`crate::validate`]) refuse.
+pub fn invalid(problem: crate::validate::Problem) -> &'static str {
+    use crate::validate::Problem;
+    match problem {
+        Problem::Schedule => INVALID_SCHEDULE,
+        Problem::Target => INVALID_TARGET,
+        Problem::Spec => INVALID_SPEC,
+    }
+}

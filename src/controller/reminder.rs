@@ -15,6 +15,7 @@ use tracing::{info, warn};
 use super::{Action, Context, Error, Guard, conditions, key_instant, reason, truncate, uid, until};
 use crate::api::{Failure, Phase, RecurringTask, Reminder, ReminderStatus};
 use crate::dapr::{self, AppId, Invocation, Method};
+use crate::validate;
 
 /// Kind label for metrics and health.
 pub const KIND: &str = "Reminder";
@@ -43,7 +44,7 @@ pub enum Plan {
 /// wiped or restored status must not replay old reminders, and a late one is useless.
 pub const FIRST_SIGHT_LOOKBACK: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 /// 409 answers in a row after which the reminder counts as sent (see the README's table).
-pub const IN_PROGRESS_LIMIT: u32 = 5;
+pub use super::settle::IN_PROGRESS_LIMIT;
 
 /// Decides what to do at `now`. Pure.
 pub fn plan(rem: &Reminder, uid: &str, now: DateTime<Utc>) -> Plan {
@@ -302,10 +303,11 @@ impl crate::controller::Reconcile for Reminder {
         let uid = uid(rem)?;
         let api: Api<Reminder> = Api::namespaced(ctx.client.clone(), ns);
         let now = Utc::now();
-        if let (Err(e), _) | (_, Err(e)) = (AppId::new(rem.app_id()), Method::new(rem.method())) {
+        // The webhook's checks, for a reminder admitted before it existed.
+        if let Err(e) = validate::reminder(rem) {
             let refusal = Refusal {
-                reason: reason::INVALID_TARGET,
-                message: format!("spec.{e}"),
+                reason: reason::invalid(e.problem),
+                message: e.to_string(),
                 phase: Phase::Failed,
             };
             return refuse(rem, ctx, &api, name, refusal, now).await;

@@ -39,24 +39,43 @@ where
     K: Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize,
 {
+    let set = json!({ "op": "add", "path": "/status", "value": status });
+    guarded_patch(api, name, guard, vec![set], true).await
+}
+
+/// Applies JSON-patch `ops` to the object (or its status subresource) if `guard` holds: the one
+/// way recur changes what it did not just create.
+pub async fn guarded_patch<K>(
+    api: &Api<K>,
+    name: &str,
+    guard: Guard,
+    ops: Vec<Value>,
+    status: bool,
+) -> Result<StatusWrite<K>, Error>
+where
+    K: Clone + DeserializeOwned + std::fmt::Debug,
+{
     let test = |path: &str, value: Value| json!({ "op": "test", "path": path, "value": value });
-    let mut ops: Vec<Value> = match guard {
+    let mut all: Vec<Value> = match guard {
         Guard::Equals(fields) => fields
             .into_iter()
             .map(|(path, value)| test(path, value))
             .collect(),
         Guard::ResourceVersion(rv) => vec![test("/metadata/resourceVersion", Value::String(rv))],
     };
-    ops.push(json!({ "op": "add", "path": "/status", "value": status }));
-    let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops))?;
+    all.extend(ops);
+    let patch: json_patch::Patch = serde_json::from_value(Value::Array(all))?;
     let params = PatchParams {
         field_manager: Some(MANAGER.into()),
         ..PatchParams::default()
     };
-    match api
-        .patch_status(name, &params, &Patch::Json::<()>(patch))
-        .await
-    {
+    let patch = Patch::Json::<()>(patch);
+    let result = if status {
+        api.patch_status(name, &params, &patch).await
+    } else {
+        api.patch(name, &params, &patch).await
+    };
+    match result {
         Ok(obj) => Ok(StatusWrite::Written(Box::new(obj))),
         Err(err) if is_precondition_failure(&err) => Ok(StatusWrite::Conflict),
         Err(err) => Err(err.into()),

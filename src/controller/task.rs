@@ -16,12 +16,13 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::settle::{Attempt, Settled, settle};
 use super::{
     Action, Context, Error, Guard, MANAGER, conditions, from_jiff, key_instant, reason, truncate,
     uid, until,
 };
 use crate::api::{
-    CatchUpPolicy, Failure, OccurrenceRecord, Outcome, PendingOccurrence, RecurringTask,
+    CatchUpPolicy, FailureSuspension, OccurrenceRecord, Outcome, PendingOccurrence, RecurringTask,
     RecurringTaskStatus, Reminder, ReminderSpec, TASK_LABEL, TaskRef, Trigger,
 };
 use crate::dapr::{self, AppId, Invocation, Method};
@@ -40,8 +41,7 @@ const DEFAULT_WINDOW: Duration = Duration::from_secs(3600);
 const DEFAULT_MAX_CATCH_UP: usize = 100;
 /// A task seen without a status of ours never fires an occurrence due longer ago than this.
 pub const FIRST_SIGHT_LOOKBACK: chrono::TimeDelta = chrono::TimeDelta::hours(1);
-/// 409 answers in a row after which an occurrence counts as delivered (see the README's table).
-pub const IN_PROGRESS_LIMIT: u32 = 5;
+pub use super::settle::IN_PROGRESS_LIMIT;
 
 /// The idempotency key of a task's occurrence: a function of the task's UID and the nominal
 /// instant only, so every replica, retry and restart computes the same one.
@@ -80,11 +80,12 @@ pub enum Plan {
 /// Decides what to do with `task` at `now`. Pure: the heart of the controller, unit-tested.
 pub fn plan(task: &RecurringTask, schedule: &Schedule, uid: &str, now: DateTime<Utc>) -> Plan {
     let old = task.status.clone().unwrap_or_default();
-    let generation = task.meta().generation;
     let pending = old.next_occurrence.clone();
 
     if task.spec.suspend {
         let mut status = old.clone();
+        // Resuming starts the failure count again.
+        status.consecutive_failures = 0;
         status.next_occurrence = None;
         status.upcoming.clear();
         let mut note = None;
@@ -106,8 +107,8 @@ pub fn plan(task: &RecurringTask, schedule: &Schedule, uid: &str, now: DateTime<
         }
         finish_status(
             &mut status,
+            task,
             schedule,
-            generation,
             now,
             Some((
                 true,
@@ -155,7 +156,7 @@ pub fn plan(task: &RecurringTask, schedule: &Schedule, uid: &str, now: DateTime<
             });
         set_pending(&mut status, schedule, uid, next, None);
         let wake = status.next_occurrence.as_ref().map(|p| p.due);
-        finish_status(&mut status, schedule, generation, now, None);
+        finish_status(&mut status, task, schedule, now, None);
         return update_if_changed(&old, status, wake, note);
     };
 
@@ -175,7 +176,7 @@ pub fn plan(task: &RecurringTask, schedule: &Schedule, uid: &str, now: DateTime<
         }
         set_pending(&mut status, schedule, uid, schedule.next_after(floor), None);
         let wake = status.next_occurrence.as_ref().map(|p| p.due);
-        finish_status(&mut status, schedule, generation, now, None);
+        finish_status(&mut status, task, schedule, now, None);
         return update_if_changed(&old, status, wake, None);
     };
     if current.due != p.due {
@@ -183,14 +184,14 @@ pub fn plan(task: &RecurringTask, schedule: &Schedule, uid: &str, now: DateTime<
         let mut status = old.clone();
         set_pending(&mut status, schedule, uid, Some(current), None);
         let wake = status.next_occurrence.as_ref().map(|p| p.due);
-        finish_status(&mut status, schedule, generation, now, None);
+        finish_status(&mut status, task, schedule, now, None);
         return update_if_changed(&old, status, wake, None);
     }
 
     let ready_at = p.retry_at.map_or(p.due, |r| r.max(p.due));
     if ready_at > now {
         let mut status = old.clone();
-        finish_status(&mut status, schedule, generation, now, None);
+        finish_status(&mut status, task, schedule, now, None);
         return match update_if_changed(&old, status, Some(ready_at), None) {
             Plan::Idle => Plan::Wait(ready_at),
             other => other,
@@ -270,7 +271,7 @@ pub fn plan(task: &RecurringTask, schedule: &Schedule, uid: &str, now: DateTime<
     };
     set_pending(&mut status, schedule, uid, next, None);
     let wake = status.next_occurrence.as_ref().map(|p| p.due);
-    finish_status(&mut status, schedule, generation, now, None);
+    finish_status(&mut status, task, schedule, now, None);
     let note = (
         EventType::Warning,
         reason::OCCURRENCES_SKIPPED,
@@ -367,16 +368,48 @@ fn readiness(status: &RecurringTaskStatus) -> Readiness {
 
 fn finish_status(
     status: &mut RecurringTaskStatus,
+    task: &RecurringTask,
     schedule: &Schedule,
-    generation: Option<i64>,
     now: DateTime<Utc>,
     readiness_override: Option<Readiness>,
 ) {
+    let generation = task.meta().generation;
+    // recur's own patch made the generation after the one it judged; a later one without
+    // `suspend` is a resume (or an edit): the failure count starts again.
+    if !task.spec.suspend
+        && status
+            .failure_suspension
+            .as_ref()
+            .is_some_and(|fs| generation.is_some_and(|g| g > fs.generation))
+    {
+        status.failure_suspension = None;
+        status.consecutive_failures = 0;
+    }
     let (ready, why, message) = readiness_override.unwrap_or_else(|| readiness(status));
     status.observed_generation = generation;
     status.schedule = Some(schedule.summary());
     conditions(&mut status.conditions, generation, now).ready(ready, why, message);
     conditions(&mut status.conditions, generation, now).valid();
+    let (suspended, why, message) = suspension(task, status);
+    conditions(&mut status.conditions, generation, now).suspended(suspended, why, &message);
+}
+
+/// `Suspended` of a task: by its user (`Suspended`, their `suspendReason`) or by recur
+/// (`TooManyFailures`), or not (`Active`).
+fn suspension(task: &RecurringTask, status: &RecurringTaskStatus) -> (bool, &'static str, String) {
+    if !task.spec.suspend {
+        return (false, reason::ACTIVE, "occurrences are delivered".into());
+    }
+    if let Some(fs) = &status.failure_suspension {
+        return (true, reason::TOO_MANY_FAILURES, fs.message.clone());
+    }
+    let message = task
+        .spec
+        .suspend_reason
+        .clone()
+        .filter(|r| !r.trim().is_empty())
+        .unwrap_or_else(|| "suspended (spec.suspend); no suspendReason given".into());
+    (true, reason::SUSPENDED, message)
 }
 
 fn update_if_changed(
@@ -406,84 +439,35 @@ pub fn after_attempt(
     now: DateTime<Utc>,
 ) -> RecurringTaskStatus {
     let mut status = task.status.clone().unwrap_or_default();
-    let generation = task.meta().generation;
-    let attempts = p.attempts + 1;
-    let finished = |outcome, backend_id, reason| OccurrenceRecord {
-        nominal: p.nominal,
-        due: p.due,
-        idempotency_key: p.idempotency_key.clone(),
-        outcome,
-        finished_at: now,
-        attempts,
-        backend_id,
-        reason,
-        trigger: None,
+    let attempt = Attempt {
+        key: &p.idempotency_key,
+        attempts: p.attempts,
+        in_progress: p.in_progress,
     };
-    let in_progress = if matches!(outcome, dapr::Outcome::InProgress) {
-        p.in_progress + 1
-    } else {
-        0
-    };
-    let done = match outcome {
-        dapr::Outcome::Delivered {
+    let (settled, failure) = settle(attempt, outcome, now);
+    if failure.is_some() {
+        status.last_failure = failure;
+    }
+    match settled {
+        Settled::Finished {
+            outcome,
+            attempts,
             backend_id,
-            replayed,
+            reason,
             ..
-        } => Some(finished(
-            Outcome::Delivered,
-            backend_id.clone(),
-            replayed.then(|| "the backend replayed its answer for this key".into()),
-        )),
-        dapr::Outcome::InProgress if in_progress >= IN_PROGRESS_LIMIT => Some(finished(
-            Outcome::Delivered,
-            None,
-            Some(format!(
-                "the backend answered 409 (key in use) {in_progress} times: taken as delivered"
-            )),
-        )),
-        dapr::Outcome::Rejected {
-            status: code,
-            message,
         } => {
-            let message = truncate(message, 256);
-            status.last_failure = Some(Failure {
-                time: now,
-                reason: reason::REJECTED.into(),
-                message: format!("HTTP {code}: {message}"),
+            let rec = OccurrenceRecord {
+                nominal: p.nominal,
+                due: p.due,
                 idempotency_key: p.idempotency_key.clone(),
-            });
-            Some(finished(
-                Outcome::Failed,
-                None,
-                Some(format!("rejected with HTTP {code}")),
-            ))
-        }
-        dapr::Outcome::KeyReused { message } => {
-            status.last_failure = Some(Failure {
-                time: now,
-                reason: reason::KEY_REUSED.into(),
-                message: truncate(message, 256),
-                idempotency_key: p.idempotency_key.clone(),
-            });
-            Some(finished(
-                Outcome::Failed,
-                None,
-                Some("HTTP 422: the backend has this key with another payload (edited between attempts)".into()),
-            ))
-        }
-        dapr::Outcome::Retryable { message, .. } => {
-            status.last_failure = Some(Failure {
-                time: now,
-                reason: reason::BACKEND_UNAVAILABLE.into(),
-                message: truncate(message, 256),
-                idempotency_key: p.idempotency_key.clone(),
-            });
-            None
-        }
-        dapr::Outcome::InProgress | dapr::Outcome::CircuitOpen { .. } => None,
-    };
-    match done {
-        Some(rec) => {
+                outcome,
+                finished_at: now,
+                attempts,
+                backend_id,
+                reason,
+                trigger: None,
+            };
+            count_failures(task, &mut status, &rec, now);
             record(&mut status, rec, task.history_limit());
             set_pending(
                 &mut status,
@@ -493,44 +477,61 @@ pub fn after_attempt(
                 None,
             );
         }
-        None => {
-            let key = &p.idempotency_key;
-            let retry_in = match outcome {
-                dapr::Outcome::CircuitOpen { retry_in, spread } => {
-                    dapr::circuit_retry(*retry_in, *spread, key)
-                }
-                // The app's Retry-After is a floor: never sooner than it asks, nor than backoff.
-                dapr::Outcome::Retryable { retry_after, .. } => {
-                    let backoff = dapr::backoff(attempts, key);
-                    retry_after.map_or(backoff, |after| after.max(backoff))
-                }
-                _ => dapr::backoff(attempts, key),
-            };
-            let retry_at =
-                now + chrono::Duration::from_std(retry_in).unwrap_or(chrono::Duration::seconds(1));
-            let nominal = Occurrence {
+        Settled::Retry {
+            at,
+            attempts,
+            in_progress,
+        } => {
+            let same = Occurrence {
                 nominal: p.nominal,
                 due: p.due,
             };
-            let attempts = if matches!(outcome, dapr::Outcome::CircuitOpen { .. }) {
-                p.attempts.max(1)
-            } else {
-                attempts
-            };
-            set_pending(
-                &mut status,
-                schedule,
-                uid,
-                Some(nominal),
-                Some((attempts, retry_at)),
-            );
+            set_pending(&mut status, schedule, uid, Some(same), Some((attempts, at)));
             if let Some(next) = status.next_occurrence.as_mut() {
                 next.in_progress = in_progress;
             }
         }
     }
-    finish_status(&mut status, schedule, generation, now, None);
+    finish_status(&mut status, task, schedule, now, None);
     status
+}
+
+/// Keeps `consecutiveFailures` and, when it reaches `failurePolicy.suspendAfter`, decides the
+/// suspension (the reconcile then patches `spec.suspend`; see `failures.rs`).
+fn count_failures(
+    task: &RecurringTask,
+    status: &mut RecurringTaskStatus,
+    rec: &OccurrenceRecord,
+    now: DateTime<Utc>,
+) {
+    match rec.outcome {
+        Outcome::Failed => {
+            status.consecutive_failures = status.consecutive_failures.saturating_add(1)
+        }
+        Outcome::Delivered => status.consecutive_failures = 0,
+        Outcome::Skipped => {}
+    }
+    let Some(limit) = task
+        .spec
+        .failure_policy
+        .as_ref()
+        .and_then(|f| f.suspend_after)
+    else {
+        return;
+    };
+    if status.consecutive_failures < limit || status.failure_suspension.is_some() {
+        return;
+    }
+    let last = rec.reason.as_deref().unwrap_or("a permanent failure");
+    status.failure_suspension = Some(FailureSuspension {
+        generation: task.meta().generation.unwrap_or_default(),
+        time: now,
+        failures: status.consecutive_failures,
+        message: format!(
+            "suspended by recur: {} occurrences in a row failed permanently (failurePolicy.suspendAfter {limit}, last: {last}); see status.lastFailure, then resume",
+            status.consecutive_failures
+        ),
+    });
 }
 
 /// The JSON body sent for an occurrence: the same for the schedule, a manual run and a backfill
@@ -562,10 +563,16 @@ pub fn body(
 }
 
 mod effects;
+mod failures;
+mod manual;
 mod reminders;
+
+pub use manual::{ManualPlan, after_manual_attempt, manual_key, plan_manual};
 
 use reminders::{ensure_reminders, prune_reminders};
 pub use reminders::{reminder_name, task_label_value};
 
+#[cfg(test)]
+mod operations_tests;
 #[cfg(test)]
 mod tests;

@@ -16,6 +16,8 @@ pub enum Rule {
     TaskOwner,
     /// The object cannot be read as its kind, or a policy is malformed.
     Malformed,
+    /// The spec itself cannot be acted on, whatever the policy ([`crate::validate`]).
+    Spec,
 }
 
 impl Rule {
@@ -28,6 +30,7 @@ impl Rule {
             Rule::MaxTasks => "limits.maxTasks",
             Rule::TaskOwner => "taskRef",
             Rule::Malformed => "schema",
+            Rule::Spec => "spec",
         }
     }
 }

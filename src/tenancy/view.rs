@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
+use chrono::Utc;
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ListParams, PartialObjectMeta};
@@ -17,7 +18,8 @@ use tokio::sync::broadcast;
 use super::denial::{Denial, Rule};
 use super::effective::{Effective, full_match};
 use super::selector::selects;
-use crate::api::{RecurringTask, Reminder, TenantPolicy};
+use crate::api::{Backfill, RUN_NOW_ANNOTATION, RecurringTask, Reminder, TenantPolicy};
+use crate::validate;
 use crate::watch_cache::until_ready;
 
 /// The watch caches of policies and namespaces, and a client for the few reads admission needs.
@@ -111,7 +113,9 @@ impl Tenancy {
         Effective::new(namespace, labels, self.policies.state())
     }
 
-    /// The admission decision on a request for a recur object (other kinds and deletions pass).
+    /// The admission decision on a request for a recur object (other kinds and deletions pass):
+    /// first the spec's own checks ([`validate`], on a create or when the spec changes, so an
+    /// object admitted before them can still be labelled or deleted), then the tenancy policy.
     pub async fn review(&self, request: &AdmissionRequest<DynamicObject>) -> Result<(), Denial> {
         if matches!(request.operation, Operation::Delete | Operation::Connect) {
             return Ok(());
@@ -120,9 +124,25 @@ impl Tenancy {
             return Ok(());
         };
         let namespace = request.namespace.clone().unwrap_or_default();
+        let now = Utc::now();
         match request.kind.kind.as_str() {
             "RecurringTask" => {
                 let task: RecurringTask = typed(object)?;
+                let old: Option<RecurringTask> = old(request);
+                let checked = task.clone();
+                off_thread(move || {
+                    if old.as_ref().is_none_or(|o| o.spec != checked.spec) {
+                        validate::task(&checked, now)?;
+                    }
+                    if old
+                        .as_ref()
+                        .is_none_or(|o| run_now_token(o) != run_now_token(&checked))
+                    {
+                        validate::run_now(&checked)?;
+                    }
+                    Ok(())
+                })
+                .await?;
                 let effective = self.effective(&namespace);
                 effective.task(&task)?;
                 if request.operation == Operation::Create
@@ -134,16 +154,36 @@ impl Tenancy {
             }
             "Reminder" => {
                 let rem: Reminder = typed(object)?;
+                let old: Option<Reminder> = old(request);
+                if old.as_ref().is_none_or(|o| o.spec != rem.spec) {
+                    validate::reminder(&rem).map_err(invalid)?;
+                }
                 self.effective(&namespace).reminder(&rem)?;
                 let Some(task_ref) = &rem.spec.task_ref else {
                     return Ok(());
                 };
                 // A task that does not exist yet may be applied after its reminder (GitOps
                 // order); the operator checks it again before sending.
-                let tasks: Api<RecurringTask> = Api::namespaced(self.client.clone(), &namespace);
-                let task = bounded(tasks.get_opt(&task_ref.name)).await.ok().flatten();
-                match task {
+                match self.task(&namespace, &task_ref.name).await {
                     Some(task) => task_owner(&rem, &task),
+                    None => Ok(()),
+                }
+            }
+            "Backfill" => {
+                let bf: Backfill = typed(object)?;
+                // The spec cannot change (CEL), and `to` is judged against the clock of the
+                // create: an update of the metadata is not judged again.
+                let old: Option<Backfill> = old(request);
+                if old.is_some_and(|o| o.spec == bf.spec) {
+                    return Ok(());
+                }
+                validate::backfill(&bf, now).map_err(invalid)?;
+                // As for a reminder, the task may come later; the operator counts again before
+                // delivering anything.
+                match self.task(&namespace, &bf.spec.task_ref.name).await {
+                    Some(task) => {
+                        off_thread(move || validate::backfill_of(&bf, &task, now).map(|_| ())).await
+                    }
                     None => Ok(()),
                 }
             }
@@ -153,6 +193,13 @@ impl Tenancy {
             }
             _ => Ok(()),
         }
+    }
+
+    /// The task `name` of `namespace`; `None` when it does not exist or the API server does not
+    /// answer within [`LOOKUP_TIMEOUT`].
+    async fn task(&self, namespace: &str, name: &str) -> Option<RecurringTask> {
+        let tasks: Api<RecurringTask> = Api::namespaced(self.client.clone(), namespace);
+        bounded(tasks.get_opt(name)).await.ok().flatten()
     }
 
     /// Refuses a new task when the namespace already holds `max`.
@@ -203,6 +250,44 @@ fn typed<K: serde::de::DeserializeOwned>(object: &DynamicObject) -> Result<K, De
         })
 }
 
+/// The object before an update, when it can be read (else it is judged as new).
+fn old<K: serde::de::DeserializeOwned>(request: &AdmissionRequest<DynamicObject>) -> Option<K> {
+    let old = request.old_object.as_ref()?;
+    serde_json::to_value(old)
+        .and_then(serde_json::from_value)
+        .ok()
+}
+
+/// The run-now annotation's value, whatever it is.
+fn run_now_token(task: &RecurringTask) -> Option<&String> {
+    task.annotations().get(RUN_NOW_ANNOTATION)
+}
+
+/// A spec refused by [`validate`], as a refusal.
+fn invalid(e: validate::Invalid) -> Denial {
+    Denial {
+        field: e.field,
+        rule: Rule::Spec,
+        message: e.message,
+    }
+}
+
+/// Runs spec checks on the blocking pool: a schedule's search for its first occurrence or a
+/// backfill's count is bounded but may take a while, and must neither stall the controllers
+/// sharing the runtime nor escape the review's deadline. A check that fails to finish refuses.
+async fn off_thread(
+    check: impl FnOnce() -> Result<(), validate::Invalid> + Send + 'static,
+) -> Result<(), Denial> {
+    match tokio::task::spawn_blocking(check).await {
+        Ok(outcome) => outcome.map_err(invalid),
+        Err(e) => Err(Denial {
+            field: "spec".into(),
+            rule: Rule::Spec,
+            message: format!("could not be checked: {e}"),
+        }),
+    }
+}
+
 /// A reminder may only name a task of its own user (the namespace is its own by construction).
 pub fn task_owner(rem: &Reminder, task: &RecurringTask) -> Result<(), Denial> {
     if task.spec.user_id == rem.spec.user_id {
@@ -242,3 +327,6 @@ fn well_formed(policy: &TenantPolicy) -> Result<(), Denial> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

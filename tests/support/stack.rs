@@ -93,7 +93,7 @@ pub fn free_port() -> u16 {
 
 /// Installs recur's CRDs (once per test process; server-side apply, idempotent) and waits until
 /// the apiserver serves them.
-fn install_crds() {
+pub fn install_crds() {
     static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     DONE.get_or_init(|| {
         let out = super::kubectl([
@@ -113,6 +113,7 @@ fn install_crds() {
             "--for=condition=Established",
             "crd/recurringtasks.recur.dev",
             "crd/reminders.recur.dev",
+            "crd/backfills.recur.dev",
             "crd/tenantpolicies.recur.dev",
             "--timeout=60s",
         ]);

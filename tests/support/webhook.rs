@@ -50,7 +50,7 @@ impl Webhook {
         };
         let mut objects = entry(
             "tasks.recur.dev",
-            &["recurringtasks", "reminders"],
+            &["recurringtasks", "reminders", "backfills"],
             "Namespaced",
         );
         objects["namespaceSelector"] =
@@ -93,6 +93,29 @@ impl Webhook {
         .iter()
         .map(|s| s.to_string())
         .collect()
+    }
+
+    /// Waits until the API server reaches the webhook and trusts it: a server-side dry run of a
+    /// plain task is admitted (before the operator publishes its CA the call fails, and with
+    /// `failurePolicy: Fail` so does the apply).
+    pub async fn answering(&self) {
+        let probe = json!({
+            "apiVersion": "recur.dev/v1alpha1", "kind": "RecurringTask",
+            "metadata": {"name": "webhook-probe", "namespace": self.namespace},
+            "spec": {"userId": "probe", "title": "probe", "schedule": {"every": "1h"}}
+        })
+        .to_string();
+        super::wait_for(
+            std::time::Duration::from_secs(60),
+            "the API server to call the webhook",
+            || {
+                let ok = kubectl_input(["apply", "--dry-run=server", "-f", "-"], probe.as_bytes())
+                    .status
+                    .success();
+                async move { ok }
+            },
+        )
+        .await;
     }
 
     /// The configuration as the API server has it.

@@ -92,10 +92,12 @@ annotations:
 {{/* The rules the operator needs on its resources, in the watched namespace(s). */}}
 {{- define "recur.watchRules" -}}
 # Watch tasks (the controller's informer) and read one when a reminder names it (taskRef).
+# patch: only to suspend a task whose failurePolicy.suspendAfter was reached (spec.suspend and
+# spec.suspendReason, guarded by the generation it judged); no update, create or delete.
 - apiGroups: ["recur.dev"]
   resources: ["recurringtasks"]
-  verbs: ["get", "list", "watch"]
-# The guarded status write (JSON patch on the status subresource). No patch on the spec.
+  verbs: ["get", "list", "watch", "patch"]
+# The guarded status write (JSON patch on the status subresource).
 - apiGroups: ["recur.dev"]
   resources: ["recurringtasks/status"]
   verbs: ["patch"]
@@ -106,6 +108,14 @@ annotations:
   verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: ["recur.dev"]
   resources: ["reminders/status"]
+  verbs: ["patch"]
+# Watch backfills; patch one to add its ownerReference to the task (the garbage collector then
+# deletes it with the task) and delete one ttlSecondsAfterFinished after it finished.
+- apiGroups: ["recur.dev"]
+  resources: ["backfills"]
+  verbs: ["get", "list", "watch", "patch", "delete"]
+- apiGroups: ["recur.dev"]
+  resources: ["backfills/status"]
   verbs: ["patch"]
 # Events on the objects (kube's Recorder creates events.k8s.io/v1 Events and patches repeats).
 - apiGroups: ["events.k8s.io"]

@@ -287,8 +287,11 @@ async fn api(
         match &decision {
             Decision::Fault(fault) => {
                 record.fault = Some(fault.name());
-                record.status =
-                    (*fault == Fault::Fail).then_some(StatusCode::SERVICE_UNAVAILABLE.as_u16());
+                record.status = match fault {
+                    Fault::Fail => Some(StatusCode::SERVICE_UNAVAILABLE.as_u16()),
+                    Fault::Reject => Some(StatusCode::BAD_REQUEST.as_u16()),
+                    Fault::Reset | Fault::Down | Fault::Timeout => None,
+                };
             }
             Decision::Answer { status, .. } => record.status = Some(status.as_u16()),
         }
@@ -333,6 +336,14 @@ async fn finish(
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 axum::Json(json!({"error": "injected failure"})),
+            )
+                .into_response()
+        }
+        Decision::Fault(Fault::Reject) => {
+            b.answered(record, None);
+            (
+                StatusCode::BAD_REQUEST,
+                axum::Json(json!({"error": "injected refusal: this request is invalid"})),
             )
                 .into_response()
         }

@@ -1,5 +1,7 @@
 //! The effects of a task's plan: the status write, the delivery and its aftermath.
 use super::*;
+use super::{failures, manual};
+use crate::validate;
 
 impl crate::controller::Reconcile for RecurringTask {
     const KIND: &'static str = KIND;
@@ -10,54 +12,14 @@ impl crate::controller::Reconcile for RecurringTask {
         let api: Api<RecurringTask> = Api::namespaced(ctx.client.clone(), ns);
         let now = Utc::now();
 
-        let schedule = match compile(task) {
+        // The webhook's checks, for a task admitted before it existed (or while it was down).
+        let schedule = match validate::task(task, now) {
             Ok(s) => s,
-            Err(err) => {
-                return invalid(
-                    task,
-                    ctx,
-                    &api,
-                    name,
-                    &format!("spec.schedule.{err}"),
-                    reason::INVALID_SCHEDULE,
-                    now,
-                )
-                .await;
+            Err(e) => {
+                let why = reason::invalid(e.problem);
+                return invalid(task, ctx, &api, name, &e.to_string(), why, now).await;
             }
         };
-        if let (Err(e), _) | (_, Err(e)) = (AppId::new(task.app_id()), Method::new(task.method())) {
-            return invalid(
-                task,
-                ctx,
-                &api,
-                name,
-                &format!("spec.{e}"),
-                reason::INVALID_TARGET,
-                now,
-            )
-            .await;
-        }
-        if let Some(bad) =
-            task.spec
-                .reminders
-                .iter()
-                .find_map(|r| match parse_duration(&r.before) {
-                    Ok(d) if d.is_zero() => Some(format!("{:?} must be more than 0s", r.before)),
-                    Ok(_) => None,
-                    Err(e) => Some(e),
-                })
-        {
-            return invalid(
-                task,
-                ctx,
-                &api,
-                name,
-                &format!("spec.reminders.before: {bad}"),
-                reason::INVALID_SPEC,
-                now,
-            )
-            .await;
-        }
 
         // The tenant's policy, as it stands now: a task admitted under an older policy stops here.
         let effective = ctx.tenancy.effective(ns);
@@ -77,61 +39,102 @@ impl crate::controller::Reconcile for RecurringTask {
             }
         };
 
-        let plan = plan(task, &schedule, &uid, now);
-        if let (Plan::Wait(_) | Plan::Idle, Some(p)) = (
-            &plan,
-            task.status
-                .as_ref()
-                .and_then(|s| s.next_occurrence.as_ref()),
-        ) && ctx.reminders_owed(task, &p.idempotency_key)
-        {
-            ensure_reminders(task, ctx, ns, name, p).await?;
+        if let Some(fs) = failures::undone(task) {
+            return failures::suspend(task, ctx, &api, name, fs).await;
         }
-        match plan {
-            Plan::Idle => Ok(Action::await_change()),
-            Plan::Wait(at) => Ok(Action::requeue(until(at, now))),
-            Plan::Update { status, wake, note } => {
-                let new_pending = status.next_occurrence.clone();
-                if !ctx
-                    .write_status(KIND, &api, name, guard(task), status.as_ref())
-                    .await?
-                {
-                    return Ok(Action::requeue(Duration::from_millis(200)));
-                }
-                if let Some((type_, reason, text)) = note {
-                    ctx.event(task, type_, reason, "Schedule", text).await;
-                }
-                let skipped = status
-                    .skipped
-                    .saturating_sub(task.status.as_ref().map_or(0, |s| s.skipped));
-                for _ in 0..skipped {
-                    ctx.metrics.occurrence(KIND, "skipped");
-                }
-                if let Some(p) = &new_pending {
-                    ensure_reminders(task, ctx, ns, name, p).await?;
-                }
-                Ok(wake.map_or(Action::await_change(), |w| {
-                    Action::requeue(until(w, Utc::now()))
-                }))
+        let per_second = effective.occurrences_per_second();
+        let mut manual_wake = None;
+        if let Some(action) = manual::run(
+            task,
+            ctx,
+            &api,
+            name,
+            ns,
+            &uid,
+            &target,
+            per_second,
+            &mut manual_wake,
+        )
+        .await?
+        {
+            return Ok(action);
+        }
+        scheduled(
+            task, ctx, &api, name, ns, &uid, &schedule, &target, per_second, now,
+        )
+        .await
+        .map(|action| action.no_later_than(manual_wake))
+    }
+}
+
+/// The schedule's turn: plan, then its effects.
+#[allow(clippy::too_many_arguments)]
+async fn scheduled(
+    task: &RecurringTask,
+    ctx: &Context,
+    api: &Api<RecurringTask>,
+    name: &str,
+    ns: &str,
+    uid: &str,
+    schedule: &Schedule,
+    target: &crate::tenancy::Resolved,
+    per_second: Option<u32>,
+    now: DateTime<Utc>,
+) -> Result<Action, Error> {
+    let plan = plan(task, schedule, uid, now);
+    if let (Plan::Wait(_) | Plan::Idle, Some(p)) = (
+        &plan,
+        task.status
+            .as_ref()
+            .and_then(|s| s.next_occurrence.as_ref()),
+    ) && ctx.reminders_owed(task, &p.idempotency_key)
+    {
+        ensure_reminders(task, ctx, ns, name, p).await?;
+    }
+    match plan {
+        Plan::Idle => Ok(Action::await_change()),
+        Plan::Wait(at) => Ok(Action::requeue(until(at, now))),
+        Plan::Update { status, wake, note } => {
+            let new_pending = status.next_occurrence.clone();
+            if !ctx
+                .write_status(KIND, api, name, guard(task), status.as_ref())
+                .await?
+            {
+                return Ok(Action::requeue(Duration::from_millis(200)));
             }
-            Plan::Deliver(p) => {
-                if let Some(wait) = ctx.over_rate(ns, effective.occurrences_per_second()) {
-                    return Ok(Action::requeue(wait));
-                }
-                deliver(
-                    task,
-                    ctx,
-                    &api,
-                    name,
-                    ns,
-                    &uid,
-                    &schedule,
-                    &target.app_id,
-                    &target.method,
-                    p,
-                )
-                .await
+            if let Some((type_, reason, text)) = note {
+                ctx.event(task, type_, reason, "Schedule", text).await;
             }
+            let skipped = status
+                .skipped
+                .saturating_sub(task.status.as_ref().map_or(0, |s| s.skipped));
+            for _ in 0..skipped {
+                ctx.metrics.occurrence(KIND, "skipped");
+            }
+            if let Some(p) = &new_pending {
+                ensure_reminders(task, ctx, ns, name, p).await?;
+            }
+            Ok(wake.map_or(Action::await_change(), |w| {
+                Action::requeue(until(w, Utc::now()))
+            }))
+        }
+        Plan::Deliver(p) => {
+            if let Some(wait) = ctx.over_rate(ns, per_second) {
+                return Ok(Action::requeue(wait));
+            }
+            deliver(
+                task,
+                ctx,
+                api,
+                name,
+                ns,
+                uid,
+                schedule,
+                &target.app_id,
+                &target.method,
+                p,
+            )
+            .await
         }
     }
 }
@@ -168,7 +171,13 @@ async fn deliver(
         // Our own commit has not reached the cache yet: wait for it rather than call again.
         return Ok(Action::requeue(Duration::from_millis(100)));
     }
-    let body = body(task, p.nominal, p.due, &p.idempotency_key, Trigger::Schedule);
+    let body = body(
+        task,
+        p.nominal,
+        p.due,
+        &p.idempotency_key,
+        Trigger::Schedule,
+    );
     let invoked = ctx
         .invoke(&Invocation {
             app_id,

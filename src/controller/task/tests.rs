@@ -6,13 +6,13 @@ use crate::schedule::ScheduleSpec;
 use chrono::TimeZone;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-const UID: &str = "0b6e2f4a-1111-2222-3333-444455556666";
+pub(super) const UID: &str = "0b6e2f4a-1111-2222-3333-444455556666";
 
-fn t(h: u32, m: u32, s: u32) -> DateTime<Utc> {
+pub(super) fn t(h: u32, m: u32, s: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 5, 1, h, m, s).single().unwrap()
 }
 
-fn task(every: &str) -> RecurringTask {
+pub(super) fn task(every: &str) -> RecurringTask {
     let mut task = RecurringTask::new(
         "standup",
         RecurringTaskSpec {
@@ -41,7 +41,7 @@ fn task(every: &str) -> RecurringTask {
     task
 }
 
-fn with_status(mut task: RecurringTask, status: RecurringTaskStatus) -> RecurringTask {
+pub(super) fn with_status(mut task: RecurringTask, status: RecurringTaskStatus) -> RecurringTask {
     task.status = Some(status);
     task
 }
@@ -83,7 +83,7 @@ fn with_catch_up(
 }
 
 /// `task` with `p` pending, as after the first status write.
-fn with_pending(task: RecurringTask, p: &PendingOccurrence) -> RecurringTask {
+pub(super) fn with_pending(task: RecurringTask, p: &PendingOccurrence) -> RecurringTask {
     with_status(
         task,
         RecurringTaskStatus {
@@ -93,7 +93,7 @@ fn with_pending(task: RecurringTask, p: &PendingOccurrence) -> RecurringTask {
     )
 }
 
-fn pending_at(nominal: DateTime<Utc>) -> PendingOccurrence {
+pub(super) fn pending_at(nominal: DateTime<Utc>) -> PendingOccurrence {
     PendingOccurrence {
         nominal,
         due: nominal,
@@ -104,7 +104,7 @@ fn pending_at(nominal: DateTime<Utc>) -> PendingOccurrence {
     }
 }
 
-fn update(plan: Plan) -> (RecurringTaskStatus, Option<DateTime<Utc>>) {
+pub(super) fn update(plan: Plan) -> (RecurringTaskStatus, Option<DateTime<Utc>>) {
     match plan {
         Plan::Update { status, wake, .. } => (*status, wake),
         other => panic!("expected an update, got {other:?}"),
@@ -252,7 +252,13 @@ fn retry_after_is_a_floor_under_the_backoff() {
 fn the_body_names_the_tenant() {
     let task = task("10s");
     let p = pending_at(t(9, 0, 10));
-    let body = body(&task, p.nominal, p.due, &p.idempotency_key, Trigger::Schedule);
+    let body = body(
+        &task,
+        p.nominal,
+        p.due,
+        &p.idempotency_key,
+        Trigger::Schedule,
+    );
     assert_eq!(body["namespace"], "ns");
     assert_eq!(body["task"]["namespace"], "ns");
 }

@@ -22,6 +22,8 @@ pub struct Faults {
     pub fail_next: u32,
     /// Every request's connection is reset: the backend is gone (`/_dev/` still works).
     pub down: bool,
+    /// Every request is answered 400: the backend refuses them for good (a bad payload).
+    pub reject: bool,
     /// How long a timeout fault holds a request (default 60 s, beyond any client timeout).
     pub hang_ms: Option<u64>,
     /// Every request is held this long before it is answered (a slow backend; faults too).
@@ -60,6 +62,7 @@ impl Faults {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Fault {
     Fail,
+    Reject,
     Timeout,
     Reset,
     Down,
@@ -69,6 +72,7 @@ impl Fault {
     pub fn name(self) -> &'static str {
         match self {
             Fault::Fail => "fail",
+            Fault::Reject => "reject",
             Fault::Timeout => "timeout",
             Fault::Reset => "reset",
             Fault::Down => "down",
@@ -110,6 +114,9 @@ impl Injector {
         }
         if self.faults.down {
             return Some(Fault::Down);
+        }
+        if self.faults.reject {
+            return Some(Fault::Reject);
         }
         if self.faults.fail_next > 0 {
             self.faults.fail_next -= 1;

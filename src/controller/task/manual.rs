@@ -1,0 +1,283 @@
+//! Run now: the `recur.dev/run-now` annotation asks for one extra delivery under the key
+//! `rt-<uid>-run-<token>`. Like a scheduled occurrence, the request (its key) is written to
+//! status before the call and the outcome after it, so a crash or a new leader retries the same
+//! key, and a token already in `lastManualRun` never runs again.
+use super::*;
+use crate::api::{ManualRun, PendingManualRun, RUN_NOW_ANNOTATION, is_run_now_token};
+use crate::controller::settle::{Attempt, Settled, settle};
+
+/// The key of a manual run.
+pub fn manual_key(uid: &str, token: &str) -> String {
+    format!("rt-{uid}-run-{token}")
+}
+
+/// What the run-now annotation asks for now.
+#[derive(Debug, PartialEq)]
+pub enum ManualPlan {
+    /// Nothing: no annotation, or its token already ran.
+    None,
+    /// A new token: write this status (the request, or its refusal) before anything else.
+    Record {
+        status: Box<RecurringTaskStatus>,
+        refused: Option<&'static str>,
+    },
+    /// Call now for the pending run.
+    Deliver(PendingManualRun),
+    /// The pending run waits for its backoff.
+    Wait(DateTime<Utc>),
+    /// The annotation is not a token (the webhook refuses it; this is an object admitted
+    /// without it).
+    InvalidToken,
+}
+
+/// Decides on the run-now annotation at `now`. Pure.
+pub fn plan_manual(task: &RecurringTask, uid: &str, now: DateTime<Utc>) -> ManualPlan {
+    let status = task.status.clone().unwrap_or_default();
+    // A pending run finishes first, even if the annotation changed meanwhile: it was asked for.
+    if let Some(p) = &status.manual_run {
+        return match p.retry_at.filter(|at| *at > now) {
+            Some(at) => ManualPlan::Wait(at),
+            None => ManualPlan::Deliver(p.clone()),
+        };
+    }
+    let Some(token) = task.annotations().get(RUN_NOW_ANNOTATION) else {
+        return ManualPlan::None;
+    };
+    if !is_run_now_token(token) {
+        return ManualPlan::InvalidToken;
+    }
+    if status.last_manual_run.as_ref().map(|r| r.token.as_str()) == Some(token.as_str()) {
+        return ManualPlan::None;
+    }
+    let key = manual_key(uid, token);
+    let mut status = status;
+    if task.spec.suspend {
+        let why =
+            "the task is suspended: a manual run is refused (resume it, then set a new token)";
+        finish(
+            &mut status,
+            task,
+            token,
+            OccurrenceRecord {
+                nominal: now,
+                due: now,
+                idempotency_key: key,
+                outcome: Outcome::Skipped,
+                finished_at: now,
+                attempts: 0,
+                backend_id: None,
+                reason: Some(why.into()),
+                trigger: Some(Trigger::Manual),
+            },
+        );
+        return ManualPlan::Record {
+            status: Box::new(status),
+            refused: Some(why),
+        };
+    }
+    status.manual_run = Some(PendingManualRun {
+        token: token.clone(),
+        idempotency_key: key,
+        requested_at: now,
+        attempts: 0,
+        retry_at: None,
+        in_progress: 0,
+    });
+    ManualPlan::Record {
+        status: Box::new(status),
+        refused: None,
+    }
+}
+
+/// The status after an attempt at the pending run `p`, starting from `status`.
+pub fn after_manual_attempt(
+    task: &RecurringTask,
+    mut status: RecurringTaskStatus,
+    p: &PendingManualRun,
+    outcome: &dapr::Outcome,
+    now: DateTime<Utc>,
+) -> RecurringTaskStatus {
+    let attempt = Attempt {
+        key: &p.idempotency_key,
+        attempts: p.attempts,
+        in_progress: p.in_progress,
+    };
+    let (settled, failure) = settle(attempt, outcome, now);
+    if failure.is_some() {
+        status.last_failure = failure;
+    }
+    match settled {
+        Settled::Finished {
+            outcome,
+            attempts,
+            backend_id,
+            reason,
+            ..
+        } => finish(
+            &mut status,
+            task,
+            &p.token,
+            OccurrenceRecord {
+                nominal: p.requested_at,
+                due: p.requested_at,
+                idempotency_key: p.idempotency_key.clone(),
+                outcome,
+                finished_at: now,
+                attempts,
+                backend_id,
+                reason,
+                trigger: Some(Trigger::Manual),
+            },
+        ),
+        Settled::Retry {
+            at,
+            attempts,
+            in_progress,
+        } => {
+            status.manual_run = Some(PendingManualRun {
+                attempts,
+                retry_at: Some(at),
+                in_progress,
+                ..p.clone()
+            });
+        }
+    }
+    status
+}
+
+/// A finished (or refused) run: `lastManualRun` and the history; the schedule's counters and
+/// `lastOccurrence` are the schedule's alone.
+fn finish(
+    status: &mut RecurringTaskStatus,
+    task: &RecurringTask,
+    token: &str,
+    rec: OccurrenceRecord,
+) {
+    status.manual_run = None;
+    status.history.insert(0, rec.clone());
+    status.history.truncate(task.history_limit());
+    status.last_manual_run = Some(ManualRun {
+        token: token.to_string(),
+        record: rec,
+    });
+}
+
+/// Acts on the run-now annotation. `Ok(Some)` ends the reconcile (the schedule's turn comes
+/// right after); `Ok(None)` lets the schedule go on, with `wake` set when the pending run waits
+/// for its backoff.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run(
+    task: &RecurringTask,
+    ctx: &Context,
+    api: &Api<RecurringTask>,
+    name: &str,
+    ns: &str,
+    uid: &str,
+    target: &crate::tenancy::Resolved,
+    per_second: Option<u32>,
+    wake: &mut Option<Duration>,
+) -> Result<Option<Action>, Error> {
+    let now = Utc::now();
+    let plan = plan_manual(task, uid, now);
+    if !matches!(plan, ManualPlan::None) && ctx.is_stale(task) {
+        // Our own write has not reached the cache yet: acting on the old object would repeat it.
+        return Ok(Some(Action::requeue(Duration::from_millis(100))));
+    }
+    let (status, p) = match plan {
+        ManualPlan::None => return Ok(None),
+        ManualPlan::Wait(at) => {
+            *wake = Some(until(at, now));
+            return Ok(None);
+        }
+        ManualPlan::InvalidToken => {
+            let note = format!(
+                "the {RUN_NOW_ANNOTATION} annotation is not a token of 1 to 63 characters a-z, 0-9 and '-'; no manual run"
+            );
+            ctx.event(
+                task,
+                EventType::Warning,
+                reason::RUN_REFUSED,
+                "RunNow",
+                note,
+            )
+            .await;
+            return Ok(None);
+        }
+        ManualPlan::Record { status, refused } => {
+            // Written before the call, guarded by the resourceVersion: the object we decided on.
+            let guard = Guard::ResourceVersion(task.resource_version().unwrap_or_default());
+            if !ctx
+                .write_status(KIND, api, name, guard, status.as_ref())
+                .await?
+            {
+                return Ok(Some(Action::requeue(Duration::from_millis(200))));
+            }
+            ctx.mark_committed(task);
+            if let Some(why) = refused {
+                ctx.event(
+                    task,
+                    EventType::Warning,
+                    reason::RUN_REFUSED,
+                    "RunNow",
+                    why.into(),
+                )
+                .await;
+                return Ok(Some(Action::requeue(Duration::ZERO)));
+            }
+            let Some(p) = status.manual_run.clone() else {
+                return Ok(Some(Action::requeue(Duration::ZERO)));
+            };
+            (*status, p)
+        }
+        ManualPlan::Deliver(p) => (task.status.clone().unwrap_or_default(), p),
+    };
+    if let Some(wait) = ctx.over_rate(ns, per_second) {
+        return Ok(Some(Action::requeue(wait)));
+    }
+    let body = body(
+        task,
+        p.requested_at,
+        p.requested_at,
+        &p.idempotency_key,
+        Trigger::Manual,
+    );
+    let invoked = ctx
+        .invoke(&Invocation {
+            app_id: &target.app_id,
+            method: &target.method,
+            idempotency_key: &p.idempotency_key,
+            user_id: &task.spec.user_id,
+            namespace: ns,
+            body: &body,
+        })
+        .await;
+    let now = Utc::now();
+    let after = after_manual_attempt(task, status, &p, &invoked.outcome, now);
+    let guard = Guard::Equals(vec![(
+        "/status/manualRun/idempotencyKey",
+        serde_json::Value::String(p.idempotency_key.clone()),
+    )]);
+    if !ctx.write_status(KIND, api, name, guard, &after).await? {
+        return Ok(Some(Action::requeue(Duration::from_millis(200))));
+    }
+    ctx.mark_committed(task);
+    if let Some(run) = after
+        .last_manual_run
+        .as_ref()
+        .filter(|r| r.token == p.token)
+    {
+        let (type_, label) = match run.record.outcome {
+            Outcome::Delivered => (EventType::Normal, "delivered"),
+            _ => (EventType::Warning, "failed"),
+        };
+        ctx.metrics.occurrence(KIND, label);
+        info!(key = %p.idempotency_key, namespace = %ns, name = %name, outcome = label, "manual run finished");
+        let note = format!(
+            "manual run {:?} {label} (key {}); see status.lastManualRun",
+            p.token, p.idempotency_key
+        );
+        ctx.event(task, type_, reason::MANUAL_RUN, "RunNow", note)
+            .await;
+    }
+    Ok(Some(Action::requeue(Duration::ZERO)))
+}
