@@ -2,7 +2,9 @@
 # `make demo`: the operator's main job on a local default. Builds what is missing, starts a local
 # control plane, installs the CRDs, starts the demo backend behind real Dapr sidecars (or the
 # stand-in when daprd is not built), runs recur, applies examples/ and shows occurrences and
-# reminders arriving until interrupted; then stops everything.
+# reminders arriving until interrupted; then stops everything. With real daprd and Debian's
+# redis-server, also Redis and the Dapr pub/sub component "pubsub" (pubsub.redis) with two
+# subscribers of topic recur-demo.occurrences; subscriber-a's events are shown too.
 #
 #   RECUR_DEMO_SECONDS=60 scripts/demo.sh   # stop by itself after 60 s (used by a test)
 set -euo pipefail
@@ -23,6 +25,7 @@ cleanup() {
   log "stopping"
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   tests/cluster/sidecars.sh --down "$dir/stack" 2>/dev/null || true
+  tests/cluster/redis.sh --down "$dir/stack" 2>/dev/null || true
   tests/cluster/down.sh "$dir/cluster" >/dev/null 2>&1 || true
   rm -rf "$dir"
 }
@@ -39,7 +42,22 @@ port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); pr
 log "starting the demo backend on 127.0.0.1:$port"
 target/debug/recur-dev backend --listen "127.0.0.1:$port" --name backend &
 pids+=($!)
-dapr_port=$(RECUR_DEV_BIN="$repo/target/debug/recur-dev" tests/cluster/sidecars.sh "$dir/stack" "http://127.0.0.1:$port")
+# Pub/sub needs real daprd (the stand-in has no pub/sub) and a Redis.
+topic=recur-demo.occurrences # <namespace of examples/>.occurrences
+pubsub=()
+if [ -x "$bin/daprd" ] && [ "${RECUR_REAL_DAPR:-1}" = 1 ] && command -v redis-server >/dev/null; then
+  redis_port=$(tests/cluster/redis.sh --watch-parent $$ "$dir/stack")
+  pubsub=(REDIS_PORT="$redis_port" SUBSCRIBE_TOPICS="$topic")
+  log "pub/sub: component \"pubsub\" on Redis 127.0.0.1:$redis_port; subscribers subscriber-a and subscriber-b of topic $topic"
+else
+  log "pub/sub skipped: it needs real daprd (tests/cluster/build.sh) and redis-server (apt-get install redis-server)"
+fi
+dapr_port=$(env "${pubsub[@]}" RECUR_DEV_BIN="$repo/target/debug/recur-dev" tests/cluster/sidecars.sh "$dir/stack" "http://127.0.0.1:$port")
+if [ ${#pubsub[@]} -gt 0 ]; then
+  # subscriber-a's "event id=... type=... subject=... time=..." lines, as they arrive.
+  tail -n +1 -F --pid=$$ "$dir/stack/subscriber-a.log" 2>/dev/null | sed -u 's/^/subscriber-a: /' &
+  pids+=($!)
+fi
 
 log "starting recur (probes and metrics on 127.0.0.1:8080)"
 DAPR_HTTP_PORT=$dapr_port RECUR_HTTP_ADDR=127.0.0.1:8080 target/debug/recur run >"$dir/operator.log" 2>&1 &
@@ -60,7 +78,7 @@ spec: {userId: user-42, title: Coffee break, message: "Time for coffee", dueAt: 
 EOF
 kubectl get rt,rem -n recur-demo
 log "the plugin in another shell (export KUBECONFIG=$KUBECONFIG PATH=$repo/target/debug:$bin:\$PATH): kubectl recur next standup -n recur-demo"
-log "occurrences arrive below (the backend logs each with its key and lag); Ctrl-C stops everything"
+log "occurrences arrive below (the backend logs each with its key and lag${pubsub[*]:+; subscriber-a each event published to $topic}); Ctrl-C stops everything"
 if [ -n "${RECUR_DEMO_SECONDS:-}" ]; then
   sleep "$RECUR_DEMO_SECONDS"
   kubectl get rt,rem -n recur-demo

@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 pub mod api;
+pub mod app_channel;
 pub mod cli;
 pub mod clock;
 pub mod controller;

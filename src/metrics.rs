@@ -71,6 +71,14 @@ fn backend_histogram() -> Histogram {
     ])
 }
 
+/// From an occurrence's due instant to its completion: 1 s … 7 days.
+fn completion_histogram() -> Histogram {
+    Histogram::new([
+        1.0, 5.0, 15.0, 30.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 43200.0,
+        86400.0, 259200.0, 604800.0,
+    ])
+}
+
 /// The operator's metrics. Cheap to clone: clones share the same series.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -89,6 +97,13 @@ pub struct Metrics {
     tasks_suspended: Family<ReasonLabels, Counter>,
     clock_skew: Gauge<f64, std::sync::atomic::AtomicU64>,
     work_queue_waiting: Family<WorkQueueLabels, Gauge>,
+    completions: Family<ResultLabels, Counter>,
+    completion_seconds: Histogram,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: String,
 }
 
 /// Namespaces as labels: bounded by the cluster's namespaces, and only those with waiters lately
@@ -130,6 +145,8 @@ impl Metrics {
             tasks_suspended: Family::default(),
             clock_skew: Gauge::default(),
             work_queue_waiting: Family::default(),
+            completions: Family::default(),
+            completion_seconds: completion_histogram(),
         };
         // Counters get `_total` and units `_seconds` appended by the encoder.
         registry.register(
@@ -205,6 +222,17 @@ impl Metrics {
             "work_queue_waiting",
             "Reconciles waiting for a worker, by kind and namespace (fair queueing)",
             m.work_queue_waiting.clone(),
+        );
+        registry.register(
+            "completions",
+            "Completion events received (spec.completion), by result: accepted, duplicate, unknown (no such task or key), refused (not the task's topic, or not through pub/sub), pending (answered RETRY), invalid (not a completion event), error (answered RETRY)",
+            m.completions.clone(),
+        );
+        registry.register_with_unit(
+            "completion",
+            "From an occurrence's due instant to the completion the backend reported",
+            Unit::Seconds,
+            m.completion_seconds.clone(),
         );
         Metrics {
             registry: Arc::new(registry),
@@ -318,6 +346,19 @@ impl Metrics {
 
     pub fn remove_work_queue_waiting(&self, kind: &str, namespace: &str) {
         self.work_queue_waiting.remove(&work_queue(kind, namespace));
+    }
+
+    /// A completion event's result (see the family's help).
+    pub fn completion(&self, result: &str) {
+        let labels = ResultLabels {
+            result: result.to_owned(),
+        };
+        self.completions.get_or_create(&labels).inc();
+    }
+
+    /// An accepted completion, `seconds` after its occurrence was due.
+    pub fn completion_seconds(&self, seconds: f64) {
+        self.completion_seconds.observe(seconds);
     }
 
     /// The OpenMetrics text exposition (see [`CONTENT_TYPE`]).

@@ -32,6 +32,10 @@ pub struct RunArgs {
     /// Address of the probe and metrics server.
     #[arg(long, env = "RECUR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
+    /// Address where the Dapr sidecar delivers completion events (`spec.completion`), the
+    /// sidecar's app port; a loopback address (`127.0.0.1:8090`). Unset: no completion feedback.
+    #[arg(long, env = "RECUR_APP_ADDR")]
+    pub app_addr: Option<SocketAddr>,
     /// Elect a leader among replicas with a coordination.k8s.io Lease; only the leader delivers.
     /// On by default: `--leader-elect=false` is for a single instance only (two instances
     /// without election would both deliver).
@@ -285,6 +289,16 @@ async fn run(args: RunArgs) -> Result<(), String> {
     )
     .await
     .map_err(|e| e.to_string())?;
+    // Every replica takes completion events (one consumer group for the app id), leader or not;
+    // they stop with the controllers, whose watch cache finds their tasks.
+    let app_channel = match args.app_addr {
+        Some(addr) => Some(tokio::spawn(
+            crate::app_channel::bind(addr, ctx.clone(), shutdown())
+                .await
+                .map_err(|e| e.to_string())?,
+        )),
+        None => None,
+    };
     leadership.report_to(metrics.clone());
     let tasks = controller::run::<RecurringTask>(
         ctx.clone(),
@@ -304,8 +318,15 @@ async fn run(args: RunArgs) -> Result<(), String> {
         futures::stream::select(leadership.gained(), tenancy.changes()),
         shutdown(),
     );
-    info!(leader_elect = args.leader_elect, namespace = ?args.namespace, http = %args.http_addr, "recur started");
+    info!(leader_elect = args.leader_elect, namespace = ?args.namespace, http = %args.http_addr, app = ?args.app_addr, "recur started");
     tokio::join!(tasks, reminders, backfills);
+    if let Some(app_channel) = app_channel {
+        match app_channel.await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!("{err}"),
+            Err(err) => tracing::warn!("app channel task: {err}"),
+        }
+    }
     info!("controllers stopped; releasing the lease");
     let _ = shutdown_tx.send(Stage::ReleaseLease);
     if let Some(task) = lease_task

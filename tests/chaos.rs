@@ -46,16 +46,35 @@ struct Run {
     start: DateTime<Utc>,
     uids: Vec<String>,
     faults: usize,
+    /// The tasks publish: what arrived is read from the subscribers, not the backend.
+    pubsub: bool,
 }
 
 /// Scenarios run one at a time: each measures lag and loss, which parallel load would distort.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 async fn setup(prefix: &str, tasks: usize, operators: usize, flags: &[&str]) -> Run {
+    setup_with(prefix, tasks, operators, flags, false).await
+}
+
+/// [`setup`], with the tasks publishing to `<namespace>.chaos` (Redis and two subscribers)
+/// when `pubsub`.
+async fn setup_with(
+    prefix: &str,
+    tasks: usize,
+    operators: usize,
+    flags: &[&str],
+    pubsub: bool,
+) -> Run {
     let turn = ONE_AT_A_TIME.lock().await;
     let client = client().await;
     let ns = TestNamespace::new(&client, prefix).await;
-    let mut stack = Stack::start(ns.name()).await;
+    let topic = format!("{}.chaos", ns.name());
+    let mut stack = if pubsub {
+        Stack::start_with_pubsub(ns.name(), &[&topic]).await
+    } else {
+        Stack::start(ns.name()).await
+    };
     for _ in 0..operators {
         stack.start_operator(flags).await;
     }
@@ -74,6 +93,11 @@ async fn setup(prefix: &str, tasks: usize, operators: usize, flags: &[&str]) -> 
                 "catchUp": {"policy": "All", "maxOccurrences": 10000}
             }
         });
+        let mut body = body;
+        if pubsub {
+            body["spec"]["target"] =
+                json!({"pubsub": {"name": support::stack::PUBSUB, "topic": topic}});
+        }
         let task: RecurringTask = serde_json::from_value(body).unwrap();
         uids.push(
             api.create(&PostParams::default(), &task)
@@ -92,6 +116,51 @@ async fn setup(prefix: &str, tasks: usize, operators: usize, flags: &[&str]) -> 
         start,
         uids,
         faults: 0,
+        pubsub,
+    }
+}
+
+/// What a subscriber received, as the checker's records: the first arrival of an id is the
+/// delivery, a later one a repeat (a consumer dedups on `id`), so `duplicated` counts only an
+/// occurrence published under two ids (or an id no schedule produced).
+async fn subscriber_records(stack: &Stack, subscriber: usize) -> Vec<support::stack::Record> {
+    let mut seen = std::collections::HashSet::new();
+    stack
+        .events(subscriber)
+        .await
+        .into_iter()
+        .map(|e| {
+            let data = e.data.clone().unwrap_or_default();
+            let due = data["due_at"]
+                .as_str()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok());
+            let received = DateTime::parse_from_rfc3339(&e.received_at).ok();
+            let lag_ms = due.zip(received).map(|(d, r)| (r - d).num_milliseconds());
+            support::stack::Record {
+                seq: e.seq,
+                path: e.topic.clone().unwrap_or_default(),
+                accepted: e.id.clone().is_some_and(|id| seen.insert(id)),
+                key: e.id,
+                user_id: e.subject,
+                namespace: None,
+                fault: None,
+                // An event has no answer to overlap with: each arrival is its own.
+                answered_at: Some(e.received_at.clone()),
+                received_at: e.received_at,
+                scheduled_at: data["scheduled_at"].as_str().map(str::to_string),
+                due_at: data["due_at"].as_str().map(str::to_string),
+                lag_ms,
+            }
+        })
+        .collect()
+}
+
+/// What arrived: at the backend, or at subscriber `subscriber` when the tasks publish.
+async fn arrived(run: &Run, subscriber: usize) -> Vec<support::stack::Record> {
+    if run.pubsub {
+        subscriber_records(&run.stack, subscriber).await
+    } else {
+        run.stack.records().await
     }
 }
 
@@ -138,12 +207,12 @@ async fn verify(run: Run, name: &str) -> Summary {
     let stack = &run.stack;
     let deadline = Instant::now() + Duration::from_secs(if long() { 600 } else { 180 });
     let summary = loop {
-        let s = check(&stack.records().await, &expected, run.faults);
+        let s = check(&arrived(&run, 0).await, &expected, run.faults);
         if s.lost == 0 {
             break s;
         }
         if Instant::now() > deadline {
-            let records = stack.records().await;
+            let records = arrived(&run, 0).await;
             let got: std::collections::HashSet<&str> = records
                 .iter()
                 .filter(|r| r.accepted)
@@ -191,8 +260,17 @@ async fn verify(run: Run, name: &str) -> Summary {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    let summary = check(&stack.records().await, &expected, run.faults).max_lag(summary);
+    let summary = check(&arrived(&run, 0).await, &expected, run.faults).max_lag(summary);
     println!("chaos {name}: {summary}");
+    if run.pubsub {
+        // The second subscriber (its own consumer group) got every occurrence too.
+        let second = check(&arrived(&run, 1).await, &expected, run.faults);
+        assert_eq!(
+            (second.lost, second.duplicated),
+            (0, 0),
+            "{name}, subscriber b: {second}"
+        );
+    }
     assert_eq!(summary.duplicated, 0, "{name}: {summary}");
     assert_eq!(summary.overlapping, 0, "{name}: {summary}");
     let api = &run.api;
@@ -252,6 +330,31 @@ async fn operator_killed_with_sigkill_at_random_moments() {
         run.stack.restart_operator(0).await;
     }
     verify(run, "sigkill").await;
+}
+
+/// Pub/sub: Redis stopped and started, and the operator SIGKILLed, at random moments while tasks
+/// publish every second; both subscribers must end with every occurrence under its key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pubsub_with_redis_restarts_and_operator_kills() {
+    if std::env::var("RECUR_REAL_DAPR").as_deref() == Ok("0") {
+        return;
+    }
+    let rounds = if long() { 20 } else { 3 };
+    let mut run = setup_with("chaos-pubsub", 3, 1, &[], true).await;
+    let mut rng = Rng(0x2545_f491_4f6c_dd1d);
+    for round in 0..rounds {
+        hold(rng.between(500, 3000), "the next fault").await;
+        if round % 2 == 0 {
+            run.stack.stop_redis().await;
+            hold(rng.between(500, 3000), "Redis down").await;
+            run.stack.start_redis().await;
+        } else {
+            run.stack.kill_operator(0);
+            run.stack.restart_operator(0).await;
+        }
+        run.faults += 1;
+    }
+    verify(run, "pubsub").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -217,6 +217,10 @@ fn cert_manager_crds() -> PathBuf {
     root().join("tests/chart/cert-manager-crds.yaml")
 }
 
+fn dapr_crds() -> PathBuf {
+    root().join("tests/chart/dapr-crds.yaml")
+}
+
 /// The object of `kind` named `name`.
 fn named<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
     docs.iter()
@@ -461,7 +465,7 @@ fn chart_passes_strict_lint_with_default_and_all_options_values() {
 fn rendered_manifests_pass_server_side_dry_run() {
     // The ServiceMonitor's CRD is not part of Kubernetes: a trimmed copy of it stands in.
     apply_crds(&chart_crds());
-    apply_crds(&[servicemonitor_crd(), cert_manager_crds()]);
+    apply_crds(&[servicemonitor_crd(), cert_manager_crds(), dapr_crds()]);
     let home = tempfile::tempdir().unwrap();
     let release_ns = Namespace::new("chart-dry");
     let watched = Namespace::new("chart-dry-watched");
@@ -477,7 +481,23 @@ fn rendered_manifests_pass_server_side_dry_run() {
             &format!("watchNamespace={}", watched.0),
         ],
     );
-    for (name, manifests) in [("default values", &default), ("all-options values", &all)] {
+    // Completion feedback with the chart's own Dapr Configuration (all-options names another).
+    let completion = template(
+        home.path(),
+        "recur",
+        &release_ns.0,
+        &[
+            "--set",
+            "completion.enabled=true",
+            "--set-json",
+            r#"completion.subscriptions=[{"topic":"team-a.completed"}]"#,
+        ],
+    );
+    for (name, manifests) in [
+        ("default values", &default),
+        ("all-options values", &all),
+        ("completion values", &completion),
+    ] {
         let docs = documents(manifests);
         let out = run(
             kubectl().args([
@@ -504,6 +524,8 @@ fn rendered_manifests_pass_server_side_dry_run() {
         find(&documents(&all), "ServiceMonitor").len() == 1,
         "the all-options values render a ServiceMonitor"
     );
+    assert_eq!(find(&documents(&all), "Subscription").len(), 2);
+    assert_eq!(find(&documents(&completion), "Configuration").len(), 1);
 }
 
 /// What the options turn into, checked on the rendered objects.
@@ -676,7 +698,7 @@ fn rendered_manifests_wire_the_options() {
         pod["metadata"]["annotations"]["dapr.io/api-token-secret"],
         "dapr-api-token"
     );
-    assert_eq!(pod["metadata"]["annotations"]["dapr.io/app-port"], "8080");
+    assert_eq!(pod["metadata"]["annotations"]["dapr.io/app-port"], "8091");
     assert_eq!(pod["metadata"]["labels"]["tier"], "control");
     assert!(
         c["image"]
@@ -771,6 +793,157 @@ fn rendered_manifests_wire_the_options() {
             && String::from_utf8_lossy(&out.stderr)
                 .contains("serviceAccount.name is required when serviceAccount.create is false")
     );
+}
+
+/// Completion feedback: the operator's app channel on loopback, the sidecar's app port, one
+/// Subscription per topic scoped to the operator's app id, and the Configuration denying service
+/// invocations; combinations that cannot work are refused.
+#[test]
+fn completion_feedback_subscribes_the_operators_sidecar() {
+    let home = tempfile::tempdir().unwrap();
+    let render = |args: &[&str]| {
+        let mut cmd = helm(home.path());
+        cmd.args(["template", "rel"])
+            .arg(chart())
+            .args(["--namespace", "ops"])
+            .args(kube_version())
+            .args(args);
+        output(&mut cmd, None)
+    };
+    let docs = |args: &[&str]| {
+        let out = render(args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        documents(&String::from_utf8_lossy(&out.stdout))
+    };
+
+    // Off by default: no app port, no flag, nothing of Dapr's rendered.
+    let off = docs(&[]);
+    assert!(find(&off, "Subscription").is_empty() && find(&off, "Configuration").is_empty());
+    let args = args_of(operator_container(&off));
+    assert!(
+        !args.iter().any(|a| a.starts_with("--app-addr")),
+        "{args:?}"
+    );
+
+    let on = docs(&[
+        "--set",
+        "completion.enabled=true",
+        "--set-json",
+        r#"completion.subscriptions=[{"topic":"team-a.completed"},{"pubsub":"kafka","topic":"shared.done"}]"#,
+    ]);
+    let c = operator_container(&on);
+    assert!(
+        args_of(c).contains(&"--app-addr=127.0.0.1:8090".to_string()),
+        "{:?}",
+        args_of(c)
+    );
+    assert!(
+        c["ports"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "completions", "containerPort": 8090, "protocol": "TCP"})),
+        "{}",
+        c["ports"]
+    );
+    let ann = &only(&on, "Deployment")["spec"]["template"]["metadata"]["annotations"];
+    assert_eq!(ann["dapr.io/app-port"], "8090");
+    assert_eq!(ann["dapr.io/config"], "rel-recur-dapr");
+    let subs = find(&on, "Subscription");
+    assert_eq!(subs.len(), 2);
+    for (sub, (name, pubsub, topic)) in subs.iter().zip([
+        ("rel-recur-completion-0", "pubsub", "team-a.completed"),
+        ("rel-recur-completion-1", "kafka", "shared.done"),
+    ]) {
+        assert_eq!(sub["apiVersion"], "dapr.io/v2alpha1");
+        assert_eq!(sub["metadata"]["name"], name);
+        assert_eq!(sub["metadata"]["namespace"], "ops");
+        assert_eq!(
+            sub["spec"],
+            json!({"pubsubname": pubsub, "topic": topic,
+                   "routes": {"default": format!("/completions/{pubsub}/{topic}")}})
+        );
+        assert_eq!(sub["scopes"], json!(["rel-recur"]));
+    }
+    let config = only(&on, "Configuration");
+    assert_eq!(config["metadata"]["name"], "rel-recur-dapr");
+    assert_eq!(
+        config["spec"],
+        json!({"accessControl": {"defaultAction": "deny"}})
+    );
+
+    // Another Configuration of the user's: it is used, and the chart renders none.
+    let own = docs(&[
+        "--set",
+        "completion.enabled=true",
+        "--set",
+        "completion.denyInvocations=false",
+        "--set",
+        "dapr.config=tracing",
+    ]);
+    assert!(find(&own, "Configuration").is_empty());
+    assert_eq!(
+        only(&own, "Deployment")["spec"]["template"]["metadata"]["annotations"]["dapr.io/config"],
+        "tracing"
+    );
+
+    for (args, says) in [
+        (
+            vec![
+                "--set",
+                "completion.enabled=true",
+                "--set",
+                "dapr.enabled=false",
+            ],
+            "completion.enabled needs dapr.enabled",
+        ),
+        (
+            vec![
+                "--set",
+                "completion.enabled=true",
+                "--set",
+                "dapr.appPort=8080",
+            ],
+            "set dapr.appPort to 0",
+        ),
+        (
+            vec![
+                "--set",
+                "completion.enabled=true",
+                "--set",
+                "completion.port=8080",
+            ],
+            "completion.port must differ",
+        ),
+        (
+            vec![
+                "--set",
+                "completion.enabled=true",
+                "--set",
+                "dapr.config=tracing",
+            ],
+            "set completion.denyInvocations=false",
+        ),
+        (
+            vec![
+                "--set",
+                "completion.enabled=true",
+                "--set-json",
+                r#"completion.subscriptions=[{"topic":"a/b"}]"#,
+            ],
+            "completion/subscriptions/0/topic",
+        ),
+    ] {
+        let out = render(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{args:?}: {err}"
+        );
+    }
 }
 
 /// The admission webhook: its Service, configuration, flags and rights, with the self-managed

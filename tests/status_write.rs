@@ -14,6 +14,10 @@ use support::{TestNamespace, client};
 
 #[tokio::test]
 async fn a_guarded_status_write_is_a_compare_and_swap() {
+    // The CRDs, whatever ran before on this cluster.
+    tokio::task::spawn_blocking(support::stack::install_crds)
+        .await
+        .unwrap();
     let client = client().await;
     let ns = TestNamespace::new(&client, "status-write").await;
     let api: Api<RecurringTask> = Api::namespaced(client.clone(), ns.name());
@@ -99,6 +103,10 @@ async fn a_guarded_status_write_is_a_compare_and_swap() {
 /// late write must conflict: guarded on attempts alone it marked the edited reminder Sent.
 #[tokio::test]
 async fn a_late_reminder_write_cannot_mark_an_edited_reminder_sent() {
+    // The CRDs, whatever ran before on this cluster.
+    tokio::task::spawn_blocking(support::stack::install_crds)
+        .await
+        .unwrap();
     let client = client().await;
     let ns = TestNamespace::new(&client, "rem-guard").await;
     let api: Api<Reminder> = Api::namespaced(client.clone(), ns.name());

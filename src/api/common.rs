@@ -17,10 +17,17 @@ pub use crate::schedule::DURATION_PATTERN;
 /// CEL: no ASCII control characters (they would corrupt logs, headers and `kubectl` output).
 pub const NO_CONTROL_CHARS: &str = "!self.matches('[\\\\x00-\\\\x1f\\\\x7f]')";
 
+/// A Dapr pub/sub component name (a DNS-1123 label).
+pub const PUBSUB_NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$";
+/// A topic: letters, digits, `.`, `_`, `-`, starting with a letter or digit.
+pub const TOPIC_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,248}$";
+
 /// Where an occurrence is delivered: a Dapr app id and the method invoked on it
-/// (`POST {sidecar}/v1.0/invoke/{appId}/method/{method}`).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+/// (`POST {sidecar}/v1.0/invoke/{appId}/method/{method}`), or a topic it is published to as a
+/// CloudEvent (`POST {sidecar}/v1.0/publish/{pubsub.name}/{pubsub.topic}`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.pubsub) || (!has(self.appId) && !has(self.method))").message("set either pubsub or appId/method, not both: an occurrence is published or invoked"))]
 pub struct Target {
     /// Dapr app id of the service to call: a DNS-1123 label, or `app.namespace` to call an app
     /// in another namespace. Defaults to `backend` for tasks and `notification-service` for
@@ -34,6 +41,23 @@ pub struct Target {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = METHOD_PATTERN), length(max = 256))]
     pub method: Option<String>,
+    /// Publish each occurrence to this topic instead of invoking an app: a CloudEvent whose
+    /// `id` is the idempotency key (consumers dedup on it). Without a TenantPolicy grant, only
+    /// topics named `<namespace>.<anything>` may be used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pubsub: Option<PubSubTarget>,
+}
+
+/// A topic of a pub/sub component of the operator's Dapr sidecar.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PubSubTarget {
+    /// The component's name (`metadata.name` of the Dapr Component of type `pubsub.*`).
+    #[schemars(regex(pattern = PUBSUB_NAME_PATTERN), length(max = 63))]
+    pub name: String,
+    /// The topic.
+    #[schemars(regex(pattern = TOPIC_PATTERN), length(max = 249))]
+    pub topic: String,
 }
 
 impl Target {
@@ -85,6 +109,10 @@ pub struct OccurrenceRecord {
     /// What made it: the schedule (unset), a manual run or a backfill.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<Trigger>,
+    /// When the backend reported the task it created completed (`spec.completion`); a key
+    /// is counted as completed once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
 }
 
 /// What made an occurrence, sent in the body as `trigger` (`schedule`, `manual`, `backfill`).

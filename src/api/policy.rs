@@ -47,6 +47,12 @@ pub struct TenantPolicySpec {
     #[schemars(length(max = 64))]
     pub targets: Vec<TargetGrant>,
 
+    /// Pub/sub components and topics the selected namespaces' tasks and reminders may publish
+    /// to, besides the topics named `<namespace>.<anything>` every namespace may use.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    pub pubsub: Vec<PubSubGrant>,
+
     /// Which `userId`s the selected namespaces' tasks and reminders may name. Unset: any user id,
     /// which the backend must then read as "a user of this namespace" (`X-Recur-Namespace`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,6 +82,27 @@ pub struct TargetGrant {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32), inner(regex(pattern = METHOD_PATTERN), length(max = 256)))]
     pub methods: Vec<String>,
+}
+
+/// Leave to publish to topics of a pub/sub component.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PubSubGrant {
+    /// The component's name, or `*` for any component of the operator's sidecar.
+    #[schemars(
+        regex(pattern = r"^(\*|[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)$"),
+        length(max = 63)
+    )]
+    pub name: String,
+    /// Topics: a name as it is, or a prefix ending in `*` (`billing.*`). At least one.
+    #[schemars(
+        length(min = 1, max = 64),
+        inner(
+            regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,248}\*?$|^\*$"),
+            length(max = 250)
+        )
+    )]
+    pub topics: Vec<String>,
 }
 
 /// The user ids a namespace's tasks may name: any of the rules set admits it.

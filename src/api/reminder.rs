@@ -167,6 +167,11 @@ impl Reminder {
                 t.method_or(REMINDER_DEFAULT_METHOD)
             })
     }
+
+    /// The topic the reminder is published to, when its target is pub/sub.
+    pub fn pubsub(&self) -> Option<&super::common::PubSubTarget> {
+        self.spec.target.as_ref()?.pubsub.as_ref()
+    }
 }
 
 impl super::common::ForUser for Reminder {

@@ -7,7 +7,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{
-    DURATION_PATTERN, Failure, OccurrenceRecord, Target, conditions_schema, free_object_schema,
+    DURATION_PATTERN, Failure, OccurrenceRecord, PUBSUB_NAME_PATTERN, PubSubTarget, TOPIC_PATTERN,
+    Target, conditions_schema, free_object_schema,
 };
 use crate::schedule::ScheduleSpec;
 
@@ -86,6 +87,12 @@ pub const DEFAULT_HISTORY_LIMIT: u32 = 10;
         name = "Delivered",
         type_ = "integer",
         json_path = ".status.delivered",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Completed",
+        type_ = "integer",
+        json_path = ".status.completed",
         priority = 1
     ),
     printcolumn(
@@ -173,6 +180,44 @@ pub struct RecurringTaskSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = 100))]
     pub history_limit: Option<u32>,
+
+    /// Completion feedback: the topic on which the backend publishes a `task.completed`
+    /// CloudEvent carrying an occurrence's idempotency key once the task it created is done.
+    /// recur records it in `status.lastCompletion`, `status.completed` and the occurrence's
+    /// history record. Unset: no feedback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion: Option<CompletionTopic>,
+}
+
+/// Default pub/sub component of `spec.completion`.
+pub const COMPLETION_DEFAULT_PUBSUB: &str = "pubsub";
+
+/// Where the backend reports finished occurrences. Without a TenantPolicy grant, only topics
+/// named `<namespace>.<anything>` may be used.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CompletionTopic {
+    /// The pub/sub component of the operator's Dapr sidecar. Default `pubsub`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = PUBSUB_NAME_PATTERN), length(max = 63))]
+    pub pubsub: Option<String>,
+    /// The topic. The operator's sidecar must be subscribed to it (the chart's
+    /// `completion.subscriptions`).
+    #[schemars(regex(pattern = TOPIC_PATTERN), length(max = 249))]
+    pub topic: String,
+}
+
+impl CompletionTopic {
+    /// The component and topic, defaults applied.
+    pub fn target(&self) -> PubSubTarget {
+        PubSubTarget {
+            name: self
+                .pubsub
+                .clone()
+                .unwrap_or_else(|| COMPLETION_DEFAULT_PUBSUB.to_string()),
+            topic: self.topic.clone(),
+        }
+    }
 }
 
 /// What recur does when occurrences keep failing.
@@ -315,6 +360,35 @@ pub struct RecurringTaskStatus {
     /// The most recent finished manual run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_manual_run: Option<ManualRun>,
+    /// Occurrences the backend reported completed (`spec.completion`), each key counted once.
+    // Always written, 0 included: the task controller's status writes test it (see
+    // `controller::completion`). `None` when absent: a CRD older than completion feedback.
+    #[serde(default, serialize_with = "count_or_zero")]
+    #[schemars(with = "u64")]
+    pub completed: Option<u64>,
+    /// The most recent completion the backend reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_completion: Option<LastCompletion>,
+}
+
+fn count_or_zero<S: serde::Serializer>(n: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(n.unwrap_or(0))
+}
+
+/// A completion reported on the task's `spec.completion` topic.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastCompletion {
+    /// The key of the occurrence (or manual run) completed.
+    pub idempotency_key: String,
+    /// When the backend completed it: the event's `time`, or `receivedAt` when the event has
+    /// none (or one later than its arrival).
+    pub completed_at: DateTime<Utc>,
+    /// When recur received the event.
+    pub received_at: DateTime<Utc>,
+    /// From the occurrence's due instant to `completedAt`, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds_after_due: Option<f64>,
 }
 
 /// Why `failurePolicy` suspended a task.
@@ -378,6 +452,11 @@ impl RecurringTask {
             .target
             .as_ref()
             .map_or(TASK_DEFAULT_METHOD, |t| t.method_or(TASK_DEFAULT_METHOD))
+    }
+
+    /// The topic occurrences are published to, when the target is pub/sub.
+    pub fn pubsub(&self) -> Option<&super::common::PubSubTarget> {
+        self.spec.target.as_ref()?.pubsub.as_ref()
     }
 
     /// How many finished occurrences to keep.

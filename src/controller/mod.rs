@@ -2,6 +2,8 @@
 //! the guarded status write.
 mod action;
 pub mod backfill;
+pub mod completion;
+pub mod delivery;
 mod dispatch;
 pub mod fair;
 pub mod rate;
@@ -141,6 +143,8 @@ pub struct Context {
     pub rates: RateLimiter,
     /// The workers of each kind, shared fairly among namespaces.
     work_queues: WorkQueues,
+    /// Tasks by UID, for completion events (`spec.completion`).
+    pub(crate) tasks: completion::TaskIndex,
 }
 
 /// How long a committed write is remembered: far longer than a watch event takes to arrive, so
@@ -179,6 +183,7 @@ impl Context {
             reminders_owed: Memo::new(COMMIT_MEMORY),
             rates: RateLimiter::new(),
             work_queues: WorkQueues::new(usize::from(settings_workers), true),
+            tasks: completion::TaskIndex::default(),
         }
     }
 
@@ -258,16 +263,23 @@ impl Context {
         result
     }
 
-    /// One Dapr call of any kind, with its duration and outcome counted, every breaker's state
-    /// published, and the series of breakers no task uses any more dropped.
+    /// One Dapr invocation, with its duration and outcome counted (see [`Context::count_call`]).
     pub(crate) async fn invoke(
         &self,
         invocation: &crate::dapr::Invocation<'_>,
     ) -> crate::dapr::Invoked {
         let invoked = self.dapr.invoke(invocation).await;
+        self.count_call(invocation.namespace, invocation.app_id.as_str(), &invoked);
+        invoked
+    }
+
+    /// Counts a Dapr call to `destination` (an app id, or `pubsub/<component>`) with its
+    /// duration and outcome, publishes every breaker's state, and drops the series of breakers
+    /// no task uses any more.
+    fn count_call(&self, namespace: &str, destination: &str, invoked: &crate::dapr::Invoked) {
         self.metrics.backend_call(
-            invocation.namespace,
-            invocation.app_id.as_str(),
+            namespace,
+            destination,
             invoked.outcome.label(),
             invoked.elapsed.as_secs_f64(),
         );
@@ -278,7 +290,6 @@ impl Context {
         for ((namespace, app), state) in self.dapr.breaker_states() {
             self.metrics.breaker_state(&namespace, &app, state as i64);
         }
-        invoked
     }
 
     /// A Warning about a delivery (action `Deliver`), limited like every Warning.

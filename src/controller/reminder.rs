@@ -12,9 +12,11 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::delivery::{About, Delivery, REMINDER_EVENT_TYPE};
 use super::{Action, Context, Error, Guard, conditions, key_instant, reason, truncate, uid, until};
 use crate::api::{Failure, Phase, RecurringTask, Reminder, ReminderStatus};
-use crate::dapr::{self, AppId, Invocation, Method};
+use crate::dapr::{self, AppId, Method};
+use crate::tenancy::Resolved;
 use crate::validate;
 
 /// Kind label for metrics and health.
@@ -368,8 +370,10 @@ impl crate::controller::Reconcile for Reminder {
                 let body = json!({"reminder_sent": true, "user_id": rem.spec.user_id, "idempotency_key": key, "namespace": ns});
                 let call = Call {
                     told_backend: true,
-                    app: &app,
-                    method: &meth,
+                    target: &Resolved::Invoke {
+                        app_id: app,
+                        method: meth,
+                    },
                     key: format!("{key}-sent"),
                     body,
                     rate: effective.occurrences_per_second(),
@@ -380,8 +384,7 @@ impl crate::controller::Reconcile for Reminder {
                 let key = pending_key(rem);
                 let call = Call {
                     told_backend: false,
-                    app: &target.app_id,
-                    method: &target.method,
+                    target: &target,
                     body: notification_body(rem, &key),
                     key,
                     rate: effective.occurrences_per_second(),
@@ -415,8 +418,7 @@ async fn read_task(
 /// One of the reminder's two calls.
 struct Call<'a> {
     told_backend: bool,
-    app: &'a AppId,
-    method: &'a Method,
+    target: &'a Resolved,
     key: String,
     body: serde_json::Value,
     /// The tenant's deliveries per second, when its policy limits them.
@@ -439,13 +441,18 @@ async fn deliver(
         return Ok(Action::requeue(wait));
     }
     let invoked = ctx
-        .invoke(&Invocation {
-            app_id: call.app,
-            method: call.method,
-            idempotency_key: &call.key,
+        .deliver(&Delivery {
+            target: call.target,
+            key: &call.key,
             user_id: &rem.spec.user_id,
             namespace: ns,
             body: &call.body,
+            about: About {
+                event_type: REMINDER_EVENT_TYPE,
+                plural: "reminders",
+                name,
+                due: rem.spec.due_at,
+            },
         })
         .await;
     let after = Utc::now();

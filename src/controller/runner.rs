@@ -42,6 +42,10 @@ pub trait Reconcile:
         name: &str,
         ns: &str,
     ) -> impl Future<Output = Result<Action, Error>> + Send;
+
+    /// Offered the kind's watch cache once it exists, for readers outside the controller (the
+    /// completion receiver finds tasks by UID in it).
+    fn share_cache(_ctx: &Context, _cache: &Store<Self>) {}
 }
 
 /// Runs the controller of kind `K` (all namespaces, or one) until `shutdown` resolves.
@@ -65,6 +69,7 @@ pub(crate) async fn run<K: Reconcile>(
     // and kubectl's copy of the whole object) is dropped before it is stored: at 10,000 tasks
     // that is most of the operator's memory.
     let (reader, writer) = kube::runtime::reflector::store();
+    K::share_cache(&ctx, &reader);
     let objects = kube::runtime::reflector(
         writer,
         kube::runtime::watcher(

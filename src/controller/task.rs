@@ -16,6 +16,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::delivery::{About, Delivery, OCCURRENCE_EVENT_TYPE};
 use super::settle::{Attempt, Settled, settle};
 use super::{
     Action, Context, Error, Guard, MANAGER, conditions, from_jiff, key_instant, reason, truncate,
@@ -25,7 +26,7 @@ use crate::api::{
     CatchUpPolicy, FailureSuspension, OccurrenceRecord, Outcome, PendingOccurrence, RecurringTask,
     RecurringTaskStatus, Reminder, ReminderSpec, TASK_LABEL, TaskRef, Trigger,
 };
-use crate::dapr::{self, AppId, Invocation, Method};
+use crate::dapr;
 use crate::schedule::{CompileContext, Occurrence, Schedule, ScheduleError, parse_duration};
 
 /// Kind label for metrics and health.
@@ -261,6 +262,7 @@ pub fn plan(task: &RecurringTask, schedule: &Schedule, uid: &str, now: DateTime<
             backend_id: None,
             reason: Some(format!("{reason} (catchUp.policy {policy:?})")),
             trigger: None,
+            completed_at: None,
         };
         record(&mut status, rec, limit);
     }
@@ -304,6 +306,7 @@ fn skip_record(p: &PendingOccurrence, now: DateTime<Utc>, reason: &str) -> Occur
         backend_id: None,
         reason: Some(reason.into()),
         trigger: None,
+        completed_at: None,
     }
 }
 
@@ -466,6 +469,7 @@ pub fn after_attempt(
                 backend_id,
                 reason,
                 trigger: None,
+                completed_at: None,
             };
             count_failures(task, &mut status, &rec, now);
             record(&mut status, rec, task.history_limit());
@@ -532,6 +536,16 @@ fn count_failures(
             status.consecutive_failures
         ),
     });
+}
+
+/// What a task's event is about (pub/sub targets): an occurrence of task `name`, due at `due`.
+pub fn about(name: &str, due: DateTime<Utc>) -> About<'_> {
+    About {
+        event_type: OCCURRENCE_EVENT_TYPE,
+        plural: "recurringtasks",
+        name,
+        due,
+    }
 }
 
 /// The JSON body sent for an occurrence: the same for the schedule, a manual run and a backfill

@@ -19,6 +19,13 @@
 //! | no connection, reset, broken answer            | `Retryable(Connection)`                     | failure  |
 //! | no answer within the timeout                   | `Retryable(Timeout)`                        | failure  |
 //!
+//! A publish ([`DaprClient::publish`], `POST /v1.0/publish/{pubsub}/{topic}` with a CloudEvent)
+//! goes through the same table: the sidecar answers 204 once the broker has the event, 404
+//! `ERR_PUBSUB_NOT_FOUND` for an unknown component and 403 `ERR_PUBSUB_FORBIDDEN` for a topic the
+//! component's scoping denies (deployment problems: retried, as above), 400 for a request it
+//! cannot read (`Rejected`) and 500 `ERR_PUBSUB_PUBLISH_MESSAGE` while the broker is down
+//! (retried). Its breaker is keyed by the component (`pubsub/{name}`) instead of an app id.
+//!
 //! Breakers are kept per tenant (the namespace a call is made for, also sent as
 //! `X-Recur-Namespace`) and app id. A *neutral* answer counts neither way: 401, 403 and 429 say
 //! the app (or the sidecar) refuses *this caller* (a token, an access policy, a quota), not that
@@ -55,6 +62,7 @@ use super::backoff::circuit_spread;
 use super::breaker::{BreakerConfig, BreakerState, Breakers, Clock, SystemClock, Verdict};
 use super::retry_after::parse_retry_after;
 use super::target::{AppId, Method, invoke_url};
+use super::topic::{PubSubName, Topic};
 use super::{BACKEND_ID_LIMIT, DaprConfig, DaprError, MESSAGE_LIMIT, sanitize};
 
 /// Most bytes of an answer's body read (enough for an id or an error message).
@@ -79,6 +87,27 @@ pub struct Invocation<'a> {
     /// `X-Recur-Namespace`, and the key of the breaker with the app id.
     pub namespace: &'a str,
     pub body: &'a serde_json::Value,
+}
+
+/// One publish: a CloudEvent 1.0 (`application/cloudevents+json`) to a topic of a pub/sub
+/// component of the operator's sidecar. The event's `id` is the idempotency key: consumers
+/// dedup on it, since a publish retried after a lost answer reaches the broker twice.
+#[derive(Clone, Copy, Debug)]
+pub struct Publication<'a> {
+    pub pubsub: &'a PubSubName,
+    pub topic: &'a Topic,
+    /// The event's `id`, for logs.
+    pub idempotency_key: &'a str,
+    /// The tenant the event is published for: the key of the breaker with the component.
+    pub namespace: &'a str,
+    pub event: &'a serde_json::Value,
+}
+
+impl Publication<'_> {
+    /// The breaker's (and the metrics') name of the destination.
+    pub fn destination(&self) -> String {
+        format!("pubsub/{}", self.pubsub)
+    }
 }
 
 /// What came of a call, and how long it took (zero when the breaker refused it).
@@ -276,18 +305,84 @@ impl DaprClient {
     /// Calls `POST {endpoint}/v1.0/invoke/{app}/method/{method}` unless the breaker of the
     /// invocation's tenant and app is open.
     pub async fn invoke(&self, inv: &Invocation<'_>) -> Invoked {
-        let app = inv.app_id.as_str();
-        let acquired = self
+        let url = invoke_url(&self.inner.endpoint, inv.app_id, inv.method);
+        let request = self
             .inner
-            .breakers
-            .try_acquire(inv.namespace, app, self.inner.clock.now());
+            .http
+            .post(url)
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header("idempotency-key", header_value(inv.idempotency_key))
+            .header("x-user-id", header_value(inv.user_id))
+            .header("x-recur-namespace", header_value(inv.namespace));
+        let invoked = self
+            .guarded(inv.namespace, inv.app_id.as_str(), request, inv.body)
+            .await;
+        debug!(
+            namespace = inv.namespace,
+            app_id = inv.app_id.as_str(),
+            method = inv.method.as_str(),
+            key = inv.idempotency_key,
+            outcome = invoked.outcome.label(),
+            elapsed_ms = invoked.elapsed.as_millis() as u64,
+            "dapr invocation"
+        );
+        invoked
+    }
+
+    /// Publishes `POST {endpoint}/v1.0/publish/{pubsub}/{topic}` unless the breaker of the
+    /// tenant and component is open. The sidecar passes a CloudEvent it is given through, `id`
+    /// included, adding its own tracing and routing attributes.
+    pub async fn publish(&self, publication: &Publication<'_>) -> Invoked {
+        let url = format!(
+            "{}/v1.0/publish/{}/{}",
+            self.inner.endpoint,
+            publication.pubsub.as_str(),
+            publication.topic.as_str()
+        );
+        let request = self.inner.http.post(url).header(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/cloudevents+json"),
+        );
+        let destination = publication.destination();
+        let invoked = self
+            .guarded(
+                publication.namespace,
+                &destination,
+                request,
+                publication.event,
+            )
+            .await;
+        debug!(
+            namespace = publication.namespace,
+            pubsub = publication.pubsub.as_str(),
+            topic = publication.topic.as_str(),
+            key = publication.idempotency_key,
+            outcome = invoked.outcome.label(),
+            elapsed_ms = invoked.elapsed.as_millis() as u64,
+            "dapr publish"
+        );
+        invoked
+    }
+
+    /// Sends `request` with `body` unless the breaker of `(namespace, destination)` is open, and
+    /// records the answer with that breaker.
+    async fn guarded(
+        &self,
+        namespace: &str,
+        destination: &str,
+        request: reqwest::RequestBuilder,
+        body: &serde_json::Value,
+    ) -> Invoked {
+        let acquired =
+            self.inner
+                .breakers
+                .try_acquire(namespace, destination, self.inner.clock.now());
         let permit = match acquired {
             Ok(permit) => permit,
             Err(retry_in) => {
                 debug!(
-                    namespace = inv.namespace,
-                    app_id = app,
-                    method = inv.method.as_str(),
+                    namespace,
+                    destination,
                     retry_in_ms = retry_in.as_millis() as u64,
                     "circuit open; not calling"
                 );
@@ -299,27 +394,21 @@ impl DaprClient {
             }
         };
         let started = Instant::now();
-        let (outcome, status) = self.call(inv).await;
+        let (outcome, status) = self.send(request, body).await;
         let elapsed = started.elapsed();
         self.inner
             .breakers
             .record(permit, verdict(&outcome, status), self.inner.clock.now());
-        debug!(
-            namespace = inv.namespace,
-            app_id = app,
-            method = inv.method.as_str(),
-            key = inv.idempotency_key,
-            outcome = outcome.label(),
-            elapsed_ms = elapsed.as_millis() as u64,
-            "dapr invocation"
-        );
         Invoked { outcome, elapsed }
     }
 
     /// The outcome, and the HTTP status when there was an answer.
-    async fn call(&self, inv: &Invocation<'_>) -> (Outcome, Option<u16>) {
-        let url = invoke_url(&self.inner.endpoint, inv.app_id, inv.method);
-        let body = match serde_json::to_vec(inv.body) {
+    async fn send(
+        &self,
+        mut request: reqwest::RequestBuilder,
+        body: &serde_json::Value,
+    ) -> (Outcome, Option<u16>) {
+        let body = match serde_json::to_vec(body) {
             Ok(body) => body,
             Err(e) => {
                 let outcome = Outcome::Rejected {
@@ -329,15 +418,7 @@ impl DaprClient {
                 return (outcome, None);
             }
         };
-        let mut request = self
-            .inner
-            .http
-            .post(url)
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .header("idempotency-key", header_value(inv.idempotency_key))
-            .header("x-user-id", header_value(inv.user_id))
-            .header("x-recur-namespace", header_value(inv.namespace))
-            .body(body);
+        request = request.body(body);
         if let Some(token) = &self.inner.token {
             request = request.header("dapr-api-token", token.clone());
         }

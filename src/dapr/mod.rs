@@ -1,8 +1,10 @@
-//! Dapr service invocation: the only way recur talks to the outside world.
+//! Dapr service invocation and pub/sub: the only ways recur talks to the outside world.
 //!
 //! Every call goes to `{endpoint}/v1.0/invoke/{appId}/method/{method}` of the sidecar, built from
-//! a validated [`AppId`] and [`Method`] only, so no manifest can point the operator at another
-//! Dapr API (state, secrets, ...) or, through Dapr's external-URL invocation, at another host.
+//! a validated [`AppId`] and [`Method`] only, or to `{endpoint}/v1.0/publish/{pubsub}/{topic}`,
+//! built from a validated [`PubSubName`] and [`Topic`], so no manifest can point the operator at
+//! another Dapr API (state, secrets, ...) or, through Dapr's external-URL invocation, at another
+//! host.
 //!
 //! [`DaprClient::invoke`] never fails: it classifies whatever happened into an [`Outcome`]
 //! (delivered, duplicate, rejected for good, retry later, circuit open). [`DaprError`] is only for
@@ -13,13 +15,15 @@ mod client;
 mod config;
 mod retry_after;
 mod target;
+mod topic;
 
 pub use backoff::{backoff, circuit_retry, circuit_spread};
 pub use breaker::{BreakerConfig, BreakerState, Clock, SystemClock};
-pub use client::{DaprClient, Invocation, Invoked, Outcome, RetryReason};
+pub use client::{DaprClient, Invocation, Invoked, Outcome, Publication, RetryReason};
 pub use config::DaprConfig;
 pub use retry_after::{RETRY_AFTER_CAP, parse_retry_after};
 pub use target::{AppId, Method};
+pub use topic::{PubSubName, Topic};
 
 /// Configuration and validation errors of the Dapr client. Outcomes of calls are not errors.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -30,6 +34,12 @@ pub enum DaprError {
     /// `target.method` is not a plain relative path.
     #[error("target.method: {0}")]
     InvalidMethod(String),
+    /// `target.pubsub.name` is not a component name.
+    #[error("target.pubsub.name: {0}")]
+    InvalidPubSub(String),
+    /// `target.pubsub.topic` has characters a topic cannot have here.
+    #[error("target.pubsub.topic: {0}")]
+    InvalidTopic(String),
     /// The sidecar endpoint (`DAPR_HTTP_ENDPOINT` or an explicit value) is unusable.
     #[error("{source_name}: {reason}")]
     InvalidEndpoint {

@@ -6,6 +6,8 @@ use std::fmt;
 pub enum Rule {
     /// `spec.targets`: an app of another namespace that no policy grants.
     Targets,
+    /// `spec.pubsub`: a topic outside the namespace's own that no policy grants.
+    PubSub,
     /// `spec.userIds`: a user id no policy admits.
     UserIds,
     /// `spec.limits.maxPayloadBytes`.
@@ -25,6 +27,7 @@ impl Rule {
     pub fn as_str(self) -> &'static str {
         match self {
             Rule::Targets => "targets",
+            Rule::PubSub => "pubsub",
             Rule::UserIds => "userIds",
             Rule::MaxPayloadBytes => "limits.maxPayloadBytes",
             Rule::MaxTasks => "limits.maxTasks",

@@ -8,10 +8,10 @@ use serde_json::{Map, Value};
 use super::denial::{Denial, Rule, policy_names};
 use super::selector::selects;
 use crate::api::{
-    DEFAULT_MAX_PAYLOAD_BYTES, REMINDER_DEFAULT_APP_ID, REMINDER_DEFAULT_METHOD, RecurringTask,
-    Reminder, TenantPolicy, UserIdRule,
+    DEFAULT_MAX_PAYLOAD_BYTES, PubSubTarget, REMINDER_DEFAULT_APP_ID, REMINDER_DEFAULT_METHOD,
+    RecurringTask, Reminder, TenantPolicy, UserIdRule,
 };
-use crate::dapr::{AppId, Method};
+use crate::dapr::{AppId, Method, PubSubName, Topic};
 
 /// Longest compiled form of a user id pattern: a policy cannot make every check expensive.
 const PATTERN_SIZE_LIMIT: usize = 1 << 16;
@@ -25,11 +25,23 @@ pub struct Effective {
     policies: Vec<Arc<TenantPolicy>>,
 }
 
-/// A call target after resolution: the app id with its namespace (`backend.team-a`).
+/// Where a tenant's occurrences go, after resolution and the policy's checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Resolved {
-    pub app_id: AppId,
-    pub method: Method,
+pub enum Resolved {
+    /// Invoke `method` of `app_id`, the app id with its namespace (`backend.team-a`).
+    Invoke { app_id: AppId, method: Method },
+    /// Publish a CloudEvent to `topic` of the sidecar's component `pubsub`.
+    Publish { pubsub: PubSubName, topic: Topic },
+}
+
+impl Resolved {
+    /// The app id invoked, when the target is an app.
+    pub fn app_id(&self) -> Option<&AppId> {
+        match self {
+            Resolved::Invoke { app_id, .. } => Some(app_id),
+            Resolved::Publish { .. } => None,
+        }
+    }
 }
 
 impl Effective {
@@ -84,7 +96,7 @@ impl Effective {
                 })
             });
         if granted {
-            return Ok(Resolved {
+            return Ok(Resolved::Invoke {
                 app_id: resolved,
                 method: method.clone(),
             });
@@ -111,6 +123,67 @@ impl Effective {
             rule: Rule::Targets,
             message,
         })
+    }
+
+    /// Checks that the tenant may publish to `topic` of `pubsub`: topics named
+    /// `<namespace>.<anything>` on any component, others only where a policy grants them. Topics
+    /// are shared by every tenant of a broker, so the namespace prefix is what keeps one
+    /// tenant's events out of another's consumers.
+    pub fn topic(&self, field: &str, target: &PubSubTarget) -> Result<Resolved, Denial> {
+        let pubsub = PubSubName::new(&target.name).map_err(|e| malformed(field, e))?;
+        let topic = Topic::new(&target.topic).map_err(|e| malformed(field, e))?;
+        let own = topic
+            .as_str()
+            .strip_prefix(self.namespace.as_str())
+            .is_some_and(|rest| rest.len() > 1 && rest.starts_with('.'));
+        let granted = own
+            || self.policies.iter().any(|p| {
+                p.spec.pubsub.iter().any(|g| {
+                    (g.name == "*" || g.name == pubsub.as_str())
+                        && g.topics.iter().any(|t| topic_matches(t, topic.as_str()))
+                })
+            });
+        if granted {
+            return Ok(Resolved::Publish { pubsub, topic });
+        }
+        let what = format!("topic {:?} of pubsub {:?}", topic.as_str(), pubsub.as_str());
+        let message = if self.policies.is_empty() {
+            format!(
+                "{what} is not a topic of namespace {ns}; no TenantPolicy selects namespace {ns}, so its tasks may publish only to topics named \"{ns}.<name>\" (the default; rule pubsub)",
+                ns = self.namespace
+            )
+        } else {
+            format!(
+                "{what} is not granted to namespace {} by {}; its own topics are named \"{}.<name>\" (rule pubsub)",
+                self.namespace,
+                policy_names(&self.names()),
+                self.namespace
+            )
+        };
+        Err(Denial {
+            field: field.to_string(),
+            rule: Rule::PubSub,
+            message,
+        })
+    }
+
+    /// The destination of a target: its topic when it publishes, else its app and method
+    /// (`app`, `method`: the target's values or the kind's defaults).
+    fn destination(
+        &self,
+        field: &str,
+        pubsub: Option<&PubSubTarget>,
+        app: &str,
+        method_: &str,
+    ) -> Result<Resolved, Denial> {
+        match pubsub {
+            Some(target) => self.topic(&format!("{field}.pubsub"), target),
+            None => self.target(
+                field,
+                &app_id(&format!("{field}.appId"), app)?,
+                &method(&format!("{field}.method"), method_)?,
+            ),
+        }
     }
 
     /// Checks that the tenant may name `user_id`: any user id unless a selecting policy has a
@@ -205,26 +278,22 @@ impl Effective {
         })
     }
 
-    /// Every check of a task: its target, its reminders' targets, its user id and its payload.
-    /// `Ok` holds the resolved target of its occurrences.
+    /// Every check of a task: its target, its reminders' targets, its completion topic, its
+    /// user id and its payload. `Ok` holds the resolved target of its occurrences.
     pub fn task(&self, task: &RecurringTask) -> Result<Resolved, Denial> {
-        let resolved = self.target(
-            "spec.target",
-            &app_id("spec.target.appId", task.app_id())?,
-            &method("spec.target.method", task.method())?,
-        )?;
+        let resolved =
+            self.destination("spec.target", task.pubsub(), task.app_id(), task.method())?;
+        if let Some(completion) = &task.spec.completion {
+            // The same rule as publishing: a namespace hears only its own topics, or granted ones.
+            self.topic("spec.completion", &completion.target())?;
+        }
         for (i, r) in task.spec.reminders.iter().enumerate() {
             let t = r.target.clone().unwrap_or_default();
-            self.target(
+            self.destination(
                 &format!("spec.reminders[{i}].target"),
-                &app_id(
-                    &format!("spec.reminders[{i}].target.appId"),
-                    t.app_id_or(REMINDER_DEFAULT_APP_ID),
-                )?,
-                &method(
-                    &format!("spec.reminders[{i}].target.method"),
-                    t.method_or(REMINDER_DEFAULT_METHOD),
-                )?,
+                t.pubsub.as_ref(),
+                t.app_id_or(REMINDER_DEFAULT_APP_ID),
+                t.method_or(REMINDER_DEFAULT_METHOD),
             )?;
         }
         self.user("spec.userId", &task.spec.user_id)?;
@@ -234,13 +303,17 @@ impl Effective {
 
     /// Every check of a reminder that needs no other object: its target and its user id.
     pub fn reminder(&self, rem: &Reminder) -> Result<Resolved, Denial> {
-        let resolved = self.target(
-            "spec.target",
-            &app_id("spec.target.appId", rem.app_id())?,
-            &method("spec.target.method", rem.method())?,
-        )?;
+        let resolved = self.destination("spec.target", rem.pubsub(), rem.app_id(), rem.method())?;
         self.user("spec.userId", &rem.spec.user_id)?;
         Ok(resolved)
+    }
+}
+
+/// Whether a grant's `pattern` (a topic, a prefix ending in `*`, or `*`) admits `topic`.
+fn topic_matches(pattern: &str, topic: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => topic.starts_with(prefix),
+        None => pattern == topic,
     }
 }
 
@@ -281,7 +354,8 @@ fn method(field: &str, raw: &str) -> Result<Method, Denial> {
 }
 
 fn malformed(field: &str, err: crate::dapr::DaprError) -> Denial {
-    // The error names `target.appId`/`target.method` itself; keep only its explanation.
+    // The error names `target.appId`, `target.method`, `target.pubsub.*` itself; keep only its
+    // explanation.
     let text = err.to_string();
     let why = text.split_once(": ").map_or(text.as_str(), |(_, w)| w);
     Denial {

@@ -7,7 +7,8 @@ use serde_json::json;
 
 use super::*;
 use crate::api::{
-    Limits, RecurringTask, Reminder, TargetGrant, TenantPolicy, TenantPolicySpec, UserIdRule,
+    Limits, PubSubGrant, PubSubTarget, RecurringTask, Reminder, TargetGrant, TenantPolicy,
+    TenantPolicySpec, UserIdRule,
 };
 use crate::dapr::{AppId, Method};
 
@@ -25,6 +26,7 @@ fn policy(name: &str, team: &str, spec: impl FnOnce(&mut TenantPolicySpec)) -> A
             ..Default::default()
         },
         targets: vec![],
+        pubsub: vec![],
         user_ids: None,
         limits: None,
     };
@@ -72,9 +74,9 @@ fn task(spec: serde_json::Value) -> RecurringTask {
 fn plain_app_ids_mean_the_tenants_own_namespace() {
     let e = team_a(vec![]);
     let r = call(&e, "backend", "api/tasks").unwrap();
-    assert_eq!(r.app_id.as_str(), "backend.team-a");
+    assert_eq!(r.app_id().unwrap().as_str(), "backend.team-a");
     let r = call(&e, "backend.team-a", "anything/at/all").unwrap();
-    assert_eq!(r.app_id.as_str(), "backend.team-a");
+    assert_eq!(r.app_id().unwrap().as_str(), "backend.team-a");
 }
 
 #[test]
@@ -106,7 +108,8 @@ fn grants_name_namespace_app_and_method_prefixes_by_whole_segments() {
     assert_eq!(
         call(&e, "orders.payments", "api/orders")
             .unwrap()
-            .app_id
+            .app_id()
+            .unwrap()
             .as_str(),
         "orders.payments"
     );
@@ -216,7 +219,7 @@ fn payloads_over_the_limit_are_refused_with_the_limit_and_its_source() {
 fn a_task_is_checked_whole_including_its_reminders_targets() {
     let e = team_a(vec![]);
     assert_eq!(
-        e.task(&task(json!({}))).unwrap().app_id.as_str(),
+        e.task(&task(json!({}))).unwrap().app_id().unwrap().as_str(),
         "backend.team-a"
     );
     let t = task(
@@ -235,7 +238,7 @@ fn a_reminder_is_checked_and_resolved_in_its_namespace() {
     }))
     .unwrap();
     let r = team_a(vec![]).reminder(&rem).unwrap();
-    assert_eq!(r.app_id.as_str(), "notification-service.team-a");
+    assert_eq!(r.app_id().unwrap().as_str(), "notification-service.team-a");
 }
 
 #[test]
@@ -260,4 +263,140 @@ fn limits_take_the_smallest_value_set() {
         e.payload_limit(),
         (crate::api::DEFAULT_MAX_PAYLOAD_BYTES, None)
     );
+}
+
+fn topic(e: &Effective, name: &str, topic: &str) -> Result<Resolved, Denial> {
+    e.topic(
+        "spec.target.pubsub",
+        &PubSubTarget {
+            name: name.into(),
+            topic: topic.into(),
+        },
+    )
+}
+
+#[test]
+fn a_namespace_publishes_to_its_own_topics_only_by_default() {
+    let e = team_a(vec![]);
+    let r = topic(&e, "pubsub", "team-a.occurrences").unwrap();
+    assert!(
+        matches!(&r, Resolved::Publish { topic, .. } if topic.as_str() == "team-a.occurrences")
+    );
+    assert_eq!(r.app_id(), None);
+    // Another tenant's topic, one that merely starts like ours, and the bare prefix.
+    for other in [
+        "team-b.occurrences",
+        "team-ab.x",
+        "team-a.",
+        "team-a",
+        "orders",
+    ] {
+        let d = topic(&e, "pubsub", other).unwrap_err();
+        assert_eq!(
+            (d.field.as_str(), d.rule),
+            ("spec.target.pubsub", Rule::PubSub),
+            "{other}"
+        );
+        assert!(
+            d.message
+                .contains("no TenantPolicy selects namespace team-a"),
+            "{}",
+            d.message
+        );
+        assert!(
+            d.message.contains(r#"topics named "team-a.<name>""#),
+            "{}",
+            d.message
+        );
+    }
+}
+
+#[test]
+fn pubsub_grants_name_components_and_topics_or_prefixes() {
+    let p = policy("shared-events", "a", |s| {
+        s.pubsub = vec![
+            PubSubGrant {
+                name: "kafka".into(),
+                topics: vec!["billing.*".into(), "audit".into()],
+            },
+            PubSubGrant {
+                name: "*".into(),
+                topics: vec!["alerts".into()],
+            },
+        ]
+    });
+    let e = team_a(vec![p]);
+    for ok in [
+        ("kafka", "billing.invoices"),
+        ("kafka", "audit"),
+        ("redis", "alerts"),
+        ("kafka", "alerts"),
+    ] {
+        assert!(topic(&e, ok.0, ok.1).is_ok(), "{ok:?}");
+    }
+    for refused in [
+        ("redis", "billing.invoices"),
+        ("kafka", "audit.x"),
+        ("kafka", "billing"),
+    ] {
+        let d = topic(&e, refused.0, refused.1).unwrap_err();
+        assert!(
+            d.message
+                .contains("not granted to namespace team-a by TenantPolicy \"shared-events\""),
+            "{}",
+            d.message
+        );
+    }
+}
+
+#[test]
+fn a_task_publishing_is_resolved_to_its_topic_and_its_reminders_are_checked_too() {
+    let e = team_a(vec![]);
+    let t = task(json!({"target": {"pubsub": {"name": "pubsub", "topic": "team-a.ticks"}}}));
+    assert!(matches!(e.task(&t).unwrap(), Resolved::Publish { .. }));
+    let t = task(
+        json!({"reminders": [{"before": "5m", "target": {"pubsub": {"name": "pubsub", "topic": "team-b.x"}}}]}),
+    );
+    let d = e.task(&t).unwrap_err();
+    assert_eq!(d.field, "spec.reminders[0].target.pubsub");
+    let t = task(json!({"target": {"pubsub": {"name": "Bad_Name", "topic": "team-a.x"}}}));
+    let d = e.task(&t).unwrap_err();
+    assert_eq!(
+        (d.field.as_str(), d.rule),
+        ("spec.target.pubsub", Rule::Malformed)
+    );
+}
+
+#[test]
+fn a_tasks_completion_topic_follows_the_topic_rule() {
+    let e = team_a(vec![]);
+    assert!(
+        e.task(&task(json!({"completion": {"topic": "team-a.completed"}})))
+            .is_ok()
+    );
+    let d = e
+        .task(&task(json!({"completion": {"topic": "team-b.completed"}})))
+        .unwrap_err();
+    assert_eq!(
+        (d.field.as_str(), d.rule),
+        ("spec.completion", Rule::PubSub)
+    );
+    // The component defaults to `pubsub`; a grant of another component does not cover it.
+    let p = policy("shared", "a", |s| {
+        s.pubsub = vec![PubSubGrant {
+            name: "kafka".into(),
+            topics: vec!["done".into()],
+        }]
+    });
+    let e = team_a(vec![p]);
+    assert!(
+        e.task(&task(
+            json!({"completion": {"pubsub": "kafka", "topic": "done"}})
+        ))
+        .is_ok()
+    );
+    let d = e
+        .task(&task(json!({"completion": {"topic": "done"}})))
+        .unwrap_err();
+    assert_eq!(d.rule, Rule::PubSub);
 }

@@ -10,52 +10,259 @@
 # on a cluster.
 # Without a built daprd (RECUR_REAL_DAPR=0), `recur-dev sidecar` stands in for all three.
 #
+# Pub/sub (real daprd only), when REDIS_PORT names a Redis on 127.0.0.1 (tests/cluster/redis.sh)
+# and SUBSCRIBE_TOPICS lists topics (comma-separated):
+#   - a Component "pubsub" (pubsub.redis) for recur (which publishes) and the subscribers;
+#   - two subscribers, "subscriber-a" and "subscriber-b": each an app (`recur-dev subscriber --log`,
+#     its "event ..." lines in DIR/subscriber-X.log, its records at SUBSCRIBER_X_URL/_dev/events)
+#     behind a daprd of its own, with a declarative Subscription to every topic, route /events.
+#     Each app id is its own Redis consumer group: each subscriber gets every event.
+# Completion feedback, when also RECUR_COMPLETION_TOPICS lists topics (comma-separated): the
+# operator's daprd gets an app port (RECUR_APP_PORT in sidecars.env: run `recur run
+# --app-addr 127.0.0.1:$RECUR_APP_PORT`) and a Subscription to each topic scoped to app id recur,
+# route /completions/pubsub/<topic>, as the chart renders them.
+#
 #   tests/cluster/sidecars.sh DIR BACKEND_URL [NOTIFY_URL]
-# Writes DIR/sidecars.env (DAPR_HTTP_PORT=..., SIDECAR_PIDS=...) and prints DAPR_HTTP_PORT on stdout.
+# Writes DIR/sidecars.env (DAPR_HTTP_PORT=..., SIDECAR_PIDS=..., with pub/sub also SUBSCRIBER_A_URL,
+# SUBSCRIBER_B_URL, SUBSCRIBER_PIDS, ...) and prints DAPR_HTTP_PORT on stdout.
 # Stop with: tests/cluster/sidecars.sh --down DIR
+# Consumers down and up again (the subscribers' daprd only; the apps keep their records):
+#   tests/cluster/sidecars.sh --subscribers-down DIR
+#   tests/cluster/sidecars.sh --subscribers-up DIR
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 log() { printf '[sidecars] %s\n' "$*" >&2; }
 
-if [ "${1:-}" = --down ]; then
-  dir=${2:?usage: sidecars.sh --down DIR}
-  [ -f "$dir/sidecars.env" ] || exit 0
-  # shellcheck disable=SC1091
-  . "$dir/sidecars.env"
-  for pid in $SIDECAR_PIDS; do kill "$pid" 2>/dev/null || true; done
-  for pid in $SIDECAR_PIDS; do
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+readonly subscribers="subscriber-a subscriber-b"
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+port_of() { local u=${1##*:}; echo "${u%%/*}"; }
+var_of() { local v=${1//-/_}; echo "${v^^}"; } # subscriber-a -> SUBSCRIBER_A
+
+alive() { # pid: running and not a zombie
+  local state
+  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "$state" != Z ]
+}
+
+stop_pids() { # seconds, pids...: SIGTERM, SIGKILL to what is left after that many seconds
+  local secs=$1 pid deadline
+  shift
+  for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
+  deadline=$((SECONDS + secs))
+  for pid in "$@"; do
+    while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
   done
-  rm -f "$dir/sidecars.env"
-  exit 0
-fi
+}
+
+# Starts the daprd of subscriber ID in front of its app on APP_PORT, on fresh ports. Sets
+# sub_pid[ID] and sub_http[ID].
+declare -A sub_pid=() sub_http=()
+start_subscriber_daprd() { # id app_port
+  local id=$1 http grpc internal metrics
+  http=$(free_port); grpc=$(free_port); internal=$(free_port); metrics=$(free_port)
+  printf '=== %s: starting daprd %s\n' "$(date -u +%FT%TZ)" "$id" >>"$dir/daprd-$id.log"
+  NAMESPACE=recur-system "$DAPRD" --app-id "$id" --app-port "$2" --dapr-http-port "$http" \
+    --dapr-grpc-port "$grpc" --dapr-internal-grpc-port "$internal" --metrics-port "$metrics" \
+    --dapr-listen-addresses 127.0.0.1 --resources-path "$dir/dapr-resources" \
+    --config "$dir/dapr-config.yaml" --log-level warn >>"$dir/daprd-$id.log" 2>&1 &
+  sub_pid[$id]=$!
+  sub_http[$id]=$http
+}
+
+# Waits until each subscriber's daprd is healthy and lists one subscription per topic.
+wait_subscribers() { # seconds
+  local deadline=$((SECONDS + $1)) id count want
+  want=$(tr ',' '\n' <<<"$SUBSCRIBE_TOPICS" | grep -c .)
+  for id in $subscribers; do
+    until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${sub_http[$id]}/v1.0/healthz")" = 204 ] &&
+      count=$(curl -fsS "http://127.0.0.1:${sub_http[$id]}/v1.0/metadata" 2>/dev/null |
+        python3 -c 'import json,sys; print(len(json.load(sys.stdin).get("subscriptions") or []))' 2>/dev/null) &&
+      [ "$count" = "$want" ]; do
+      if ! alive "${sub_pid[$id]}"; then
+        log "the daprd of $id (pid ${sub_pid[$id]}) exited while starting; its log:"
+        tail -n 30 "$dir/daprd-$id.log" >&2 || true
+        return 1
+      fi
+      if ((SECONDS >= deadline)); then
+        log "the daprd of $id is not subscribed after $1 s; its log:"
+        tail -n 30 "$dir/daprd-$id.log" >&2 || true
+        return 1
+      fi
+      sleep 0.2
+    done
+  done
+}
+
+write_env() {
+  {
+    printf 'DAPR_HTTP_PORT=%s\nSIDECAR_PIDS="%s"\n' "$DAPR_HTTP_PORT" "$SIDECAR_PIDS"
+    if [ -n "${RECUR_APP_PORT:-}" ]; then printf 'RECUR_APP_PORT=%s\n' "$RECUR_APP_PORT"; fi
+    if [ -n "${REDIS_PORT:-}" ]; then
+      printf 'PUBSUB_NAME=pubsub\nREDIS_PORT=%s\nSUBSCRIBE_TOPICS=%q\nDAPRD=%q\n' \
+        "$REDIS_PORT" "$SUBSCRIBE_TOPICS" "$DAPRD"
+      printf 'SUBSCRIBER_APP_PIDS="%s"\nSUBSCRIBER_PIDS="%s"\n' "$SUBSCRIBER_APP_PIDS" "$SUBSCRIBER_PIDS"
+      local id var url_var port_var
+      for id in $subscribers; do
+        var=$(var_of "$id")
+        url_var=${var}_URL port_var=${var}_DAPR_HTTP_PORT
+        printf '%s_URL=%s\n%s_DAPR_HTTP_PORT=%s\n' "$var" "${!url_var}" "$var" "${!port_var:-}"
+      done
+    fi
+  } >"$dir/sidecars.env.tmp"
+  mv "$dir/sidecars.env.tmp" "$dir/sidecars.env"
+}
+
+load_env() {
+  [ -f "$dir/sidecars.env" ] || { log "$dir/sidecars.env is missing: no sidecars run in $dir"; exit 1; }
+  # shellcheck disable=SC1091
+  . "$dir/sidecars.env"
+}
+
+case ${1:-} in
+  --down)
+    dir=${2:?usage: sidecars.sh --down DIR}
+    [ -f "$dir/sidecars.env" ] || exit 0
+    load_env
+    # shellcheck disable=SC2086 # lists of pids
+    stop_pids 5 $SIDECAR_PIDS ${SUBSCRIBER_PIDS:-} ${SUBSCRIBER_APP_PIDS:-}
+    rm -f "$dir/sidecars.env"
+    exit 0
+    ;;
+  --subscribers-down)
+    dir=${2:?usage: sidecars.sh --subscribers-down DIR}
+    load_env
+    [ -n "${REDIS_PORT:-}" ] || { log "no pub/sub in $dir (started without REDIS_PORT)"; exit 1; }
+    # SIGTERM: daprd stops pulling, finishes the deliveries under way and exits (5 s grace).
+    # shellcheck disable=SC2086 # a list of pids
+    stop_pids 15 $SUBSCRIBER_PIDS
+    SUBSCRIBER_PIDS=""
+    for id in $subscribers; do printf -v "$(var_of "$id")_DAPR_HTTP_PORT" '%s' ""; done
+    write_env
+    log "subscribers' daprd stopped (their apps still answer)"
+    exit 0
+    ;;
+  --subscribers-up)
+    dir=${2:?usage: sidecars.sh --subscribers-up DIR}
+    load_env
+    [ -n "${REDIS_PORT:-}" ] || { log "no pub/sub in $dir (started without REDIS_PORT)"; exit 1; }
+    [ -z "$SUBSCRIBER_PIDS" ] || { log "the subscribers' daprd already run: $SUBSCRIBER_PIDS"; exit 1; }
+    pids=()
+    for id in $subscribers; do
+      url_var=$(var_of "$id")_URL
+      start_subscriber_daprd "$id" "$(port_of "${!url_var}")"
+      pids+=("${sub_pid[$id]}")
+    done
+    if ! wait_subscribers 60; then
+      stop_pids 5 "${pids[@]}"
+      exit 1
+    fi
+    SUBSCRIBER_PIDS="${pids[*]}"
+    for id in $subscribers; do printf -v "$(var_of "$id")_DAPR_HTTP_PORT" '%s' "${sub_http[$id]}"; done
+    write_env
+    log "subscribers' daprd started again: $SUBSCRIBER_PIDS"
+    exit 0
+    ;;
+esac
 
 dir=${1:?usage: sidecars.sh DIR BACKEND_URL [NOTIFY_URL]}
 backend=${2:?usage: sidecars.sh DIR BACKEND_URL [NOTIFY_URL]}
 notify=${3:-$backend}
 mkdir -p "$dir"
+dir=$(cd "$dir" && pwd -P)
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-port_of() { local u=${1##*:}; echo "${u%%/*}"; }
-
-pids=()
+pids=() app_pids=() sub_daprd_pids=() # the three sidecars; the subscriber apps; their daprd
 cleanup_on_error() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}" "${app_pids[@]}" "${sub_daprd_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
 }
 trap cleanup_on_error ERR
 
 bin=$("$here/build.sh")
 recur_port=$(free_port)
 
-if [ -x "$bin/daprd" ] && [ "${RECUR_REAL_DAPR:-1}" = 1 ]; then
+real_dapr=0
+if [ -x "$bin/daprd" ] && [ "${RECUR_REAL_DAPR:-1}" = 1 ]; then real_dapr=1; fi
+if [ -n "${REDIS_PORT:-}" ]; then
+  [[ $REDIS_PORT =~ ^[0-9]+$ ]] || { log "REDIS_PORT '$REDIS_PORT' is not a port"; exit 1; }
+  [ "$real_dapr" = 1 ] || { log "pub/sub (REDIS_PORT) needs real daprd: build it with tests/cluster/build.sh (not RECUR_REAL_DAPR=0)"; exit 1; }
+  [ -n "${SUBSCRIBE_TOPICS:-}" ] || { log "REDIS_PORT is set: SUBSCRIBE_TOPICS (comma-separated) must name the topics to subscribe to"; exit 1; }
+  recur_dev=${RECUR_DEV_BIN:-$here/../../target/debug/recur-dev}
+  [ -x "$recur_dev" ] || { log "$recur_dev is missing: cargo build --workspace --bins"; exit 1; }
+fi
+RECUR_APP_PORT=
+if [ -n "${RECUR_COMPLETION_TOPICS:-}" ]; then
+  [ -n "${REDIS_PORT:-}" ] || { log "RECUR_COMPLETION_TOPICS needs pub/sub: set REDIS_PORT too"; exit 1; }
+  RECUR_APP_PORT=$(free_port)
+fi
+
+if [ "$real_dapr" = 1 ]; then
   declare -A http grpc internal metrics
   for id in recur backend notification-service; do
     http[$id]=$(free_port); grpc[$id]=$(free_port); internal[$id]=$(free_port); metrics[$id]=$(free_port)
   done
   http[recur]=$recur_port
   mkdir -p "$dir/dapr-resources"
+  if [ -n "${REDIS_PORT:-}" ]; then
+    # Redis streams, one consumer group per app id (consumerID defaults to it). concurrency 1:
+    # each subscriber gets a topic's events in publishing order. A message delivered but not
+    # acknowledged (app failed, daprd stopped mid-delivery) is delivered again once it has been
+    # pending processingTimeout, checked every redeliverInterval (defaults 60 s and 15 s).
+    cat >"$dir/dapr-resources/pubsub.yaml" <<EOF
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata:
+  name: pubsub
+spec:
+  type: pubsub.redis
+  version: v1
+  metadata:
+  - {name: redisHost, value: "127.0.0.1:$REDIS_PORT"}
+  - {name: concurrency, value: "1"}
+  - {name: processingTimeout, value: "10s"}
+  - {name: redeliverInterval, value: "1s"}
+scopes: [recur, subscriber-a, subscriber-b]
+EOF
+    for id in $subscribers; do
+      n=0
+      IFS=, read -ra topics <<<"$SUBSCRIBE_TOPICS"
+      for topic in "${topics[@]}"; do
+        [ -n "$topic" ] || continue
+        n=$((n + 1))
+        cat >"$dir/dapr-resources/subscription-$id-$n.yaml" <<EOF
+apiVersion: dapr.io/v2alpha1
+kind: Subscription
+metadata:
+  name: $id-$n
+spec:
+  pubsubname: pubsub
+  topic: "$topic"
+  routes:
+    default: /events
+scopes: [$id]
+EOF
+      done
+    done
+    n=0
+    IFS=, read -ra topics <<<"${RECUR_COMPLETION_TOPICS:-}"
+    for topic in "${topics[@]}"; do
+      [ -n "$topic" ] || continue
+      n=$((n + 1))
+      cat >"$dir/dapr-resources/subscription-recur-completion-$n.yaml" <<EOF
+apiVersion: dapr.io/v2alpha1
+kind: Subscription
+metadata:
+  name: recur-completion-$n
+spec:
+  pubsubname: pubsub
+  topic: "$topic"
+  routes:
+    default: "/completions/pubsub/$topic"
+scopes: [recur]
+EOF
+    done
+  fi
   cat >"$dir/dapr-config.yaml" <<EOF
 apiVersion: dapr.io/v1alpha1
 kind: Configuration
@@ -75,11 +282,42 @@ EOF
     case $id in
       backend) args+=(--app-port "$(port_of "$backend")") ;;
       notification-service) args+=(--app-port "$(port_of "$notify")") ;;
+      # The operator starts later: daprd waits for its port before it subscribes.
+      recur) if [ -n "$RECUR_APP_PORT" ]; then args+=(--app-port "$RECUR_APP_PORT"); fi ;;
     esac
     NAMESPACE=recur-system "$bin/daprd" "${args[@]}" >"$dir/daprd-$id.log" 2>&1 &
     pids+=($!)
   done
   kind="daprd $("$bin/daprd" --version 2>/dev/null || echo)"
+  if [ -n "${REDIS_PORT:-}" ]; then
+    DAPRD=$bin/daprd
+    for id in $subscribers; do
+      port=$(free_port)
+      "$recur_dev" subscriber --listen "127.0.0.1:$port" --name "$id" --log </dev/null \
+        >"$dir/$id.log" 2>"$dir/$id.err" &
+      app_pids+=($!)
+      printf -v "$(var_of "$id")_URL" '%s' "http://127.0.0.1:$port"
+    done
+    # daprd reads the app's subscriptions once the app port answers: start the apps first.
+    deadline=$((SECONDS + 30))
+    for id in $subscribers; do
+      url_var=$(var_of "$id")_URL
+      until curl -fsS -o /dev/null "${!url_var}/_dev/events"; do
+        if ((SECONDS >= deadline)); then
+          log "the $id app did not answer within 30 s; its log:"
+          tail -n 30 "$dir/$id.err" >&2 || true
+          cleanup_on_error
+          exit 1
+        fi
+        sleep 0.1
+      done
+    done
+    for id in $subscribers; do
+      url_var=$(var_of "$id")_URL
+      start_subscriber_daprd "$id" "$(port_of "${!url_var}")"
+      sub_daprd_pids+=("${sub_pid[$id]}")
+    done
+  fi
 else
   "${RECUR_DEV_BIN:-$here/../../target/debug/recur-dev}" sidecar --listen "127.0.0.1:$recur_port" --own-namespace recur-system \
     --app "backend=$backend" --app "notification-service=$notify" >"$dir/sidecar.log" 2>&1 &
@@ -90,10 +328,10 @@ fi
 # Ready when the operator's sidecar answers its outbound health check and every process lives.
 deadline=$((SECONDS + 60))
 until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$recur_port/v1.0/healthz/outbound")" = 204 ]; do
-  for pid in "${pids[@]}"; do
+  for pid in "${pids[@]}" "${app_pids[@]}" "${sub_daprd_pids[@]}"; do
     if ! kill -0 "$pid" 2>/dev/null; then
       log "a sidecar process ($pid) exited during start; logs:"
-      tail -n 30 "$dir"/daprd-*.log "$dir"/sidecar.log 2>/dev/null >&2 || true
+      tail -n 30 "$dir"/daprd-*.log "$dir"/sidecar.log "$dir"/subscriber-*.err 2>/dev/null >&2 || true
       cleanup_on_error
       exit 1
     fi
@@ -106,6 +344,14 @@ until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$recur_port/
   fi
   sleep 0.2
 done
-printf 'DAPR_HTTP_PORT=%s\nSIDECAR_PIDS="%s"\n' "$recur_port" "${pids[*]}" >"$dir/sidecars.env"
-log "$kind ready: DAPR_HTTP_PORT=$recur_port"
+DAPR_HTTP_PORT=$recur_port
+SIDECAR_PIDS="${pids[*]}"
+if [ -n "${REDIS_PORT:-}" ]; then
+  wait_subscribers 60 || { cleanup_on_error; exit 1; }
+  SUBSCRIBER_APP_PIDS="${app_pids[*]}"
+  SUBSCRIBER_PIDS="${sub_daprd_pids[*]}"
+  for id in $subscribers; do printf -v "$(var_of "$id")_DAPR_HTTP_PORT" '%s' "${sub_http[$id]}"; done
+fi
+write_env
+log "$kind ready: DAPR_HTTP_PORT=$recur_port${REDIS_PORT:+, pub/sub \"pubsub\" on Redis 127.0.0.1:$REDIS_PORT, subscribers at $SUBSCRIBER_A_URL and $SUBSCRIBER_B_URL}"
 echo "$recur_port"

@@ -1,6 +1,8 @@
 //! A whole recur setup on loopback for end-to-end tests: the recording demo backend
 //! (`recur-dev backend`), the Dapr sidecars (real daprd when built, else `recur-dev sidecar`, via
 //! `tests/cluster/sidecars.sh`) and any number of `recur run` processes watching one namespace.
+//! [`Stack::start_with_pubsub`] adds pub/sub (real daprd only): a Redis (`tests/cluster/redis.sh`),
+//! the Component `pubsub` (pubsub.redis) and two recording subscribers behind daprd of their own.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::{Path, PathBuf};
@@ -52,6 +54,40 @@ pub struct Record {
     pub lag_ms: Option<i64>,
 }
 
+/// One CloudEvent a subscriber received (`recur-dev subscriber`'s record), as daprd delivered it.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Event {
+    /// Arrival order at this subscriber, from 1.
+    pub seq: u64,
+    pub id: Option<String>,
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    pub source: Option<String>,
+    pub subject: Option<String>,
+    pub time: Option<String>,
+    /// Added by daprd: the topic and the pub/sub component.
+    pub topic: Option<String>,
+    pub pubsubname: Option<String>,
+    pub datacontenttype: Option<String>,
+    pub data: Option<serde_json::Value>,
+    /// The delivery's `Content-Type` and `traceparent` headers.
+    pub content_type: Option<String>,
+    pub traceparent_header: Option<String>,
+    /// The whole delivered body.
+    pub cloudevent: serde_json::Value,
+    pub received_at: String,
+}
+
+/// The pub/sub part of a stack.
+struct PubSub {
+    redis_port: u16,
+    /// `SUBSCRIBER_A_URL`, `SUBSCRIBER_B_URL`: the recording apps.
+    subscriber_urls: Vec<String>,
+}
+
+/// The pub/sub component [`Stack::start_with_pubsub`] sets up.
+pub const PUBSUB: &str = "pubsub";
+
 pub struct Operator {
     child: Option<Child>,
     kubeconfig: PathBuf,
@@ -68,6 +104,7 @@ pub struct Stack {
     pub namespace: String,
     pub operators: Vec<Operator>,
     http: reqwest::Client,
+    pubsub: Option<PubSub>,
 }
 
 /// `recur-dev` belongs to another package of the workspace, so Cargo defines no
@@ -128,6 +165,36 @@ pub fn install_crds() {
 impl Stack {
     /// Starts the backend and the sidecars (not yet an operator), after installing the CRDs.
     pub async fn start(namespace: &str) -> Stack {
+        Self::start_stack(namespace, None, &[]).await
+    }
+
+    /// Like [`Stack::start`], with pub/sub: a Redis in the stack's directory, the Component
+    /// [`PUBSUB`] (recur's sidecar publishes to it) and two subscribers, each a recording app
+    /// behind a daprd of its own, subscribed to every topic of `topics` (route `/events`); each
+    /// gets every event ([`Stack::events`]). Needs real daprd and Debian's `redis-server`.
+    pub async fn start_with_pubsub(namespace: &str, topics: &[&str]) -> Stack {
+        assert!(!topics.is_empty(), "start_with_pubsub needs a topic");
+        Self::start_stack(namespace, Some(topics), &[]).await
+    }
+
+    /// Like [`Stack::start_with_pubsub`], and the operator's own sidecar delivers the
+    /// `completion_topics` to the operator (completion feedback): it gets an app port
+    /// ([`Stack::recur_app_port`], for `recur run --app-addr`) and a Subscription to each topic,
+    /// scoped to app id `recur`, route `/completions/pubsub/<topic>`.
+    pub async fn start_with_completions(
+        namespace: &str,
+        topics: &[&str],
+        completion_topics: &[&str],
+    ) -> Stack {
+        assert!(!topics.is_empty() && !completion_topics.is_empty());
+        Self::start_stack(namespace, Some(topics), completion_topics).await
+    }
+
+    async fn start_stack(
+        namespace: &str,
+        topics: Option<&[&str]>,
+        completion_topics: &[&str],
+    ) -> Stack {
         tokio::task::spawn_blocking(install_crds).await.unwrap();
         let dir = tempfile::Builder::new()
             .prefix("recur-stack.")
@@ -169,26 +236,66 @@ impl Stack {
             },
         )
         .await;
+        let redis_port = match topics {
+            Some(_) => {
+                // Gone with this process even if the stack is never dropped.
+                let parent = std::process::id().to_string();
+                let out = script("redis.sh", &["--watch-parent", &parent], dir.path()).await;
+                Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+            }
+            None => None,
+        };
         let dir_path = dir.path().to_path_buf();
         let url = backend_url.clone();
+        let pubsub_env = redis_port.clone().zip(topics.map(|t| t.join(",")));
+        let completion_env = completion_topics.join(",");
         let out = tokio::task::spawn_blocking(move || {
-            Command::new(format!("{REPO}/tests/cluster/sidecars.sh"))
+            let mut command = Command::new(format!("{REPO}/tests/cluster/sidecars.sh"));
+            command
                 .arg(&dir_path)
                 .arg(&url)
                 .env("RECUR_DEV_BIN", recur_dev())
+                .env_remove("REDIS_PORT")
+                .env_remove("RECUR_COMPLETION_TOPICS")
                 .stdin(Stdio::null())
-                .stderr(Stdio::inherit())
-                .output()
-                .unwrap()
+                .stderr(Stdio::inherit());
+            if let Some((port, topics)) = pubsub_env {
+                command
+                    .env("REDIS_PORT", port)
+                    .env("SUBSCRIBE_TOPICS", topics);
+            }
+            if !completion_env.is_empty() {
+                command.env("RECUR_COMPLETION_TOPICS", completion_env);
+            }
+            command.output().unwrap()
         })
         .await
         .unwrap();
+        if !out.status.success() && redis_port.is_some() {
+            script("redis.sh", &["--down"], dir.path()).await;
+        }
         assert!(
             out.status.success(),
             "tests/cluster/sidecars.sh failed: {}",
             out.status
         );
         let dapr_port = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let pubsub = redis_port.map(|port| {
+            let env = std::fs::read_to_string(dir.path().join("sidecars.env")).unwrap();
+            let subscriber_urls = ["SUBSCRIBER_A_URL", "SUBSCRIBER_B_URL"]
+                .iter()
+                .map(|var| {
+                    env.lines()
+                        .find_map(|l| l.strip_prefix(&format!("{var}=")))
+                        .unwrap_or_else(|| panic!("{var} is missing from sidecars.env: {env}"))
+                        .to_owned()
+                })
+                .collect();
+            PubSub {
+                redis_port: port.parse().unwrap(),
+                subscriber_urls,
+            }
+        });
         Stack {
             dir,
             backend,
@@ -197,6 +304,7 @@ impl Stack {
             namespace: namespace.into(),
             operators: vec![],
             http,
+            pubsub,
         }
     }
 
@@ -438,6 +546,141 @@ impl Stack {
     }
 }
 
+/// Pub/sub, for stacks from [`Stack::start_with_pubsub`].
+impl Stack {
+    fn pubsub(&self) -> &PubSub {
+        self.pubsub
+            .as_ref()
+            .expect("this stack has no pub/sub: start it with Stack::start_with_pubsub")
+    }
+
+    pub fn redis_port(&self) -> u16 {
+        self.pubsub().redis_port
+    }
+
+    /// The app port of the operator's sidecar (`recur run --app-addr 127.0.0.1:<port>`), for
+    /// stacks from [`Stack::start_with_completions`]. One operator of the stack can listen there.
+    pub fn recur_app_port(&self) -> u16 {
+        let env = std::fs::read_to_string(self.dir.path().join("sidecars.env")).unwrap_or_default();
+        env.lines()
+            .find_map(|l| l.strip_prefix("RECUR_APP_PORT="))
+            .and_then(|p| p.parse().ok())
+            .expect("no RECUR_APP_PORT: start the stack with Stack::start_with_completions")
+    }
+
+    /// Base URL of subscriber `i`'s recording app (0: `subscriber-a`, 1: `subscriber-b`).
+    pub fn subscriber_url(&self, i: usize) -> &str {
+        &self.pubsub().subscriber_urls[i]
+    }
+
+    /// Every event subscriber `i` received, in arrival order, redeliveries included.
+    pub async fn events(&self, subscriber: usize) -> Vec<Event> {
+        let url = format!("{}/_dev/events", self.subscriber_url(subscriber));
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Waits until subscriber `i`'s events satisfy `done` and returns them; panics naming
+    /// `what` after `timeout`.
+    pub async fn wait_events(
+        &self,
+        subscriber: usize,
+        timeout: Duration,
+        what: &str,
+        done: impl Fn(&[Event]) -> bool,
+    ) -> Vec<Event> {
+        let url = format!("{}/_dev/events", self.subscriber_url(subscriber));
+        let what = format!("subscriber {subscriber}: {what}");
+        let (http, done) = (&self.http, &done);
+        super::wait_for_value(timeout, &what, || {
+            let url = url.clone();
+            async move {
+                let events: Vec<Event> = http.get(url).send().await.ok()?.json().await.ok()?;
+                done(&events).then_some(events)
+            }
+        })
+        .await
+    }
+
+    /// POSTs `cloudevent` to recur's sidecar: `/v1.0/publish/pubsub/{topic}` as
+    /// `application/cloudevents+json`. Returns daprd's status and body (204 and "" when
+    /// published), or the transport error.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        cloudevent: &serde_json::Value,
+    ) -> Result<(u16, String), String> {
+        let url = format!(
+            "http://127.0.0.1:{}/v1.0/publish/{PUBSUB}/{topic}",
+            self.dapr_port
+        );
+        let resp = self
+            .http
+            .post(url)
+            .header("content-type", "application/cloudevents+json")
+            .body(cloudevent.to_string())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        Ok((status, resp.text().await.unwrap_or_default()))
+    }
+
+    /// Stops Redis (SIGTERM; every acknowledged write is on disk) and starts it again on the
+    /// same port with the same data.
+    pub async fn restart_redis(&self) {
+        self.pubsub();
+        script("redis.sh", &["--restart"], self.dir()).await;
+    }
+
+    /// Stops Redis; [`Stack::start_redis`] starts it again on the same port, same data.
+    pub async fn stop_redis(&self) {
+        self.pubsub();
+        script("redis.sh", &["--stop"], self.dir()).await;
+    }
+
+    pub async fn start_redis(&self) {
+        self.pubsub();
+        script("redis.sh", &["--start"], self.dir()).await;
+    }
+
+    /// Consumers down: stops both subscribers' daprd (SIGTERM). Their apps stay up, with what
+    /// they recorded; Redis keeps what is published meanwhile for their consumer groups.
+    pub async fn subscribers_down(&self) {
+        self.pubsub();
+        script("sidecars.sh", &["--subscribers-down"], self.dir()).await;
+    }
+
+    /// Starts both subscribers' daprd again and waits until they are subscribed.
+    pub async fn subscribers_up(&self) {
+        self.pubsub();
+        script("sidecars.sh", &["--subscribers-up"], self.dir()).await;
+    }
+}
+
+/// Runs `tests/cluster/<name> <args...> <dir>` off the async runtime; panics when it fails.
+async fn script(name: &str, args: &[&str], dir: &Path) -> std::process::Output {
+    let mut command = Command::new(format!("{REPO}/tests/cluster/{name}"));
+    command
+        .args(args)
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit());
+    let what = format!("tests/cluster/{name} {} {}", args.join(" "), dir.display());
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .unwrap_or_else(|e| panic!("running {what}: {e}"));
+    assert!(out.status.success(), "{what} failed: {}", out.status);
+    out
+}
+
 /// Sends `sig` (`-TERM`, `-STOP`, ...) to `pid` with kill(1).
 fn signal(pid: u32, sig: &str) {
     let ok = Command::new("kill")
@@ -461,6 +704,13 @@ impl Drop for Stack {
             .arg(self.dir.path())
             .stdin(Stdio::null())
             .status();
+        if self.pubsub.is_some() {
+            let _ = Command::new(format!("{REPO}/tests/cluster/redis.sh"))
+                .arg("--down")
+                .arg(self.dir.path())
+                .stdin(Stdio::null())
+                .status();
+        }
         let _ = self.backend.kill();
         let _ = self.backend.wait();
         if std::thread::panicking() {

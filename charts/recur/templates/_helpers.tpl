@@ -82,10 +82,31 @@ annotations:
 {{- default (include "recur.fullname" .) .Values.dapr.appId }}
 {{- end }}
 
+{{/* The Dapr Configuration the chart renders for completion.denyInvocations. */}}
+{{- define "recur.daprConfig" -}}
+{{- printf "%s-dapr" (include "recur.fullname" .) }}
+{{- end }}
+
 {{/* Refuses combinations the schema cannot express. */}}
 {{- define "recur.validate" -}}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
 {{- fail "replicaCount > 1 needs leaderElection.enabled: without a leader every replica would deliver every occurrence" }}
+{{- end }}
+{{- with .Values.completion }}
+{{- if .enabled }}
+{{- if not $.Values.dapr.enabled }}
+{{- fail "completion.enabled needs dapr.enabled: the completion events come from the operator's Dapr sidecar" }}
+{{- end }}
+{{- if and (gt (int $.Values.dapr.appPort) 0) (ne (int $.Values.dapr.appPort) (int .port)) }}
+{{- fail "completion.enabled makes completion.port the sidecar's app port: set dapr.appPort to 0 (or to completion.port)" }}
+{{- end }}
+{{- if or (eq (int .port) 8080) (and $.Values.webhook.enabled (eq (int .port) (int $.Values.webhook.port))) }}
+{{- fail "completion.port must differ from the probe and metrics port (8080) and webhook.port" }}
+{{- end }}
+{{- if and .denyInvocations $.Values.dapr.config }}
+{{- fail "completion.denyInvocations renders the sidecar's Dapr Configuration, but dapr.config names another: deny service invocations of the operator in that one (accessControl.defaultAction: deny) and set completion.denyInvocations=false" }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}
 
@@ -133,11 +154,17 @@ ones win, so no key appears twice. */}}
 {{- if gt (int .Values.dapr.appPort) 0 }}
 {{- $_ := set $a "dapr.io/app-port" (toString .Values.dapr.appPort) }}
 {{- end }}
+{{- if .Values.completion.enabled }}
+{{- $_ := set $a "dapr.io/app-port" (toString .Values.completion.port) }}
+{{- end }}
 {{- with .Values.dapr.apiTokenSecret }}
 {{- $_ := set $a "dapr.io/api-token-secret" . }}
 {{- end }}
 {{- with .Values.dapr.config }}
 {{- $_ := set $a "dapr.io/config" . }}
+{{- end }}
+{{- if and .Values.completion.enabled .Values.completion.denyInvocations }}
+{{- $_ := set $a "dapr.io/config" (include "recur.daprConfig" .) }}
 {{- end }}
 {{- $_ := set $a "dapr.io/log-level" .Values.dapr.logLevel }}
 {{- if eq .Values.operator.logFormat "json" }}

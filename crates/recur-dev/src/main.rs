@@ -3,8 +3,9 @@
 //! - `sidecar`: a Dapr-compatible stand-in for daprd's HTTP service invocation API.
 //! - `backend`: the seed's backend (`/api/tasks`, `/api/notifications`, reminder-sent), recording
 //!   every request and injecting faults on demand.
+//! - `subscriber`: a pub/sub subscriber app behind daprd, recording every CloudEvent delivered.
 //!
-//! Both listen on loopback only, log to stderr (`RECUR_DEV_LOG`, default `info`) and exit cleanly
+//! All listen on loopback only, log to stderr (`RECUR_DEV_LOG`, default `info`) and exit cleanly
 //! on SIGTERM or SIGINT.
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -17,12 +18,13 @@ use tokio::sync::watch;
 mod backend;
 mod net;
 mod sidecar;
+mod subscriber;
 
 #[derive(Parser)]
 #[command(
     name = "recur-dev",
     version,
-    about = "Development servers for recur: a Dapr sidecar stand-in and a recording backend"
+    about = "Development servers for recur: a Dapr sidecar stand-in, a recording backend and a pub/sub subscriber"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -35,6 +37,8 @@ enum Command {
     Sidecar(SidecarArgs),
     /// The demo backend: dedupes on Idempotency-Key, records every request, injects faults.
     Backend(BackendArgs),
+    /// A pub/sub subscriber app: records every CloudEvent daprd delivers to POST /events.
+    Subscriber(SubscriberArgs),
 }
 
 #[derive(Args)]
@@ -74,6 +78,19 @@ struct BackendArgs {
     seed: Option<u64>,
 }
 
+#[derive(Args)]
+struct SubscriberArgs {
+    /// Address to listen on (loopback only), e.g. 127.0.0.1:8083.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Name shown in the logs.
+    #[arg(long, default_value = "subscriber")]
+    name: String,
+    /// Print one line per event on stdout: `event id=... type=... subject=... time=...`.
+    #[arg(long)]
+    log: bool,
+}
+
 /// `250ms`, `5s`, `2m` or a number of seconds.
 fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
@@ -99,7 +116,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("RECUR_DEV_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // stdout is reserved for the backend's "received ..." lines.
+    // stdout is reserved for the backend's "received ..." and the subscriber's "event ..." lines.
     // Colours only on a terminal: the logs usually go to files.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
@@ -123,6 +140,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Sidecar(args) => run_sidecar(args).await,
             Command::Backend(args) => run_backend(args).await,
+            Command::Subscriber(args) => run_subscriber(args).await,
         }
     });
     match result {
@@ -195,6 +213,18 @@ async fn run_backend(args: BackendArgs) -> Result<(), String> {
         .map_err(|e| format!("serving: {e}"))
 }
 
+async fn run_subscriber(args: SubscriberArgs) -> Result<(), String> {
+    let listener = bind(args.listen).await?;
+    tracing::info!(name = %args.name, "subscriber listening on http://{}", args.listen);
+    let router = subscriber::router(subscriber::SubscriberConfig {
+        name: args.name,
+        log: args.log,
+    });
+    net::serve(listener, router, shutdown_on_signal())
+        .await
+        .map_err(|e| format!("serving: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -244,6 +274,20 @@ mod tests {
         assert!(
             matches!(cli.command, Command::Backend(BackendArgs { ref name, .. }) if name == "backend")
         );
+        let cli = Cli::try_parse_from([
+            "recur-dev",
+            "subscriber",
+            "--listen",
+            "127.0.0.1:8083",
+            "--name",
+            "subscriber-a",
+            "--log",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Subscriber(SubscriberArgs { ref name, log: true, .. }) if name == "subscriber-a"
+        ));
         for bad in [
             "backend=https://127.0.0.1:1",
             "backend=http://10.0.0.1:80",

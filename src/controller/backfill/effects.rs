@@ -11,12 +11,13 @@ use super::{
     needs_owner, owner_reference, plan,
 };
 use crate::api::{Backfill, BackfillPhase, BackfillStatus, RecurringTask, Trigger};
+use crate::controller::delivery::Delivery;
 use crate::controller::task::{body, compile};
 use crate::controller::{
     Action, Context, Error, Guard, StatusWrite, bounded, guarded_patch, leadership_gate, reason,
     until,
 };
-use crate::dapr::{self, Invocation};
+use crate::dapr;
 use crate::tenancy::Rule;
 
 impl crate::controller::Reconcile for Backfill {
@@ -103,13 +104,13 @@ impl crate::controller::Reconcile for Backfill {
                 }
                 let body = body(task, p.nominal, p.due, &p.key, Trigger::Backfill);
                 let invoked = ctx
-                    .invoke(&Invocation {
-                        app_id: &target.app_id,
-                        method: &target.method,
-                        idempotency_key: &p.key,
+                    .deliver(&Delivery {
+                        target,
+                        key: &p.key,
                         user_id: &task.spec.user_id,
                         namespace: ns,
                         body: &body,
+                        about: crate::controller::task::about(&bf.spec.task_ref.name, p.due),
                     })
                     .await;
                 let now = chrono::Utc::now();

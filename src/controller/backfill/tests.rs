@@ -44,7 +44,7 @@ fn backfill(from: DateTime<Utc>, to: DateTime<Utc>, extra: serde_json::Value) ->
 }
 
 fn target() -> Resolved {
-    Resolved {
+    Resolved::Invoke {
         app_id: AppId::new("backend.ns").unwrap(),
         method: Method::new("api/tasks").unwrap(),
     }

@@ -1,6 +1,7 @@
 //! The effects of a task's plan: the status write, the delivery and its aftermath.
 use super::*;
 use super::{failures, manual};
+use crate::controller::completion::unchanged_completions;
 use crate::validate;
 
 impl crate::controller::Reconcile for RecurringTask {
@@ -65,6 +66,10 @@ impl crate::controller::Reconcile for RecurringTask {
         .await
         .map(|action| action.no_later_than(manual_wake))
     }
+
+    fn share_cache(ctx: &Context, cache: &kube::runtime::reflector::Store<Self>) {
+        ctx.tasks.share(cache.clone());
+    }
 }
 
 /// The schedule's turn: plan, then its effects.
@@ -122,34 +127,27 @@ async fn scheduled(
             if let Some(wait) = ctx.over_rate(ns, per_second) {
                 return Ok(Action::requeue(wait));
             }
-            deliver(
-                task,
-                ctx,
-                api,
-                name,
-                ns,
-                uid,
-                schedule,
-                &target.app_id,
-                &target.method,
-                p,
-            )
-            .await
+            deliver(task, ctx, api, name, ns, uid, schedule, target, p).await
         }
     }
 }
 
-/// The guard of a task's status write: the pending key when there is one.
+/// The guard of a task's status write: the pending key when there is one (and the completions
+/// count, so a completion recorded meanwhile is not overwritten).
 fn guard(task: &RecurringTask) -> Guard {
     match task
         .status
         .as_ref()
         .and_then(|s| s.next_occurrence.as_ref())
     {
-        Some(p) => Guard::Equals(vec![(
-            "/status/nextOccurrence/idempotencyKey",
-            serde_json::Value::String(p.idempotency_key.clone()),
-        )]),
+        Some(p) => Guard::Equals(
+            std::iter::once((
+                "/status/nextOccurrence/idempotencyKey",
+                serde_json::Value::String(p.idempotency_key.clone()),
+            ))
+            .chain(unchanged_completions(task))
+            .collect(),
+        ),
         None => Guard::ResourceVersion(task.resource_version().unwrap_or_default()),
     }
 }
@@ -163,8 +161,7 @@ async fn deliver(
     ns: &str,
     uid: &str,
     schedule: &Schedule,
-    app_id: &AppId,
-    method: &Method,
+    target: &crate::tenancy::Resolved,
     p: PendingOccurrence,
 ) -> Result<Action, Error> {
     if ctx.is_stale(task) {
@@ -179,13 +176,13 @@ async fn deliver(
         Trigger::Schedule,
     );
     let invoked = ctx
-        .invoke(&Invocation {
-            app_id,
-            method,
-            idempotency_key: &p.idempotency_key,
+        .deliver(&Delivery {
+            target,
+            key: &p.idempotency_key,
             user_id: &task.spec.user_id,
             namespace: ns,
             body: &body,
+            about: about(name, p.due),
         })
         .await;
     let now = Utc::now();

@@ -68,6 +68,7 @@ pub fn plan_manual(task: &RecurringTask, uid: &str, now: DateTime<Utc>) -> Manua
                 backend_id: None,
                 reason: Some(why.into()),
                 trigger: Some(Trigger::Manual),
+                completed_at: None,
             },
         );
         return ManualPlan::Record {
@@ -127,6 +128,7 @@ pub fn after_manual_attempt(
                 backend_id,
                 reason,
                 trigger: Some(Trigger::Manual),
+                completed_at: None,
             },
         ),
         Settled::Retry {
@@ -242,21 +244,25 @@ pub(super) async fn run(
         Trigger::Manual,
     );
     let invoked = ctx
-        .invoke(&Invocation {
-            app_id: &target.app_id,
-            method: &target.method,
-            idempotency_key: &p.idempotency_key,
+        .deliver(&Delivery {
+            target,
+            key: &p.idempotency_key,
             user_id: &task.spec.user_id,
             namespace: ns,
             body: &body,
+            about: about(name, p.requested_at),
         })
         .await;
     let now = Utc::now();
     let after = after_manual_attempt(task, status, &p, &invoked.outcome, now);
-    let guard = Guard::Equals(vec![(
-        "/status/manualRun/idempotencyKey",
-        serde_json::Value::String(p.idempotency_key.clone()),
-    )]);
+    let guard = Guard::Equals(
+        std::iter::once((
+            "/status/manualRun/idempotencyKey",
+            serde_json::Value::String(p.idempotency_key.clone()),
+        ))
+        .chain(crate::controller::completion::unchanged_completions(task))
+        .collect(),
+    );
     if !ctx.write_status(KIND, api, name, guard, &after).await? {
         return Ok(Some(Action::requeue(Duration::from_millis(200))));
     }

@@ -157,6 +157,7 @@ fn a_garbage_token_is_not_run() {
                     backend_id: None,
                     reason: None,
                     trigger: Some(Trigger::Manual),
+                    completed_at: None,
                 },
             }),
             ..Default::default()

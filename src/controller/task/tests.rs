@@ -32,6 +32,7 @@ pub(super) fn task(every: &str) -> RecurringTask {
             target: None,
             reminders: vec![],
             history_limit: None,
+            completion: None,
         },
     );
     task.metadata.namespace = Some("ns".into());

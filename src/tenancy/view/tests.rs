@@ -169,3 +169,18 @@ async fn a_backfill_is_counted_against_its_task_when_the_task_exists() {
         .unwrap();
     assert_eq!(gets.load(Ordering::SeqCst), before);
 }
+
+#[tokio::test]
+async fn a_completion_topic_of_another_namespace_is_refused_at_apply() {
+    let (tenancy, _) = tenancy(vec![]);
+    let mut own = task("own", json!({"every": "1h"}));
+    own["spec"]["completion"] = json!({"topic": "team-a.completed"});
+    tenancy.review(&request(&own, None)).await.unwrap();
+    let mut foreign = task("foreign", json!({"every": "1h"}));
+    foreign["spec"]["completion"] = json!({"topic": "team-b.completed"});
+    let d = tenancy.review(&request(&foreign, None)).await.unwrap_err();
+    assert_eq!(
+        (d.field.as_str(), d.rule),
+        ("spec.completion", Rule::PubSub)
+    );
+}
