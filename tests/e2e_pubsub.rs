@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Timelike, Utc};
 use kube::api::{Api, PostParams};
-use recur::api::{RecurringTask, condition};
+use recur::api::{RecurringTask, Reminder, condition};
 use serde_json::{Value, json};
 use support::stack::{Event, PUBSUB, Stack};
 use support::webhook::Webhook;
@@ -153,6 +153,40 @@ async fn two_subscribers_get_every_occurrence_once_in_order_with_its_key_as_id()
             "a \"quoted\" value\nwith a newline"
         );
     }
+
+    // A reminder publishes too, as `dev.recur.reminder.due`.
+    let reminders: Api<Reminder> = Api::namespaced(client.clone(), ns.name());
+    let due = soon();
+    let rem: Reminder = serde_json::from_value(json!({
+        "apiVersion": "recur.dev/v1alpha1", "kind": "Reminder",
+        "metadata": {"name": "call-back"},
+        "spec": {"userId": "user-7", "title": "Call back", "dueAt": due.to_rfc3339(),
+                 "target": {"pubsub": {"name": PUBSUB, "topic": topic}}}
+    }))
+    .unwrap();
+    reminders
+        .create(&PostParams::default(), &rem)
+        .await
+        .unwrap();
+    let events = stack
+        .wait_events(1, Duration::from_secs(60), "the reminder's event", |e| {
+            e.iter()
+                .any(|e| e.kind.as_deref() == Some("dev.recur.reminder.due"))
+        })
+        .await;
+    let event = events
+        .iter()
+        .find(|e| e.kind.as_deref() == Some("dev.recur.reminder.due"))
+        .unwrap();
+    assert!(
+        event.id.as_deref().is_some_and(|id| id.starts_with("rem-")),
+        "{event:?}"
+    );
+    assert_eq!(
+        event.source.as_deref(),
+        Some(format!("/namespaces/{}/reminders/call-back", ns.name()).as_str())
+    );
+    assert_eq!(event.data.as_ref().unwrap()["title"], "Call back");
     ns.cleanup().await;
 }
 
@@ -199,6 +233,13 @@ async fn redis_restarted_with_consumers_down_loses_nothing() {
         },
     )
     .await;
+    // The backlog is visible to whoever is paged: recur_pending_occurrences counts the task.
+    wait_for(
+        Duration::from_secs(30),
+        "recur_pending_occurrences >= 1",
+        || async { pending(&stack).await >= 1.0 },
+    )
+    .await;
     stack.start_redis().await;
     let up_at = Utc::now();
     let delivered_before_up = api.get("ticks").await.unwrap().status.unwrap().delivered;
@@ -216,6 +257,13 @@ async fn redis_restarted_with_consumers_down_loses_nothing() {
     )
     .await;
     let recovered_in = Utc::now() - up_at;
+    // Caught up: the backlog is gone (the task's next occurrence is not due yet).
+    wait_for(
+        Duration::from_secs(60),
+        "recur_pending_occurrences back to 0",
+        || async { pending(&stack).await == 0.0 },
+    )
+    .await;
     stack.subscribers_up().await;
 
     let cutoff = Utc::now().with_nanosecond(0).unwrap() - chrono::Duration::seconds(2);
@@ -255,6 +303,15 @@ async fn redis_restarted_with_consumers_down_loses_nothing() {
         recovered_in.num_milliseconds()
     );
     ns.cleanup().await;
+}
+
+/// `recur_pending_occurrences{kind="RecurringTask"}` of operator 0 (-1 before it is first set).
+async fn pending(stack: &Stack) -> f64 {
+    let (_, text) = stack.operator_get(0, "/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(r#"recur_pending_occurrences{kind="RecurringTask"} "#))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(-1.0)
 }
 
 /// A ValidatingAdmissionPolicy refusing status writes of tasks labelled [`HOLD`] in `ns`: the

@@ -296,6 +296,15 @@ async fn write(
 impl crate::controller::Reconcile for Reminder {
     const KIND: &'static str = KIND;
 
+    fn overdue(&self, now: DateTime<Utc>) -> bool {
+        let phase = self
+            .status
+            .as_ref()
+            .and_then(|s| s.phase)
+            .unwrap_or_default();
+        phase == Phase::Pending && self.spec.due_at <= now
+    }
+
     async fn reconcile(&self, ctx: &Context, name: &str, ns: &str) -> Result<Action, Error> {
         let rem = self;
         if ctx.is_stale(rem) {

@@ -46,6 +46,28 @@ pub trait Reconcile:
     /// Offered the kind's watch cache once it exists, for readers outside the controller (the
     /// completion receiver finds tasks by UID in it).
     fn share_cache(_ctx: &Context, _cache: &Store<Self>) {}
+
+    /// Whether the object owes a delivery that is due (or retrying) at `now`: counted in
+    /// `recur_pending_occurrences`, the backlog an on-call engineer looks at first.
+    fn overdue(&self, now: chrono::DateTime<chrono::Utc>) -> bool;
+}
+
+/// How often `recur_pending_occurrences` is counted from the watch cache.
+const PENDING_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Counts the kind's overdue objects in the watch cache every [`PENDING_EVERY`], on every
+/// replica (a standby's count is the backlog a handover would inherit).
+async fn report_pending<K: Reconcile>(store: Store<K>, metrics: Arc<crate::metrics::Metrics>) {
+    if crate::watch_cache::until_ready(&store).await.is_err() {
+        return;
+    }
+    let mut tick = tokio::time::interval(PENDING_EVERY);
+    loop {
+        tick.tick().await;
+        let now = chrono::Utc::now();
+        let n = store.state().iter().filter(|o| o.overdue(now)).count();
+        metrics.set_pending(K::KIND, i64::try_from(n).unwrap_or(i64::MAX));
+    }
 }
 
 /// Runs the controller of kind `K` (all namespaces, or one) until `shutdown` resolves.
@@ -85,6 +107,7 @@ pub(crate) async fn run<K: Reconcile>(
     )
     .applied_objects();
     tokio::spawn(mark_synced(reader.clone(), ctx.health.clone(), K::KIND));
+    tokio::spawn(report_pending(reader.clone(), ctx.metrics.clone()));
     if let Some(gate) = ctx.work_queue(K::KIND) {
         tokio::spawn(fair::publish_waiting(
             gate.clone(),

@@ -23,6 +23,13 @@ use crate::tenancy::Rule;
 impl crate::controller::Reconcile for Backfill {
     const KIND: &'static str = KIND;
 
+    /// A running backfill's whole range is past: it is overdue until it completes.
+    fn overdue(&self, _now: chrono::DateTime<chrono::Utc>) -> bool {
+        self.status
+            .as_ref()
+            .is_some_and(|s| s.phase == BackfillPhase::Running)
+    }
+
     async fn reconcile(&self, ctx: &Context, name: &str, ns: &str) -> Result<Action, Error> {
         let bf = self;
         if ctx.is_stale(bf) {

@@ -7,6 +7,18 @@ use crate::validate;
 impl crate::controller::Reconcile for RecurringTask {
     const KIND: &'static str = KIND;
 
+    fn overdue(&self, now: DateTime<Utc>) -> bool {
+        let Some(status) = &self.status else {
+            return false;
+        };
+        !self.spec.suspend
+            && (status
+                .next_occurrence
+                .as_ref()
+                .is_some_and(|p| p.due <= now)
+                || status.manual_run.is_some())
+    }
+
     async fn reconcile(&self, ctx: &Context, name: &str, ns: &str) -> Result<Action, Error> {
         let task = self;
         let uid = uid(task)?;

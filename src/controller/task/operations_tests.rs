@@ -267,3 +267,22 @@ fn an_edit_before_recurs_patch_wins_over_the_decision() {
     task.metadata.generation = Some(2);
     assert!(failures::undone(&task).is_none());
 }
+
+#[test]
+fn a_task_is_overdue_from_its_pending_due_until_delivered_unless_suspended() {
+    use crate::controller::Reconcile;
+    let p = pending_at(t(9, 0, 0));
+    let task = with_pending(task("1h"), &p);
+    assert!(!task.overdue(t(8, 59, 59)), "not due yet");
+    assert!(task.overdue(p.due), "due");
+    assert!(task.overdue(t(9, 5, 0)), "retrying");
+    let mut suspended = task.clone();
+    suspended.spec.suspend = true;
+    assert!(
+        !suspended.overdue(t(9, 5, 0)),
+        "a suspended task owes nothing"
+    );
+    let mut fresh = task;
+    fresh.status = None;
+    assert!(!fresh.overdue(t(9, 5, 0)), "no status: nothing planned yet");
+}
