@@ -18,8 +18,8 @@ mod status;
 pub mod time;
 
 pub use action::Action;
-pub use runner::Reconcile;
 pub(crate) use runner::run;
+pub use runner::{OVERDUE_GRACE, Reconcile};
 pub use status::{Guard, StatusWrite, guarded_patch, write_status};
 pub use time::{from_jiff, to_jiff};
 

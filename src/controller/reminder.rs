@@ -302,7 +302,9 @@ impl crate::controller::Reconcile for Reminder {
             .as_ref()
             .and_then(|s| s.phase)
             .unwrap_or_default();
-        phase == Phase::Pending && self.spec.due_at <= now
+        let retrying = self.status.as_ref().is_some_and(|s| s.attempts > 0);
+        phase == Phase::Pending
+            && (retrying || self.spec.due_at + crate::controller::OVERDUE_GRACE <= now)
     }
 
     async fn reconcile(&self, ctx: &Context, name: &str, ns: &str) -> Result<Action, Error> {

@@ -47,10 +47,15 @@ pub trait Reconcile:
     /// completion receiver finds tasks by UID in it).
     fn share_cache(_ctx: &Context, _cache: &Store<Self>) {}
 
-    /// Whether the object owes a delivery that is due (or retrying) at `now`: counted in
-    /// `recur_pending_occurrences`, the backlog an on-call engineer looks at first.
+    /// Whether the object owes a delivery that is retrying, or due more than [`OVERDUE_GRACE`]
+    /// ago, at `now`: counted in `recur_pending_occurrences`, the backlog an on-call engineer
+    /// looks at first.
     fn overdue(&self, now: chrono::DateTime<chrono::Utc>) -> bool;
 }
+
+/// How late a delivery may be before it counts as backlog: an occurrence being delivered right
+/// at its due instant is not one (with tasks every second, one always is).
+pub const OVERDUE_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
 
 /// How often `recur_pending_occurrences` is counted from the watch cache.
 const PENDING_EVERY: std::time::Duration = std::time::Duration::from_secs(5);

@@ -37,6 +37,17 @@ log() { printf '[sidecars] %s\n' "$*" >&2; }
 readonly subscribers="subscriber-a subscriber-b"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+# A free port below the kernel's ephemeral range (32768+): for a port a process binds seconds
+# after it is picked (the operator's app port), which an outgoing connection could take meanwhile.
+low_port() { python3 -c 'import random, socket
+while True:
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", random.randrange(10000, 20000)))
+    except OSError:
+        s.close()
+        continue
+    print(s.getsockname()[1]); s.close(); break'; }
 port_of() { local u=${1##*:}; echo "${u%%/*}"; }
 var_of() { local v=${1//-/_}; echo "${v^^}"; } # subscriber-a -> SUBSCRIBER_A
 
@@ -194,7 +205,7 @@ fi
 RECUR_APP_PORT=
 if [ -n "${RECUR_COMPLETION_TOPICS:-}" ]; then
   [ -n "${REDIS_PORT:-}" ] || { log "RECUR_COMPLETION_TOPICS needs pub/sub: set REDIS_PORT too"; exit 1; }
-  RECUR_APP_PORT=$(free_port)
+  RECUR_APP_PORT=$(low_port)
 fi
 
 if [ "$real_dapr" = 1 ]; then

@@ -11,12 +11,16 @@ impl crate::controller::Reconcile for RecurringTask {
         let Some(status) = &self.status else {
             return false;
         };
+        let late = |due: DateTime<Utc>| due + crate::controller::OVERDUE_GRACE <= now;
         !self.spec.suspend
             && (status
                 .next_occurrence
                 .as_ref()
-                .is_some_and(|p| p.due <= now)
-                || status.manual_run.is_some())
+                .is_some_and(|p| p.attempts > 0 || late(p.due))
+                || status
+                    .manual_run
+                    .as_ref()
+                    .is_some_and(|m| m.attempts > 0 || late(m.requested_at)))
     }
 
     async fn reconcile(&self, ctx: &Context, name: &str, ns: &str) -> Result<Action, Error> {

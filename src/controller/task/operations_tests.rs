@@ -274,8 +274,14 @@ fn a_task_is_overdue_from_its_pending_due_until_delivered_unless_suspended() {
     let p = pending_at(t(9, 0, 0));
     let task = with_pending(task("1h"), &p);
     assert!(!task.overdue(t(8, 59, 59)), "not due yet");
-    assert!(task.overdue(p.due), "due");
-    assert!(task.overdue(t(9, 5, 0)), "retrying");
+    assert!(!task.overdue(p.due), "being delivered at its due instant");
+    assert!(task.overdue(t(9, 0, 10)), "late by the grace");
+    let mut retrying = p.clone();
+    retrying.attempts = 1;
+    assert!(
+        with_pending(task.clone(), &retrying).overdue(t(9, 0, 1)),
+        "retrying"
+    );
     let mut suspended = task.clone();
     suspended.spec.suspend = true;
     assert!(
