@@ -4,32 +4,13 @@
 //! tests/cluster/prometheus). And the PrometheusRule is off by default, and its values work.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+
+mod support;
+
+use support::bin_dir;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
-
-/// `$RECUR_BIN_DIR`, else what tests/cluster/build.sh prints (as tests/support does).
-fn bin_dir() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(dir) = std::env::var_os("RECUR_BIN_DIR").filter(|d| !d.is_empty()) {
-            return PathBuf::from(dir);
-        }
-        let out = Command::new(format!("{REPO}/tests/cluster/build.sh"))
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("could not run tests/cluster/build.sh: {e}"));
-        assert!(
-            out.status.success(),
-            "tests/cluster/build.sh failed ({}); its messages are above",
-            out.status
-        );
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    })
-}
 
 fn show(out: &Output) -> String {
     format!(

@@ -11,12 +11,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 
 use recur::metrics::Metrics;
 use serde_json::Value;
+
+mod support;
+
+use support::bin_dir;
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -564,27 +567,6 @@ fn the_scanner_rejects_what_recur_does_not_export() {
 
 // ------------------------------------------------------------------------------------------------
 // (d) The ConfigMap
-
-/// `$RECUR_BIN_DIR`, else what tests/cluster/build.sh prints (as tests/support does).
-fn bin_dir() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(dir) = std::env::var_os("RECUR_BIN_DIR").filter(|d| !d.is_empty()) {
-            return PathBuf::from(dir);
-        }
-        let out = Command::new(format!("{REPO}/tests/cluster/build.sh"))
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit())
-            .output()
-            .unwrap_or_else(|e| panic!("could not run tests/cluster/build.sh: {e}"));
-        assert!(
-            out.status.success(),
-            "tests/cluster/build.sh failed ({}); its messages are above",
-            out.status
-        );
-        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
-    })
-}
 
 /// The documents `helm template` renders with `args`, as JSON.
 fn render(args: &[&str]) -> Vec<Value> {
