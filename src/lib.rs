@@ -14,6 +14,9 @@ pub mod operator;
 pub mod plugin;
 pub mod server;
 pub mod tenancy;
+#[cfg(test)]
+mod test_env;
+pub mod traces;
 pub mod validate;
 pub mod watch_cache;
 pub mod webhook;

@@ -8,8 +8,12 @@ use clap::{Args, ValueEnum};
 use kube::api::{Api, ListParams};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, Config};
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tokio::sync::watch;
 use tracing::{error, info};
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::api::{RecurringTask, Reminder};
 use crate::controller::{self, Context, Settings};
@@ -18,6 +22,7 @@ use crate::lease::{self, Leadership, LeaseConfig, LeaseElector};
 use crate::metrics::Metrics;
 use crate::server::{self, Health};
 use crate::tenancy::Tenancy;
+use crate::traces;
 
 /// Flags of `recur run`; each defaults from a `RECUR_`-prefixed environment variable.
 #[derive(Args, Debug, Clone)]
@@ -99,7 +104,14 @@ fn duration(s: &str) -> Result<Duration, String> {
 
 /// Runs the operator until SIGTERM or SIGINT.
 pub fn main(args: RunArgs) -> ExitCode {
-    init_logs(args.log_format, &args.log);
+    let provider = match traces::provider(&traces::Export::from_env(|k| std::env::var(k).ok())) {
+        Ok(provider) => provider,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logs(args.log_format, &args.log, &provider);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         // Named threads: a profile (`scripts/bench.sh --perf`) tells the processes apart.
         .thread_name("recur-worker")
@@ -112,31 +124,47 @@ pub fn main(args: RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let code = match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             error!("{err}");
             ExitCode::FAILURE
         }
+    };
+    // Sends the spans still batched; an unreachable collector costs at most its timeout.
+    if let Err(err) = provider.shutdown() {
+        eprintln!("warning: traces not flushed at exit: {err}");
     }
+    code
 }
 
-fn init_logs(format: LogFormat, filter: &str) {
+/// Logs to stderr through `filter`; recur's own spans (whatever the log level) also to
+/// `provider`, which gives each delivery its trace context.
+fn init_logs(format: LogFormat, filter: &str, provider: &SdkTracerProvider) {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colours only on a terminal: a log file or a collector gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder
+    let fmt = match format {
+        LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(true)
-            .init(),
-        LogFormat::Text => builder.init(),
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+    };
+    let spans = tracing_subscriber::filter::Targets::new()
+        .with_target(env!("CARGO_CRATE_NAME"), tracing::Level::INFO);
+    let result = tracing_subscriber::registry()
+        .with(fmt)
+        .with(traces::layer(provider).with_filter(spans))
+        .try_init();
+    if let Err(err) = result {
+        eprintln!("warning: logging was set up already: {err}");
     }
 }
 

@@ -150,6 +150,7 @@ async fn subscriber_records(stack: &Stack, subscriber: usize) -> Vec<support::st
                 scheduled_at: data["scheduled_at"].as_str().map(str::to_string),
                 due_at: data["due_at"].as_str().map(str::to_string),
                 lag_ms,
+                traceparent: e.traceparent_header,
             }
         })
         .collect()
@@ -492,6 +493,7 @@ fn rec(seq: u64, key: &str, accepted: bool, at: &str) -> support::stack::Record 
         scheduled_at: Some(at.into()),
         due_at: None,
         lag_ms: Some(seq as i64),
+        traceparent: None,
     }
 }
 

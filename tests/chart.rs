@@ -616,6 +616,12 @@ fn rendered_manifests_wire_the_options() {
         !env.contains_key("DAPR_API_TOKEN"),
         "no token unless configured"
     );
+    assert!(
+        !env.contains_key("OTEL_EXPORTER_OTLP_ENDPOINT"),
+        "no span export unless configured"
+    );
+    assert_eq!(env["OTEL_SERVICE_NAME"]["value"], "recur");
+    assert_eq!(env["OTEL_TRACES_SAMPLER"]["value"], "parentbased_always_on");
     let deployment = only(&docs, "Deployment");
     assert_eq!(deployment["spec"]["replicas"], 2);
     let pod = &deployment["spec"]["template"];
@@ -692,6 +698,29 @@ fn rendered_manifests_wire_the_options() {
     assert!(
         env["DAPR_API_TOKEN"].get("value").is_none(),
         "the token itself never appears in the manifest"
+    );
+    for (name, value) in [
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://otel-collector.observability:4318",
+        ),
+        ("OTEL_SERVICE_NAME", "recur-prod"),
+        ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+        ("OTEL_TRACES_SAMPLER_ARG", "0.25"),
+    ] {
+        assert_eq!(env[name]["value"], value, "{name}");
+    }
+    // Tracing on: the policy lets the pod reach the collector, and only on its port.
+    let egress = only(&docs, "NetworkPolicy")["spec"]["egress"]
+        .as_array()
+        .unwrap();
+    let otlp = egress
+        .iter()
+        .find(|rule| rule["ports"] == json!([{"port": 4318, "protocol": "TCP"}]))
+        .expect("an egress rule to the collector's port");
+    assert_eq!(
+        otlp["to"][0]["podSelector"]["matchLabels"]["app"],
+        "otel-collector"
     );
     let pod = &only(&docs, "Deployment")["spec"]["template"];
     assert_eq!(
@@ -1224,6 +1253,16 @@ fn schema_rejects_wrong_values_with_readable_messages() {
             "malformed duration",
             "operator:\n  daprTimeout: 5 seconds\n",
             "at '/operator/daprTimeout'",
+        ),
+        (
+            "collector endpoint without a scheme",
+            "tracing:\n  otlpEndpoint: otel-collector:4318\n",
+            "at '/tracing/otlpEndpoint'",
+        ),
+        (
+            "sampler ratio above 1",
+            "tracing:\n  samplerArg: \"1.5\"\n",
+            "at '/tracing/samplerArg'",
         ),
         (
             "bad enum",

@@ -127,6 +127,9 @@ pub struct BackfillStatus {
     /// The idempotency key of `next`, written before it is delivered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_key: Option<String>,
+    /// The W3C trace id of the latest delivery (see `RecurringTask`'s `lastOccurrence.traceId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_trace_id: Option<String>,
     /// Failed attempts at `next` so far.
     #[serde(default, skip_serializing_if = "super::task::is_zero")]
     pub attempts: u32,

@@ -113,6 +113,10 @@ pub struct OccurrenceRecord {
     /// is counted as completed once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completed_at: Option<DateTime<Utc>>,
+    /// The W3C trace id of the attempt that finished it: look it up in the trace backend the
+    /// operator exports to (the Dapr sidecars and the backend join the same trace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// What made an occurrence, sent in the body as `trigger` (`schedule`, `manual`, `backfill`).

@@ -132,6 +132,9 @@ pub struct ReminderStatus {
     /// Calls made so far.
     #[serde(default)]
     pub attempts: u32,
+    /// The W3C trace id of the latest call (see `RecurringTask`'s `lastOccurrence.traceId`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
     /// Not retried before this instant (backoff after a failed attempt).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_at: Option<DateTime<Utc>>,

@@ -4,10 +4,12 @@
 //! on the same value.
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
+use tracing::{Instrument as _, field, info_span};
 
 use super::Context;
-use crate::dapr::{Invocation, Invoked, Publication};
+use crate::dapr::{Invocation, Invoked, Outcome, Publication};
 use crate::tenancy::Resolved;
+use crate::traces::{self, TraceContext};
 
 /// CloudEvent `type` of a task's occurrence.
 pub const OCCURRENCE_EVENT_TYPE: &str = "dev.recur.occurrence.due";
@@ -38,12 +40,21 @@ pub struct About<'a> {
     pub due: DateTime<Utc>,
 }
 
+/// One delivery made: the call's result and the trace it is part of.
+#[derive(Clone, Debug)]
+pub struct Sent {
+    pub invoked: Invoked,
+    /// The trace id of the `deliver` span, for `status.lastOccurrence.traceId`.
+    pub trace_id: Option<String>,
+}
+
 /// The CloudEvent of `d`: `id` the key, `source` the object
 /// (`/namespaces/<ns>/<plural>/<name>`), `subject` the user id, `time` the due instant, `data`
-/// the body an invocation would send. Every value comes from a validated spec or from recur, and
-/// JSON encoding keeps each in its attribute.
-pub fn cloud_event(d: &Delivery<'_>) -> Value {
-    json!({
+/// the body an invocation would send, and the distributed-tracing extension (`traceparent`,
+/// `tracestate`) when there is a trace. Every value comes from a validated spec or from recur,
+/// and JSON encoding keeps each in its attribute.
+pub fn cloud_event(d: &Delivery<'_>, trace: Option<&TraceContext>) -> Value {
+    let mut event = json!({
         "specversion": "1.0",
         "id": d.key,
         "source": format!("/namespaces/{}/{}/{}", d.namespace, d.about.plural, d.about.name),
@@ -52,12 +63,47 @@ pub fn cloud_event(d: &Delivery<'_>) -> Value {
         "time": d.about.due.to_rfc3339_opts(SecondsFormat::AutoSi, true),
         "datacontenttype": "application/json",
         "data": d.body,
-    })
+    });
+    if let (Some(trace), Some(attributes)) = (trace, event.as_object_mut()) {
+        attributes.insert("traceparent".into(), trace.traceparent.clone().into());
+        if let Some(state) = &trace.tracestate {
+            attributes.insert("tracestate".into(), state.clone().into());
+        }
+    }
+    event
 }
 
 impl Context {
-    /// Delivers `d` (invoke or publish), counted like every Dapr call.
-    pub(crate) async fn deliver(&self, d: &Delivery<'_>) -> Invoked {
+    /// Delivers `d` (invoke or publish) in a `deliver` span whose trace context travels with
+    /// the call, counted like every Dapr call.
+    pub(crate) async fn deliver(&self, d: &Delivery<'_>) -> Sent {
+        let span = info_span!(
+            "deliver",
+            otel.kind = "client",
+            otel.status_code = field::Empty,
+            k8s.namespace.name = d.namespace,
+            recur.resource = d.about.plural,
+            recur.name = d.about.name,
+            recur.idempotency_key = d.key,
+            recur.destination = %d.target,
+            recur.outcome = field::Empty,
+        );
+        let trace = traces::context_of(&span);
+        let invoked = self.send(d, trace.as_ref()).instrument(span.clone()).await;
+        span.record("recur.outcome", invoked.outcome.label());
+        if !matches!(
+            invoked.outcome,
+            Outcome::Delivered { .. } | Outcome::InProgress
+        ) {
+            span.record("otel.status_code", "ERROR");
+        }
+        Sent {
+            invoked,
+            trace_id: trace.map(|t| t.trace_id),
+        }
+    }
+
+    async fn send(&self, d: &Delivery<'_>, trace: Option<&TraceContext>) -> Invoked {
         match d.target {
             Resolved::Invoke { app_id, method } => {
                 self.invoke(&Invocation {
@@ -67,17 +113,19 @@ impl Context {
                     user_id: d.user_id,
                     namespace: d.namespace,
                     body: d.body,
+                    trace,
                 })
                 .await
             }
             Resolved::Publish { pubsub, topic } => {
-                let event = cloud_event(d);
+                let event = cloud_event(d, trace);
                 let publication = Publication {
                     pubsub,
                     topic,
                     idempotency_key: d.key,
                     namespace: d.namespace,
                     event: &event,
+                    trace,
                 };
                 let invoked = self.dapr.publish(&publication).await;
                 self.count_call(d.namespace, &publication.destination(), &invoked);
@@ -116,8 +164,19 @@ mod tests {
                 due,
             },
         };
+        let trace = TraceContext {
+            traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            tracestate: None,
+            trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        };
+        let mut traced = cloud_event(&d, Some(&trace));
         assert_eq!(
-            cloud_event(&d),
+            traced.as_object_mut().unwrap().remove("traceparent"),
+            Some(json!(trace.traceparent))
+        );
+        assert_eq!(traced, cloud_event(&d, None));
+        assert_eq!(
+            cloud_event(&d, None),
             json!({
                 "specversion": "1.0",
                 "id": "rt-u-20260101T090000Z",

@@ -31,6 +31,7 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
+use tracing::Instrument as _;
 
 use crate::dapr::DaprClient;
 use crate::lease::Leadership;
@@ -253,12 +254,26 @@ impl Context {
         K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
         S: serde::Serialize,
     {
-        let written = bounded(status::write_status(api, name, guard, status)).await;
+        let span = tracing::info_span!(
+            "status_write",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            recur.kind = kind,
+            recur.name = name,
+            recur.outcome = tracing::field::Empty,
+        );
+        let written = bounded(status::write_status(api, name, guard, status))
+            .instrument(span.clone())
+            .await;
         let (label, result) = match written {
             Ok(StatusWrite::Written(_)) => ("ok", Ok(true)),
             Ok(StatusWrite::Conflict) => ("conflict", Ok(false)),
             Err(err) => ("error", Err(err)),
         };
+        span.record("recur.outcome", label);
+        if result.is_err() {
+            span.record("otel.status_code", "ERROR");
+        }
         self.metrics.status_write(kind, label);
         result
     }

@@ -12,7 +12,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::delivery::{About, Delivery, REMINDER_EVENT_TYPE};
+use super::delivery::{About, Delivery, REMINDER_EVENT_TYPE, Sent};
 use super::{Action, Context, Error, Guard, conditions, key_instant, reason, truncate, uid, until};
 use crate::api::{Failure, Phase, RecurringTask, Reminder, ReminderStatus};
 use crate::dapr::{self, AppId, Method};
@@ -451,7 +451,7 @@ async fn deliver(
     if let Some(wait) = ctx.over_rate(ns, call.rate) {
         return Ok(Action::requeue(wait));
     }
-    let invoked = ctx
+    let Sent { invoked, trace_id } = ctx
         .deliver(&Delivery {
             target: call.target,
             key: &call.key,
@@ -467,7 +467,10 @@ async fn deliver(
         })
         .await;
     let after = Utc::now();
-    let status = after_call(rem, &invoked.outcome, call.told_backend, after);
+    let mut status = after_call(rem, &invoked.outcome, call.told_backend, after);
+    if trace_id.is_some() {
+        status.trace_id = trace_id;
+    }
     if !write(rem, ctx, api, name, &status).await? {
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
@@ -485,7 +488,7 @@ async fn deliver(
         _ if !call.told_backend && status.notified_at.is_some() => {
             ctx.metrics.occurrence(KIND, "delivered");
             ctx.metrics.firing_lag(KIND, lag);
-            info!(key = %call.key, lag_ms = (lag * 1000.0) as u64, "reminder delivered");
+            info!(key = %call.key, lag_ms = (lag * 1000.0) as u64, trace_id = status.trace_id.as_deref().unwrap_or_default(), "reminder delivered");
         }
         dapr::Outcome::Rejected { status: code, .. } => {
             if !call.told_backend {

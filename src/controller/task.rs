@@ -16,7 +16,7 @@ use kube::{Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-use super::delivery::{About, Delivery, OCCURRENCE_EVENT_TYPE};
+use super::delivery::{About, Delivery, OCCURRENCE_EVENT_TYPE, Sent};
 use super::settle::{Attempt, Settled, settle};
 use super::{
     Action, Context, Error, Guard, MANAGER, conditions, from_jiff, key_instant, reason, truncate,
@@ -263,6 +263,7 @@ pub fn plan(task: &RecurringTask, schedule: &Schedule, uid: &str, now: DateTime<
             reason: Some(format!("{reason} (catchUp.policy {policy:?})")),
             trigger: None,
             completed_at: None,
+            trace_id: None,
         };
         record(&mut status, rec, limit);
     }
@@ -307,6 +308,23 @@ fn skip_record(p: &PendingOccurrence, now: DateTime<Utc>, reason: &str) -> Occur
         reason: Some(reason.into()),
         trigger: None,
         completed_at: None,
+        trace_id: None,
+    }
+}
+
+/// Puts the trace id of the attempt at `key` into every record of that occurrence the attempt
+/// finished (last occurrence, last manual run, history); a retry finishes none.
+pub fn stamp_trace(status: &mut RecurringTaskStatus, key: &str, trace_id: Option<&str>) {
+    let Some(trace_id) = trace_id else {
+        return;
+    };
+    let records = status
+        .last_occurrence
+        .iter_mut()
+        .chain(status.last_manual_run.iter_mut().map(|r| &mut r.record))
+        .chain(status.history.iter_mut());
+    for rec in records.filter(|r| r.idempotency_key == key && r.trace_id.is_none()) {
+        rec.trace_id = Some(trace_id.to_owned());
     }
 }
 
@@ -470,6 +488,7 @@ pub fn after_attempt(
                 reason,
                 trigger: None,
                 completed_at: None,
+                trace_id: None,
             };
             count_failures(task, &mut status, &rec, now);
             record(&mut status, rec, task.history_limit());

@@ -64,6 +64,7 @@ use super::retry_after::parse_retry_after;
 use super::target::{AppId, Method, invoke_url};
 use super::topic::{PubSubName, Topic};
 use super::{BACKEND_ID_LIMIT, DaprConfig, DaprError, MESSAGE_LIMIT, sanitize};
+use crate::traces::TraceContext;
 
 /// Most bytes of an answer's body read (enough for an id or an error message).
 const BODY_LIMIT: usize = 64 * 1024;
@@ -87,6 +88,8 @@ pub struct Invocation<'a> {
     /// `X-Recur-Namespace`, and the key of the breaker with the app id.
     pub namespace: &'a str,
     pub body: &'a serde_json::Value,
+    /// Sent as `traceparent` (and `tracestate`): the sidecars and the app join the trace.
+    pub trace: Option<&'a TraceContext>,
 }
 
 /// One publish: a CloudEvent 1.0 (`application/cloudevents+json`) to a topic of a pub/sub
@@ -101,6 +104,8 @@ pub struct Publication<'a> {
     /// The tenant the event is published for: the key of the breaker with the component.
     pub namespace: &'a str,
     pub event: &'a serde_json::Value,
+    /// Sent as `traceparent` (and `tracestate`), like the event's own attributes.
+    pub trace: Option<&'a TraceContext>,
 }
 
 impl Publication<'_> {
@@ -314,6 +319,7 @@ impl DaprClient {
             .header("idempotency-key", header_value(inv.idempotency_key))
             .header("x-user-id", header_value(inv.user_id))
             .header("x-recur-namespace", header_value(inv.namespace));
+        let request = with_trace(request, inv.trace);
         let invoked = self
             .guarded(inv.namespace, inv.app_id.as_str(), request, inv.body)
             .await;
@@ -343,6 +349,7 @@ impl DaprClient {
             CONTENT_TYPE,
             HeaderValue::from_static("application/cloudevents+json"),
         );
+        let request = with_trace(request, publication.trace);
         let destination = publication.destination();
         let invoked = self
             .guarded(
@@ -549,6 +556,25 @@ async fn read_limited(response: &mut reqwest::Response) -> Vec<u8> {
 }
 
 /// Percent-encodes a header value (see [`HEADER_UNSAFE`]).
+/// Adds the W3C trace context headers. Both values are recur's own (built by the propagator from
+/// span ids), never a user's; one that is not a valid header value is left out.
+fn with_trace(
+    request: reqwest::RequestBuilder,
+    trace: Option<&TraceContext>,
+) -> reqwest::RequestBuilder {
+    let Some(trace) = trace else {
+        return request;
+    };
+    let mut request = request;
+    if let Ok(value) = HeaderValue::from_str(&trace.traceparent) {
+        request = request.header("traceparent", value);
+    }
+    if let Some(Ok(value)) = trace.tracestate.as_deref().map(HeaderValue::from_str) {
+        request = request.header("tracestate", value);
+    }
+    request
+}
+
 pub(crate) fn encode_header(value: &str) -> String {
     utf8_percent_encode(value, HEADER_UNSAFE).to_string()
 }

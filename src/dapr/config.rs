@@ -143,19 +143,11 @@ fn normalize_endpoint(raw: &str, source_name: &'static str) -> Result<String, Da
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-    use std::collections::HashMap;
-
     use super::*;
 
     const T: Duration = Duration::from_secs(10);
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
+    use crate::test_env::env;
 
     #[test]
     fn defaults_to_loopback_3500() {

@@ -44,6 +44,20 @@ impl Resolved {
     }
 }
 
+/// `invoke <app id>/<method>` or `publish <component>/<topic>`: validated names only.
+impl std::fmt::Display for Resolved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Resolved::Invoke { app_id, method } => {
+                write!(f, "invoke {}/{}", app_id.as_str(), method.as_str())
+            }
+            Resolved::Publish { pubsub, topic } => {
+                write!(f, "publish {}/{}", pubsub.as_str(), topic.as_str())
+            }
+        }
+    }
+}
+
 impl Effective {
     /// The policy of `namespace` (labelled `labels`) among `policies`. A policy whose selector is
     /// malformed selects nothing (the webhook refuses such policies; this only guards the

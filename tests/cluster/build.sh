@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Builds the real control plane (kube-apiserver, kube-controller-manager, kubectl, etcd) and helm
+# Builds the real control plane (kube-apiserver, kube-controller-manager, kubectl, etcd), helm, daprd
+# and an OpenTelemetry Collector (otelcol-recur)
 # from the pinned Go wrapper modules beside this script, into a cache directory keyed by version.
 # A second run finds the binaries and builds nothing. Prints the bin directory on stdout.
 #
-#   tests/cluster/build.sh                     # control plane, helm and daprd
+#   tests/cluster/build.sh                     # control plane, helm, daprd and otelcol-recur
 #   RECUR_REAL_DAPR=0 tests/cluster/build.sh   # skip daprd (tests then use recur-dev's sidecar stand-in)
+#   RECUR_OTELCOL=0 tests/cluster/build.sh     # skip otelcol-recur (the collector of the trace tests)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -96,6 +98,19 @@ if [ "${RECUR_REAL_DAPR:-1}" = 1 ]; then
     mv "$dbin/daprd.tmp" "$dbin/daprd"
   fi
   ln -sf "$dbin/daprd" "$bin/daprd"
+fi
+
+# The OpenTelemetry Collector of the trace tests (otelcol.sh), from the wrapper module otelcol/, in
+# a directory of its own keyed by its version, linked into $bin.
+if [ "${RECUR_OTELCOL:-1}" = 1 ]; then
+  obin="$cache/bin/otelcol-$OTELCOL_VERSION"
+  if [ ! -x "$obin/otelcol-recur" ]; then
+    mkdir -p "$obin"
+    (cd "$here/otelcol" && timed otelcol-recur go build -trimpath -ldflags "-s -w" \
+      -o "$obin/otelcol-recur.tmp" .)
+    mv "$obin/otelcol-recur.tmp" "$obin/otelcol-recur"
+  fi
+  [ "$(readlink "$bin/otelcol-recur" || true)" = "$obin/otelcol-recur" ] || ln -sf "$obin/otelcol-recur" "$bin/otelcol-recur"
 fi
 
 echo "$bin"

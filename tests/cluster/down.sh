@@ -9,6 +9,10 @@
 # not an error (nothing to stop); a directory up.sh did not make is never touched.
 set -euo pipefail
 
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=proc.sh
+. "$here/proc.sh"
+
 log() { printf '[down] %s\n' "$*" >&2; }
 die() {
   log "error: $*"
@@ -29,11 +33,6 @@ dir=$(cd "$dir" && pwd -P)
 [ -f "$dir/.recur-cluster" ] || die "$dir was not made by tests/cluster/up.sh (no .recur-cluster marker): refusing to touch it"
 timeout=${RECUR_DOWN_TIMEOUT:-15}
 
-alive() { # pid: running and not a zombie
-  local state
-  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-  [ -n "$state" ] && [ "$state" != Z ]
-}
 names_dir() { # pid: its command line mentions this cluster's directory (guards against pid reuse)
   tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$dir"
 }

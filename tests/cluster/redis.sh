@@ -15,6 +15,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=proc.sh
+. "$here/proc.sh"
 log() { printf '[redis] %s\n' "$*" >&2; }
 die() {
   log "error: $*"
@@ -38,11 +40,6 @@ if [ -n "$watch_parent" ]; then
   kill -0 "$watch_parent" 2>/dev/null || die "--watch-parent $watch_parent: no such process"
 fi
 
-alive() { # pid: running and not a zombie
-  local state
-  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-  [ -n "$state" ] && [ "$state" != Z ]
-}
 
 # Our redis-server: a live pid whose command line names the port (not a reused pid).
 ours() { # pid port

@@ -21,6 +21,9 @@
 # operator's daprd gets an app port (RECUR_APP_PORT in sidecars.env: run `recur run
 # --app-addr 127.0.0.1:$RECUR_APP_PORT`) and a Subscription to each topic scoped to app id recur,
 # route /completions/pubsub/<topic>, as the chart renders them.
+# Tracing (real daprd only), when OTLP_ENDPOINT is host:port of an OTLP/HTTP receiver on 127.0.0.1
+# (tests/cluster/otelcol.sh): every daprd samples every request (samplingRate "1") and exports its
+# spans there (tracing.otel, protocol http, plaintext), within about 100 ms.
 #
 #   tests/cluster/sidecars.sh DIR BACKEND_URL [NOTIFY_URL]
 # Writes DIR/sidecars.env (DAPR_HTTP_PORT=..., SIDECAR_PIDS=..., with pub/sub also SUBSCRIBER_A_URL,
@@ -32,6 +35,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=proc.sh
+. "$here/proc.sh"
 log() { printf '[sidecars] %s\n' "$*" >&2; }
 
 readonly subscribers="subscriber-a subscriber-b"
@@ -51,22 +56,15 @@ while True:
 port_of() { local u=${1##*:}; echo "${u%%/*}"; }
 var_of() { local v=${1//-/_}; echo "${v^^}"; } # subscriber-a -> SUBSCRIBER_A
 
-alive() { # pid: running and not a zombie
-  local state
-  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-  [ -n "$state" ] && [ "$state" != Z ]
+# With tracing, the environment of every daprd: its span batcher (OpenTelemetry SDK) exports every
+# 100 ms instead of every 5 s, and the service name of its spans is its app id.
+tracing_env() {
+  if [ -n "${OTLP_ENDPOINT:-}" ]; then
+    export OTEL_BSP_SCHEDULE_DELAY=100
+    unset OTEL_SERVICE_NAME
+  fi
 }
 
-stop_pids() { # seconds, pids...: SIGTERM, SIGKILL to what is left after that many seconds
-  local secs=$1 pid deadline
-  shift
-  for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
-  deadline=$((SECONDS + secs))
-  for pid in "$@"; do
-    while alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-  done
-}
 
 # Starts the daprd of subscriber ID in front of its app on APP_PORT, on fresh ports. Sets
 # sub_pid[ID] and sub_http[ID].
@@ -111,6 +109,7 @@ write_env() {
   {
     printf 'DAPR_HTTP_PORT=%s\nSIDECAR_PIDS="%s"\n' "$DAPR_HTTP_PORT" "$SIDECAR_PIDS"
     if [ -n "${RECUR_APP_PORT:-}" ]; then printf 'RECUR_APP_PORT=%s\n' "$RECUR_APP_PORT"; fi
+    if [ -n "${OTLP_ENDPOINT:-}" ]; then printf 'OTLP_ENDPOINT=%s\n' "$OTLP_ENDPOINT"; fi
     if [ -n "${REDIS_PORT:-}" ]; then
       printf 'PUBSUB_NAME=pubsub\nREDIS_PORT=%s\nSUBSCRIBE_TOPICS=%q\nDAPRD=%q\n' \
         "$REDIS_PORT" "$SUBSCRIBE_TOPICS" "$DAPRD"
@@ -160,6 +159,7 @@ case ${1:-} in
     load_env
     [ -n "${REDIS_PORT:-}" ] || { log "no pub/sub in $dir (started without REDIS_PORT)"; exit 1; }
     [ -z "$SUBSCRIBER_PIDS" ] || { log "the subscribers' daprd already run: $SUBSCRIBER_PIDS"; exit 1; }
+    tracing_env
     pids=()
     for id in $subscribers; do
       url_var=$(var_of "$id")_URL
@@ -201,6 +201,11 @@ if [ -n "${REDIS_PORT:-}" ]; then
   [ -n "${SUBSCRIBE_TOPICS:-}" ] || { log "REDIS_PORT is set: SUBSCRIBE_TOPICS (comma-separated) must name the topics to subscribe to"; exit 1; }
   recur_dev=${RECUR_DEV_BIN:-$here/../../target/debug/recur-dev}
   [ -x "$recur_dev" ] || { log "$recur_dev is missing: cargo build --workspace --bins"; exit 1; }
+fi
+if [ -n "${OTLP_ENDPOINT:-}" ]; then
+  [[ $OTLP_ENDPOINT =~ ^127\.0\.0\.1:[0-9]+$ ]] || { log "OTLP_ENDPOINT '$OTLP_ENDPOINT' is not 127.0.0.1:PORT (an OTLP/HTTP receiver, no scheme)"; exit 1; }
+  [ "$real_dapr" = 1 ] || { log "tracing (OTLP_ENDPOINT) needs real daprd: build it with tests/cluster/build.sh (not RECUR_REAL_DAPR=0)"; exit 1; }
+  tracing_env
 fi
 RECUR_APP_PORT=
 if [ -n "${RECUR_COMPLETION_TOPICS:-}" ]; then
@@ -285,6 +290,18 @@ spec:
     configuration:
       template: '127.0.0.1:{{if eq .Namespace "recur-system"}}1{{else if eq .ID "backend"}}${internal[backend]}{{else if eq .ID "notification-service"}}${internal[notification-service]}{{else}}${internal[recur]}{{end}}'
 EOF
+  if [ -n "${OTLP_ENDPOINT:-}" ]; then
+    # Dapr v1.16 TracingSpec/OtelSpec (pkg/config/configuration.go): OTLP/HTTP to
+    # http://$OTLP_ENDPOINT/v1/traces.
+    cat >>"$dir/dapr-config.yaml" <<EOF
+  tracing:
+    samplingRate: "1"
+    otel:
+      endpointAddress: "$OTLP_ENDPOINT"
+      isSecure: false
+      protocol: http
+EOF
+  fi
   for id in recur backend notification-service; do
     args=(--app-id "$id" --dapr-http-port "${http[$id]}" --dapr-grpc-port "${grpc[$id]}"
       --dapr-internal-grpc-port "${internal[$id]}" --metrics-port "${metrics[$id]}"
@@ -364,5 +381,5 @@ if [ -n "${REDIS_PORT:-}" ]; then
   for id in $subscribers; do printf -v "$(var_of "$id")_DAPR_HTTP_PORT" '%s' "${sub_http[$id]}"; done
 fi
 write_env
-log "$kind ready: DAPR_HTTP_PORT=$recur_port${REDIS_PORT:+, pub/sub \"pubsub\" on Redis 127.0.0.1:$REDIS_PORT, subscribers at $SUBSCRIBER_A_URL and $SUBSCRIBER_B_URL}"
+log "$kind ready: DAPR_HTTP_PORT=$recur_port${OTLP_ENDPOINT:+, spans to OTLP http://$OTLP_ENDPOINT}${REDIS_PORT:+, pub/sub \"pubsub\" on Redis 127.0.0.1:$REDIS_PORT, subscribers at $SUBSCRIBER_A_URL and $SUBSCRIBER_B_URL}"
 echo "$recur_port"

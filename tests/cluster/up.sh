@@ -17,6 +17,8 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=proc.sh
+. "$here/proc.sh"
 readonly here
 # cronjob and job are for a later benchmark; the rest make namespaces and ServiceAccounts work.
 readonly controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token,cronjob,job
@@ -97,11 +99,6 @@ declare -A pid_of=()
 started=() # names, in start order
 success=0
 
-alive() { # pid: running and not a zombie
-  local state
-  state=$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null) || return 1
-  [ -n "$state" ] && [ "$state" != Z ]
-}
 
 start_proc() { # name, then the command; runs it in its own session, logging to DIR/name.log
   local name=$1

@@ -5,3 +5,6 @@ HELM_VERSION=v3.21.4
 # The commit HELM_VERSION is tagged on (helm `version` shows it, as in a release build).
 HELM_COMMIT=813176c51bb5c181dbbd7901298ddcc104cd3417
 DAPR_VERSION=v1.16.5
+# The OpenTelemetry Collector of the trace tests (otelcol/go.mod pins it): contrib v0.161.0
+# (fileexporter) with core collector v0.161.0 / v1.67.0, all of one release.
+OTELCOL_VERSION=v0.161.0

@@ -207,6 +207,7 @@ mod tests {
             scheduled_at: None,
             due_at: None,
             lag_ms: None,
+            traceparent: None,
         }
     }
 

@@ -22,6 +22,7 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
 pub mod checker;
+pub mod otelcol;
 pub mod stack;
 pub mod webhook;
 

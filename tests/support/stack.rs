@@ -52,6 +52,9 @@ pub struct Record {
     pub due_at: Option<String>,
     #[serde(default)]
     pub lag_ms: Option<i64>,
+    /// The request's `traceparent` header, when it had one.
+    #[serde(default)]
+    pub traceparent: Option<String>,
 }
 
 /// One CloudEvent a subscriber received (`recur-dev subscriber`'s record), as daprd delivered it.
@@ -73,6 +76,9 @@ pub struct Event {
     /// The delivery's `Content-Type` and `traceparent` headers.
     pub content_type: Option<String>,
     pub traceparent_header: Option<String>,
+    /// The event's own `traceparent` attribute (daprd adds it), when it had one.
+    #[serde(default)]
+    pub traceparent: Option<String>,
     /// The whole delivered body.
     pub cloudevent: serde_json::Value,
     pub received_at: String,
@@ -105,6 +111,8 @@ pub struct Stack {
     pub operators: Vec<Operator>,
     http: reqwest::Client,
     pubsub: Option<PubSub>,
+    /// `127.0.0.1:PORT` of the OTLP/HTTP collector the sidecars and operators export spans to.
+    otlp: Option<String>,
 }
 
 /// `recur-dev` belongs to another package of the workspace, so Cargo defines no
@@ -165,7 +173,27 @@ pub fn install_crds() {
 impl Stack {
     /// Starts the backend and the sidecars (not yet an operator), after installing the CRDs.
     pub async fn start(namespace: &str) -> Stack {
-        Self::start_stack(namespace, None, &[]).await
+        Self::start_stack(namespace, None, &[], None).await
+    }
+
+    /// Like [`Stack::start`], with tracing: every daprd exports its spans (every request sampled)
+    /// to the OTLP/HTTP receiver at `otlp_hostport` (`127.0.0.1:PORT`, a
+    /// [`super::otelcol::Collector`]'s `otlp_hostport()`), and every `recur run` the stack starts
+    /// gets `OTEL_EXPORTER_OTLP_ENDPOINT=http://<otlp_hostport>` and `OTEL_SERVICE_NAME=recur`.
+    /// Needs real daprd.
+    pub async fn start_with_tracing(namespace: &str, otlp_hostport: &str) -> Stack {
+        Self::start_stack(namespace, None, &[], Some(otlp_hostport)).await
+    }
+
+    /// [`Stack::start_with_pubsub`] and [`Stack::start_with_tracing`] together: the subscribers'
+    /// daprd export their spans too.
+    pub async fn start_with_pubsub_and_tracing(
+        namespace: &str,
+        topics: &[&str],
+        otlp_hostport: &str,
+    ) -> Stack {
+        assert!(!topics.is_empty(), "needs a topic");
+        Self::start_stack(namespace, Some(topics), &[], Some(otlp_hostport)).await
     }
 
     /// Like [`Stack::start`], with pub/sub: a Redis in the stack's directory, the Component
@@ -174,7 +202,7 @@ impl Stack {
     /// gets every event ([`Stack::events`]). Needs real daprd and Debian's `redis-server`.
     pub async fn start_with_pubsub(namespace: &str, topics: &[&str]) -> Stack {
         assert!(!topics.is_empty(), "start_with_pubsub needs a topic");
-        Self::start_stack(namespace, Some(topics), &[]).await
+        Self::start_stack(namespace, Some(topics), &[], None).await
     }
 
     /// Like [`Stack::start_with_pubsub`], and the operator's own sidecar delivers the
@@ -187,13 +215,14 @@ impl Stack {
         completion_topics: &[&str],
     ) -> Stack {
         assert!(!topics.is_empty() && !completion_topics.is_empty());
-        Self::start_stack(namespace, Some(topics), completion_topics).await
+        Self::start_stack(namespace, Some(topics), completion_topics, None).await
     }
 
     async fn start_stack(
         namespace: &str,
         topics: Option<&[&str]>,
         completion_topics: &[&str],
+        otlp: Option<&str>,
     ) -> Stack {
         tokio::task::spawn_blocking(install_crds).await.unwrap();
         let dir = tempfile::Builder::new()
@@ -249,6 +278,7 @@ impl Stack {
         let url = backend_url.clone();
         let pubsub_env = redis_port.clone().zip(topics.map(|t| t.join(",")));
         let completion_env = completion_topics.join(",");
+        let otlp_env = otlp.map(str::to_owned);
         let out = tokio::task::spawn_blocking(move || {
             let mut command = Command::new(format!("{REPO}/tests/cluster/sidecars.sh"));
             command
@@ -257,6 +287,7 @@ impl Stack {
                 .env("RECUR_DEV_BIN", recur_dev())
                 .env_remove("REDIS_PORT")
                 .env_remove("RECUR_COMPLETION_TOPICS")
+                .env_remove("OTLP_ENDPOINT")
                 .stdin(Stdio::null())
                 .stderr(Stdio::inherit());
             if let Some((port, topics)) = pubsub_env {
@@ -266,6 +297,9 @@ impl Stack {
             }
             if !completion_env.is_empty() {
                 command.env("RECUR_COMPLETION_TOPICS", completion_env);
+            }
+            if let Some(otlp) = otlp_env {
+                command.env("OTLP_ENDPOINT", otlp);
             }
             command.output().unwrap()
         })
@@ -305,6 +339,7 @@ impl Stack {
             operators: vec![],
             http,
             pubsub,
+            otlp: otlp.map(str::to_owned),
         }
     }
 
@@ -378,7 +413,8 @@ impl Stack {
             .append(true)
             .open(&op.log)
             .unwrap();
-        let child = Command::new(RECUR)
+        let mut command = Command::new(RECUR);
+        command
             .args(&op.args)
             .env("KUBECONFIG", &op.kubeconfig)
             .env("DAPR_HTTP_PORT", self.dapr_port.to_string())
@@ -386,9 +422,15 @@ impl Stack {
             .env("RECUR_LOG", "info,recur=debug,kube=warn")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .stderr(log);
+        if let Some(otlp) = &self.otlp {
+            // OTLP/HTTP to <endpoint>/v1/traces; the batch exported every 100 ms, not 5 s.
+            command
+                .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
+                .env("OTEL_SERVICE_NAME", "recur")
+                .env("OTEL_BSP_SCHEDULE_DELAY", "100");
+        }
+        let child = command.spawn().unwrap();
         op.child = Some(child);
     }
 

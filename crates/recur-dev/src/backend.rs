@@ -79,6 +79,10 @@ pub struct Record {
     pub due_at: Option<String>,
     /// `received_at - due_at` in milliseconds.
     pub lag_ms: Option<i64>,
+    /// The request's W3C `traceparent` header (the trace the caller's sidecar joined it to);
+    /// left out when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 struct Inner {
@@ -261,6 +265,7 @@ async fn api(
         scheduled_at: field("scheduled_at"),
         due_at,
         lag_ms: None,
+        traceparent: header("traceparent"),
     };
     let endpoint = endpoint(&method, &path);
     let request = Request {

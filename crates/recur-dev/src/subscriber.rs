@@ -45,6 +45,10 @@ pub struct Event {
     /// The request's `Content-Type` and `traceparent` headers.
     pub content_type: Option<String>,
     pub traceparent_header: Option<String>,
+    /// The event's own `traceparent` attribute (daprd sets it to the publisher's trace); left out
+    /// when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
     /// The whole body as received: the JSON, or its text when it is not JSON.
     pub cloudevent: Value,
     /// When it arrived (RFC 3339, milliseconds).
@@ -120,6 +124,7 @@ async fn receive(State(s): State<Subscriber>, headers: HeaderMap, body: Bytes) -
         data: cloudevent.get("data").cloned(),
         content_type: header("content-type"),
         traceparent_header: header("traceparent"),
+        traceparent: field("traceparent"),
         cloudevent: Value::Null,
         received_at: String::new(),
     };

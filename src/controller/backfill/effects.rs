@@ -11,7 +11,7 @@ use super::{
     needs_owner, owner_reference, plan,
 };
 use crate::api::{Backfill, BackfillPhase, BackfillStatus, RecurringTask, Trigger};
-use crate::controller::delivery::Delivery;
+use crate::controller::delivery::{Delivery, Sent};
 use crate::controller::task::{body, compile};
 use crate::controller::{
     Action, Context, Error, Guard, StatusWrite, bounded, guarded_patch, leadership_gate, reason,
@@ -110,7 +110,7 @@ impl crate::controller::Reconcile for Backfill {
                     return Ok(Action::requeue(wait));
                 }
                 let body = body(task, p.nominal, p.due, &p.key, Trigger::Backfill);
-                let invoked = ctx
+                let Sent { invoked, trace_id } = ctx
                     .deliver(&Delivery {
                         target,
                         key: &p.key,
@@ -121,7 +121,10 @@ impl crate::controller::Reconcile for Backfill {
                     })
                     .await;
                 let now = chrono::Utc::now();
-                let status = after_call(bf, schedule, &p, &invoked.outcome, now);
+                let mut status = after_call(bf, schedule, &p, &invoked.outcome, now);
+                if trace_id.is_some() {
+                    status.last_trace_id = trace_id;
+                }
                 if !write(bf, ctx, &api, name, &status).await? {
                     // Someone else moved it on (a stale cache or a former leader); the backend
                     // has the key, so the next reconcile decides again on the fresh object.

@@ -45,6 +45,7 @@ fn delivered(nominal: DateTime<Utc>, key: String) -> OccurrenceRecord {
         reason: None,
         trigger: None,
         completed_at: None,
+        trace_id: None,
     }
 }
 

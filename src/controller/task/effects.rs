@@ -191,7 +191,7 @@ async fn deliver(
         &p.idempotency_key,
         Trigger::Schedule,
     );
-    let invoked = ctx
+    let Sent { invoked, trace_id } = ctx
         .deliver(&Delivery {
             target,
             key: &p.idempotency_key,
@@ -203,7 +203,8 @@ async fn deliver(
         .await;
     let now = Utc::now();
     let outcome_label = invoked.outcome.label();
-    let status = after_attempt(task, schedule, uid, &p, &invoked.outcome, now);
+    let mut status = after_attempt(task, schedule, uid, &p, &invoked.outcome, now);
+    stamp_trace(&mut status, &p.idempotency_key, trace_id.as_deref());
     if !ctx
         .write_status(KIND, api, name, guard(task), &status)
         .await?
@@ -223,7 +224,7 @@ async fn deliver(
         (dapr::Outcome::Delivered { .. } | dapr::Outcome::InProgress, true) => {
             ctx.metrics.occurrence(KIND, "delivered");
             ctx.metrics.firing_lag(KIND, lag);
-            info!(key = %key, namespace = %ns, name = %name, lag_ms = (lag * 1000.0) as u64, outcome = outcome_label, "occurrence delivered");
+            info!(key = %key, namespace = %ns, name = %name, lag_ms = (lag * 1000.0) as u64, outcome = outcome_label, trace_id = trace_id.as_deref().unwrap_or_default(), "occurrence delivered");
         }
         (dapr::Outcome::Rejected { status: code, .. }, _) => {
             ctx.metrics.occurrence(KIND, "failed");

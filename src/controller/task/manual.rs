@@ -69,6 +69,7 @@ pub fn plan_manual(task: &RecurringTask, uid: &str, now: DateTime<Utc>) -> Manua
                 reason: Some(why.into()),
                 trigger: Some(Trigger::Manual),
                 completed_at: None,
+                trace_id: None,
             },
         );
         return ManualPlan::Record {
@@ -129,6 +130,7 @@ pub fn after_manual_attempt(
                 reason,
                 trigger: Some(Trigger::Manual),
                 completed_at: None,
+                trace_id: None,
             },
         ),
         Settled::Retry {
@@ -243,7 +245,7 @@ pub(super) async fn run(
         &p.idempotency_key,
         Trigger::Manual,
     );
-    let invoked = ctx
+    let Sent { invoked, trace_id } = ctx
         .deliver(&Delivery {
             target,
             key: &p.idempotency_key,
@@ -254,7 +256,8 @@ pub(super) async fn run(
         })
         .await;
     let now = Utc::now();
-    let after = after_manual_attempt(task, status, &p, &invoked.outcome, now);
+    let mut after = after_manual_attempt(task, status, &p, &invoked.outcome, now);
+    stamp_trace(&mut after, &p.idempotency_key, trace_id.as_deref());
     let guard = Guard::Equals(
         std::iter::once((
             "/status/manualRun/idempotencyKey",
@@ -278,8 +281,12 @@ pub(super) async fn run(
         };
         ctx.metrics.occurrence(KIND, label);
         info!(key = %p.idempotency_key, namespace = %ns, name = %name, outcome = label, "manual run finished");
+        let trace = trace_id
+            .as_deref()
+            .map(|t| format!(", trace {t}"))
+            .unwrap_or_default();
         let note = format!(
-            "manual run {:?} {label} (key {}); see status.lastManualRun",
+            "manual run {:?} {label} (key {}{trace}); see status.lastManualRun",
             p.token, p.idempotency_key
         );
         ctx.event(task, type_, reason::MANUAL_RUN, "RunNow", note)

@@ -158,6 +158,7 @@ fn a_garbage_token_is_not_run() {
                     reason: None,
                     trigger: Some(Trigger::Manual),
                     completed_at: None,
+                    trace_id: None,
                 },
             }),
             ..Default::default()

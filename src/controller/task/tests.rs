@@ -181,6 +181,40 @@ fn delivery_records_the_outcome_and_the_next_key_in_one_status() {
 }
 
 #[test]
+fn the_trace_id_goes_to_the_records_of_the_occurrence_it_finished() {
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let delivered = dapr::Outcome::Delivered {
+        status: 201,
+        backend_id: None,
+        replayed: false,
+    };
+    let Attempt { mut status, p, .. } = attempt(&delivered, t(9, 0, 10));
+    let mut older = status.history[0].clone();
+    older.idempotency_key = "an-older-key".into();
+    status.history.push(older);
+    stamp_trace(&mut status, &p.idempotency_key, Some(TRACE));
+    assert_eq!(
+        status.last_occurrence.unwrap().trace_id.as_deref(),
+        Some(TRACE)
+    );
+    assert_eq!(status.history[0].trace_id.as_deref(), Some(TRACE));
+    assert_eq!(
+        status.history[1].trace_id, None,
+        "another occurrence's record"
+    );
+
+    // A retry finished nothing: no record takes its trace.
+    let retry = dapr::Outcome::Retryable {
+        reason: dapr::RetryReason::ServerError,
+        message: "HTTP 500".into(),
+        retry_after: None,
+    };
+    let Attempt { mut status, p, .. } = attempt(&retry, t(9, 0, 10));
+    stamp_trace(&mut status, &p.idempotency_key, Some(TRACE));
+    assert!(status.last_occurrence.is_none() && status.history.is_empty());
+}
+
+#[test]
 fn a_retryable_failure_keeps_the_same_key_and_backs_off() {
     let outcome = dapr::Outcome::Retryable {
         reason: dapr::RetryReason::ServerError,

@@ -213,6 +213,7 @@ impl Target {
             user_id: user,
             namespace: ns,
             body: &self.body,
+            trace: None,
         }
     }
 }
@@ -290,6 +291,52 @@ async fn no_token_header_without_a_token() {
         }
     );
     assert_eq!(server.seen()[0].header("dapr-api-token"), None);
+}
+
+#[tokio::test]
+async fn the_trace_context_travels_as_w3c_headers() {
+    let server = Canned::start(vec![
+        answer(204, "text/plain", ""),
+        answer(204, "text/plain", ""),
+        answer(204, "text/plain", ""),
+    ])
+    .await;
+    let t = target();
+    let c = client(&server.endpoint(), None, Duration::from_secs(5));
+    let trace = TraceContext {
+        traceparent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+        tracestate: Some("vendor=opaque".into()),
+        trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+    };
+    let with = Invocation {
+        trace: Some(&trace),
+        ..t.invocation("k", "u")
+    };
+    c.invoke(&with).await;
+    c.invoke(&t.invocation("k", "u")).await;
+    let pubsub = PubSubName::new("pubsub").unwrap();
+    let topic = Topic::new("occurrences").unwrap();
+    let event = json!({"id": "k"});
+    c.publish(&Publication {
+        pubsub: &pubsub,
+        topic: &topic,
+        idempotency_key: "k",
+        namespace: "team-a",
+        event: &event,
+        trace: Some(&trace),
+    })
+    .await;
+    let seen = server.seen();
+    assert_eq!(seen.len(), 3);
+    for req in [&seen[0], &seen[2]] {
+        assert_eq!(
+            req.header("traceparent").as_deref(),
+            Some(trace.traceparent.as_str())
+        );
+        assert_eq!(req.header("tracestate").as_deref(), Some("vendor=opaque"));
+    }
+    assert_eq!(seen[1].header("traceparent"), None);
+    assert_eq!(seen[1].header("tracestate"), None);
 }
 
 #[test]

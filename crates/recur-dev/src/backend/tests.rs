@@ -680,3 +680,33 @@ async fn a_reset_is_a_real_rst() {
         "expected RST, got {outcome:?}"
     );
 }
+
+#[tokio::test]
+async fn records_the_traceparent_header_when_there_is_one() {
+    let c = Client::new().await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let status = c
+        .http
+        .post(c.server.url("/api/tasks"))
+        .header("idempotency-key", "t1")
+        .header("traceparent", traceparent)
+        .json(&task("traced"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 201);
+    assert_eq!(
+        c.post("/api/tasks", Some("t2"), task("untraced"))
+            .await
+            .unwrap()
+            .0,
+        201
+    );
+    let records = c.records().await;
+    assert_eq!(records[0]["traceparent"], traceparent, "{records:#?}");
+    assert!(
+        records[1].get("traceparent").is_none(),
+        "no header, no field: {records:#?}"
+    );
+}

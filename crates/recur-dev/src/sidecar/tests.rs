@@ -346,6 +346,7 @@ async fn recur_client_through_sidecar_to_backend() {
         user_id: "ana maría",
         namespace: "ns",
         body: &body,
+        trace: None,
     };
     let first = client.invoke(&inv).await.outcome;
     assert_eq!(

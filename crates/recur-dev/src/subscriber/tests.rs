@@ -85,6 +85,10 @@ async fn records_each_delivery_in_arrival_order_without_deduplicating() {
         first["traceparent_header"],
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     );
+    assert_eq!(
+        first["traceparent"], "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "the event's own traceparent attribute"
+    );
     assert_eq!(first["cloudevent"], cloudevent("a"), "the body as received");
     let received = chrono::DateTime::parse_from_rfc3339(first["received_at"].as_str().unwrap());
     assert!(received.is_ok(), "{first}");
@@ -107,6 +111,11 @@ async fn acknowledges_and_keeps_what_is_not_a_cloudevent() {
         "a non-string field is shown as its JSON"
     );
     assert_eq!(events[1]["data"], Value::Null);
+    assert!(
+        events[1].get("traceparent").is_none(),
+        "no traceparent attribute, no field: {}",
+        events[1]
+    );
 }
 
 #[tokio::test]
@@ -157,6 +166,7 @@ fn log_lines() {
         data: None,
         content_type: None,
         traceparent_header: None,
+        traceparent: None,
         cloudevent: Value::Null,
         received_at: String::new(),
     };
