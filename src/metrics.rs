@@ -6,6 +6,7 @@
 //! task uses the app (its breaker was evicted), so deleted tenants do not linger.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -83,6 +84,8 @@ fn completion_histogram() -> Histogram {
 #[derive(Clone, Debug)]
 pub struct Metrics {
     registry: Arc<Registry>,
+    /// The registered families' names as exposed (see [`Metrics::families`]).
+    families: Arc<Vec<String>>,
     reconciles: Family<KindLabels, Counter>,
     reconcile_errors: Family<KindReasonLabels, Counter>,
     reconcile_duration: HistogramFamily<KindLabels>,
@@ -95,10 +98,19 @@ pub struct Metrics {
     status_writes: Family<KindOutcomeLabels, Counter>,
     events_suppressed: Family<ReasonLabels, Counter>,
     tasks_suspended: Family<ReasonLabels, Counter>,
-    clock_skew: Gauge<f64, std::sync::atomic::AtomicU64>,
+    clock_skew: Gauge<f64, AtomicU64>,
     work_queue_waiting: Family<WorkQueueLabels, Gauge>,
     completions: Family<ResultLabels, Counter>,
     completion_seconds: Histogram,
+    ready: Gauge,
+    breaker_open_since: Family<AppLabels, Gauge<f64, AtomicU64>>,
+    objects: Family<KindReadyLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindReadyLabels {
+    kind: String,
+    ready: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -131,6 +143,7 @@ impl Metrics {
         let mut registry = Registry::with_prefix("recur");
         let m = Metrics {
             registry: Arc::new(Registry::default()),
+            families: Arc::new(Vec::new()),
             reconciles: Family::default(),
             reconcile_errors: Family::default(),
             reconcile_duration: Family::new_with_constructor(reconcile_histogram),
@@ -147,97 +160,154 @@ impl Metrics {
             work_queue_waiting: Family::default(),
             completions: Family::default(),
             completion_seconds: completion_histogram(),
+            ready: Gauge::default(),
+            breaker_open_since: Family::default(),
+            objects: Family::default(),
         };
         // Counters get `_total` and units `_seconds` appended by the encoder.
-        registry.register(
+        let mut reg = Registrar {
+            registry: &mut registry,
+            families: Vec::new(),
+        };
+        reg.add(
             "reconciles",
             "Reconciliations completed, by kind",
             m.reconciles.clone(),
         );
-        registry.register(
+        reg.add(
             "reconcile_errors",
             "Reconciliations that failed, by kind and reason",
             m.reconcile_errors.clone(),
         );
-        registry.register_with_unit(
+        reg.seconds(
             "reconcile_duration",
             "Time spent in one reconciliation",
-            Unit::Seconds,
             m.reconcile_duration.clone(),
         );
-        registry.register(
+        reg.add(
             "occurrences",
             "Occurrences handled, by kind and outcome (delivered, failed, skipped; a Backfill's also already_delivered)",
             m.occurrences.clone(),
         );
-        registry.register_with_unit(
+        reg.seconds(
             "firing_lag",
             "Delay between an occurrence's scheduled time and its delivery",
-            Unit::Seconds,
             m.firing_lag.clone(),
         );
-        registry.register_with_unit(
+        reg.seconds(
             "backend_call_duration",
             "Duration of calls to a backend app through Dapr, by namespace (tenant), app id and outcome",
-            Unit::Seconds,
             m.backend_calls.clone(),
         );
-        registry.register(
+        reg.add(
             "circuit_breaker_state",
             "Circuit breaker state per namespace (tenant) and backend app (0 closed, 1 half-open, 2 open)",
             m.breaker_state.clone(),
         );
-        registry.register(
+        reg.add(
             "leader",
             "1 if this replica holds the leader lease, else 0",
             m.leader.clone(),
         );
-        registry.register(
+        reg.add(
             "pending_occurrences",
             "Occurrences due or retrying but not yet delivered, by kind",
             m.pending.clone(),
         );
-        registry.register(
+        reg.add(
             "status_writes",
             "Status writes, by kind and outcome (ok, conflict, error)",
             m.status_writes.clone(),
         );
-        registry.register(
+        reg.add(
             "events_suppressed",
             "Warning events not published because the object had one with the same reason lately",
             m.events_suppressed.clone(),
         );
-        registry.register(
+        reg.add(
             "tasks_suspended",
             "Tasks recur suspended itself, by reason (TooManyFailures: failurePolicy.suspendAfter)",
             m.tasks_suspended.clone(),
         );
-        registry.register_with_unit(
+        reg.seconds(
             "clock_skew",
             "This replica's clock minus the API server's, as last measured",
-            Unit::Seconds,
             m.clock_skew.clone(),
         );
-        registry.register(
+        reg.add(
             "work_queue_waiting",
             "Reconciles waiting for a worker, by kind and namespace (fair queueing)",
             m.work_queue_waiting.clone(),
         );
-        registry.register(
+        reg.add(
             "completions",
             "Completion events received (spec.completion), by result: accepted, duplicate, unknown (no such task or key), refused (not the task's topic, or not through pub/sub), pending (answered RETRY), invalid (not a completion event), error (answered RETRY)",
             m.completions.clone(),
         );
-        registry.register_with_unit(
+        reg.seconds(
             "completion",
             "From an occurrence's due instant to the completion the backend reported",
-            Unit::Seconds,
             m.completion_seconds.clone(),
         );
-        Metrics {
+        reg.add(
+            "ready",
+            "1 if this replica is ready (what /readyz answers: watch caches synced, clock trusted, Dapr sidecar healthy), else 0; evaluated at every scrape and probe",
+            m.ready.clone(),
+        );
+        reg.seconds(
+            "circuit_breaker_open_since",
+            "Unix time the circuit breaker of a namespace (tenant) and backend app opened, 0 while it is closed (half-open counts as still open)",
+            m.breaker_open_since.clone(),
+        );
+        reg.add(
+            "objects",
+            "Objects in the watch cache, by kind and whether their Ready condition is True",
+            m.objects.clone(),
+        );
+        let families = reg.families;
+        let m = Metrics {
             registry: Arc::new(registry),
+            families: Arc::new(families),
             ..m
+        };
+        // Counters that no kind touches: there from the first scrape, like the kinds' own.
+        for result in COMPLETION_RESULTS {
+            m.completions
+                .get_or_create(&result_labels(result))
+                .inc_by(0);
         }
+        m.tasks_suspended
+            .get_or_create(&reason_labels(TOO_MANY_FAILURES))
+            .inc_by(0);
+        m
+    }
+
+    /// Creates `kind`'s counters at 0 for every known label value (occurrence outcomes, status
+    /// write outcomes, reconcile error reasons) and its object counts, so `rate()` and
+    /// `increase()` see the first increment and alerts do not miss the first failure. Called
+    /// once per kind when its controller starts.
+    pub fn init_kind(&self, kind: &str) {
+        self.reconciles.get_or_create(&kind_labels(kind)).inc_by(0);
+        for reason in RECONCILE_ERROR_REASONS {
+            self.reconcile_errors
+                .get_or_create(&KindReasonLabels {
+                    kind: kind.to_owned(),
+                    reason: (*reason).to_owned(),
+                })
+                .inc_by(0);
+        }
+        for outcome in occurrence_outcomes(kind) {
+            self.occurrences
+                .get_or_create(&kind_outcome(kind, outcome))
+                .inc_by(0);
+        }
+        for outcome in STATUS_WRITE_OUTCOMES {
+            self.status_writes
+                .get_or_create(&kind_outcome(kind, outcome))
+                .inc_by(0);
+        }
+        self.set_pending(kind, 0);
+        self.set_objects(kind, 0, 0);
     }
 
     pub fn reconciled(&self, kind: &str) {
@@ -283,17 +353,39 @@ impl Metrics {
         self.backend_calls.get_or_create(&labels).observe(seconds);
     }
 
-    /// `state`: 0 closed, 1 half-open, 2 open.
+    /// `state`: 0 closed, 1 half-open, 2 open. Also keeps the instant the breaker left closed
+    /// (`recur_circuit_breaker_open_since_seconds`): states are published after every call, the
+    /// one that opened the breaker included, so that is the instant it opened.
     pub fn breaker_state(&self, namespace: &str, app_id: &str, state: i64) {
-        self.breaker_state
-            .get_or_create(&app_labels(namespace, app_id))
-            .set(state);
+        self.breaker_state_at(namespace, app_id, state, std::time::SystemTime::now());
+    }
+
+    fn breaker_state_at(
+        &self,
+        namespace: &str,
+        app_id: &str,
+        state: i64,
+        now: std::time::SystemTime,
+    ) {
+        let labels = app_labels(namespace, app_id);
+        self.breaker_state.get_or_create(&labels).set(state);
+        let since = self.breaker_open_since.get_or_create(&labels);
+        if state == 0 {
+            since.set(0.0);
+        } else if since.get() == 0.0 {
+            let unix = now
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            since.set(unix);
+        }
     }
 
     /// Drops every series of `app_id` as called for `namespace` (breaker state and call
     /// durations), once no task uses it.
     pub fn forget_app(&self, namespace: &str, app_id: &str) {
         self.breaker_state.remove(&app_labels(namespace, app_id));
+        self.breaker_open_since
+            .remove(&app_labels(namespace, app_id));
         // A family cannot be filtered, only asked by full label set: one per outcome word.
         for outcome in crate::dapr::Outcome::LABELS {
             self.backend_calls.remove(&AppOutcomeLabels {
@@ -320,18 +412,16 @@ impl Metrics {
     }
 
     pub fn event_suppressed(&self, reason: &str) {
-        let labels = ReasonLabels {
-            reason: reason.to_owned(),
-        };
-        self.events_suppressed.get_or_create(&labels).inc();
+        self.events_suppressed
+            .get_or_create(&reason_labels(reason))
+            .inc();
     }
 
     /// recur suspended a task itself (`reason`: why, for example `TooManyFailures`).
     pub fn task_suspended(&self, reason: &str) {
-        let labels = ReasonLabels {
-            reason: reason.to_owned(),
-        };
-        self.tasks_suspended.get_or_create(&labels).inc();
+        self.tasks_suspended
+            .get_or_create(&reason_labels(reason))
+            .inc();
     }
 
     pub fn set_clock_skew(&self, seconds: f64) {
@@ -350,15 +440,37 @@ impl Metrics {
 
     /// A completion event's result (see the family's help).
     pub fn completion(&self, result: &str) {
-        let labels = ResultLabels {
-            result: result.to_owned(),
-        };
-        self.completions.get_or_create(&labels).inc();
+        self.completions.get_or_create(&result_labels(result)).inc();
+    }
+
+    /// Whether this replica is ready (what `/readyz` answers).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(i64::from(ready));
+    }
+
+    /// `kind`'s objects in the watch cache: `ready` with `Ready=True`, `not_ready` the others
+    /// (no Ready condition yet included).
+    pub fn set_objects(&self, kind: &str, ready: i64, not_ready: i64) {
+        for (label, n) in [("true", ready), ("false", not_ready)] {
+            self.objects
+                .get_or_create(&KindReadyLabels {
+                    kind: kind.to_owned(),
+                    ready: label.to_owned(),
+                })
+                .set(n);
+        }
     }
 
     /// An accepted completion, `seconds` after its occurrence was due.
     pub fn completion_seconds(&self, seconds: f64) {
         self.completion_seconds.observe(seconds);
+    }
+
+    /// Every registered family's name as the exposition's `# TYPE` lines give it (prefix and
+    /// unit included, a counter's without `_total`). A family appears in [`Metrics::encode`]
+    /// only once it has a series.
+    pub fn families(&self) -> &[String] {
+        &self.families
     }
 
     /// The OpenMetrics text exposition (see [`CONTENT_TYPE`]).
@@ -369,6 +481,73 @@ impl Metrics {
             tracing::error!("could not encode metrics: {e}");
         }
         out
+    }
+}
+
+/// Why recur suspends a task itself (`reason::TOO_MANY_FAILURES`; kept here as a word so this
+/// module needs nothing from the controllers).
+const TOO_MANY_FAILURES: &str = "TooManyFailures";
+
+/// `controller::Error::reason`'s words.
+const RECONCILE_ERROR_REASONS: &[&str] = &["kube", "patch", "missing_field", "timeout"];
+
+/// `Context::write_status`'s outcomes.
+const STATUS_WRITE_OUTCOMES: &[&str] = &["ok", "conflict", "error"];
+
+/// The completion results (`controller::completion::Received::label`).
+const COMPLETION_RESULTS: &[&str] = &[
+    "accepted",
+    "duplicate",
+    "unknown",
+    "refused",
+    "pending",
+    "invalid",
+    "error",
+];
+
+/// The occurrence outcomes each kind counts.
+fn occurrence_outcomes(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "RecurringTask" => &["delivered", "failed", "skipped"],
+        "Backfill" => &["delivered", "already_delivered", "failed"],
+        _ => &["delivered", "failed"],
+    }
+}
+
+fn reason_labels(reason: &str) -> ReasonLabels {
+    ReasonLabels {
+        reason: reason.to_owned(),
+    }
+}
+
+fn result_labels(result: &str) -> ResultLabels {
+    ResultLabels {
+        result: result.to_owned(),
+    }
+}
+
+/// Registers families and remembers their exposed names.
+struct Registrar<'a> {
+    registry: &'a mut Registry,
+    families: Vec<String>,
+}
+
+impl Registrar<'_> {
+    fn add(&mut self, name: &str, help: &str, metric: impl prometheus_client::registry::Metric) {
+        self.registry.register(name, help, metric);
+        self.families.push(format!("recur_{name}"));
+    }
+
+    /// A family in seconds (`_seconds` appended).
+    fn seconds(
+        &mut self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        self.registry
+            .register_with_unit(name, help, Unit::Seconds, metric);
+        self.families.push(format!("recur_{name}_seconds"));
     }
 }
 
@@ -424,7 +603,22 @@ mod tests {
         m.set_leader(true);
         m.set_pending("Reminder", 3);
         m.status_write("Reminder", "conflict");
+        m.set_ready(true);
+        m.set_objects("Reminder", 4, 1);
+        m.event_suppressed("DeliveryRejected");
+        m.task_suspended("TooManyFailures");
+        m.set_clock_skew(0.2);
+        m.set_work_queue_waiting("RecurringTask", "team-a", 3);
+        m.completion("accepted");
+        m.completion_seconds(12.0);
         let text = m.encode();
+        // Every family used once: the exposition names exactly the registered ones.
+        let mut exposed = families(&text);
+        exposed.sort();
+        let mut registered = m.families().to_vec();
+        registered.sort();
+        assert_eq!(exposed, registered);
+        assert_eq!(registered.len(), 19);
         for family in [
             "recur_reconciles",
             "recur_reconcile_errors",
@@ -436,6 +630,9 @@ mod tests {
             "recur_leader",
             "recur_pending_occurrences",
             "recur_status_writes",
+            "recur_ready",
+            "recur_circuit_breaker_open_since_seconds",
+            "recur_objects",
         ] {
             assert!(
                 text.contains(&format!("# TYPE {family} ")),
@@ -612,6 +809,224 @@ mod tests {
                 r#"recur_circuit_breaker_state{namespace="team-a",app_id="billing"}"#
             ),
             Some(0.0)
+        );
+    }
+
+    /// Every `# TYPE` family name of an exposition.
+    fn families(text: &str) -> Vec<String> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    #[test]
+    fn a_kinds_counters_start_at_zero_for_every_known_label() {
+        let m = Metrics::new();
+        // Before any kind starts: only the kind-less counters.
+        let text = m.encode();
+        assert_eq!(
+            sample(
+                &text,
+                r#"recur_tasks_suspended_total{reason="TooManyFailures"}"#
+            ),
+            Some(0.0)
+        );
+        for result in COMPLETION_RESULTS {
+            let series = format!(r#"recur_completions_total{{result="{result}"}}"#);
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}");
+        }
+        assert_eq!(
+            sample(
+                &text,
+                r#"recur_occurrences_total{kind="Reminder",outcome="failed"}"#
+            ),
+            None
+        );
+
+        for kind in ["RecurringTask", "Reminder", "Backfill"] {
+            m.init_kind(kind);
+        }
+        m.occurrence("Reminder", "failed");
+        // Called again (a controller restarted): nothing is reset.
+        m.init_kind("Reminder");
+        let text = m.encode();
+        let expect_zero = |series: String| {
+            assert_eq!(sample(&text, &series), Some(0.0), "{series}:\n{text}");
+        };
+        for kind in ["RecurringTask", "Reminder", "Backfill"] {
+            expect_zero(format!(r#"recur_reconciles_total{{kind="{kind}"}}"#));
+            expect_zero(format!(r#"recur_pending_occurrences{{kind="{kind}"}}"#));
+            for ready in ["true", "false"] {
+                expect_zero(format!(r#"recur_objects{{kind="{kind}",ready="{ready}"}}"#));
+            }
+            for reason in ["kube", "patch", "missing_field", "timeout"] {
+                expect_zero(format!(
+                    r#"recur_reconcile_errors_total{{kind="{kind}",reason="{reason}"}}"#
+                ));
+            }
+            for outcome in ["ok", "conflict", "error"] {
+                expect_zero(format!(
+                    r#"recur_status_writes_total{{kind="{kind}",outcome="{outcome}"}}"#
+                ));
+            }
+            if kind != "Reminder" {
+                expect_zero(format!(
+                    r#"recur_occurrences_total{{kind="{kind}",outcome="failed"}}"#
+                ));
+            }
+            expect_zero(format!(
+                r#"recur_occurrences_total{{kind="{kind}",outcome="delivered"}}"#
+            ));
+        }
+        expect_zero(r#"recur_occurrences_total{kind="RecurringTask",outcome="skipped"}"#.into());
+        expect_zero(
+            r#"recur_occurrences_total{kind="Backfill",outcome="already_delivered"}"#.into(),
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"recur_occurrences_total{kind="Reminder",outcome="failed"}"#
+            ),
+            Some(1.0)
+        );
+        // Outcomes a kind never counts get no series.
+        assert_eq!(
+            sample(
+                &text,
+                r#"recur_occurrences_total{kind="Reminder",outcome="skipped"}"#
+            ),
+            None
+        );
+    }
+
+    /// The words initialised are the words used.
+    #[test]
+    fn the_initialised_labels_are_the_ones_the_code_uses() {
+        use crate::controller::Error;
+        use crate::controller::completion::Received;
+        let errors = [
+            Error::Kube(kube::Error::Service(std::io::Error::other("x").into())),
+            Error::Patch(serde_json::from_str::<()>("x").unwrap_err()),
+            Error::MissingField("uid"),
+            Error::Timeout(std::time::Duration::from_secs(10)),
+        ];
+        let reasons: Vec<&str> = errors.iter().map(Error::reason).collect();
+        assert_eq!(reasons, RECONCILE_ERROR_REASONS);
+        let results: Vec<&str> = [
+            Received::Accepted,
+            Received::Duplicate,
+            Received::Unknown,
+            Received::Refused,
+            Received::Pending,
+            Received::Invalid,
+            Received::Error,
+        ]
+        .into_iter()
+        .map(Received::label)
+        .collect();
+        assert_eq!(results, COMPLETION_RESULTS);
+        assert_eq!(
+            TOO_MANY_FAILURES,
+            crate::controller::reason::TOO_MANY_FAILURES
+        );
+        for (kind, outcome) in [
+            (crate::controller::task::KIND, "skipped"),
+            (crate::controller::backfill::KIND, "already_delivered"),
+        ] {
+            assert!(occurrence_outcomes(kind).contains(&outcome), "{kind}");
+        }
+    }
+
+    #[test]
+    fn the_open_since_gauge_keeps_the_instant_the_breaker_left_closed() {
+        let m = Metrics::new();
+        let t0 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let later = t0 + std::time::Duration::from_secs(45);
+        let since = |m: &Metrics| {
+            sample(
+                &m.encode(),
+                r#"recur_circuit_breaker_open_since_seconds{namespace="team-a",app_id="billing"}"#,
+            )
+        };
+        m.breaker_state_at("team-a", "billing", 0, t0);
+        assert_eq!(since(&m), Some(0.0), "closed");
+        m.breaker_state_at("team-a", "billing", 2, t0);
+        assert_eq!(since(&m), Some(1_700_000_000.0), "opened");
+        // Half-open, and open again after a failed probe: still the first instant.
+        m.breaker_state_at("team-a", "billing", 1, later);
+        m.breaker_state_at("team-a", "billing", 2, later);
+        assert_eq!(since(&m), Some(1_700_000_000.0));
+        m.breaker_state_at("team-a", "billing", 0, later);
+        assert_eq!(since(&m), Some(0.0), "closed again");
+        m.breaker_state_at("team-a", "billing", 2, later);
+        assert_eq!(since(&m), Some(1_700_000_045.0), "opened again");
+        // The real clock: a plausible unix time.
+        m.breaker_state("team-b", "billing", 2);
+        let now = sample(
+            &m.encode(),
+            r#"recur_circuit_breaker_open_since_seconds{namespace="team-b",app_id="billing"}"#,
+        )
+        .unwrap();
+        assert!(now > 1_700_000_000.0, "{now}");
+        m.forget_app("team-a", "billing");
+        assert_eq!(since(&m), None, "forgotten with the app");
+    }
+
+    #[test]
+    fn ready_and_objects_follow_their_last_setting() {
+        let m = Metrics::new();
+        assert_eq!(sample(&m.encode(), "recur_ready"), Some(0.0));
+        m.set_ready(true);
+        m.set_objects("RecurringTask", 7, 2);
+        m.set_objects("RecurringTask", 6, 3);
+        let text = m.encode();
+        assert_eq!(sample(&text, "recur_ready"), Some(1.0));
+        assert_eq!(
+            sample(&text, r#"recur_objects{kind="RecurringTask",ready="true"}"#),
+            Some(6.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                r#"recur_objects{kind="RecurringTask",ready="false"}"#
+            ),
+            Some(3.0)
+        );
+        m.set_ready(false);
+        assert_eq!(sample(&m.encode(), "recur_ready"), Some(0.0));
+    }
+
+    /// What a scrape right after start shows once the kinds are initialised: a family without
+    /// a series is not exposed at all (no `# TYPE` line), so the per-app, per-namespace and
+    /// per-reason ones and the histograms by kind appear with their first use.
+    /// tests/e2e_metrics.rs checks that every family appears and moves in a real run.
+    #[test]
+    fn the_families_present_at_start() {
+        let m = Metrics::new();
+        for kind in ["RecurringTask", "Reminder", "Backfill"] {
+            m.init_kind(kind);
+        }
+        let text = m.encode();
+        let mut names = families(&text);
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "recur_clock_skew_seconds",
+                "recur_completion_seconds",
+                "recur_completions",
+                "recur_leader",
+                "recur_objects",
+                "recur_occurrences",
+                "recur_pending_occurrences",
+                "recur_ready",
+                "recur_reconcile_errors",
+                "recur_reconciles",
+                "recur_status_writes",
+                "recur_tasks_suspended",
+            ]
         );
     }
 }

@@ -10,7 +10,7 @@
 //!   has synced, the clock agrees with the API server's (see `crate::clock`) and the optional
 //!   dependency check passes; else 503 `{"status":"not ready","reason":...}`. Readiness ignores
 //!   leadership: standbys are ready.
-//! - `/metrics`: the OpenMetrics text exposition.
+//! - `/metrics`: the OpenMetrics text exposition (`recur_ready` is readiness as of the scrape).
 //!
 //! Anything else is 404.
 
@@ -309,7 +309,9 @@ async fn live(State(app): State<AppState>) -> Response {
 }
 
 async fn ready(State(app): State<AppState>) -> Response {
-    match app.health.readiness().await {
+    let readiness = app.health.readiness().await;
+    app.metrics.set_ready(readiness.is_ok());
+    match readiness {
         Ok(()) => (StatusCode::OK, axum::Json(json!({"status": "ready"}))).into_response(),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -319,7 +321,10 @@ async fn ready(State(app): State<AppState>) -> Response {
     }
 }
 
+/// `recur_ready` is what `/readyz` would answer now: evaluated here too, so it is current
+/// even where nothing probes.
 async fn metrics_text(State(app): State<AppState>) -> Response {
+    app.metrics.set_ready(app.health.readiness().await.is_ok());
     (
         [(header::CONTENT_TYPE, metrics::CONTENT_TYPE)],
         app.metrics.encode(),
@@ -484,6 +489,32 @@ mod tests {
             body["reason"].as_str().unwrap().contains("did not answer"),
             "{body}"
         );
+        stop.send(()).unwrap();
+        task.await.unwrap().unwrap();
+    }
+
+    /// `recur_ready` is what `/readyz` answers, also when only `/metrics` is asked.
+    #[tokio::test]
+    async fn the_ready_gauge_mirrors_readiness() {
+        let health = Health::new();
+        health.expect_kind("Reminder");
+        let metrics = Arc::new(Metrics::new());
+        let (base, stop, task) = start(health.clone(), metrics.clone()).await;
+        let ready_gauge = |text: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("recur_ready "))
+                .map(str::to_owned)
+        };
+        let (_, _, body) = get(&format!("{base}/metrics")).await;
+        assert_eq!(ready_gauge(body.as_str().unwrap()).as_deref(), Some("0"));
+        health.set_synced("Reminder");
+        let (_, _, body) = get(&format!("{base}/metrics")).await;
+        assert_eq!(ready_gauge(body.as_str().unwrap()).as_deref(), Some("1"));
+        // A probe that fails sets it too.
+        health.set_clock_problem(Some("clock skew".into()));
+        let (status, _, _) = get(&format!("{base}/readyz")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ready_gauge(&metrics.encode()).as_deref(), Some("0"));
         stop.send(()).unwrap();
         task.await.unwrap().unwrap();
     }

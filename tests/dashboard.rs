@@ -212,6 +212,8 @@ fn dashboard_shows_what_the_issue_asks_for() {
         "recur_pending_occurrences",
         "recur_status_writes_total",
         "recur_reconcile_errors_total",
+        "recur_objects",
+        "recur_ready",
     ] {
         assert!(all.contains(needle), "no query uses {needle}");
     }
@@ -240,6 +242,8 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
     m.set_work_queue_waiting("RecurringTask", "team-a", 2);
     m.completion("accepted");
     m.completion_seconds(30.0);
+    m.set_ready(true);
+    m.set_objects("RecurringTask", 5, 1);
     let text = m.encode();
 
     let mut series: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -262,6 +266,13 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
             }
         }
         series.entry(name).or_default().extend(labels);
+    }
+    // A family without a sample is not written at all: compare with the registered ones.
+    for family in m.families() {
+        assert!(
+            families.contains(family),
+            "family {family} has no sample: exercise it above\n{text}"
+        );
     }
     for family in &families {
         assert!(

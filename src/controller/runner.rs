@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Resource;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Config, Controller};
@@ -23,6 +24,7 @@ use super::{Action, Context, Error, dispatch, leadership_gate, name_ns};
 pub trait Reconcile:
     Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
     + crate::api::ForUser
+    + Conditions
     + Clone
     + serde::de::DeserializeOwned
     + std::fmt::Debug
@@ -60,8 +62,9 @@ pub const OVERDUE_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
 /// How often `recur_pending_occurrences` is counted from the watch cache.
 const PENDING_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Counts the kind's overdue objects in the watch cache every [`PENDING_EVERY`], on every
-/// replica (a standby's count is the backlog a handover would inherit).
+/// Counts the kind's overdue objects (`recur_pending_occurrences`) and its objects by readiness
+/// (`recur_objects`) in the watch cache every [`PENDING_EVERY`], on every replica (a standby's
+/// count is the backlog a handover would inherit).
 async fn report_pending<K: Reconcile>(store: Store<K>, metrics: Arc<crate::metrics::Metrics>) {
     if crate::watch_cache::until_ready(&store).await.is_err() {
         return;
@@ -70,9 +73,48 @@ async fn report_pending<K: Reconcile>(store: Store<K>, metrics: Arc<crate::metri
     loop {
         tick.tick().await;
         let now = chrono::Utc::now();
-        let n = store.state().iter().filter(|o| o.overdue(now)).count();
-        metrics.set_pending(K::KIND, i64::try_from(n).unwrap_or(i64::MAX));
+        let (mut overdue, mut ready, mut not_ready) = (0usize, 0usize, 0usize);
+        for o in store.state() {
+            overdue += usize::from(o.overdue(now));
+            if is_ready(o.conditions()) {
+                ready += 1;
+            } else {
+                not_ready += 1;
+            }
+        }
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        metrics.set_pending(K::KIND, count(overdue));
+        metrics.set_objects(K::KIND, count(ready), count(not_ready));
     }
+}
+
+/// The status conditions of a kind's object, for `recur_objects{kind, ready}`.
+pub trait Conditions {
+    /// `status.conditions` (empty before the first status write).
+    fn conditions(&self) -> &[Condition];
+}
+
+impl Conditions for crate::api::RecurringTask {
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+}
+
+impl Conditions for crate::api::Reminder {
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+}
+
+impl Conditions for crate::api::Backfill {
+    fn conditions(&self) -> &[Condition] {
+        self.status.as_ref().map_or(&[], |s| &s.conditions)
+    }
+}
+
+/// `Ready=True`; no Ready condition (not reconciled yet) counts as not ready.
+fn is_ready(conditions: &[Condition]) -> bool {
+    crate::api::condition(conditions, super::reason::READY).is_some_and(|c| c.status == "True")
 }
 
 /// Runs the controller of kind `K` (all namespaces, or one) until `shutdown` resolves.
@@ -83,6 +125,7 @@ pub(crate) async fn run<K: Reconcile>(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     ctx.health.expect_kind(K::KIND);
+    ctx.metrics.init_kind(K::KIND);
     // Judging an object before the policies are known would refuse what a policy grants.
     if let Err(err) = ctx.tenancy.wait_synced().await {
         tracing::error!(%err, kind = K::KIND, "tenant policies never synced");
