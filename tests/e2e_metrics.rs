@@ -23,15 +23,13 @@ use kube::api::{Api, PostParams};
 use recur::api::{Backfill, RecurringTask, Reminder, condition};
 use serde_json::{Value, json};
 use support::stack::Stack;
-use support::webhook::ClusterObject;
-use support::{TestNamespace, client, kubectl, kubectl_input, wait_for_value};
+use support::webhook::{HOLD, hold_status_policy};
+use support::{TestNamespace, client, kubectl, wait_for_value};
 
 /// How long any step may take on a loaded machine.
 const STEP: Duration = Duration::from_secs(60);
 /// How often the background scraper reads `/metrics`.
 const SCRAPE_EVERY: Duration = Duration::from_millis(250);
-/// The label the test's admission policy refuses status writes of.
-const HOLD: &str = "test.recur.dev/hold-status";
 
 fn real_dapr() -> bool {
     std::env::var("RECUR_REAL_DAPR").as_deref() != Ok("0")
@@ -167,55 +165,6 @@ fn task(name: &str, spec: Value) -> RecurringTask {
 
 async fn status_of(api: &Api<RecurringTask>, name: &str) -> Value {
     serde_json::to_value(api.get(name).await.unwrap().status).unwrap()
-}
-
-/// A ValidatingAdmissionPolicy (and its binding) refusing status writes of tasks labelled
-/// [`HOLD`] in `ns`; deleted when the returned objects are dropped.
-fn hold_status_policy(ns: &str) -> Vec<ClusterObject> {
-    let name = format!("hold-status-{ns}");
-    let selector = json!({"matchLabels": {"kubernetes.io/metadata.name": ns}});
-    let objects = [
-        json!({
-            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-            "metadata": {"name": name},
-            "spec": {
-                "failurePolicy": "Fail",
-                "matchConstraints": {
-                    "resourceRules": [{"apiGroups": ["recur.dev"], "apiVersions": ["*"],
-                        "operations": ["UPDATE"], "resources": ["recurringtasks/status"]}],
-                    "namespaceSelector": selector
-                },
-                "validations": [{
-                    "expression": format!("!has(object.metadata.labels) || !('{HOLD}' in object.metadata.labels)"),
-                    "message": "status writes are held by the test",
-                    // 403, not the default 422 Invalid: the operator takes a 422 without field
-                    // causes for its own guard failing (a conflict, retried at once).
-                    "reason": "Forbidden"
-                }]
-            }
-        }),
-        json!({
-            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-            "metadata": {"name": name},
-            "spec": {"policyName": name, "validationActions": ["Deny"],
-                     "matchResources": {"namespaceSelector": selector}}
-        }),
-    ];
-    objects
-        .iter()
-        .map(|o| {
-            let out = kubectl_input(["create", "-f", "-"], o.to_string().as_bytes());
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            ClusterObject {
-                kind: o["kind"].as_str().unwrap().to_lowercase(),
-                name: name.clone(),
-            }
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

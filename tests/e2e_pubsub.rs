@@ -13,11 +13,8 @@ use kube::api::{Api, PostParams};
 use recur::api::{RecurringTask, Reminder, condition};
 use serde_json::{Value, json};
 use support::stack::{Event, PUBSUB, Stack};
-use support::webhook::Webhook;
+use support::webhook::{HOLD, Webhook, hold_status_policy};
 use support::{TestNamespace, client, kubectl, kubectl_input, wait_for, wait_for_value};
-
-/// The label the test's ValidatingAdmissionPolicy refuses status writes for.
-const HOLD: &str = "test.recur.dev/hold-status";
 
 fn real_dapr() -> bool {
     std::env::var("RECUR_REAL_DAPR").as_deref() != Ok("0")
@@ -312,52 +309,6 @@ async fn pending(stack: &Stack) -> f64 {
         .find_map(|l| l.strip_prefix(r#"recur_pending_occurrences{kind="RecurringTask"} "#))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(-1.0)
-}
-
-/// A ValidatingAdmissionPolicy refusing status writes of tasks labelled [`HOLD`] in `ns`: the
-/// operator can publish, but not record that it did.
-fn hold_status_policy(ns: &str) -> Vec<support::webhook::ClusterObject> {
-    let name = format!("hold-status-{ns}");
-    let selector = json!({"matchLabels": {"kubernetes.io/metadata.name": ns}});
-    let objects = [
-        json!({
-            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
-            "metadata": {"name": name},
-            "spec": {
-                "failurePolicy": "Fail",
-                "matchConstraints": {
-                    "resourceRules": [{"apiGroups": ["recur.dev"], "apiVersions": ["*"],
-                        "operations": ["UPDATE"], "resources": ["recurringtasks/status"]}],
-                    "namespaceSelector": selector
-                },
-                "validations": [{
-                    "expression": format!("!has(object.metadata.labels) || !('{HOLD}' in object.metadata.labels)"),
-                    "message": "status writes are held by the test"
-                }]
-            }
-        }),
-        json!({
-            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
-            "metadata": {"name": name},
-            "spec": {"policyName": name, "validationActions": ["Deny"],
-                     "matchResources": {"namespaceSelector": selector}}
-        }),
-    ];
-    objects
-        .iter()
-        .map(|o| {
-            let out = kubectl_input(["create", "-f", "-"], o.to_string().as_bytes());
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            support::webhook::ClusterObject {
-                kind: o["kind"].as_str().unwrap().to_lowercase(),
-                name: name.clone(),
-            }
-        })
-        .collect()
 }
 
 fn label(ns: &str, name: &str, set: bool) {

@@ -10,7 +10,8 @@ use recur::api::{Phase, RecurringTask, Reminder};
 use recur::controller::reminder::{guard as reminder_guard, reminder_key};
 use recur::controller::{Guard, StatusWrite, write_status};
 use serde_json::json;
-use support::{TestNamespace, client};
+use support::webhook::{HOLD, hold_status_policy};
+use support::{TestNamespace, client, wait_for_value};
 
 #[tokio::test]
 async fn a_guarded_status_write_is_a_compare_and_swap() {
@@ -153,5 +154,68 @@ async fn a_late_reminder_write_cannot_mark_an_edited_reminder_sent() {
     let now = api.get("edited").await.unwrap().status.unwrap();
     assert_eq!(now.phase, Some(Phase::Pending));
     assert_eq!(now.idempotency_key, Some(reminder_key(&uid, due_2)));
+    ns.cleanup().await;
+}
+
+/// An admission policy refusing the write answers 422 like a failed guard `test`: the write must
+/// come back as an error (back-off, `status_write{outcome="error"}`, the alert), not as a conflict
+/// retried every 200 ms for as long as the policy stands. A guard that fails under the same
+/// policy is still a conflict.
+#[tokio::test]
+async fn a_write_an_admission_policy_refuses_is_an_error_not_a_conflict() {
+    tokio::task::spawn_blocking(support::stack::install_crds)
+        .await
+        .unwrap();
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "status-refused").await;
+    let api: Api<RecurringTask> = Api::namespaced(client.clone(), ns.name());
+    let task: RecurringTask = serde_json::from_value(json!({
+        "apiVersion": "recur.dev/v1alpha1", "kind": "RecurringTask",
+        "metadata": {"name": "held", "labels": {HOLD: "true"}},
+        "spec": {"userId": "u", "title": "t", "schedule": {"every": "1h"}},
+    }))
+    .unwrap();
+    let created = api.create(&PostParams::default(), &task).await.unwrap();
+    let pending = json!({"nextOccurrence": {
+        "nominal": "2030-01-01T00:00:00Z", "due": "2030-01-01T00:00:00Z", "idempotencyKey": "rt-a",
+    }});
+    let rv = created.metadata.resource_version.clone().unwrap();
+    let first = write_status(&api, "held", Guard::ResourceVersion(rv), &pending)
+        .await
+        .unwrap();
+    assert!(matches!(first, StatusWrite::Written(_)), "{first:?}");
+    let key_guard =
+        |key: &str| Guard::Equals(vec![("/status/nextOccurrence/idempotencyKey", json!(key))]);
+
+    let _policy = hold_status_policy(ns.name());
+    // The same write again (its guard holds) until the API server has loaded the policy.
+    let refused = wait_for_value(
+        std::time::Duration::from_secs(30),
+        "the policy refusing a status write",
+        || {
+            let api = api.clone();
+            let pending = pending.clone();
+            async move {
+                match write_status(&api, "held", key_guard("rt-a"), &pending).await {
+                    Ok(StatusWrite::Written(_)) => None,
+                    other => Some(other),
+                }
+            }
+        },
+    )
+    .await;
+    let err = match refused {
+        Err(err) => err,
+        Ok(outcome) => panic!("a refused write whose guard holds came back as {outcome:?}"),
+    };
+    assert!(
+        err.to_string()
+            .contains("status writes are held by the test"),
+        "the error carries the policy's message: {err}"
+    );
+    let stale = write_status(&api, "held", key_guard("rt-other"), &pending)
+        .await
+        .unwrap();
+    assert!(matches!(stale, StatusWrite::Conflict), "{stale:?}");
     ns.cleanup().await;
 }

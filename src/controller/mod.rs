@@ -251,7 +251,7 @@ impl Context {
         status: &S,
     ) -> Result<bool, Error>
     where
-        K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+        K: Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
         S: serde::Serialize,
     {
         let span = tracing::info_span!(

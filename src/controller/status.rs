@@ -36,7 +36,7 @@ pub async fn write_status<K, S>(
     status: &S,
 ) -> Result<StatusWrite<K>, Error>
 where
-    K: Clone + DeserializeOwned + std::fmt::Debug,
+    K: Clone + DeserializeOwned + Serialize + std::fmt::Debug,
     S: Serialize,
 {
     let set = json!({ "op": "add", "path": "/status", "value": status });
@@ -53,16 +53,16 @@ pub async fn guarded_patch<K>(
     status: bool,
 ) -> Result<StatusWrite<K>, Error>
 where
-    K: Clone + DeserializeOwned + std::fmt::Debug,
+    K: Clone + DeserializeOwned + Serialize + std::fmt::Debug,
 {
-    let test = |path: &str, value: Value| json!({ "op": "test", "path": path, "value": value });
-    let mut all: Vec<Value> = match guard {
-        Guard::Equals(fields) => fields
-            .into_iter()
-            .map(|(path, value)| test(path, value))
-            .collect(),
-        Guard::ResourceVersion(rv) => vec![test("/metadata/resourceVersion", Value::String(rv))],
+    let tests: Vec<(&str, Value)> = match guard {
+        Guard::Equals(fields) => fields,
+        Guard::ResourceVersion(rv) => vec![("/metadata/resourceVersion", Value::String(rv))],
     };
+    let mut all: Vec<Value> = tests
+        .iter()
+        .map(|(path, value)| json!({ "op": "test", "path": path, "value": value }))
+        .collect();
     all.extend(ops);
     let patch: json_patch::Patch = serde_json::from_value(Value::Array(all))?;
     let params = PatchParams {
@@ -77,21 +77,51 @@ where
     };
     match result {
         Ok(obj) => Ok(StatusWrite::Written(Box::new(obj))),
-        Err(err) if is_precondition_failure(&err) => Ok(StatusWrite::Conflict),
-        Err(err) => Err(err.into()),
+        Err(err) => match refusal(&err) {
+            Refusal::Conflict => Ok(StatusWrite::Conflict),
+            Refusal::Other => Err(err.into()),
+            // The same 422 comes from an admission policy or webhook refusing the write: only
+            // the object itself tells whether our test failed.
+            Refusal::Ambiguous => {
+                let now = serde_json::to_value(api.get(name).await?)?;
+                if holds(&tests, &now) {
+                    Err(err.into())
+                } else {
+                    Ok(StatusWrite::Conflict)
+                }
+            }
+        },
     }
 }
 
+/// Whether every `(pointer, value)` of a guard holds in `object`.
+fn holds(tests: &[(&str, Value)], object: &Value) -> bool {
+    tests
+        .iter()
+        .all(|(path, value)| object.pointer(path) == Some(value))
+}
+
+/// What a refused patch means for the guard.
+#[derive(Debug, PartialEq, Eq)]
+enum Refusal {
+    /// Someone else wrote first.
+    Conflict,
+    /// Not about the guard (schema, rights, availability).
+    Other,
+    /// A 422 that is either our `test` failing or an admission refusal.
+    Ambiguous,
+}
+
 /// 409 is a plain optimistic-concurrency conflict. A failed `test` operation is answered 422
-/// Invalid with the generic "the server rejected our request" and at most an unnamed cause. A
-/// 422 whose causes name a field is the other kind, our status failing the schema, and stays an
-/// error. Both precondition kinds mean "re-read and decide again".
-fn is_precondition_failure(err: &kube::Error) -> bool {
+/// Invalid with the generic "the server rejected our request" and at most an unnamed cause, and so
+/// is a ValidatingAdmissionPolicy's denial with its default reason: ambiguous. A 422 whose causes
+/// name a field is our status failing the schema: an error.
+fn refusal(err: &kube::Error) -> Refusal {
     let kube::Error::Api(status) = err else {
-        return false;
+        return Refusal::Other;
     };
     match status.code {
-        409 => true,
+        409 => Refusal::Conflict,
         422 => {
             let causes = status
                 .details
@@ -99,16 +129,20 @@ fn is_precondition_failure(err: &kube::Error) -> bool {
                 .map(|d| d.causes.as_slice())
                 .unwrap_or(&[]);
             // Not the message: an object named "test" would make any text match.
-            !causes.iter().any(|c| !c.field.is_empty())
+            if causes.iter().any(|c| !c.field.is_empty()) {
+                Refusal::Other
+            } else {
+                Refusal::Ambiguous
+            }
         }
-        _ => false,
+        _ => Refusal::Other,
     }
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::is_precondition_failure;
+    use super::{Refusal, holds, refusal};
     use kube::core::Status;
     use serde_json::json;
 
@@ -123,10 +157,9 @@ mod tests {
     }
 
     #[test]
-    fn failed_tests_and_conflicts_are_preconditions() {
+    fn conflicts_are_preconditions_and_unnamed_422s_need_a_look() {
         let generic = "the server rejected our request due to an error in our request";
         for err in [
-            api_error(409, "the object has been modified", json!([])),
             api_error(422, generic, json!([])),
             api_error(
                 422,
@@ -134,8 +167,29 @@ mod tests {
                 json!([{"reason": "UnexpectedServerResponse", "message": "test failed"}]),
             ),
         ] {
-            assert!(is_precondition_failure(&err), "{err:?}");
+            assert_eq!(refusal(&err), Refusal::Ambiguous, "{err:?}");
         }
+        let conflict = api_error(409, "the object has been modified", json!([]));
+        assert_eq!(refusal(&conflict), Refusal::Conflict);
+    }
+
+    #[test]
+    fn a_guard_holds_when_every_pointer_has_its_value() {
+        let object = json!({"metadata": {"resourceVersion": "7"},
+            "status": {"nextOccurrence": {"idempotencyKey": "k1"}, "attempts": 0}});
+        let key = "/status/nextOccurrence/idempotencyKey";
+        assert!(holds(&[(key, json!("k1"))], &object));
+        assert!(holds(
+            &[(key, json!("k1")), ("/status/attempts", json!(0))],
+            &object
+        ));
+        assert!(!holds(&[(key, json!("k2"))], &object));
+        assert!(!holds(&[("/status/attempts", json!(1))], &object));
+        assert!(!holds(&[("/status/missing", json!(null))], &object));
+        assert!(!holds(
+            &[("/metadata/resourceVersion", json!("6"))],
+            &object
+        ));
     }
 
     #[test]
@@ -148,7 +202,7 @@ mod tests {
             api_error(404, "not found", json!([])),
             api_error(500, "etcd timeout", json!([])),
         ] {
-            assert!(!is_precondition_failure(&err), "{err:?}");
+            assert_eq!(refusal(&err), Refusal::Other, "{err:?}");
         }
     }
 }

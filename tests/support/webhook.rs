@@ -161,3 +161,54 @@ impl Drop for ClusterObject {
         delete_quietly(&self.kind, &self.name);
     }
 }
+
+/// The label [`hold_status_policy`] refuses status writes for.
+pub const HOLD: &str = "test.recur.dev/hold-status";
+
+/// A ValidatingAdmissionPolicy (and its binding) refusing status writes of tasks labelled
+/// [`HOLD`] in `ns`, with the policy's default reason (422 Invalid, the same code a failed
+/// JSON-patch `test` gets); deleted when the returned objects are dropped. It takes effect once
+/// the API server has loaded it (a second or so): wait for a refused write.
+pub fn hold_status_policy(ns: &str) -> Vec<ClusterObject> {
+    let name = format!("hold-status-{ns}");
+    let selector = json!({"matchLabels": {"kubernetes.io/metadata.name": ns}});
+    let objects = [
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [{"apiGroups": ["recur.dev"], "apiVersions": ["*"],
+                        "operations": ["UPDATE"], "resources": ["recurringtasks/status"]}],
+                    "namespaceSelector": selector
+                },
+                "validations": [{
+                    "expression": format!("!has(object.metadata.labels) || !('{HOLD}' in object.metadata.labels)"),
+                    "message": "status writes are held by the test"
+                }]
+            }
+        }),
+        json!({
+            "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {"policyName": name, "validationActions": ["Deny"],
+                     "matchResources": {"namespaceSelector": selector}}
+        }),
+    ];
+    objects
+        .iter()
+        .map(|o| {
+            let out = kubectl_input(["create", "-f", "-"], o.to_string().as_bytes());
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            ClusterObject {
+                kind: o["kind"].as_str().unwrap().to_lowercase(),
+                name: name.clone(),
+            }
+        })
+        .collect()
+}
