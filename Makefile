@@ -18,7 +18,7 @@ BIN_DIR = $(shell $(BUILD_TOOLS))
 # Recipe prologue: `bin` = BIN_DIR, checked (make ignores the exit status of $(shell ...)).
 need_bin = bin='$(BIN_DIR)'; [ -x "$$bin/kube-apiserver" ] || { echo "make: $(BUILD_TOOLS) did not produce the tools (see above)" >&2; exit 1; }
 
-.PHONY: help demo tools cluster cluster-down test lint crds chaos bench
+.PHONY: help demo tools cluster cluster-down test lint crds chaos bench observability
 
 help: ## list the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -67,10 +67,13 @@ lint: ## cargo fmt --check and cargo clippy with warnings denied (and shellcheck
 	@cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	if command -v shellcheck >/dev/null; then
-	  shellcheck -x -P SCRIPTDIR -S warning $(filter-out %/versions.sh,$(wildcard tests/cluster/*.sh)) .ci/run
+	  shellcheck -x -P SCRIPTDIR -S warning $(filter-out %/versions.sh,$(wildcard tests/cluster/*.sh)) $(wildcard scripts/*.sh tests/alerts/*.sh) .ci/run
 	else
 	  echo "shellcheck is not installed: shell scripts not checked (apt-get install shellcheck)" >&2
 	fi
 
 bench: ## the scale benchmark on a local control plane (heavy; BENCH_FLAGS='--tasks 10000 --idle 300', or '--fairness' for fairness between namespaces alone): prints a table, writes target/bench/ and docs/bench/
 	@scripts/bench.sh $(BENCH_FLAGS)
+
+observability: ## a real run scraped by a real Prometheus (pinned module), every dashboard panel's query drawn into docs/observability/ (OBS_FLAGS='--minutes 3')
+	@scripts/observability.sh $(OBS_FLAGS)

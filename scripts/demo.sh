@@ -7,6 +7,11 @@
 # subscribers of topic recur-demo.occurrences; subscriber-a's events are shown too.
 #
 #   RECUR_DEMO_SECONDS=60 scripts/demo.sh   # stop by itself after 60 s (used by a test)
+#   RECUR_DEMO_HTTP_ADDR=127.0.0.1:9090     # the operator's probes and metrics (default 127.0.0.1:8080)
+#   RECUR_DEMO_ENV=FILE                     # once examples/ are applied, write KUBECONFIG, PATH,
+#                                           # RECUR_METRICS_URL, BACKEND_URL, DAPR_HTTP_PORT and
+#                                           # OPERATOR_LOG to FILE (sourceable; written whole), for a
+#                                           # script driving the demo (scripts/observability.sh)
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
@@ -59,11 +64,12 @@ if [ ${#pubsub[@]} -gt 0 ]; then
   pids+=($!)
 fi
 
-log "starting recur (probes and metrics on 127.0.0.1:8080)"
-DAPR_HTTP_PORT=$dapr_port RECUR_HTTP_ADDR=127.0.0.1:8080 target/debug/recur run >"$dir/operator.log" 2>&1 &
+http_addr=${RECUR_DEMO_HTTP_ADDR:-127.0.0.1:8080}
+log "starting recur (probes and metrics on $http_addr)"
+DAPR_HTTP_PORT=$dapr_port RECUR_HTTP_ADDR=$http_addr target/debug/recur run >"$dir/operator.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do
-  curl -sf http://127.0.0.1:8080/health/ready >/dev/null && break
+  curl -sf "http://$http_addr/health/ready" >/dev/null && break
   sleep 0.2
 done
 
@@ -77,10 +83,19 @@ metadata: {name: coffee, namespace: recur-demo}
 spec: {userId: user-42, title: Coffee break, message: "Time for coffee", dueAt: "$due", taskId: "1001"}
 EOF
 kubectl get rt,rem -n recur-demo
+if [ -n "${RECUR_DEMO_ENV:-}" ]; then
+  printf 'KUBECONFIG=%q\nPATH=%q\nRECUR_METRICS_URL=%q\nBACKEND_URL=%q\nDAPR_HTTP_PORT=%q\nOPERATOR_LOG=%q\n' \
+    "$KUBECONFIG" "$PATH" "http://$http_addr/metrics" "http://127.0.0.1:$port" "$dapr_port" "$dir/operator.log" \
+    >"$RECUR_DEMO_ENV.tmp"
+  mv "$RECUR_DEMO_ENV.tmp" "$RECUR_DEMO_ENV"
+fi
 log "the plugin in another shell (export KUBECONFIG=$KUBECONFIG PATH=$repo/target/debug:$bin:\$PATH): kubectl recur next standup -n recur-demo"
 log "occurrences arrive below (the backend logs each with its key and lag${pubsub[*]:+; subscriber-a each event published to $topic}); Ctrl-C stops everything"
 if [ -n "${RECUR_DEMO_SECONDS:-}" ]; then
-  sleep "$RECUR_DEMO_SECONDS"
+  # In the background: a TERM (from a driving script) ends the wait at once, not after the sleep.
+  sleep "$RECUR_DEMO_SECONDS" &
+  pids+=($!)
+  wait $!
   kubectl get rt,rem -n recur-demo
 else
   wait "${pids[0]}"

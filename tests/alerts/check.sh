@@ -7,7 +7,8 @@
 # every alert has a unit test and a runbook section (docs/runbook.md) its runbook_url points to.
 #
 # promtool is built from the pinned Prometheus Go module (tests/cluster/prometheus/go.mod) into
-# the tool cache, like the control plane (tests/cluster/build.sh); a second run builds nothing.
+# the tool cache by tests/cluster/prometheus.sh, like the control plane (tests/cluster/build.sh);
+# a second run builds nothing.
 # helm comes from $RECUR_BIN_DIR, else from what tests/cluster/build.sh prints.
 set -euo pipefail
 
@@ -21,35 +22,7 @@ helm="$bin/helm"
 [ -x "$helm" ] || { log "no helm in $bin"; exit 1; }
 
 # --- promtool, keyed by the pinned Prometheus version ------------------------------------------
-mod="$root/tests/cluster/prometheus"
-version=$(awk '$1 == "require" && $2 == "github.com/prometheus/prometheus" { print $3 }
-               $1 == "github.com/prometheus/prometheus" { print $2 }' "$mod/go.mod" | head -n1)
-[ -n "$version" ] || { log "no github.com/prometheus/prometheus in $mod/go.mod"; exit 1; }
-cache=${RECUR_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/recur}
-pbin="$cache/bin/prometheus-$version"
-promtool="$pbin/promtool"
-if [ ! -x "$promtool" ]; then
-  mkdir -p "$pbin"
-  # The Go module v0.3XX.Y is Prometheus 3.XX.Y.
-  release=${version#v0.}
-  release="3.${release:1}"
-  flags="-s -w -X github.com/prometheus/common/version.Version=$release"
-  flags+=" -X github.com/prometheus/common/version.Branch=HEAD"
-  flags+=" -X github.com/prometheus/common/version.Revision=recur-pinned-$version"
-  log "building promtool $version ..."
-  start=$SECONDS
-  (
-    cd "$mod"
-    export GOTOOLCHAIN=local CGO_ENABLED=0 GOFLAGS=-mod=readonly
-    # remove_all_sd: without Prometheus' service discovery plugins (AWS, Azure, GCE, Kubernetes,
-    # ...), which promtool needs only for `promtool check config` of scrape configs; it halves
-    # the build.
-    go build -trimpath -tags remove_all_sd -ldflags "$flags" -o "$promtool.tmp.$$" \
-      github.com/prometheus/prometheus/cmd/promtool >&2
-  )
-  mv "$promtool.tmp.$$" "$promtool"
-  log "built promtool in $((SECONDS - start))s"
-fi
+promtool=$("$root/tests/cluster/prometheus.sh" promtool)
 # Beside the other tools too, for people who look there (only when needed: a concurrent run
 # never sees it missing).
 [ "$(readlink "$bin/promtool" || true)" = "$promtool" ] || ln -sf "$promtool" "$bin/promtool" 2>/dev/null || true
