@@ -73,7 +73,7 @@ pub fn plan(rem: &Reminder, uid: &str, now: DateTime<Utc>) -> Plan {
             if old.observed_generation.is_none() && rem.spec.due_at < now - FIRST_SIGHT_LOOKBACK {
                 status.phase = Some(Phase::Skipped);
                 (
-                    false,
+                    true,
                     reason::TOO_LATE,
                     "first seen more than 1h after it was due: not sent",
                 )
@@ -537,7 +537,9 @@ pub fn notification_body(rem: &Reminder, key: &str) -> serde_json::Value {
     })
 }
 
-/// Records a refusal (phase, Ready=False, an event) once: only when the status changes.
+/// Records a refusal (phase, conditions, an event) once: only when the status changes. A reminder
+/// skipped on purpose is done, so it is `Ready=True` with the reason it was skipped (kstatus then
+/// reads it Current, and Flux's `wait` does not hang on it); Pending and Failed are `Ready=False`.
 async fn refuse(
     rem: &Reminder,
     ctx: &Context,
@@ -557,7 +559,11 @@ async fn refuse(
     status.observed_generation = generation;
     status.phase = Some(phase);
     let retry = phase == Phase::Pending;
-    conditions(&mut status.conditions, generation, now).ready(false, reason, &message);
+    conditions(&mut status.conditions, generation, now).ready(
+        phase == Phase::Skipped,
+        reason,
+        &message,
+    );
     conditions(&mut status.conditions, generation, now).stalled(
         phase == Phase::Failed,
         reason,
@@ -616,6 +622,23 @@ mod tests {
         after_call(&pending(), outcome, false, now)
             .retry_at
             .unwrap()
+    }
+
+    #[test]
+    fn a_reminder_first_seen_too_late_is_skipped_and_done() {
+        let mut rem = pending();
+        rem.status = None;
+        let now = due() + chrono::Duration::hours(3);
+        let Plan::Update(status, wake) = plan(&rem, UID, now) else {
+            panic!("a first sight writes status");
+        };
+        assert_eq!((status.phase, wake), (Some(Phase::Skipped), None));
+        let ready = crate::api::condition(&status.conditions, "Ready").unwrap();
+        // Done on purpose: Ready=True, so kstatus does not wait on it forever.
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", reason::TOO_LATE)
+        );
     }
 
     #[test]
