@@ -104,7 +104,9 @@ fn duration(s: &str) -> Result<Duration, String> {
 
 /// Runs the operator until SIGTERM or SIGINT.
 pub fn main(args: RunArgs) -> ExitCode {
-    let provider = match traces::provider(&traces::Export::from_env(|k| std::env::var(k).ok())) {
+    let var = |k: &str| std::env::var(k).ok();
+    let export = traces::Export::from_env(var);
+    let provider = match export.check(var).and_then(|()| traces::provider(&export)) {
         Ok(provider) => provider,
         Err(err) => {
             eprintln!("error: {err}");

@@ -23,6 +23,10 @@ const SERVICE_NAME: &str = "recur";
 pub enum Error {
     #[error("cannot build the OTLP span exporter (check the OTEL_EXPORTER_OTLP_* variables): {0}")]
     Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    #[error(
+        "{0} is an https:// endpoint, but recur exports OTLP over plain HTTP only (no TLS client is built in): point it at an http:// collector, e.g. one in the cluster or on the node"
+    )]
+    Tls(&'static str),
 }
 
 /// Where spans go, read from the process environment.
@@ -34,15 +38,34 @@ pub enum Export {
     Otlp,
 }
 
+/// The variables naming the collector, the signal's own first (it wins in the exporter too).
+const ENDPOINTS: [&str; 2] = [
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+];
+
 impl Export {
+    /// Refuses an endpoint recur cannot reach (TLS), before it would drop every span quietly.
+    pub fn check(&self, var: impl Fn(&str) -> Option<String>) -> Result<(), Error> {
+        if *self == Export::Off {
+            return Ok(());
+        }
+        let tls = ENDPOINTS.into_iter().find(|name| {
+            var(name).is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("https://"))
+        });
+        match tls {
+            Some(name) => Err(Error::Tls(name)),
+            None => Ok(()),
+        }
+    }
+
     /// The choice the standard variables make: an OTLP endpoint turns export on;
     /// `OTEL_SDK_DISABLED=true` or `OTEL_TRACES_EXPORTER=none` turn it off.
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Export {
         let set = |name: &str| var(name).is_some_and(|v| !v.trim().is_empty());
         let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.trim() == "true");
         let none = var("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim() == "none");
-        let endpoint =
-            set("OTEL_EXPORTER_OTLP_ENDPOINT") || set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+        let endpoint = ENDPOINTS.into_iter().any(set);
         if endpoint && !disabled && !none {
             Export::Otlp
         } else {
@@ -143,6 +166,22 @@ mod tests {
             Export::from_env(env(&[endpoint, ("OTEL_TRACES_EXPORTER", "none")])),
             Export::Off
         );
+    }
+
+    #[test]
+    fn an_https_collector_is_refused_with_the_variable_named() {
+        for name in ENDPOINTS {
+            let vars = env(&[(name, "HTTPS://collector:4318")]);
+            let err = Export::from_env(&vars).check(&vars).unwrap_err();
+            assert!(err.to_string().starts_with(name), "{err}");
+        }
+        let vars = env(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")]);
+        assert!(Export::from_env(&vars).check(&vars).is_ok());
+        let off = env(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318"),
+            ("OTEL_SDK_DISABLED", "true"),
+        ]);
+        assert!(Export::from_env(&off).check(&off).is_ok());
     }
 
     #[test]

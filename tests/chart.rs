@@ -1260,6 +1260,11 @@ fn schema_rejects_wrong_values_with_readable_messages() {
             "at '/tracing/otlpEndpoint'",
         ),
         (
+            "https collector (no TLS client)",
+            "tracing:\n  otlpEndpoint: https://otel-collector:4318\n",
+            "at '/tracing/otlpEndpoint'",
+        ),
+        (
             "sampler ratio above 1",
             "tracing:\n  samplerArg: \"1.5\"\n",
             "at '/tracing/samplerArg'",
