@@ -14,7 +14,8 @@ BUILD_TOOLS := tests/cluster/build.sh
 CLUSTER_DIR := $(CURDIR)/.cluster
 # Bin directory of the pinned tools, as printed by build.sh (which builds what is missing first).
 # Recursively expanded on purpose: only recipes that use it trigger a build.
-BIN_DIR = $(shell $(BUILD_TOOLS))
+# NODE=1 (make cluster NODE=1) also builds the node of tests/cluster/node.sh.
+BIN_DIR = $(shell $(if $(filter 1,$(NODE)),RECUR_NODE=1 )$(BUILD_TOOLS))
 # Recipe prologue: `bin` = BIN_DIR, checked (make ignores the exit status of $(shell ...)).
 need_bin = bin='$(BIN_DIR)'; [ -x "$$bin/kube-apiserver" ] || { echo "make: $(BUILD_TOOLS) did not produce the tools (see above)" >&2; exit 1; }
 
@@ -30,15 +31,18 @@ crds: ## regenerate crds/ and charts/recur/crds/ from the Rust types
 	@cargo run --quiet -p recur --bin recur -- crd --out-dir crds
 	cp crds/*.yaml charts/recur/crds/
 
-tools: ## build the pinned control-plane tools (cached); prints their bin directory
-	@$(BUILD_TOOLS)
+tools: ## build the pinned control-plane tools (cached; NODE=1 also the node's); prints their bin directory
+	@$(if $(filter 1,$(NODE)),RECUR_NODE=1 )$(BUILD_TOOLS)
 
-cluster: ## start a control plane in .cluster/ (a stale one is torn down first); prints export KUBECONFIG=...
+cluster: ## start a control plane in .cluster/ (a stale one is torn down first), with NODE=1 also a node that runs pods (root); prints export KUBECONFIG=...
 	@$(need_bin)
 	if [ -e '$(CLUSTER_DIR)' ]; then tests/cluster/down.sh '$(CLUSTER_DIR)'; fi
 	RECUR_BIN_DIR="$$bin" tests/cluster/up.sh '$(CLUSTER_DIR)'
+	if [ '$(NODE)' = 1 ]; then
+	  RECUR_BIN_DIR="$$bin" tests/cluster/node.sh '$(CLUSTER_DIR)' >/dev/null || { tests/cluster/down.sh '$(CLUSTER_DIR)'; exit 1; }
+	fi
 
-cluster-down: ## stop the control plane in .cluster/ and remove the directory
+cluster-down: ## stop the control plane (and its node) in .cluster/ and remove the directory
 	@tests/cluster/down.sh '$(CLUSTER_DIR)'
 
 test: ## build the tools, start a throwaway control plane, run cargo test --workspace --all-targets against it, tear it down

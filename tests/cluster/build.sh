@@ -7,6 +7,9 @@
 #   tests/cluster/build.sh                     # control plane, helm, daprd and otelcol-recur
 #   RECUR_REAL_DAPR=0 tests/cluster/build.sh   # skip daprd (tests then use recur-dev's sidecar stand-in)
 #   RECUR_OTELCOL=0 tests/cluster/build.sh     # skip otelcol-recur (the collector of the trace tests)
+#   RECUR_NODE=1 tests/cluster/build.sh        # also the node of node.sh: kubelet, kube-proxy,
+#       kube-scheduler, containerd (+ ctr, shim), runc (cgo: needs gcc and libseccomp-dev), the CNI
+#       plugins (bin/cni/) and the OCI archives of the pause and hello images (bin/images/)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -111,6 +114,87 @@ if [ "${RECUR_OTELCOL:-1}" = 1 ]; then
     mv "$obin/otelcol-recur.tmp" "$obin/otelcol-recur"
   fi
   [ "$(readlink "$bin/otelcol-recur" || true)" = "$obin/otelcol-recur" ] || ln -sf "$obin/otelcol-recur" "$bin/otelcol-recur"
+fi
+
+# The node of node.sh (RECUR_NODE=1): kubelet, kube-proxy and kube-scheduler from the same
+# k8s.io/kubernetes module and ldflags as the control plane; containerd, runc and the CNI plugins
+# from their wrapper modules, each in a directory of its own keyed by its version and linked into
+# $bin; the pause and hello images (images/) in a directory keyed by the hash of their sources.
+if [ "${RECUR_NODE:-0}" = 1 ]; then
+  build_k8s kubelet k8s.io/kubernetes/cmd/kubelet
+  build_k8s kube-proxy k8s.io/kubernetes/cmd/kube-proxy
+  build_k8s kube-scheduler k8s.io/kubernetes/cmd/kube-scheduler
+
+  link() { # target, link name: replaces an older link only when it differs
+    [ "$(readlink "$2" || true)" = "$1" ] || ln -sfn "$1" "$2"
+  }
+
+  # containerd 2.x as its release builds it, but without cgo (the btrfs snapshotter needs cgo and
+  # is not used: the node uses overlayfs); the shim is built without cgo upstream too.
+  cbin="$cache/bin/containerd-$CONTAINERD_VERSION"
+  for name in containerd ctr containerd-shim-runc-v2; do
+    if [ ! -x "$cbin/$name" ]; then
+      mkdir -p "$cbin"
+      (cd "$here/containerd" && timed "$name" go build -trimpath -tags "urfave_cli_no_docs no_btrfs" \
+        -ldflags "-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION -X github.com/containerd/containerd/v2/version.Revision=recur-pinned" \
+        -o "$cbin/$name.tmp" "github.com/containerd/containerd/v2/cmd/$name")
+      mv "$cbin/$name.tmp" "$cbin/$name"
+    fi
+    link "$cbin/$name" "$bin/$name"
+  done
+
+  # runc needs cgo (its nsexec is C) and, for seccomp profiles (RuntimeDefault, which the
+  # restricted Pod Security profile requires), libseccomp. Debian bookworm's runc package is 1.1.5,
+  # older than what containerd 2.x is tested with (1.2+), hence the module. The libpathrs tag of
+  # runc's Makefile is left out: Debian has no libpathrs (runc then uses its Go implementation).
+  rbin="$cache/bin/runc-$RUNC_VERSION"
+  if [ ! -x "$rbin/runc" ]; then
+    if ! pkg-config --exists libseccomp 2>/dev/null || ! command -v gcc >/dev/null; then
+      log "runc needs gcc, pkg-config and libseccomp (Debian: apt-get install gcc pkg-config libseccomp-dev)"
+      exit 1
+    fi
+    mkdir -p "$rbin"
+    (cd "$here/runc" && CGO_ENABLED=1 timed runc go build -trimpath -buildmode=pie -tags "seccomp urfave_cli_no_docs" \
+      -ldflags "-s -w -X main.version=${RUNC_VERSION#v} -X main.gitCommit=recur-pinned" \
+      -o "$rbin/runc.tmp" github.com/opencontainers/runc)
+    mv "$rbin/runc.tmp" "$rbin/runc"
+  fi
+  link "$rbin/runc" "$bin/runc"
+
+  # The CNI plugins, in a directory of their own (containerd's CNI bin dir): $bin/cni.
+  nbin="$cache/bin/cni-plugins-$CNI_PLUGINS_VERSION"
+  for pkg in main/bridge main/loopback ipam/host-local meta/portmap; do
+    name=${pkg#*/}
+    [ -x "$nbin/$name" ] && continue
+    mkdir -p "$nbin"
+    (cd "$here/cni" && timed "cni $name" go build -trimpath -ldflags "-s -w" -o "$nbin/$name.tmp" \
+      "github.com/containernetworking/plugins/plugins/$pkg")
+    mv "$nbin/$name.tmp" "$nbin/$name"
+  done
+  link "$nbin" "$bin/cni"
+
+  # The images of the node: pause (the pod sandbox: containerd's pinned sandbox image) and hello
+  # (the HTTP server of the node checks), static Go programs packed by images/oci-image.py into
+  # OCI archives for `ctr images import`. Keyed by the hash of their sources, flags and Go version.
+  # -buildvcs=false: the programs are in this repository's module, and Go would otherwise stamp
+  # the commit and whether the tree is modified into them, changing the image digests.
+  iflags="-trimpath -buildvcs=false -ldflags=-s -w"
+  ihash=$( (cd "$here/images" && cat go.mod pause/main.go hello/main.go oci-image.py && go env GOVERSION && echo "$iflags") | sha256sum | cut -c1-12)
+  ibin="$cache/bin/images-$ihash"
+  if [ ! -f "$ibin/hello.tar" ]; then
+    mkdir -p "$ibin"
+    (
+      cd "$here/images"
+      timed "images (pause, hello)" bash -c '
+        set -euo pipefail
+        go build -trimpath -buildvcs=false -ldflags "-s -w" -o "$1/pause" ./pause
+        go build -trimpath -buildvcs=false -ldflags "-s -w" -o "$1/hello" ./hello
+        ./oci-image.py --name recur.test/pause:1 --entrypoint /pause --user 65535:65535 --out "$1/pause.tar" "$1/pause:/pause"
+        ./oci-image.py --name recur.test/hello:1 --entrypoint /hello --user 65532:65532 --expose 8080 --out "$1/hello.tar.tmp" "$1/hello:/hello"
+        mv "$1/hello.tar.tmp" "$1/hello.tar"' _ "$ibin"
+    )
+  fi
+  link "$ibin" "$bin/images"
 fi
 
 echo "$bin"

@@ -32,6 +32,7 @@ fi
 dir=$(cd "$dir" && pwd -P)
 [ -f "$dir/.recur-cluster" ] || die "$dir was not made by tests/cluster/up.sh (no .recur-cluster marker): refusing to touch it"
 timeout=${RECUR_DOWN_TIMEOUT:-15}
+start=$SECONDS
 
 names_dir() { # pid: its command line mentions this cluster's directory (guards against pid reuse)
   tr '\0' '\n' <"/proc/$1/cmdline" 2>/dev/null | grep -qF -- "$dir"
@@ -57,10 +58,19 @@ scan() {
     exe=$(tr '\0' '\n' <"$f" 2>/dev/null | head -n 2 | tr '\n' ' ')
     case $exe in
       */etcd\ * | */kube-apiserver\ * | */kube-controller-manager\ * | */daprd\ * | *watch-parent.sh\ *) echo "$p" ;;
+      # The node's programs (node.sh), should node.sh --down have left one.
+      */kubelet\ * | */kube-proxy\ * | */kube-scheduler\ * | */containerd\ * | */containerd-shim-runc-v2\ *) echo "$p" ;;
     esac
   done
 }
 
+# A node started into this directory by node.sh goes first, before the processes are listed: its
+# containers, mounts, bridge and iptables rules are removed by node.sh --down, while the
+# apiserver it talks to still runs.
+if [ -d "$dir/node" ]; then
+  log "removing the node (node.sh --down)"
+  "$here/node.sh" --down "$dir" || log "node.sh --down failed; going on (the directory is kept if anything stays mounted)"
+fi
 # Stop order: newest first (watcher, controller-manager, apiserver, then etcd), so each client
 # goes before the server it talks to; an apiserver whose etcd is gone hangs in shutdown.
 targets=() # "pid name", in stop order
@@ -96,7 +106,6 @@ stop() { # pid name: SIGTERM, then SIGKILL after the timeout
   fi
 }
 
-start=$SECONDS
 # Sidecars started into this directory by sidecars.sh go first: they talk to the apiserver.
 if [ -f "$dir/sidecars.env" ] && [ -x "$(dirname "$0")/sidecars.sh" ]; then
   log "stopping the sidecars (sidecars.sh --down)"
@@ -119,5 +128,12 @@ while :; do
   fi
   sleep 0.1
 done
+# Never rm -rf through a mount (a container's root filesystem, a volume, a bind mount of the host).
+mounted=$(awk -v d="$dir/" 'index($5, d) == 1 { print $5 }' /proc/self/mountinfo)
+if [ -n "$mounted" ]; then
+  log "still mounted under $dir:"
+  printf '    %s\n' $mounted >&2
+  die "$dir is kept: unmount these (umount -R) and run down.sh again"
+fi
 rm -rf "$dir"
 log "stopped ${#targets[@]} process(es) in $((SECONDS - start))s; removed $dir"

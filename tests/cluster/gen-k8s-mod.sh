@@ -28,5 +28,6 @@ cd "$here/k8s"
 } >go.mod
 rm -f go.sum
 go list -mod=mod -deps -tags selinux,notest k8s.io/kubernetes/cmd/kube-apiserver \
+  k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kube-scheduler \
   k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl go.etcd.io/etcd/server/v3 >/dev/null
 echo "regenerated $here/k8s/go.mod for $K8S_VERSION" >&2

@@ -202,6 +202,13 @@ mkdir -m 700 "$pki"
     "extendedKeyUsage=serverAuth" "subjectAltName=IP:127.0.0.1,DNS:localhost" >apiserver.ext
   openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out apiserver.crt \
     -days 30 -extfile apiserver.ext
+  # The apiserver's client certificate towards kubelets (node.sh): logs, exec, port-forward.
+  openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -keyout kubelet-client.key \
+    -out kubelet-client.csr -subj "/O=system:masters/CN=kube-apiserver-kubelet-client"
+  printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+    "extendedKeyUsage=clientAuth" >kubelet-client.ext
+  openssl x509 -req -in kubelet-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out kubelet-client.crt \
+    -days 30 -extfile kubelet-client.ext
   # ServiceAccount token signing keys (TokenRequest and the token controller).
   openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.key
   openssl pkey -in sa.key -pubout -out sa.pub
@@ -301,6 +308,8 @@ start_once() {
     --bind-address=127.0.0.1 --advertise-address=127.0.0.1 --secure-port="$api_port" \
     --cert-dir="$dir/apiserver-certs" --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
     --token-auth-file="$pki/tokens.csv" --authorization-mode=RBAC \
+    --kubelet-client-certificate="$pki/kubelet-client.crt" --kubelet-client-key="$pki/kubelet-client.key" \
+    --kubelet-preferred-address-types=InternalIP \
     --service-account-issuer="$api_url" --service-account-key-file="$pki/sa.pub" \
     --service-account-signing-key-file="$pki/sa.key" \
     --service-cluster-ip-range=198.19.0.0/24 --endpoint-reconciler-type=none \

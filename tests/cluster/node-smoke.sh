@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Proves that the node of node.sh runs pods: a Deployment of the local hello image (imagePullPolicy
+# Never, a readiness probe, the restricted Pod Security profile enforced by the apiserver) and a
+# ClusterIP Service, in a namespace of its own; its pods must turn Ready and answer from the host by
+# pod IP and through the Service (kube-proxy), and from inside a pod through the Service; then
+# node.sh --check. Removes the namespace at the end. Needs root (nsenter).
+#
+#   tests/cluster/node-smoke.sh DIR     DIR: a cluster of up.sh with a node of node.sh
+#
+# Ends with one line: node-smoke: ready=2/2 pod_ip=ok cluster_ip=ok from_pod=ok rollout_s=X
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+dir=${1:?usage: node-smoke.sh DIR}
+dir=$(cd "$dir" && pwd -P)
+[ -f "$dir/node/env" ] || { echo "node-smoke: $dir has no node (tests/cluster/node.sh $dir)" >&2; exit 1; }
+bin=$(cat "$dir/node/bin")
+ns=node-smoke
+k() { "$bin/kubectl" --kubeconfig "$dir/kubeconfig" "$@"; }
+fail() {
+  echo "node-smoke: FAILED: $*" >&2
+  k -n "$ns" get pods -o wide >&2 || true
+  k -n "$ns" get events --sort-by=.lastTimestamp 2>/dev/null | tail -n 15 >&2 || true
+  exit 1
+}
+trap 'k delete namespace "$ns" --ignore-not-found --wait=false >/dev/null 2>&1 || true' EXIT
+
+k apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: $ns
+  labels: {pod-security.kubernetes.io/enforce: restricted}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: hello, namespace: $ns}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: hello}}
+  template:
+    metadata: {labels: {app: hello}}
+    spec:
+      automountServiceAccountToken: false
+      securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
+      containers:
+        - name: hello
+          image: recur.test/hello:1
+          imagePullPolicy: Never
+          ports: [{containerPort: 8080, name: http}]
+          readinessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 1}
+          resources: {limits: {cpu: 100m, memory: 64Mi}}
+          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            capabilities: {drop: [ALL]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: hello, namespace: $ns}
+spec:
+  selector: {app: hello}
+  ports: [{port: 80, targetPort: http}]
+EOF
+start=$SECONDS
+k -n "$ns" rollout status deploy/hello --timeout=120s >/dev/null || fail "the Deployment did not become available"
+rollout_s=$((SECONDS - start))
+ready=$(k -n "$ns" get pods -l app=hello -o jsonpath='{range .items[*]}{.status.containerStatuses[0].ready}{"\n"}{end}' | grep -c true || true)
+[ "$ready" = 2 ] || fail "$ready of 2 pods Ready"
+
+for ip in $(k -n "$ns" get pods -l app=hello -o jsonpath='{.items[*].status.podIP}'); do
+  out=$(curl -fsS --max-time 5 "http://$ip:8080/") || fail "pod IP $ip does not answer from the host"
+  [[ $out == "hello from hello-"* ]] || fail "pod IP $ip answered '$out'"
+done
+
+cip=$(k -n "$ns" get service hello -o jsonpath='{.spec.clusterIP}')
+# kube-proxy programs the Service within its sync period: allow a few seconds.
+declare -A seen=()
+for ((i = 0; i < 40; i++)); do
+  out=$(curl -fsS --max-time 2 "http://$cip/" 2>/dev/null) && seen[$out]=1
+  [ ${#seen[@]} -ge 2 ] && break
+  sleep 0.25
+done
+[ ${#seen[@]} -ge 1 ] || fail "the ClusterIP $cip does not answer from the host"
+
+cid=$(k -n "$ns" get pods -l app=hello -o jsonpath='{.items[0].status.containerStatuses[0].containerID}')
+pid=$("$bin/ctr" --address "$dir/node/containerd/containerd.sock" -n k8s.io tasks ls 2>/dev/null | awk -v id="${cid#containerd://}" '$1 == id { print $2 }')
+[ -n "$pid" ] || fail "no task for container $cid"
+out=$(nsenter -t "$pid" -n curl -fsS --max-time 5 "http://$cip/") || fail "the ClusterIP $cip does not answer from inside a pod"
+[[ $out == "hello from hello-"* ]] || fail "the ClusterIP answered '$out' inside a pod"
+
+"$here/node.sh" --check "$dir" || fail "node.sh --check"
+echo "node-smoke: ready=$ready/2 pod_ip=ok cluster_ip=ok($((${#seen[@]})) backends) from_pod=ok rollout_s=$rollout_s"
