@@ -25,6 +25,50 @@ pub enum Command {
     Fairness(FairnessArgs),
     /// Writes results.md, lag-*.dat and lag.plt from the JSON files in OUT_DIR.
     Report(ReportArgs),
+    /// What each form of the guarded status write costs kube-apiserver (CPU from /proc,
+    /// latency, bytes, optionally pprof); writes OUT_DIR/patchcost.json and patchcost.md.
+    Patchcost(PatchCostArgs),
+}
+
+#[derive(Args)]
+pub struct PatchCostArgs {
+    /// `--tasks` is the number of objects per set (at least 128).
+    #[command(flatten)]
+    pub common: Common,
+    /// Pid of kube-apiserver (its CPU is read from /proc).
+    #[arg(long)]
+    pub apiserver_pid: u32,
+    /// Pid of etcd, if its CPU should be read too.
+    #[arg(long)]
+    pub etcd_pid: Option<u32>,
+    /// Seconds of writes per phase.
+    #[arg(long, default_value_t = 15)]
+    pub seconds: u64,
+    /// The forms measured, in this order.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "json-test,json-test-delta,json-test-pending,merge-full,merge-rv,merge-bare,apply,apply-rv"
+    )]
+    pub forms: Vec<crate::patchcost::Form>,
+    /// Sets of objects by extra field managers (0: recur's only; 6: six tools set a label each).
+    #[arg(long, value_delimiter = ',', default_value = "0,6")]
+    pub managers: Vec<usize>,
+    /// Watches open on the namespace, for `--watch-forms` on the first set (0 is the main table).
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    pub watchers: Vec<usize>,
+    /// The forms measured with watches open.
+    #[arg(long, value_delimiter = ',', default_value = "json-test,merge-bare")]
+    pub watch_forms: Vec<crate::patchcost::Form>,
+    /// Rounds of every phase (the first one profiled when --pprof-dir is set).
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
+    /// Record a CPU profile of kube-apiserver for each phase of the first round here.
+    #[arg(long)]
+    pub pprof_dir: Option<PathBuf>,
+    /// kubectl, which fetches the profiles.
+    #[arg(long, default_value = "kubectl")]
+    pub kubectl: PathBuf,
 }
 
 #[derive(Args, Clone)]
@@ -75,6 +119,12 @@ pub struct RecurArgs {
     /// Record a system-wide CPU profile of the burst (`perf record -a -g -e cpu-clock`) here.
     #[arg(long)]
     pub perf_out: Option<PathBuf>,
+    /// Record CPU profiles of kube-apiserver (/debug/pprof) during the limit and the burst here.
+    #[arg(long)]
+    pub pprof_dir: Option<PathBuf>,
+    /// kubectl, which fetches the profiles.
+    #[arg(long, default_value = "kubectl")]
+    pub kubectl: PathBuf,
 }
 
 #[derive(Args)]
@@ -115,6 +165,10 @@ pub struct CronArgs {
     /// How kube-controller-manager's client is configured (for the report).
     #[arg(long, default_value = "")]
     pub kcm_flags: String,
+    /// Bare status patches per second of this apiserver (recur's limit in the same run), which
+    /// sets how far ahead the burst is; without it, 500 patches are probed first.
+    #[arg(long)]
+    pub writes_per_second: Option<f64>,
 }
 
 #[derive(Args)]

@@ -20,9 +20,81 @@ use crate::say;
 pub const BENCH_LABEL: &str = "recur.dev/bench";
 /// Concurrency of the benchmark's own writes (creates, the limit's patches).
 pub const CONCURRENCY: usize = 64;
-/// The burst is measured only when every task is pending for a minute at least this far ahead
-/// (the "before" snapshot is taken in between).
+/// The burst's "before" snapshot is taken this long before the burst instant, once every object
+/// is ready for it.
 pub const MARGIN: Duration = Duration::from_secs(8);
+
+/// The burst instant and the schedule that makes it a one-off: a daily cron (`M H * * *`, UTC)
+/// at a minute far enough ahead that every object can be created, and every first occurrence
+/// written, before it. Whatever the machine's speed the objects are all ready for the same
+/// instant, and each fires once in the window (its next occurrence is a day later), where a
+/// `* * * * *` burst needs the whole setup to fit in one minute.
+#[derive(Clone, Debug)]
+pub struct OneOff {
+    pub due: DateTime<Utc>,
+    pub cron: String,
+}
+
+impl OneOff {
+    /// The first minute boundary at least `lead` after `now`.
+    pub fn after(now: DateTime<Utc>, lead: Duration) -> Self {
+        let at =
+            now + chrono::Duration::from_std(lead).unwrap_or_else(|_| chrono::Duration::days(1));
+        let due = if at.second() == 0 && at.nanosecond() == 0 {
+            at
+        } else {
+            next_minute(at)
+        };
+        OneOff {
+            due,
+            cron: format!("{} {} * * *", due.minute(), due.hour()),
+        }
+    }
+
+    /// A one-off burst for `writes` API writes of setup (creates, first status writes), from
+    /// `per_second`, the bare-patch rate measured in the same run (the limit): the setup is
+    /// given three times what the writes would take at that rate, plus 30 s (operator start and
+    /// list, namespace creation), so it fits however slow the apiserver is.
+    pub fn for_writes(writes: usize, per_second: f64) -> Self {
+        let lead = Duration::from_secs(30) + Duration::from_secs_f64(lead_secs(writes, per_second));
+        let one = Self::after(Utc::now(), lead);
+        say(format!(
+            "burst instant {} (cron {:?}): {writes} setup writes at a third of {per_second:.0}/s, plus 30 s",
+            one.due.format("%H:%M:%S"),
+            one.cron
+        ));
+        one
+    }
+
+    /// How long the setup may take: until [`MARGIN`] before the burst instant.
+    pub fn setup_left(&self) -> Duration {
+        let at = self.due - chrono::Duration::from_std(MARGIN).unwrap_or_default();
+        (at - Utc::now()).to_std().unwrap_or_default()
+    }
+
+    /// Sleeps until [`MARGIN`] before the burst instant (the "before" snapshot is taken then, so
+    /// the window does not grow with the lead); fails if that moment is already past.
+    pub async fn until_snapshot(&self) -> Res<()> {
+        let at = self.due - chrono::Duration::from_std(MARGIN).unwrap_or_default();
+        match (at - Utc::now()).to_std() {
+            Ok(left) => {
+                tokio::time::sleep(left).await;
+                Ok(())
+            }
+            Err(_) => Err(msg(format!(
+                "setup overran: it is {} and the burst is at {}; every object had to be ready {}s before it",
+                Utc::now().format("%H:%M:%S"),
+                self.due.format("%H:%M:%S"),
+                MARGIN.as_secs()
+            ))),
+        }
+    }
+}
+
+/// Seconds for `writes` writes at a third of `per_second` (at least 1/s).
+fn lead_secs(writes: usize, per_second: f64) -> f64 {
+    3.0 * writes as f64 / per_second.max(1.0)
+}
 
 pub async fn kube_client(path: &Path) -> Res<Client> {
     let kubeconfig = Kubeconfig::read_from(path)?;
@@ -125,20 +197,6 @@ where
     Ok(started.elapsed())
 }
 
-/// Sleeps until the next minute boundary of the wall clock (plus 100 ms).
-pub async fn until_next_minute() {
-    let now = Utc::now();
-    let into = Duration::from_millis(
-        u64::from(now.second()) * 1000 + u64::from(now.nanosecond() / 1_000_000).min(999),
-    );
-    let left = Duration::from_secs(60).saturating_sub(into) + Duration::from_millis(100);
-    say(format!(
-        "waiting {:.1}s for the next minute",
-        left.as_secs_f64()
-    ));
-    tokio::time::sleep(left).await;
-}
-
 pub fn next_minute(t: DateTime<Utc>) -> DateTime<Utc> {
     let secs = (t.timestamp().div_euclid(60) + 1) * 60;
     DateTime::from_timestamp(secs, 0).unwrap_or(t)
@@ -148,6 +206,21 @@ pub fn next_minute(t: DateTime<Utc>) -> DateTime<Utc> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_offs_are_daily_crons_at_the_first_minute_after_the_lead() {
+        let now = DateTime::parse_from_rfc3339("2026-01-01T23:58:30Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let one = OneOff::after(now, Duration::from_secs(100));
+        assert_eq!(one.due.to_rfc3339(), "2026-01-02T00:01:00+00:00");
+        assert_eq!(one.cron, "1 0 * * *");
+        let exact = OneOff::after(now, Duration::from_secs(30));
+        assert_eq!(exact.due.to_rfc3339(), "2026-01-01T23:59:00+00:00");
+        assert_eq!(exact.cron, "59 23 * * *");
+        // 10,000 tasks: a create and a first status write each, at 240 patches/s.
+        assert_eq!(lead_secs(20_000, 240.0).round(), 250.0);
+    }
 
     #[test]
     fn minute_boundaries() {

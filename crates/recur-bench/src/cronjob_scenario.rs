@@ -2,7 +2,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Timelike, Utc};
+use chrono::{DateTime, Utc};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::ServiceAccount;
 use kube::api::{Api, DeleteParams, ListParams};
@@ -12,11 +12,11 @@ use serde_json::json;
 use crate::apiserver::{api_delta, apiserver_metrics};
 use crate::args::CronArgs;
 use crate::cluster::{
-    MARGIN, create_all, delete_namespace, fresh_namespace, kube_client, next_minute,
-    until_next_minute, wait_until,
+    OneOff, create_all, delete_namespace, fresh_namespace, kube_client, wait_until,
 };
-use crate::error::{Res, msg};
+use crate::error::Res;
 use crate::procfs::proc_stat;
+use crate::recur_scenario::probe_rate;
 use crate::results::{Burst, CronResult, write_json};
 use crate::say;
 use crate::stats::{lag_stats, per};
@@ -25,16 +25,19 @@ use crate::watch::Watch;
 /// The annotation the CronJob controller puts on each Job it creates.
 pub const SCHEDULED_ANNOTATION: &str = "batch.kubernetes.io/cronjob-scheduled-timestamp";
 
-pub fn cronjob_object(i: usize) -> Res<CronJob> {
+pub fn cronjob_object(i: usize, cron: &str) -> Res<CronJob> {
     // Suspended Jobs: no kubelet runs pods here, and the job controller then makes none, so
-    // only the CronJob controller's work is measured. Forbid: the (never finishing) Job of the
-    // burst minute keeps later minutes from adding more.
+    // only the CronJob controller's work is measured. The schedule is recur's one-off daily
+    // cron: the same instant and the same semantics for both systems (with `* * * * *` a
+    // CronJob the controller reaches more than a minute late gets the next minute's Job
+    // instead, and the N creates would have to fit in the minute before). Forbid: the (never
+    // finishing) Job of the burst keeps a later run from adding more.
     Ok(serde_json::from_value(json!({
         "apiVersion": "batch/v1",
         "kind": "CronJob",
         "metadata": {"name": format!("bench-{i:05}")},
         "spec": {
-            "schedule": "* * * * *",
+            "schedule": cron,
             "concurrencyPolicy": "Forbid",
             "jobTemplate": {"spec": {
                 "suspend": true,
@@ -92,26 +95,28 @@ pub async fn run_cronjob(a: CronArgs) -> Res<()> {
         (seen.len() >= n).then(|| seen.values().copied().collect::<Vec<_>>())
     })
     .await?;
-    let cronjobs = (0..n).map(cronjob_object).collect::<Res<Vec<_>>>()?;
-    // Every CronJob must exist before the minute it is measured for: create them all in the
-    // first seconds of a minute.
-    if Utc::now().second() >= 2 {
-        until_next_minute().await;
-    }
-    let due = next_minute(Utc::now());
+    // Every CronJob must exist before the burst instant: N creates at a third of the bare-patch
+    // rate (recur's limit of the same run, or a probe), plus 30 s.
+    let rate = match a.writes_per_second {
+        Some(r) => r,
+        None => probe_rate(&client, 500.min(n)).await?,
+    };
+    let one = OneOff::for_writes(n, rate);
+    let due = one.due;
+    let cronjobs = (0..n)
+        .map(|i| cronjob_object(i, &one.cron))
+        .collect::<Res<Vec<_>>>()?;
     let api = Api::<CronJob>::namespaced(client.clone(), &ns);
     let took = create_all(&api, cronjobs).await?;
     say(format!(
-        "created {n} CronJobs in {ns} in {:.1}s, all due at {}",
+        "created {n} CronJobs ({:?}) in {ns} in {:.1}s, all due at {}",
+        one.cron,
         took.as_secs_f64(),
         due.format("%H:%M:%S")
     ));
-    if Utc::now() + MARGIN > due {
+    if let Err(e) = one.until_snapshot().await {
         cleanup_cronjobs(&client, &ns).await?;
-        return Err(msg(format!(
-            "creating {n} CronJobs took {:.0}s: too late for the minute {due}; use fewer --tasks",
-            took.as_secs_f64()
-        )));
+        return Err(e);
     }
     let before = apiserver_metrics(&client).await?;
     let stat0 = proc_stat(a.kcm_pid)?;
@@ -162,6 +167,7 @@ pub async fn run_cronjob(a: CronArgs) -> Res<()> {
         ),
         tasks: n,
         due: Some(due),
+        schedule: one.cron.clone(),
         occurrences: jobs.len(),
         lag: lag_stats(&lags),
         lags_ms: lags,

@@ -6,31 +6,32 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Timelike, Utc};
+use chrono::{DateTime, Utc};
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
 use recur::api::RecurringTask;
 
 use crate::args::{FairnessArgs, Queue};
-use crate::cluster::{
-    MARGIN, create_all, delete_namespace, fresh_namespace, kube_client, until_next_minute,
-};
+use crate::cluster::{OneOff, create_all, delete_namespace, fresh_namespace, kube_client};
 use crate::error::{Res, msg};
 use crate::process::spawn_operator;
 use crate::procfs::{environment, proc_stat};
-use crate::recur_scenario::{Record, await_burst, create_tasks, pending_due, task_object};
+use crate::recur_scenario::{
+    Record, await_burst, create_tasks, pending_due, probe_rate, task_object, until_all_pending,
+};
 use crate::report::fairness_section;
 use crate::results::{FairnessResult, FairnessRun, write_json};
 use crate::say;
 use crate::stats::lag_stats;
-use crate::watch::{Watch, close_task_watch};
+use crate::watch::Watch;
 
 pub const BIG: &str = "bench-fair-big";
 pub const SMALL: &str = "bench-fair-small";
 /// The small namespace's tasks have user ids starting with this: the backend's records carry
 /// the user id, which tells the namespaces apart.
 const SMALL_USER: &str = "bench-small";
-const CRON: &str = "* * * * *";
+/// Bare status patches of the probe that sets the burst's lead (`probe_rate`).
+const PROBE: usize = 500;
 
 pub async fn run_fairness(a: FairnessArgs) -> Res<()> {
     let client = kube_client(&a.common.kubeconfig).await?;
@@ -51,8 +52,9 @@ pub async fn run_fairness(a: FairnessArgs) -> Res<()> {
         workers: a.op.workers,
         runs: vec![],
     };
+    let rate = probe_rate(&client, PROBE.min(a.common.tasks)).await?;
     for queue in &a.queues {
-        let run = fairness_run(&a, &client, &http, *queue).await?;
+        let run = fairness_run(&a, &client, &http, *queue, rate).await?;
         say(format!(
             "{}: small namespace lag p50 {} ms, p99 {} ms, max {} ms; big namespace drained in {:.2}s",
             run.system, run.small.p50_ms, run.small.p99_ms, run.small.max_ms, run.big_drain_s
@@ -79,10 +81,10 @@ pub async fn run_fairness(a: FairnessArgs) -> Res<()> {
     Ok(())
 }
 
-async fn create_small_tasks(client: &Client, n: usize) -> Res<()> {
+async fn create_small_tasks(client: &Client, n: usize, cron: &str) -> Res<()> {
     let tasks = (0..n)
         .map(|i| {
-            let mut task = task_object(i, CRON)?;
+            let mut task = task_object(i, cron)?;
             task.metadata.name = Some(format!("small-{i:03}"));
             task.spec.user_id = format!("{SMALL_USER}-{i}");
             Ok(task)
@@ -94,7 +96,7 @@ async fn create_small_tasks(client: &Client, n: usize) -> Res<()> {
     )
     .await?;
     say(format!(
-        "created {n} RecurringTasks ({CRON:?}) in {SMALL} in {:.1}s",
+        "created {n} RecurringTasks ({cron:?}) in {SMALL} in {:.1}s",
         took.as_secs_f64()
     ));
     Ok(())
@@ -103,8 +105,8 @@ async fn create_small_tasks(client: &Client, n: usize) -> Res<()> {
 /// What the watch keeps of a task: its namespace and the due instant of its pending occurrence.
 type Seen = (Option<String>, Option<DateTime<Utc>>);
 
-/// The minute every task of both namespaces is pending for, once it is at least [`MARGIN`] ahead.
-fn all_pending(seen: &HashMap<String, Seen>, big: usize, small: usize) -> Option<DateTime<Utc>> {
+/// Whether every task of both namespaces is pending for `due`.
+fn all_pending(seen: &HashMap<String, Seen>, big: usize, small: usize, due: DateTime<Utc>) -> bool {
     let ours: Vec<&Seen> = seen
         .values()
         .filter(|(ns, _)| matches!(ns.as_deref(), Some(BIG | SMALL)))
@@ -113,13 +115,7 @@ fn all_pending(seen: &HashMap<String, Seen>, big: usize, small: usize) -> Option
         .iter()
         .filter(|(ns, _)| ns.as_deref() == Some(BIG))
         .count();
-    if in_big < big || ours.len() - in_big < small {
-        return None;
-    }
-    let first = ours.first()?.1?;
-    let same = ours.iter().all(|(_, due)| *due == Some(first));
-    let ahead = (first - Utc::now()).to_std().unwrap_or_default();
-    (same && ahead >= MARGIN).then_some(first)
+    in_big >= big && ours.len() - in_big >= small && ours.iter().all(|(_, d)| *d == Some(due))
 }
 
 async fn fairness_run(
@@ -127,6 +123,7 @@ async fn fairness_run(
     client: &Client,
     http: &reqwest::Client,
     queue: Queue,
+    rate: f64,
 ) -> Res<FairnessRun> {
     let (n, s) = (a.common.tasks, a.small_tasks);
     let (label, fair) = match queue {
@@ -135,18 +132,16 @@ async fn fairness_run(
     };
     fresh_namespace(client, BIG).await?;
     fresh_namespace(client, SMALL).await?;
-    // Create the tasks and start the operator early in a minute: every task is then pending
-    // for the next one, and none for one already past (a start late in the minute would also
-    // deliver the minute just gone, a burst of its own before the one measured).
-    if Utc::now().second() > 5 {
-        until_next_minute().await;
-    }
-    create_tasks(client, BIG, n, CRON).await?;
-    create_small_tasks(client, s).await?;
-    let mut watch = Watch::start(
+    // A one-off burst (a daily cron) at an instant far enough ahead for every create and every
+    // first status write, at the rate probed on this apiserver.
+    let one = OneOff::for_writes(2 * (n + s), rate);
+    let due = one.due;
+    create_tasks(client, BIG, n, &one.cron).await?;
+    create_small_tasks(client, s, &one.cron).await?;
+    let watch = Watch::start(
         Api::<RecurringTask>::all(client.clone()),
         |t: &RecurringTask, _| (t.namespace(), pending_due(t)),
-        move |seen: &HashMap<String, Seen>| all_pending(seen, n, s),
+        move |seen: &HashMap<String, Seen>| all_pending(seen, n, s, due).then_some(()),
     )
     .await?;
     // One operator for every namespace, as in a cluster with tenants.
@@ -159,18 +154,16 @@ async fn fairness_run(
         std::slice::from_ref(&flag),
     )?;
     op.wait_ready(http).await?;
-    let timeout = Duration::from_secs(300) + Duration::from_millis(100) * (n + s) as u32;
-    let (_, due) = watch
-        .result(
-            timeout,
-            "every task of both namespaces to be pending for the same minute",
-        )
-        .await?;
-    close_task_watch(client, watch).await?;
-    say(format!(
-        "{label}: all {n} + {s} tasks pending for {}",
-        due.format("%H:%M:%S")
-    ));
+    until_all_pending(
+        client,
+        watch,
+        &one,
+        &format!(
+            "{label}: all {n} + {s} tasks to be pending for {}",
+            due.format("%H:%M:%S")
+        ),
+    )
+    .await?;
 
     let records_url = format!("{}/_dev/records", a.op.backend_url);
     http.delete(&records_url).send().await?.error_for_status()?;

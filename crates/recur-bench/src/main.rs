@@ -8,6 +8,10 @@
 //! - `fairness`: N RecurringTasks due in one namespace and a few in another in the same minute,
 //!   with one shared work queue and with fair queueing; writes `fairness.json` and
 //!   `fairness.md`.
+//! - `patchcost`: what each form of the guarded status write (JSON patch with `test`, merge patch
+//!   with a resourceVersion, server-side apply, ...) costs kube-apiserver: CPU per write from
+//!   /proc, latency, bytes, with and without extra field managers and watches, optionally with
+//!   pprof profiles (`pprof`); writes `patchcost.json` and `patchcost.md`.
 //! - `report`: reads those files and writes `results.md`, the lag CDFs (`lag-*.dat`) and a
 //!   gnuplot script (`lag.plt`) that draws `lag.png`.
 //!
@@ -24,7 +28,9 @@ mod cluster;
 mod cronjob_scenario;
 mod error;
 mod fairness_scenario;
+mod patchcost;
 mod plot;
+mod pprof;
 mod process;
 mod procfs;
 mod prometheus;
@@ -42,6 +48,7 @@ use clap::Parser;
 use args::{Cli, Command};
 use cronjob_scenario::run_cronjob;
 use fairness_scenario::run_fairness;
+use patchcost::run_patchcost;
 use recur_scenario::run_recur;
 use report::report;
 
@@ -63,6 +70,7 @@ fn main() -> ExitCode {
             Command::Cronjob(a) => run_cronjob(a).await,
             Command::Fairness(a) => run_fairness(a).await,
             Command::Report(a) => report(a),
+            Command::Patchcost(a) => run_patchcost(a).await,
         }
     });
     match result {

@@ -14,10 +14,10 @@ use serde_json::json;
 use crate::apiserver::{api_delta, apiserver_metrics};
 use crate::args::RecurArgs;
 use crate::cluster::{
-    CONCURRENCY, MARGIN, create_all, delete_namespace, fresh_namespace, kube_client, next_minute,
-    until_next_minute,
+    CONCURRENCY, OneOff, create_all, delete_namespace, fresh_namespace, kube_client, next_minute,
 };
 use crate::error::{Res, msg};
+use crate::pprof::Profile;
 use crate::process::{Operator, Perf, spawn_operator};
 use crate::procfs::{environment, proc_stat};
 use crate::results::{Burst, Idle, Limit, RecurResult, Start, write_json};
@@ -49,7 +49,7 @@ pub fn pending_due(task: &RecurringTask) -> Option<DateTime<Utc>> {
         .map(|p| p.due)
 }
 
-pub async fn create_tasks(client: &Client, ns: &str, n: usize, cron: &str) -> Res<()> {
+pub async fn create_tasks(client: &Client, ns: &str, n: usize, cron: &str) -> Res<Duration> {
     let tasks = (0..n)
         .map(|i| task_object(i, cron))
         .collect::<Res<Vec<_>>>()?;
@@ -58,7 +58,7 @@ pub async fn create_tasks(client: &Client, ns: &str, n: usize, cron: &str) -> Re
         "created {n} RecurringTasks ({cron:?}) in {ns} in {:.1}s",
         took.as_secs_f64()
     ));
-    Ok(())
+    Ok(took)
 }
 
 pub async fn run_recur(a: RecurArgs) -> Res<()> {
@@ -86,7 +86,7 @@ pub async fn run_recur(a: RecurArgs) -> Res<()> {
     let ns = "bench-idle";
     fresh_namespace(&client, ns).await?;
     let minute = (Utc::now().minute() + 30) % 60;
-    create_tasks(&client, ns, n, &format!("{minute} * * * *")).await?;
+    let created = create_tasks(&client, ns, n, &format!("{minute} * * * *")).await?;
     let (start, idle) = start_and_idle(&a, &client, &http, ns).await?;
     say(format!(
         "start: ready after {:.2}s, every task pending after {:.2}s ({} API requests on recur resources); idle {:.0}s: {} requests on recur resources, {:.3} CPU s",
@@ -95,8 +95,12 @@ pub async fn run_recur(a: RecurArgs) -> Res<()> {
     result.start = start;
     result.idle = idle;
 
-    // 2. The limit: one status patch per task, nothing else, no operator running.
+    // 2. The limit: one status patch per task, nothing else, no operator running. Its profile
+    // lasts as long as the creates took (about the limit's duration; idle after it adds no
+    // samples).
+    let prof = pprof_start(&a, "limit", created.as_secs().max(3))?;
     let limit = limit(&client, ns, n).await?;
+    pprof_finish(prof).await?;
     say(format!(
         "limit: {} status patches in {:.2}s ({:.0}/s, {} errors)",
         limit.patches, limit.drain_s, limit.per_second, limit.errors
@@ -104,10 +108,37 @@ pub async fn run_recur(a: RecurArgs) -> Res<()> {
     result.limit = limit;
     delete_namespace(&client, ns).await?;
 
-    // 3. The burst.
-    let burst = recur_burst(&a, &client, &http).await?;
+    // 3. The burst, a one-off scheduled from the limit just measured.
+    let burst = recur_burst(&a, &client, &http, result.limit.per_second).await?;
     result.burst = burst;
     write_json(&a.common.out_dir, "recur.json", &result)?;
+    Ok(())
+}
+
+/// Starts a profile of kube-apiserver named `name` if `--pprof-dir` is set.
+fn pprof_start(a: &RecurArgs, name: &str, seconds: u64) -> Res<Option<Profile>> {
+    let Some(dir) = &a.pprof_dir else {
+        return Ok(None);
+    };
+    std::fs::create_dir_all(dir).map_err(|e| msg(format!("creating {}: {e}", dir.display())))?;
+    let path = dir.join(format!("{name}.pb.gz"));
+    say(format!(
+        "profiling kube-apiserver for {seconds}s: {}",
+        path.display()
+    ));
+    Ok(Some(Profile::start(
+        &a.kubectl,
+        &a.common.kubeconfig,
+        seconds,
+        &path,
+    )?))
+}
+
+async fn pprof_finish(p: Option<Profile>) -> Res<()> {
+    if let Some(p) = p {
+        let top = p.finish(25).await?;
+        say(format!("kube-apiserver's profile:\n{top}"));
+    }
     Ok(())
 }
 
@@ -269,43 +300,73 @@ pub async fn await_burst(
     }
 }
 
-pub async fn recur_burst(a: &RecurArgs, client: &Client, http: &reqwest::Client) -> Res<Burst> {
+/// The bare-patch rate of this apiserver, measured on a sample of `k` fresh RecurringTasks in a
+/// namespace of its own (for the scenarios that do not measure the limit themselves).
+pub async fn probe_rate(client: &Client, k: usize) -> Res<f64> {
+    let ns = "bench-probe";
+    fresh_namespace(client, ns).await?;
+    let minute = (Utc::now().minute() + 30) % 60;
+    create_tasks(client, ns, k, &format!("{minute} * * * *")).await?;
+    let probe = limit(client, ns, k).await?;
+    delete_namespace(client, ns).await?;
+    say(format!(
+        "probe: {k} bare status patches at {:.0}/s",
+        probe.per_second
+    ));
+    Ok(probe.per_second)
+}
+
+/// Waits until every one of `n` tasks seen by `watch` is pending for `one.due`, no later than
+/// [`crate::cluster::MARGIN`] before it, then until that moment.
+pub async fn until_all_pending<R: Send + 'static>(
+    client: &Client,
+    mut watch: Watch<R>,
+    one: &OneOff,
+    what: &str,
+) -> Res<()> {
+    let waited = watch.result(one.setup_left(), what).await;
+    close_task_watch(client, watch).await?;
+    waited.map_err(|e| {
+        msg(format!(
+            "{e}: the setup did not fit in its lead before {} (a slower moment than the limit measured?)",
+            one.due.format("%H:%M:%S")
+        ))
+    })?;
+    say(format!("{what}: done"));
+    one.until_snapshot().await
+}
+
+pub async fn recur_burst(
+    a: &RecurArgs,
+    client: &Client,
+    http: &reqwest::Client,
+    limit_per_second: f64,
+) -> Res<Burst> {
     let n = a.common.tasks;
     let ns = "bench-burst";
     fresh_namespace(client, ns).await?;
-    create_tasks(client, ns, n, "* * * * *").await?;
-    // The operator writes every task's first occurrence (the next minute) as it starts: start
-    // it early in a minute so that all of them are pending for the same one.
-    if Utc::now().second() > 20 {
-        until_next_minute().await;
-    }
+    // A create and a first status write per task before the burst instant.
+    let one = OneOff::for_writes(2 * n, limit_per_second);
+    create_tasks(client, ns, n, &one.cron).await?;
     let api = Api::<RecurringTask>::namespaced(client.clone(), ns);
-    let mut watch = Watch::start(
+    let due = one.due;
+    let watch = Watch::start(
         api,
         |t: &RecurringTask, _| pending_due(t),
         move |seen: &HashMap<String, Option<DateTime<Utc>>>| {
-            if seen.len() < n {
-                return None;
-            }
-            let first = (*seen.values().next()?)?;
-            let same = seen.values().all(|d| *d == Some(first));
-            let ahead = (first - Utc::now()).to_std().unwrap_or_default();
-            (same && ahead >= MARGIN).then_some(first)
+            (seen.len() >= n && seen.values().all(|d| *d == Some(due))).then_some(())
         },
     )
     .await?;
     let mut op = spawn_operator(&a.op, &a.common.kubeconfig, Some(ns), "operator-burst", &[])?;
     op.wait_ready(http).await?;
-    // Normally the first minute; if the start spilled over a minute boundary, a later one.
-    let timeout = Duration::from_secs(300) + Duration::from_millis(100) * n as u32;
-    let (_, due) = watch
-        .result(timeout, "every task to be pending for the same minute")
-        .await?;
-    close_task_watch(client, watch).await?;
-    say(format!(
-        "all {n} tasks pending for {}",
-        due.format("%H:%M:%S")
-    ));
+    until_all_pending(
+        client,
+        watch,
+        &one,
+        &format!("every task to be pending for {}", due.format("%H:%M:%S")),
+    )
+    .await?;
 
     let clear = format!("{}/_dev/records", a.op.backend_url);
     http.delete(&clear).send().await?.error_for_status()?;
@@ -316,6 +377,9 @@ pub async fn recur_burst(a: &RecurArgs, client: &Client, http: &reqwest::Client)
         Some(path) => Some(Perf::start(path)?),
         None => None,
     };
+    // From the snapshot (MARGIN before the instant) to about the end of the drain.
+    let secs = crate::cluster::MARGIN.as_secs_f64() + 2.0 * n as f64 / limit_per_second.max(1.0);
+    let prof = pprof_start(a, "burst", secs.ceil().max(5.0) as u64)?;
     if Utc::now() >= due {
         return Err(msg(
             "the snapshot before the burst was taken after the burst began; try again",
@@ -328,6 +392,7 @@ pub async fn recur_burst(a: &RecurArgs, client: &Client, http: &reqwest::Client)
     if let Some(perf) = perf {
         perf.stop().await?;
     }
+    pprof_finish(prof).await?;
     op.stop().await;
 
     let lags: Vec<i64> = records.iter().filter_map(|r| r.lag_ms).collect();
@@ -342,7 +407,7 @@ pub async fn recur_burst(a: &RecurArgs, client: &Client, http: &reqwest::Client)
     let mut notes = vec![];
     if delivered > n as f64 {
         notes.push(format!(
-            "{} occurrences of the following minute were delivered inside the window too",
+            "{} occurrences besides the burst's were delivered inside the window",
             delivered - n as f64
         ));
     }
@@ -350,6 +415,7 @@ pub async fn recur_burst(a: &RecurArgs, client: &Client, http: &reqwest::Client)
         system: format!("recur (--workers {})", a.op.workers),
         tasks: n,
         due: Some(due),
+        schedule: one.cron.clone(),
         occurrences: records.len(),
         lag: lag_stats(&lags),
         lags_ms: lags,

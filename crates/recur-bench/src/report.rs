@@ -131,7 +131,7 @@ pub fn fairness_section(md: &mut String, f: &FairnessResult) {
     let _ = writeln!(md, "\n## Fairness between namespaces\n");
     let _ = writeln!(
         md,
-        "{} RecurringTasks due in the same minute in namespace `bench-fair-big` and {} in `bench-fair-small`, all `* * * * *`, served by one `recur run --workers {}` for every namespace. The small namespace's lag (arrival at the backend minus the due minute) is what one tenant sees while another tenant's burst drains.\n",
+        "{} RecurringTasks due at the same instant in namespace `bench-fair-big` and {} in `bench-fair-small`, all on a one-off daily cron at a minute far enough ahead for the operator to write every first occurrence before it, served by one `recur run --workers {}` for every namespace. The small namespace's lag (arrival at the backend minus the due minute) is what one tenant sees while another tenant's burst drains.\n",
         first.big_tasks, first.small_tasks, f.workers
     );
     let _ = writeln!(
@@ -220,8 +220,8 @@ pub fn report(a: ReportArgs) -> Res<()> {
     let _ = writeln!(md, "## Burst\n");
     let _ = writeln!(
         md,
-        "{n} RecurringTasks with `schedule: {{cron: \"* * * * *\"}}` delivered by `recur run --workers {}` through its Dapr sidecar to the recording backend (lag: arrival at the backend minus the due minute), against {n} CronJobs with the same schedule (lag: the Job's creation minus its scheduled time).\n",
-        recur.workers
+        "{n} RecurringTasks with `schedule: {{cron: \"{}\"}}` (daily, UTC: a one-off in the window, at a minute set from the limit so that the operator writes every first occurrence before it, whatever the machine's speed) delivered by `recur run --workers {}` through its Dapr sidecar to the recording backend (lag: arrival at the backend minus the due minute), against {n} CronJobs with a schedule of the same kind, created before their minute (lag: the Job's creation minus its scheduled time).\n",
+        recur.burst.schedule, recur.workers
     );
     let _ = writeln!(
         md,

@@ -36,6 +36,9 @@ pub struct Burst {
     pub system: String,
     pub tasks: usize,
     pub due: Option<DateTime<Utc>>,
+    /// The objects' schedule: a daily cron at the burst's minute (a one-off in the window).
+    #[serde(default)]
+    pub schedule: String,
     /// Occurrences of the burst minute that arrived (recur) or Jobs created (CronJob).
     pub occurrences: usize,
     pub lag: LagStats,
