@@ -19,7 +19,7 @@ BIN_DIR = $(shell $(if $(filter 1,$(NODE)),RECUR_NODE=1 )$(BUILD_TOOLS))
 # Recipe prologue: `bin` = BIN_DIR, checked (make ignores the exit status of $(shell ...)).
 need_bin = bin='$(BIN_DIR)'; [ -x "$$bin/kube-apiserver" ] || { echo "make: $(BUILD_TOOLS) did not produce the tools (see above)" >&2; exit 1; }
 
-.PHONY: help demo tools cluster cluster-down test lint crds chaos bench observability
+.PHONY: help demo tools cluster cluster-down test lint crds chaos bench observability images
 
 help: ## list the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
@@ -37,14 +37,19 @@ tools: ## build the pinned control-plane tools (cached; NODE=1 also the node's);
 cluster: ## start a control plane in .cluster/ (a stale one is torn down first), with NODE=1 also a node that runs pods (root); prints export KUBECONFIG=...
 	@$(need_bin)
 	if [ -e '$(CLUSTER_DIR)' ]; then tests/cluster/down.sh '$(CLUSTER_DIR)'; fi
-	RECUR_BIN_DIR="$$bin" tests/cluster/up.sh '$(CLUSTER_DIR)'
+	RECUR_BIN_DIR="$$bin" tests/cluster/up.sh $(if $(filter 1,$(NODE)),--node )'$(CLUSTER_DIR)'
 	if [ '$(NODE)' = 1 ]; then
 	  RECUR_BIN_DIR="$$bin" tests/cluster/node.sh '$(CLUSTER_DIR)' >/dev/null || { tests/cluster/down.sh '$(CLUSTER_DIR)'; exit 1; }
 	fi
 
+images: ## OCI images recur.test/recur:VERSION and recur.test/recur-dev:VERSION (static binaries, no Docker) in target/images/; NODE=1 also loads them into the node of .cluster/ (root); LIBC=musl as the Dockerfile links
+	@scripts/images.sh $(if $(LIBC),--libc '$(LIBC)') $(if $(filter 1,$(NODE)),--import '$(CLUSTER_DIR)')
+
 cluster-down: ## stop the control plane (and its node) in .cluster/ and remove the directory
 	@tests/cluster/down.sh '$(CLUSTER_DIR)'
 
+# The tools of make test include the node (tests/node.rs starts one; RECUR_NODE=0 skips that test).
+test: NODE = 1
 test: ## build the tools, start a throwaway control plane, run cargo test --workspace --all-targets against it, tear it down
 	@$(need_bin)
 	# The tests run recur-dev, another package's binary: cargo test builds only recur's.

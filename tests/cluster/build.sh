@@ -9,7 +9,8 @@
 #   RECUR_OTELCOL=0 tests/cluster/build.sh     # skip otelcol-recur (the collector of the trace tests)
 #   RECUR_NODE=1 tests/cluster/build.sh        # also the node of node.sh: kubelet, kube-proxy,
 #       kube-scheduler, containerd (+ ctr, shim), runc (cgo: needs gcc and libseccomp-dev), the CNI
-#       plugins (bin/cni/) and the OCI archives of the pause and hello images (bin/images/)
+#       plugins (bin/cni/), CoreDNS (coredns-recur) and the OCI archives of the pause and hello
+#       images (bin/images/)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -172,6 +173,17 @@ if [ "${RECUR_NODE:-0}" = 1 ]; then
     mv "$nbin/$name.tmp" "$nbin/$name"
   done
   link "$nbin" "$bin/cni"
+
+  # CoreDNS, the node's DNS server, from the wrapper module coredns/ (only the plugins node.sh's
+  # Corefile uses: no forward, nothing resolves off this machine).
+  # Keyed by its version and the hash of the wrapper (its plugin list).
+  dnsbin="$cache/bin/coredns-$COREDNS_VERSION-$(cat "$here/coredns/go.mod" "$here/coredns/main.go" | sha256sum | cut -c1-8)"
+  if [ ! -x "$dnsbin/coredns-recur" ]; then
+    mkdir -p "$dnsbin"
+    (cd "$here/coredns" && timed coredns-recur go build -trimpath -ldflags "-s -w" -o "$dnsbin/coredns-recur.tmp" .)
+    mv "$dnsbin/coredns-recur.tmp" "$dnsbin/coredns-recur"
+  fi
+  link "$dnsbin/coredns-recur" "$bin/coredns-recur"
 
   # The images of the node: pause (the pod sandbox: containerd's pinned sandbox image) and hello
   # (the HTTP server of the node checks), static Go programs packed by images/oci-image.py into

@@ -59,7 +59,7 @@ scan() {
     case $exe in
       */etcd\ * | */kube-apiserver\ * | */kube-controller-manager\ * | */daprd\ * | *watch-parent.sh\ *) echo "$p" ;;
       # The node's programs (node.sh), should node.sh --down have left one.
-      */kubelet\ * | */kube-proxy\ * | */kube-scheduler\ * | */containerd\ * | */containerd-shim-runc-v2\ *) echo "$p" ;;
+      */kubelet\ * | */kube-proxy\ * | */kube-scheduler\ * | */containerd\ * | */containerd-shim-runc-v2\ * | */coredns-recur\ *) echo "$p" ;;
     esac
   done
 }

@@ -2,12 +2,18 @@
 # Proves that the node of node.sh runs pods: a Deployment of the local hello image (imagePullPolicy
 # Never, a readiness probe, the restricted Pod Security profile enforced by the apiserver) and a
 # ClusterIP Service, in a namespace of its own; its pods must turn Ready and answer from the host by
-# pod IP and through the Service (kube-proxy), and from inside a pod through the Service; then
-# node.sh --check. Removes the namespace at the end. Needs root (nsenter).
+# pod IP and through the Service (kube-proxy), and from inside a pod through the Service. Then what
+# in-cluster controllers need, from inside a pod (a Job running `hello probe` with the namespace's
+# default ServiceAccount token): CoreDNS resolves kubernetes.default.svc(.cluster.local) and the
+# Service's names and no name outside the cluster; the apiserver answers at
+# https://kubernetes.default.svc with the mounted CA, and the token authenticates as
+# system:serviceaccount:node-smoke:default. Then node.sh --check. Removes the namespace at the
+# end. Needs root (nsenter).
 #
-#   tests/cluster/node-smoke.sh DIR     DIR: a cluster of up.sh with a node of node.sh
+#   tests/cluster/node-smoke.sh DIR     DIR: a cluster of up.sh --node with a node of node.sh
 #
-# Ends with one line: node-smoke: ready=2/2 pod_ip=ok cluster_ip=ok from_pod=ok rollout_s=X
+# Ends with one line:
+#   node-smoke: ready=2/2 pod_ip=ok cluster_ip=ok from_pod=ok dns=ok apiserver=ok rollout_s=X
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -89,5 +95,51 @@ pid=$("$bin/ctr" --address "$dir/node/containerd/containerd.sock" -n k8s.io task
 out=$(nsenter -t "$pid" -n curl -fsS --max-time 5 "http://$cip/") || fail "the ClusterIP $cip does not answer from inside a pod"
 [[ $out == "hello from hello-"* ]] || fail "the ClusterIP answered '$out' inside a pod"
 
+# --- DNS and the apiserver from inside a pod --------------------------------------------------------
+# The default ServiceAccount of the namespace is made by up.sh's controller-manager shortly after
+# the namespace: it exists by now (the Deployment above took longer).
+k apply -f - >/dev/null <<EOF
+apiVersion: batch/v1
+kind: Job
+metadata: {name: probe, namespace: $ns}
+spec:
+  backoffLimit: 0
+  template:
+    spec:
+      restartPolicy: Never
+      securityContext: {runAsNonRoot: true, seccompProfile: {type: RuntimeDefault}}
+      containers:
+        - name: probe
+          image: recur.test/hello:1
+          imagePullPolicy: Never
+          args: [probe, kubernetes.default.svc.cluster.local, kubernetes.default.svc, hello.$ns.svc.cluster.local, hello, "!example.com", "!localhost.localdomain"]
+          resources: {limits: {cpu: 100m, memory: 64Mi}}
+          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            capabilities: {drop: [ALL]}
+EOF
+status=""
+for ((i = 0; i < 240; i++)); do
+  status=$(k -n "$ns" get job probe -o jsonpath='{.status.succeeded}/{.status.failed}')
+  [ "$status" = 1/ ] || [ "$status" = /1 ] && break
+  sleep 0.25
+done
+probe_log=$(k -n "$ns" logs job/probe 2>&1) || true
+printf '%s\n' "$probe_log" | sed 's/^/  probe: /' >&2
+[ "$status" = 1/ ] || fail "the probe Job did not succeed (succeeded/failed: '$status'); its log is above"
+expect() { # line the probe must have printed
+  grep -qxF -- "$1" <<<"$probe_log" || fail "the probe did not print '$1'"
+}
+expect "dns kubernetes.default.svc.cluster.local 198.19.0.1"
+expect "dns kubernetes.default.svc 198.19.0.1"
+expect "dns hello.$ns.svc.cluster.local $cip"
+expect "dns hello $cip"
+expect "dns example.com unresolved"
+dns=ok
+expect "apiserver version $("$bin/kubectl" version --client -o json | python3 -c 'import json,sys; print(json.load(sys.stdin)["clientVersion"]["gitVersion"])')"
+expect "apiserver user system:serviceaccount:$ns:default"
+apiserver=ok
+
 "$here/node.sh" --check "$dir" || fail "node.sh --check"
-echo "node-smoke: ready=$ready/2 pod_ip=ok cluster_ip=ok($((${#seen[@]})) backends) from_pod=ok rollout_s=$rollout_s"
+echo "node-smoke: ready=$ready/2 pod_ip=ok cluster_ip=ok($((${#seen[@]})) backends) from_pod=ok dns=$dns apiserver=$apiserver rollout_s=$rollout_s"

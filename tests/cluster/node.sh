@@ -16,6 +16,19 @@
 #              node's IP (kubelet, kube-proxy and kube-scheduler listen there, never on the
 #              machine's interfaces)
 #   services   up.sh's --service-cluster-ip-range, 198.19.0.0/24
+#   apiserver  pods reach it at the `kubernetes` Service (198.19.0.1:443, kubernetes.default.svc):
+#              the apiserver listens on 127.0.0.1 only, so a DNAT (chain RECUR-NODE-API, first in
+#              nat PREROUTING) sends what comes in on recur0 for 198.19.0.1:443 to 127.0.0.1:<its
+#              port>, with route_localnet on recur0 alone; chain RECUR-NODE-IN (first in INPUT)
+#              drops anything else from recur0 for 127.0.0.0/8. The Service has no EndpointSlice
+#              (up.sh: --endpoint-reconciler-type=none), so kube-proxy writes no rule of its own
+#              for it. up.sh --node signs the apiserver's certificate for these names and turns the
+#              ServiceAccount admission plugin on: pods get a projected token (kube-api-access-*;
+#              the kube-root-ca.crt ConfigMaps come from the root-ca-cert-publisher controller here)
+#   DNS        CoreDNS (coredns-recur, built by build.sh) runs on the host at 198.18.0.1:53, the
+#              pods' nameserver (kubelet's clusterDNS): it answers cluster.local from the apiserver
+#              and refuses every other name (no forward plugin: nothing resolves off this machine);
+#              kubelet's resolvConf is "", so no search domain or server of the host reaches a pod
 # A pod's routes are its subnet and 198.18.0.0/15 via the bridge, and no default route; the host
 # routes 198.18.0.0/15 to the bridge (Service IPs included, programmed or not). The host
 # forwards nothing between the bridge and any other interface (chain RECUR-NODE-FWD, first in
@@ -59,11 +72,15 @@ readonly here
 readonly node_name=recur-node bridge=recur0 node_ip=198.18.0.1
 readonly pod_cidr=198.18.0.0/24 test_net=198.18.0.0/15 cni_net=recur-pods
 readonly pause_image=recur.test/pause:1
+readonly api_service_ip=198.19.0.1 cluster_domain=cluster.local
+readonly dns_health=$node_ip:8181 dns_ready=$node_ip:8182
 # The node's own controllers; up.sh's controller-manager runs the rest (namespace, serviceaccount,
 # garbagecollector, ...): the two lists must not overlap.
 # nodelifecycle removes the taint node.kubernetes.io/not-ready that the apiserver's admission
 # (TaintNodesByCondition) puts on every new node: without it nothing is ever scheduled.
-readonly node_controllers=nodelifecycle,deployment,replicaset,endpointslice,statefulset,daemonset,disruption,podgc
+# root-ca-cert-publisher writes the ConfigMap kube-root-ca.crt into every namespace, which the
+# projected token volume of every pod mounts.
+readonly node_controllers=nodelifecycle,deployment,replicaset,endpointslice,statefulset,daemonset,disruption,podgc,root-ca-cert-publisher
 # Kernel settings the node changes; --down puts the saved values back.
 readonly sysctls="net/ipv4/ip_forward net/bridge/bridge-nf-call-iptables vm/overcommit_memory
   vm/panic_on_oom kernel/panic kernel/panic_on_oops kernel/keys/root_maxkeys kernel/keys/root_maxbytes"
@@ -108,7 +125,7 @@ scan_node() {
     p=${p%/cmdline}
     [ "$p" != $$ ] && alive "$p" || continue
     case $(tr '\0' '\n' <"$f" 2>/dev/null | head -n 1) in
-      */containerd | */containerd-shim-runc-v2 | */kubelet | */kube-proxy | */kube-scheduler | */kube-controller-manager | */runc) echo "$p" ;;
+      */containerd | */containerd-shim-runc-v2 | */kubelet | */kube-proxy | */kube-scheduler | */kube-controller-manager | */runc | */coredns-recur) echo "$p" ;;
     esac
   done
 }
@@ -142,6 +159,12 @@ sweep_kube_chains() {
 }
 
 remove_guards() {
+  while iptables -w -t nat -D PREROUTING -m comment --comment recur-node -j RECUR-NODE-API 2>/dev/null; do :; done
+  iptables -w -t nat -F RECUR-NODE-API 2>/dev/null || true
+  iptables -w -t nat -X RECUR-NODE-API 2>/dev/null || true
+  while iptables -w -D INPUT -m comment --comment recur-node -j RECUR-NODE-IN 2>/dev/null; do :; done
+  iptables -w -F RECUR-NODE-IN 2>/dev/null || true
+  iptables -w -X RECUR-NODE-IN 2>/dev/null || true
   while iptables -w -t nat -D POSTROUTING ! -d "$test_net" -m comment --comment recur-node -j RETURN 2>/dev/null; do :; done
   while iptables -w -D FORWARD -m comment --comment recur-node -j RECUR-NODE-FWD 2>/dev/null; do :; done
   iptables -w -F RECUR-NODE-FWD 2>/dev/null || true
@@ -259,7 +282,10 @@ node_down() {
     m=$(kube_chains "$t")
     [ -z "$m" ] || { log "iptables table $t still has: $(echo $m)"; left=1; }
   done
-  ! iptables -w -S RECUR-NODE-FWD >/dev/null 2>&1 || { log "chain RECUR-NODE-FWD is still there"; left=1; }
+  for m in RECUR-NODE-FWD RECUR-NODE-IN "-t nat RECUR-NODE-API"; do
+    # shellcheck disable=SC2086 # the table option and the chain
+    ! iptables -w -S $m >/dev/null 2>&1 || { log "chain ${m#-t nat } is still there"; left=1; }
+  done
   ! ls -d /sys/fs/cgroup/*/kubepods >/dev/null 2>&1 || { log "cgroups left: $(echo /sys/fs/cgroup/*/kubepods)"; left=1; }
   m=$(grep -lF "\"netns\":\"$nd/" /var/lib/cni/results/* 2>/dev/null || true)
   [ -z "$m" ] || { log "CNI results left: $(echo $m)"; left=1; }
@@ -281,6 +307,16 @@ check_network() {
   [[ $first == *"! -d $test_net"*"recur-node"*"-j RETURN"* ]] || { log "check: the first rule of nat POSTROUTING is not the recur-node guard: $first"; bad=1; }
   first=$(iptables -w -S FORWARD | sed -n 2p)
   [[ $first == *"-j RECUR-NODE-FWD"* ]] || { log "check: the first rule of FORWARD is not the recur-node guard: $first"; bad=1; }
+  first=$(iptables -w -S INPUT | sed -n 2p)
+  [[ $first == *"-j RECUR-NODE-IN"* ]] || { log "check: the first rule of INPUT is not the recur-node guard: $first"; bad=1; }
+  # The one DNAT of ours goes to loopback; route_localnet is on for the bridge only.
+  while read -r rule; do
+    [[ $rule == *"--to-destination 127.0.0.1:"* ]] || { log "check: RECUR-NODE-API has '$rule'"; bad=1; }
+  done < <(iptables -w -t nat -S RECUR-NODE-API 2>/dev/null | grep -- '-j ' || true)
+  for rule in all default; do
+    [ "$(cat "/proc/sys/net/ipv4/conf/$rule/route_localnet")" = 0 ] ||
+      { log "check: net.ipv4.conf.$rule.route_localnet is on (only $bridge may have it)"; bad=1; }
+  done
   while read -r rule; do
     [[ $rule =~ -d\ ([0-9./]+) ]] || continue
     python3 -c 'import ipaddress,sys; sys.exit(0 if ipaddress.ip_network(sys.argv[1], strict=False).subnet_of(ipaddress.ip_network(sys.argv[2])) else 1)' \
@@ -341,11 +377,13 @@ for tool in iptables ip6tables ip nsenter conntrack tac python3 curl; do
   command -v "$tool" >/dev/null || die "'$tool' is required but not installed (Debian: iptables, iproute2, util-linux, conntrack)"
 done
 for tool in kubelet kube-proxy kube-scheduler kube-controller-manager kubectl containerd ctr containerd-shim-runc-v2 runc \
-  cni/bridge cni/host-local cni/loopback cni/portmap images/pause.tar images/hello.tar; do
+  coredns-recur cni/bridge cni/host-local cni/loopback cni/portmap images/pause.tar images/hello.tar; do
   [ -e "$bin/$tool" ] || die "$bin/$tool is missing: run RECUR_NODE=1 tests/cluster/build.sh"
 done
 # shellcheck disable=SC1091 # written by up.sh
 . "$dir/env"
+[ "${FOR_NODE:-0}" = 1 ] ||
+  die "the control plane of $dir was started without --node (pods would get no ServiceAccount token): tests/cluster/down.sh $dir, then tests/cluster/up.sh --node $dir"
 [ -e "$nd" ] && die "$dir already has a node (or the remains of one): remove it first with tests/cluster/node.sh --down $dir"
 kubectl=("$bin/kubectl" --kubeconfig "$dir/kubeconfig")
 "${kubectl[@]}" get --raw /readyz >/dev/null 2>&1 || die "the kube-apiserver of $dir does not answer: is the control plane running?"
@@ -363,8 +401,11 @@ done
 svc_ip=$("${kubectl[@]}" get service kubernetes -n default -o jsonpath='{.spec.clusterIP}')
 python3 -c 'import ipaddress,sys; sys.exit(0 if ipaddress.ip_address(sys.argv[1]) in ipaddress.ip_network(sys.argv[2]) else 1)' \
   "$svc_ip" "$test_net" || die "the service range of the apiserver ($svc_ip) is not inside $test_net: see up.sh --service-cluster-ip-range"
+[ "$svc_ip" = "$api_service_ip" ] || die "the kubernetes Service is $svc_ip, not $api_service_ip (the address of the DNAT and of the apiserver's certificate)"
+api_port=${APISERVER_URL##*:}
+[[ $api_port =~ ^[0-9]+$ ]] || die "cannot read the apiserver's port from APISERVER_URL=$APISERVER_URL ($dir/env)"
 
-mkdir -p "$nd"/{cni/net.d,cni/ipam,kubelet,pod-logs,scheduler-certs,kcm-certs} "$cdir"
+mkdir -p "$nd"/{cni/net.d,cni/ipam,kubelet,pod-logs,scheduler-certs,kcm-certs,coredns} "$cdir"
 : >"$nd/pids"
 echo "$bin" >"$nd/bin"
 declare -A pid_of=()
@@ -429,6 +470,16 @@ ip route add "$test_net" dev "$bridge" src "$node_ip"
 iptables -w -N RECUR-NODE-FWD
 iptables -w -A RECUR-NODE-FWD -i "$bridge" ! -o "$bridge" -j DROP
 iptables -w -A RECUR-NODE-FWD ! -i "$bridge" -o "$bridge" -j DROP
+# The apiserver for pods: 198.19.0.1:443 from the bridge to its loopback port. route_localnet lets
+# the rewritten packet (and the answer, from 127.0.0.1) through recur0; RECUR-NODE-IN refuses
+# every other packet from the bridge to 127.0.0.0/8 (only our DNAT may lead there).
+echo 1 >"/proc/sys/net/ipv4/conf/$bridge/route_localnet"
+iptables -w -t nat -N RECUR-NODE-API
+iptables -w -t nat -A RECUR-NODE-API -i "$bridge" -d "$api_service_ip/32" -p tcp --dport 443 \
+  -j DNAT --to-destination "127.0.0.1:$api_port"
+iptables -w -N RECUR-NODE-IN
+iptables -w -A RECUR-NODE-IN -i "$bridge" -d 127.0.0.0/8 -m conntrack ! --ctstate DNAT -j DROP
+iptables -w -A RECUR-NODE-IN -i "$bridge" -d 127.0.0.0/8 -p tcp ! --dport "$api_port" -j DROP
 # (Re)inserted at the top: kube-proxy inserts its own jumps at position 1 when it starts, and
 # later only checks that they exist, so after its first sync the guards are moved back on top.
 guards_first() {
@@ -436,6 +487,10 @@ guards_first() {
   iptables -w -I FORWARD 1 -m comment --comment recur-node -j RECUR-NODE-FWD
   while iptables -w -t nat -D POSTROUTING ! -d "$test_net" -m comment --comment recur-node -j RETURN 2>/dev/null; do :; done
   iptables -w -t nat -I POSTROUTING 1 ! -d "$test_net" -m comment --comment recur-node -j RETURN
+  while iptables -w -t nat -D PREROUTING -m comment --comment recur-node -j RECUR-NODE-API 2>/dev/null; do :; done
+  iptables -w -t nat -I PREROUTING 1 -m comment --comment recur-node -j RECUR-NODE-API
+  while iptables -w -D INPUT -m comment --comment recur-node -j RECUR-NODE-IN 2>/dev/null; do :; done
+  iptables -w -I INPUT 1 -m comment --comment recur-node -j RECUR-NODE-IN
 }
 guards_first
 
@@ -557,6 +612,9 @@ imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: 200Mi, nodefs.available: 2%, imagefs.available: 2%, nodefs.inodesFree: 2%}
 serializeImagePulls: false
 maxPods: 60
+clusterDNS: [$node_ip]
+clusterDomain: $cluster_domain
+resolvConf: ""
 EOF
 start_proc kubelet "$bin/kubelet" --config="$nd/kubelet.yaml" --kubeconfig="$dir/kubeconfig" \
   --hostname-override="$node_name" --node-ip="$node_ip" --root-dir="$nd/kubelet" --cert-dir="$nd/kubelet/pki" --v=1
@@ -595,8 +653,27 @@ start_proc kube-scheduler "$bin/kube-scheduler" --kubeconfig="$dir/kubeconfig" \
 wait_ready kube-scheduler "/healthz ok" "$timeout" curl -kfsS --max-time 2 "https://$node_ip:10259/healthz"
 start_proc kube-controller-manager "$bin/kube-controller-manager" --kubeconfig="$dir/kubeconfig" \
   --leader-elect=false --bind-address="$node_ip" --secure-port=10257 --cert-dir="$nd/kcm-certs" \
-  --controllers="$node_controllers" --use-service-account-credentials=false --authentication-skip-lookup
+  --controllers="$node_controllers" --use-service-account-credentials=false --authentication-skip-lookup \
+  --root-ca-file="$dir/pki/ca.crt"
 wait_ready kube-controller-manager "/healthz ok" "$timeout" curl -kfsS --max-time 2 "https://$node_ip:10257/healthz"
+
+# --- CoreDNS on the host: cluster.local (and reverse lookups of its addresses) only ----------------
+cat >"$nd/coredns/Corefile" <<EOF
+$cluster_domain:53 in-addr.arpa:53 ip6.arpa:53 {
+    bind $node_ip
+    errors
+    health $dns_health
+    ready $dns_ready
+    kubernetes $cluster_domain in-addr.arpa ip6.arpa {
+        kubeconfig $dir/kubeconfig recur-test
+        pods insecure
+    }
+    cache 5
+}
+EOF
+start_proc coredns "$bin/coredns-recur" -conf "$nd/coredns/Corefile"
+wait_ready coredns "/ready ok (the kubernetes plugin has synced)" "$timeout" curl -fsS --max-time 2 "http://$dns_ready/ready"
+log "coredns: serving $cluster_domain on $node_ip:53 after $(($(now_ms) - t0)) ms"
 untainted() { [ -z "$("${kubectl[@]}" get node "$node_name" -o jsonpath='{.spec.taints}')" ]; }
 wait_ready kube-controller-manager "node $node_name without taints (schedulable)" "$timeout" untainted
 

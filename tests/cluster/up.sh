@@ -9,6 +9,9 @@
 #     --timeout SECS         how long each process may take to become ready (default 120)
 #     --apiserver-port N     fixed ports instead of free ones picked at random (no retry then)
 #     --etcd-port N
+#     --node                 for a node of node.sh: pods get ServiceAccount tokens (the ServiceAccount
+#                            admission plugin is on; without --node it is off, so that a pod is never
+#                            refused or changed for want of a ServiceAccount)
 # Environment: RECUR_APISERVER_FLAGS (extra kube-apiserver flags, split on spaces),
 #   RECUR_KEEP_FAILED_CLUSTER=1 (keep DIR and its logs when the start fails).
 #
@@ -30,15 +33,16 @@ die() {
 }
 now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }
 
-usage() { sed -n '2,17s/^# \{0,1\}//p' "$0" >&2; }
+usage() { sed -n '2,20s/^# \{0,1\}//p' "$0" >&2; }
 
-dir="" watch_parent="" timeout=120 fixed_api_port="" fixed_etcd_port=""
+dir="" watch_parent="" timeout=120 fixed_api_port="" fixed_etcd_port="" for_node=0
 while [ $# -gt 0 ]; do
   case $1 in
     --watch-parent) watch_parent=${2:?--watch-parent needs a PID}; shift 2 ;;
     --timeout) timeout=${2:?--timeout needs seconds}; shift 2 ;;
     --apiserver-port) fixed_api_port=${2:?--apiserver-port needs a port}; shift 2 ;;
     --etcd-port) fixed_etcd_port=${2:?--etcd-port needs a port}; shift 2 ;;
+    --node) for_node=1; shift ;;
     -h | --help) usage; exit 0 ;;
     -*) usage; die "unknown option $1" ;;
     *) [ -z "$dir" ] || die "only one directory may be given (got '$dir' and '$1')"; dir=$1; shift ;;
@@ -198,8 +202,12 @@ mkdir -m 700 "$pki"
     -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
   openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -keyout apiserver.key \
     -out apiserver.csr -subj "/CN=kube-apiserver"
+  # Besides loopback, the names pods use for the apiserver (node.sh): the `kubernetes` Service's IP
+  # (the first of --service-cluster-ip-range) and its DNS names.
   printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
-    "extendedKeyUsage=serverAuth" "subjectAltName=IP:127.0.0.1,DNS:localhost" >apiserver.ext
+    "extendedKeyUsage=serverAuth" \
+    "subjectAltName=IP:127.0.0.1,DNS:localhost,IP:198.19.0.1,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local" \
+    >apiserver.ext
   openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out apiserver.crt \
     -days 30 -extfile apiserver.ext
   # The apiserver's client certificate towards kubelets (node.sh): logs, exec, port-forward.
@@ -279,6 +287,12 @@ api_ready() { [ "$(api_get /readyz)" = ok ]; }
 kcm_healthy() { [ "$(curl -ksS --max-time 2 "https://127.0.0.1:$kcm_port/healthz")" = ok ]; }
 default_sa_exists() { api_get /api/v1/namespaces/default/serviceaccounts/default; }
 
+# Without a node the ServiceAccount admission plugin is off: no pod runs, and a pod created in a
+# namespace whose default ServiceAccount is not made yet is then neither refused nor changed.
+# With --node it is on (its default): pods get the projected token volume kube-api-access-*.
+admission=(--disable-admission-plugins=ServiceAccount)
+[ "$for_node" = 0 ] || admission=()
+
 # One attempt at starting all three. Returns 0 when ready, 2 when a port was taken, 1 otherwise.
 start_once() {
 
@@ -313,7 +327,7 @@ start_once() {
     --service-account-issuer="$api_url" --service-account-key-file="$pki/sa.pub" \
     --service-account-signing-key-file="$pki/sa.key" \
     --service-cluster-ip-range=198.19.0.0/24 --endpoint-reconciler-type=none \
-    --disable-admission-plugins=ServiceAccount --allow-privileged=true ${RECUR_APISERVER_FLAGS:-}
+    "${admission[@]}" --allow-privileged=true ${RECUR_APISERVER_FLAGS:-}
   wait_ready kube-apiserver "/readyz ok" "$timeout" api_ready || return
   log "kube-apiserver ready after $(($(now_ms) - t0)) ms"
 
@@ -358,6 +372,7 @@ fi
   printf 'export RECUR_BIN_DIR=%q\n' "$bin"
   printf 'APISERVER_URL=%q\n' "$api_url"
   printf 'ETCD_URL=%q\n' "http://127.0.0.1:$etcd_port"
+  [ "$for_node" = 0 ] || echo 'FOR_NODE=1'
   for name in "${started[@]}"; do
     var=${name//-/_}
     printf '%s_PID=%s\n' "${var^^}" "${pid_of[$name]}"

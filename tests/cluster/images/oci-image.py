@@ -5,7 +5,9 @@
         --out pause.tar pause-binary:/pause
 
 Each SRC:DEST puts file SRC at DEST in the layer (mode 0755 for executables, else 0644, owner
-0:0, mtime 0), so the same inputs always give the same image digest. The archive is what
+0:0, mtime 0; parent directories 0755), entries sorted, so the same inputs always give the same
+image digest. --cmd and --label add the image config's Cmd and Labels (scripts/images.sh builds
+recur's image, the Dockerfile's layout, with them). The archive is what
 `ctr -n k8s.io images import` reads: the index carries the image name in the annotation
 io.containerd.image.name (and the tag in org.opencontainers.image.ref.name).
 """
@@ -47,12 +49,22 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--name", required=True, help="image reference, e.g. recur.test/hello:1")
     ap.add_argument("--entrypoint", required=True, help="path of the program in the image")
+    ap.add_argument("--cmd", action="append", default=[],
+                    help="an argument of the default Cmd, after the entrypoint (repeatable)")
     ap.add_argument("--user", default="65532:65532", help="uid:gid the container runs as")
     ap.add_argument("--env", action="append", default=[], help="KEY=VALUE (repeatable)")
     ap.add_argument("--expose", action="append", default=[], help="port, e.g. 8080 (repeatable)")
+    ap.add_argument("--label", action="append", default=[], help="KEY=VALUE (repeatable)")
     ap.add_argument("--out", required=True, help="the OCI archive to write")
     ap.add_argument("files", nargs="+", help="SRC:DEST, DEST an absolute path in the image")
     args = ap.parse_args()
+
+    labels = {}
+    for spec in args.label:
+        key, sep, value = spec.partition("=")
+        if not sep or not key:
+            ap.error(f"--label {spec}: expected KEY=VALUE")
+        labels[key] = value
 
     entries = []
     for spec in args.files:
@@ -63,6 +75,9 @@ def main():
             data = f.read()
         mode = 0o755 if os.access(src, os.X_OK) else 0o644
         entries.append((dest.lstrip("/"), data, mode))
+    dests = [name for name, _, _ in entries]
+    if len(set(dests)) != len(dests):
+        ap.error("the same DEST is given twice")
     layer = deterministic_tar(entries)
 
     blobs = {}
@@ -72,10 +87,12 @@ def main():
         "os": "linux",
         "config": {
             "Entrypoint": [args.entrypoint],
+            **({"Cmd": args.cmd} if args.cmd else {}),
             "User": args.user,
             "Env": ["PATH=/"] + args.env,
             "WorkingDir": "/",
             **({"ExposedPorts": {f"{p}/tcp": {} for p in args.expose}} if args.expose else {}),
+            **({"Labels": labels} if labels else {}),
         },
         "rootfs": {"type": "layers", "diff_ids": [layer_desc["digest"]]},
         "history": [{"created_by": "tests/cluster/images/oci-image.py", "created": "1970-01-01T00:00:00Z"}],

@@ -1,0 +1,98 @@
+//! The node of `tests/cluster/node.sh` (issue 17): a control plane of its own started with
+//! `up.sh --node`, a node (kubelet, kube-proxy, kube-scheduler, containerd, runc, CNI, CoreDNS,
+//! all built from pinned modules), and `node-smoke.sh` proving pods run there under the
+//! restricted profile, answer by pod IP and ClusterIP, resolve cluster names and reach the API
+//! server with their ServiceAccount token. Then `down.sh` must leave nothing behind.
+//!
+//! Needs root and the node's tools (`RECUR_NODE=1 tests/cluster/build.sh`, which `.ci/run`
+//! runs). `RECUR_NODE=0` skips it on a machine that cannot run a node; CI never sets it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+fn script(name: &str, args: &[&str], dir: &Path) -> Output {
+    let out = Command::new(format!("{REPO}/tests/cluster/{name}"))
+        .args(args)
+        .arg(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+/// Tears the cluster (and its node) down when the test ends, passed or not.
+struct Cluster<'a>(&'a Path);
+
+impl Drop for Cluster<'_> {
+    fn drop(&mut self) {
+        let _ = script("down.sh", &[], self.0);
+    }
+}
+
+#[test]
+fn a_node_built_from_source_runs_pods_that_reach_dns_and_the_api_server() {
+    if std::env::var("RECUR_NODE").as_deref() == Ok("0") {
+        eprintln!("RECUR_NODE=0: the node test is skipped");
+        return;
+    }
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("cluster");
+    let up = script("up.sh", &["--node"], &dir);
+    assert!(up.status.success(), "up.sh --node failed");
+    let _cluster = Cluster(&dir);
+    let node = script("node.sh", &[], &dir);
+    assert!(node.status.success(), "node.sh failed");
+
+    let smoke = script("node-smoke.sh", &[], &dir);
+    let stdout = String::from_utf8_lossy(&smoke.stdout).to_string();
+    print!("{stdout}");
+    assert!(smoke.status.success(), "node-smoke.sh failed");
+    let summary = stdout
+        .lines()
+        .find(|l| l.starts_with("node-smoke:"))
+        .expect("node-smoke's summary line");
+    for want in [
+        "ready=2/2",
+        "pod_ip=ok",
+        "from_pod=ok",
+        "dns=ok",
+        "apiserver=ok",
+    ] {
+        assert!(summary.contains(want), "{want} missing from: {summary}");
+    }
+    assert!(summary.contains("cluster_ip=ok"), "{summary}");
+
+    // --down leaves no process of the node and no bridge.
+    let down = script("node.sh", &["--down"], &dir);
+    assert!(down.status.success(), "node.sh --down failed");
+    let procs = Command::new("pgrep")
+        .args(["-f", &dir.display().to_string()])
+        .output()
+        .unwrap();
+    let left: Vec<String> = String::from_utf8_lossy(&procs.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    // The control plane's own processes name the directory too: only the node's must be gone.
+    for pid in &left {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        for program in ["kubelet", "containerd", "kube-proxy", "coredns"] {
+            assert!(
+                !cmdline.contains(&format!("/{program} ")),
+                "{program} still runs after --down: {cmdline}"
+            );
+        }
+    }
+    let bridge = Command::new("ip")
+        .args(["link", "show", "recur0"])
+        .output()
+        .unwrap();
+    assert!(
+        !bridge.status.success(),
+        "the bridge recur0 is still there after --down"
+    );
+}
