@@ -48,15 +48,30 @@ pub const FIRST_SIGHT_LOOKBACK: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 /// 409 answers in a row after which the reminder counts as sent (see the README's table).
 pub use super::settle::IN_PROGRESS_LIMIT;
 
+/// A skipped reminder is finished: `Ready=True` with the reason it was skipped. One skipped by an
+/// older recur still says `Ready=False` (kstatus would wait on it forever): it is set right once.
+fn skipped_is_done(old: ReminderStatus, generation: Option<i64>, now: DateTime<Utc>) -> Plan {
+    let Some(ready) = crate::api::condition(&old.conditions, reason::READY) else {
+        return Plan::Idle;
+    };
+    if ready.status == "True" {
+        return Plan::Idle;
+    }
+    let (why, message) = (ready.reason.clone(), ready.message.clone());
+    let mut status = old;
+    conditions(&mut status.conditions, generation, now).ready(true, &why, &message);
+    Plan::Update(Box::new(status), None)
+}
+
 /// Decides what to do at `now`. Pure.
 pub fn plan(rem: &Reminder, uid: &str, now: DateTime<Utc>) -> Plan {
     let old = rem.status.clone().unwrap_or_default();
     let generation = rem.meta().generation;
     let key = reminder_key(uid, rem.spec.due_at);
-    if matches!(
-        old.phase,
-        Some(Phase::Sent | Phase::Failed | Phase::Skipped)
-    ) {
+    if old.phase == Some(Phase::Skipped) {
+        return skipped_is_done(old, generation, now);
+    }
+    if matches!(old.phase, Some(Phase::Sent | Phase::Failed)) {
         return Plan::Idle;
     }
     if old.idempotency_key.as_deref() != Some(key.as_str()) {
@@ -622,6 +637,35 @@ mod tests {
         after_call(&pending(), outcome, false, now)
             .retry_at
             .unwrap()
+    }
+
+    #[test]
+    fn a_reminder_skipped_by_an_older_recur_is_made_ready_once() {
+        let mut rem = pending();
+        let now = due();
+        let mut status = rem.status.clone().unwrap();
+        status.phase = Some(Phase::Skipped);
+        conditions(&mut status.conditions, Some(1), now).ready(
+            false,
+            reason::OCCURRENCE_CHANGED,
+            "not sent",
+        );
+        rem.status = Some(status);
+        let Plan::Update(fixed, None) = plan(&rem, UID, now) else {
+            panic!("the old Ready=False is set right");
+        };
+        let ready = crate::api::condition(&fixed.conditions, "Ready").unwrap();
+        assert_eq!(
+            (
+                ready.status.as_str(),
+                ready.reason.as_str(),
+                ready.message.as_str()
+            ),
+            ("True", reason::OCCURRENCE_CHANGED, "not sent")
+        );
+        assert_eq!(fixed.phase, Some(Phase::Skipped));
+        rem.status = Some(*fixed);
+        assert_eq!(plan(&rem, UID, now), Plan::Idle, "once");
     }
 
     #[test]

@@ -83,8 +83,11 @@ where
             // The same 422 comes from an admission policy or webhook refusing the write: only
             // the object itself tells whether our test failed.
             Refusal::Ambiguous => {
-                let now = serde_json::to_value(api.get(name).await?)?;
-                if holds(&tests, &now) {
+                // Gone meanwhile: nothing to write; the next reconcile sees it gone.
+                let Some(now) = api.get_opt(name).await? else {
+                    return Ok(StatusWrite::Conflict);
+                };
+                if holds(&tests, &serde_json::to_value(now)?) {
                     Err(err.into())
                 } else {
                     Ok(StatusWrite::Conflict)
