@@ -274,37 +274,18 @@ impl Stack {
             }
             None => None,
         };
-        let dir_path = dir.path().to_path_buf();
-        let url = backend_url.clone();
         let pubsub_env = redis_port.clone().zip(topics.map(|t| t.join(",")));
         let completion_env = completion_topics.join(",");
-        let otlp_env = otlp.map(str::to_owned);
-        let out = tokio::task::spawn_blocking(move || {
-            let mut command = Command::new(format!("{REPO}/tests/cluster/sidecars.sh"));
-            command
-                .arg(&dir_path)
-                .arg(&url)
-                .env("RECUR_DEV_BIN", recur_dev())
-                .env_remove("REDIS_PORT")
-                .env_remove("RECUR_COMPLETION_TOPICS")
-                .env_remove("OTLP_ENDPOINT")
-                .stdin(Stdio::null())
-                .stderr(Stdio::inherit());
-            if let Some((port, topics)) = pubsub_env {
-                command
-                    .env("REDIS_PORT", port)
-                    .env("SUBSCRIBE_TOPICS", topics);
-            }
-            if !completion_env.is_empty() {
-                command.env("RECUR_COMPLETION_TOPICS", completion_env);
-            }
-            if let Some(otlp) = otlp_env {
-                command.env("OTLP_ENDPOINT", otlp);
-            }
-            command.output().unwrap()
-        })
-        .await
-        .unwrap();
+        // The script picks free ports before daprd binds them, so another process can take one
+        // in between: a failed start is tried once more, with fresh ports.
+        let mut out = sidecars(dir.path(), &backend_url, &pubsub_env, &completion_env, otlp).await;
+        if !out.status.success() {
+            eprintln!(
+                "tests/cluster/sidecars.sh failed ({}): once more, with fresh ports",
+                out.status
+            );
+            out = sidecars(dir.path(), &backend_url, &pubsub_env, &completion_env, otlp).await;
+        }
         if !out.status.success() && redis_port.is_some() {
             script("redis.sh", &["--down"], dir.path()).await;
         }
@@ -774,4 +755,43 @@ impl Drop for Stack {
             }
         }
     }
+}
+
+/// Runs `tests/cluster/sidecars.sh` for a stack in `dir` in front of the backend at `url`.
+async fn sidecars(
+    dir: &Path,
+    url: &str,
+    pubsub_env: &Option<(String, String)>,
+    completion_env: &str,
+    otlp: Option<&str>,
+) -> std::process::Output {
+    let (dir_path, url) = (dir.to_path_buf(), url.to_owned());
+    let (pubsub_env, completion_env) = (pubsub_env.clone(), completion_env.to_owned());
+    let otlp_env = otlp.map(str::to_owned);
+    tokio::task::spawn_blocking(move || {
+        let mut command = Command::new(format!("{REPO}/tests/cluster/sidecars.sh"));
+        command
+            .arg(&dir_path)
+            .arg(&url)
+            .env("RECUR_DEV_BIN", recur_dev())
+            .env_remove("REDIS_PORT")
+            .env_remove("RECUR_COMPLETION_TOPICS")
+            .env_remove("OTLP_ENDPOINT")
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit());
+        if let Some((port, topics)) = pubsub_env {
+            command
+                .env("REDIS_PORT", port)
+                .env("SUBSCRIBE_TOPICS", topics);
+        }
+        if !completion_env.is_empty() {
+            command.env("RECUR_COMPLETION_TOPICS", completion_env);
+        }
+        if let Some(otlp) = otlp_env {
+            command.env("OTLP_ENDPOINT", otlp);
+        }
+        command.output().unwrap()
+    })
+    .await
+    .unwrap()
 }
