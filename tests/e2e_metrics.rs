@@ -269,11 +269,29 @@ async fn every_registered_series_moves() {
         (status_of(&tasks, "tick").await["lastManualRun"]["token"] == "m1").then_some(())
     })
     .await;
-    wait_for_value(STEP, "reminder nudge sent", || async {
-        let s = serde_json::to_value(reminders.get("nudge").await.unwrap().status).unwrap();
-        (s["phase"] == "Sent").then_some(())
-    })
+    // Seen once in CI: not Sent within a minute. On a miss, say where it stood and what the
+    // operator logged about it before failing.
+    let sent = tokio::time::timeout(
+        2 * STEP,
+        wait_for_value(3 * STEP, "reminder nudge sent", || async {
+            let s = serde_json::to_value(reminders.get("nudge").await.unwrap().status).unwrap();
+            (s["phase"] == "Sent").then_some(())
+        }),
+    )
     .await;
+    if sent.is_err() {
+        let status = serde_json::to_value(reminders.get("nudge").await.unwrap().status).unwrap();
+        let log = stack.operator_log(0);
+        let about: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("nudge") || l.contains("eminder"))
+            .collect();
+        panic!(
+            "reminder nudge not sent after {:?}; its status: {status}\noperator log lines about reminders:\n{}",
+            2 * STEP,
+            about.join("\n")
+        );
+    }
     wait_for_value(STEP, "backfill refill complete", || async {
         let s = backfills.get("refill").await.unwrap().status?;
         let ready = condition(&s.conditions, "Ready")?;
