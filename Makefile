@@ -54,6 +54,8 @@ test: ## build the tools, start a throwaway control plane, run cargo test --work
 	@$(need_bin)
 	# The tests run recur-dev, another package's binary: cargo test builds only recur's.
 	cargo build --workspace --bins
+	# tests/node.rs runs recur's chart on the node with the images of this checkout.
+	if [ "$${RECUR_NODE:-1}" != 0 ]; then scripts/images.sh; fi
 	dir=$$(mktemp -d "$${TMPDIR:-/tmp}/recur-cluster.XXXX")
 	trap 'tests/cluster/down.sh "$$dir"' EXIT
 	# --watch-parent: the cluster also goes when this shell is killed before its trap can run.

@@ -95,7 +95,7 @@ fi
 # A static binary has no program interpreter and needs no shared library.
 for b in recur kubectl-recur recur-dev; do
   [ -x "$rel/$b" ] || die "$rel/$b is missing (run without --no-build)"
-  if readelf -lW "$rel/$b" | grep -q 'Requesting program interpreter' || readelf -dW "$rel/$b" | grep -q '(NEEDED)'; then
+  if readelf -lW "$rel/$b" | grep 'Requesting program interpreter' >/dev/null || readelf -dW "$rel/$b" | grep '(NEEDED)' >/dev/null; then
     die "$rel/$b is not static: $(file -b "$rel/$b")"
   fi
 done

@@ -2,10 +2,13 @@
 //! `up.sh --node`, a node (kubelet, kube-proxy, kube-scheduler, containerd, runc, CNI, CoreDNS,
 //! all built from pinned modules), and `node-smoke.sh` proving pods run there under the
 //! restricted profile, answer by pod IP and ClusterIP, resolve cluster names and reach the API
-//! server with their ServiceAccount token. Then `down.sh` must leave nothing behind.
+//! server with their ServiceAccount token; then `node-dapr.sh scenario`: Dapr's own chart,
+//! recur's chart with injected sidecars under the restricted profile, deliveries through two
+//! sidecars with mTLS, a leader failover and a rollout restart with nothing lost or duplicated.
+//! Then `down.sh` must leave nothing behind.
 //!
-//! Needs root and the node's tools (`RECUR_NODE=1 tests/cluster/build.sh`, which `.ci/run`
-//! runs). `RECUR_NODE=0` skips it on a machine that cannot run a node; CI never sets it.
+//! Needs root, the node's tools (`RECUR_NODE=1 tests/cluster/build.sh`, which `.ci/run`
+//! runs) and recur's images (`make images`, which `make test` runs first). `RECUR_NODE=0` skips it on a machine that cannot run a node; CI never sets it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::path::Path;
@@ -33,7 +36,7 @@ impl Drop for Cluster<'_> {
 }
 
 #[test]
-fn a_node_built_from_source_runs_pods_that_reach_dns_and_the_api_server() {
+fn a_node_runs_dapr_and_recur_from_their_charts_and_loses_nothing_across_failover_and_rollout() {
     if std::env::var("RECUR_NODE").as_deref() == Ok("0") {
         eprintln!("RECUR_NODE=0: the node test is skipped");
         return;
@@ -65,6 +68,42 @@ fn a_node_built_from_source_runs_pods_that_reach_dns_and_the_api_server() {
     }
     assert!(summary.contains("cluster_ip=ok"), "{summary}");
 
+    // Dapr's chart, recur's chart with injected sidecars, the backends, examples/; deliveries
+    // through both sidecars, a leader failover and a rollout restart (node-dapr.sh).
+    let images = Path::new(REPO).join("target/images/recur.tar");
+    assert!(
+        images.exists(),
+        "{} is missing: run `make images` (make test builds it)",
+        images.display()
+    );
+    let scenario = script("node-dapr.sh", &["scenario"], &dir);
+    let stdout = String::from_utf8_lossy(&scenario.stdout).to_string();
+    print!("{stdout}");
+    assert!(scenario.status.success(), "node-dapr.sh scenario failed");
+    let line = stdout
+        .lines()
+        .rfind(|l| l.starts_with("node:"))
+        .expect("the scenario's result line");
+    let fields: std::collections::HashMap<&str, &str> = line["node:".len()..]
+        .split_whitespace()
+        .filter_map(|f| f.split_once('='))
+        .collect();
+    for (field, want) in [
+        ("recur_ready", "2/2"),
+        ("daprd_injected", "yes"),
+        ("lost", "0"),
+        ("duplicated", "0"),
+        ("rollout_lost", "0"),
+    ] {
+        assert_eq!(fields.get(field), Some(&want), "{field} in: {line}");
+    }
+    let delivered: u64 = fields["delivered"].parse().expect("delivered is a number");
+    assert!(delivered > 0, "nothing delivered: {line}");
+    let failover: f64 = fields["failover_s"]
+        .parse()
+        .expect("failover_s is a number");
+    assert!(failover > 0.0, "no failover measured: {line}");
+
     // --down leaves no process of the node and no bridge.
     let down = script("node.sh", &["--down"], &dir);
     assert!(down.status.success(), "node.sh --down failed");
@@ -84,6 +123,19 @@ fn a_node_built_from_source_runs_pods_that_reach_dns_and_the_api_server() {
             assert!(
                 !cmdline.contains(&format!("/{program} ")),
                 "{program} still runs after --down: {cmdline}"
+            );
+        }
+    }
+    // ... and no process of any pod: every container's cgroup is under kubepods.
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cgroup) = std::fs::read_to_string(entry.path().join("cgroup")) else {
+            continue;
+        };
+        if cgroup.contains("kubepods") {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            panic!(
+                "a pod's process still runs after --down: {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
             );
         }
     }

@@ -10,7 +10,8 @@
 #   RECUR_NODE=1 tests/cluster/build.sh        # also the node of node.sh: kubelet, kube-proxy,
 #       kube-scheduler, containerd (+ ctr, shim), runc (cgo: needs gcc and libseccomp-dev), the CNI
 #       plugins (bin/cni/), CoreDNS (coredns-recur) and the OCI archives of the pause and hello
-#       images (bin/images/)
+#       images (bin/images/); Dapr's control plane as images (bin/dapr-images/) and its Helm
+#       chart (bin/dapr-chart/)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -207,6 +208,44 @@ if [ "${RECUR_NODE:-0}" = 1 ]; then
     )
   fi
   link "$ibin" "$bin/images"
+
+  # Dapr's control plane for the node (Dapr's own Helm chart installs it): operator, sentry,
+  # placement and the sidecar injector from the wrapper module dapr-cp/ (daprd's release; most of
+  # its build cache is shared), each packed as Dapr's release images are (distroless/static
+  # nonroot, the binary at /), named recur.test/dapr/NAME:DAPR_TAG, plus the chart itself copied from the
+  # module. Not the scheduler: its go-etcd-cron v0.9.2 is not served by the module proxy here;
+  # the chart then runs with global.scheduler.enabled=false (0 replicas), which Dapr supports
+  # when no app uses jobs, workflows or actor reminders (recur uses none of them).
+  [ -n "${dbin:-}" ] && [ -x "$dbin/daprd" ] || { log "the node's Dapr images need daprd (unset RECUR_REAL_DAPR=0)"; exit 1; }
+  for name in operator sentry placement injector; do
+    [ -x "$dbin/$name" ] && continue
+    (cd "$here/dapr-cp" && timed "dapr $name" go build -trimpath -ldflags "-s -w" -o "$dbin/$name.tmp" \
+      "github.com/dapr/dapr/cmd/$name")
+    mv "$dbin/$name.tmp" "$dbin/$name"
+  done
+  if [ ! -f "$dbin/chart/dapr/Chart.yaml" ]; then
+    src=$(cd "$here/dapr-cp" && go list -m -f '{{.Dir}}' github.com/dapr/dapr)/charts/dapr
+    rm -rf "$dbin/chart.tmp" && mkdir -p "$dbin/chart.tmp"
+    cp -R "$src" "$dbin/chart.tmp/dapr" && chmod -R u+w "$dbin/chart.tmp"
+    rm -rf "$dbin/chart" && mv "$dbin/chart.tmp" "$dbin/chart"
+  fi
+  dhash=$( (cat "$here/images/oci-image.py" && sha256sum "$dbin"/{daprd,operator,sentry,placement,injector}) | sha256sum | cut -c1-12)
+  dimg="$cache/bin/dapr-images-$dhash"
+  if [ ! -f "$dimg/injector.tar" ]; then
+    mkdir -p "$dimg"
+    printf '%s\n' 'root:x:0:0:root:/root:/sbin/nologin' 'nonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin' >"$dimg/passwd"
+    printf '%s\n' 'root:x:0:' 'nonroot:x:65532:' >"$dimg/group"
+    chmod 0644 "$dimg/passwd" "$dimg/group"
+    for name in daprd operator sentry placement injector; do
+      timed "image recur.test/dapr/$name:${DAPR_VERSION#v}" "$here/images/oci-image.py" \
+        --name "recur.test/dapr/$name:${DAPR_VERSION#v}" --entrypoint "/$name" --user 65532:65532 \
+        --label "org.opencontainers.image.version=${DAPR_VERSION#v}" --out "$dimg/$name.tar.tmp" \
+        "$dbin/$name:/$name" "$dimg/passwd:/etc/passwd" "$dimg/group:/etc/group"
+      mv "$dimg/$name.tar.tmp" "$dimg/$name.tar"
+    done
+  fi
+  link "$dimg" "$bin/dapr-images"
+  link "$dbin/chart/dapr" "$bin/dapr-chart"
 fi
 
 echo "$bin"

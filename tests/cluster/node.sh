@@ -577,7 +577,7 @@ for image in pause hello; do
   ctr_ images import "$bin/images/$image.tar" >>"$nd/containerd.log" 2>&1 ||
     fail containerd "ctr images import $bin/images/$image.tar failed"
 done
-ctr_ images ls -q 2>/dev/null | grep -qx "$pause_image" || fail containerd "the pause image $pause_image is not in namespace k8s.io after the import"
+ctr_ images ls -q 2>/dev/null | grep -x "$pause_image" >/dev/null || fail containerd "the pause image $pause_image is not in namespace k8s.io after the import"
 
 # --- kubelet -----------------------------------------------------------------------------------------
 # Authenticates to the apiserver with the admin kubeconfig; accepts the apiserver's client
