@@ -24,8 +24,8 @@ need_bin = bin='$(BIN_DIR)'; [ -x "$$bin/kube-apiserver" ] || { echo "make: $(BU
 help: ## list the targets
 	@awk 'BEGIN { FS = ":.*## " } /^[a-zA-Z_-]+:.*## / { printf "  %-14s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)
 
-demo: ## the main job on a local default: control plane, Dapr sidecars, demo backend, recur, examples/ (Ctrl-C stops)
-	@scripts/demo.sh
+demo: ## the main job on a local default: control plane, Dapr sidecars, demo backend, recur, examples/ (Ctrl-C stops); NODE=1: on a real node, Dapr and recur from their Helm charts (root)
+	@$(if $(filter 1,$(NODE)),scripts/demo-node.sh,scripts/demo.sh)
 
 crds: ## regenerate crds/ and charts/recur/crds/ from the Rust types
 	@cargo run --quiet -p recur --bin recur -- crd --out-dir crds

@@ -126,18 +126,22 @@ fn a_node_runs_dapr_and_recur_from_their_charts_and_loses_nothing_across_failove
             );
         }
     }
-    // ... and no process of any pod: every container's cgroup is under kubepods.
+    // ... no process of any pod (every container's cgroup is under kubepods), and not the Redis
+    // on the node's address.
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(cgroup) = std::fs::read_to_string(entry.path().join("cgroup")) else {
             continue;
         };
-        if cgroup.contains("kubepods") {
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            panic!(
-                "a pod's process still runs after --down: {}",
-                String::from_utf8_lossy(&cmdline).replace('\0', " ")
-            );
-        }
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        assert!(
+            !cgroup.contains("kubepods"),
+            "a pod's process still runs after --down: {cmdline}"
+        );
+        assert!(
+            !cmdline.contains("redis-server 198.18.0.1:"),
+            "the node's Redis still runs after --down: {cmdline}"
+        );
     }
     let bridge = Command::new("ip")
         .args(["link", "show", "recur0"])

@@ -72,6 +72,7 @@ install() {
 
   # Dapr, from the chart in the pinned module, with the images built from the same module.
   started=$(now_ms)
+  log "\$ helm install dapr <dapr module>/charts/dapr -n dapr-system --create-namespace --set global.registry=recur.test/dapr --set global.tag=$dapr_tag --set global.scheduler.enabled=false --set dapr_sidecar_injector.sidecarDropALLCapabilities=true --wait"
   h upgrade --install dapr "$bin/dapr-chart" --namespace dapr-system --create-namespace \
     --set global.registry=recur.test/dapr --set "global.tag=$dapr_tag" --set global.imagePullPolicy=Never \
     --set global.scheduler.enabled=false \
@@ -79,25 +80,62 @@ install() {
     --wait --timeout 5m >/dev/null || fail "helm install dapr"
   log "Dapr $dapr_tag (operator, sentry, placement, sidecar injector) ready in $(($(now_ms) - started)) ms"
 
-  # recur: default values except the image, in a restricted namespace.
-  started=$(now_ms)
-  k apply -f - >/dev/null <<EOF || fail "namespaces"
-apiVersion: v1
-kind: Namespace
-metadata:
-  name: recur-system
-  labels: {pod-security.kubernetes.io/enforce: restricted}
+  # The namespaces, restricted: recur's, and the examples' (examples/00-namespace.yaml).
+  k apply -f "$repo/examples/00-namespace.yaml" >/dev/null || fail "kubectl apply examples/00-namespace.yaml"
+  k create namespace recur-system --dry-run=client -o yaml | k apply -f - >/dev/null || fail "namespace recur-system"
+  for ns in recur-system recur-demo; do
+    k label namespace "$ns" --overwrite pod-security.kubernetes.io/enforce=restricted >/dev/null
+  done
+
+  # Pub/sub (examples/70-task-pubsub.yaml): Redis from Debian on the node's address 198.18.0.1
+  # (the bridge: pods reach it, nothing off this machine does), the component "pubsub" where
+  # recur publishes (recur-system) and where the subscriber reads (recur-demo), each scoped to
+  # its app. Before the sidecars start: daprd loads its components once, at start.
+  local redis_port pair ns app mode args
+  redis_port=$("$repo/tests/cluster/redis.sh" --bind 198.18.0.1 "$dir/node/redis") || fail "Redis on 198.18.0.1"
+  for pair in "recur-system recur" "recur-demo subscriber"; do
+    read -r ns app <<<"$pair"
+    k apply -f - >/dev/null <<EOF || fail "the pubsub component in $ns"
+apiVersion: dapr.io/v1alpha1
+kind: Component
+metadata: {name: pubsub, namespace: $ns}
+spec:
+  type: pubsub.redis
+  version: v1
+  metadata:
+    - {name: redisHost, value: "198.18.0.1:$redis_port"}
+    - {name: processingTimeout, value: "10s"}
+    - {name: redeliverInterval, value: "1s"}
+scopes: [$app]
 EOF
+  done
+  k apply -f - >/dev/null <<EOF || fail "the subscription"
+apiVersion: dapr.io/v2alpha1
+kind: Subscription
+metadata: {name: occurrences, namespace: recur-demo}
+spec:
+  pubsubname: pubsub
+  topic: recur-demo.occurrences
+  routes: {default: /events}
+scopes: [subscriber]
+EOF
+  log "pub/sub: Redis on 198.18.0.1:$redis_port, component pubsub in recur-system and recur-demo"
+
+  # recur: default values except the image.
+  started=$(now_ms)
+  log "\$ helm install recur charts/recur -n recur-system --set image.repository=recur.test/recur --set image.tag=$version --wait"
   h upgrade --install recur "$repo/charts/recur" --namespace recur-system \
     --set image.repository=recur.test/recur --set "image.tag=$version" --set image.pullPolicy=Never \
     --wait --timeout 5m >/dev/null || fail "helm install recur"
   log "recur $version ready in $(($(now_ms) - started)) ms"
 
-  # The apps the examples call, each with its own injected sidecar: backend (tasks, and the
-  # reminder-sent callbacks) and notification-service (reminders), both recur-dev's backend.
-  k apply -f "$repo/examples/00-namespace.yaml" >/dev/null || fail "kubectl apply examples/00-namespace.yaml"
-  k label namespace recur-demo --overwrite pod-security.kubernetes.io/enforce=restricted >/dev/null
-  for app in backend notification-service; do
+  # The apps the examples call, each with its own injected sidecar, all recur-dev: backend
+  # (tasks, and the reminder-sent callbacks), notification-service (reminders), subscriber
+  # (the events of recur-demo.occurrences).
+  for pair in "backend backend" "notification-service backend" "subscriber subscriber"; do
+    read -r app mode <<<"$pair"
+    args="$mode, --name, $app, --listen, '127.0.0.1:8081'"
+    if [ "$mode" = subscriber ]; then args="$args, --log"; fi
     k apply -f - >/dev/null <<EOF || fail "the $app Deployment"
 apiVersion: apps/v1
 kind: Deployment
@@ -119,17 +157,18 @@ spec:
       automountServiceAccountToken: false
       securityContext: {runAsNonRoot: true, runAsUser: 65532, runAsGroup: 65532, seccompProfile: {type: RuntimeDefault}}
       containers:
-        - name: backend
+        - name: app
           image: recur.test/recur-dev:$version
           imagePullPolicy: Never
-          args: [backend, --name, $app, --listen, '127.0.0.1:8081']
+          args: [$args]
           resources: {limits: {cpu: 200m, memory: 64Mi}}
           securityContext: {allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}
 EOF
   done
-  for app in backend notification-service; do
+  for app in backend notification-service subscriber; do
     k -n recur-demo rollout status "deploy/$app" --timeout=180s >/dev/null || fail "$app did not become available"
   done
+  log "\$ kubectl apply -f examples/"
   k apply -f "$repo/examples/" >/dev/null || fail "kubectl apply -f examples/"
   log "installed in $(($(now_ms) - t0)) ms"
 }
@@ -140,14 +179,18 @@ recur_ready() {
     -o jsonpath='{range .items[*]}{.metadata.name}{" "}{.status.containerStatuses[*].ready}{"\n"}{end}'
 }
 
-# The backend's records (GET /_dev/records on its loopback, through the pod's network namespace).
-records() {
+# GET PATH of app APP in recur-demo, on the pod's loopback (through its network namespace).
+app_get() { # app path
   local cid pid
-  cid=$(k -n recur-demo get pods -l app=backend -o jsonpath='{.items[0].status.containerStatuses[?(@.name=="backend")].containerID}')
+  cid=$(k -n recur-demo get pods -l "app=$1" --field-selector=status.phase=Running \
+    -o jsonpath='{.items[0].status.containerStatuses[?(@.name=="app")].containerID}')
   pid=$(ctr_ tasks ls | awk -v id="${cid#containerd://}" '$1 == id { print $2 }')
   [ -n "$pid" ] || return 1
-  nsenter -t "$pid" -n curl -sf --max-time 5 http://127.0.0.1:8081/_dev/records
+  nsenter -t "$pid" -n curl -sf --max-time 5 "http://127.0.0.1:8081$2"
 }
+# The backend's records of the calls it received; the subscriber's of the events.
+records() { app_get backend /_dev/records; }
+events() { app_get subscriber /_dev/events; }
 
 # Whether an occurrence of node-every-2s scheduled after $1 (RFC 3339) has arrived.
 arrived_after() {
@@ -158,6 +201,16 @@ at = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
 cut = at(sys.argv[1])
 sys.exit(0 if any(r.get("title") == "node every 2s" and r.get("scheduled_at") and at(r["scheduled_at"]) > cut
                   for r in json.load(sys.stdin)) else 1)' "$1"
+}
+# Whether an event of ticks-as-events scheduled after $1 has reached the subscriber.
+event_after() {
+  events | python3 -c '
+import json, sys
+from datetime import datetime
+at = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
+cut = at(sys.argv[1])
+sys.exit(0 if any(e.get("source", "").endswith("/recurringtasks/ticks-as-events") and e.get("time") and at(e["time"]) > cut
+                  for e in json.load(sys.stdin)) else 1)' "$1"
 }
 reminder_arrived() { records | grep '/api/tasks/node-1/reminder-sent' >/dev/null; }
 leader_is_not() {
@@ -254,12 +307,14 @@ EOF
   local cut
   cut=$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)
   wait_for "occurrences scheduled after $cut" 90 arrived_after "$cut"
+  wait_for "events scheduled after $cut" 90 event_after "$cut"
   wait_for "the reminder at the backend" 60 reminder_arrived
 
-  local recs status
+  local recs evs status
   recs=$(records) || fail "cannot read the backend's records"
+  evs=$(events) || fail "cannot read the subscriber's events"
   status=$(k -n recur-demo get recurringtask node-every-2s -o json)
-  printf '%s\n%s\n' "$recs" "$status" |
+  printf '%s\n%s\n%s\n' "$recs" "$evs" "$status" |
     python3 "$repo/tests/cluster/node-deliveries.py" "$cut" "$r0" "$r1" "$failover_ms" "$ready/$total" ||
     fail "deliveries (above)"
 }

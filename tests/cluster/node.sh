@@ -188,6 +188,11 @@ node_down() {
       stop_pids 10 "$pid"
     done
   fi
+  # The Redis that node-dapr.sh started on the node's address (its process title names no
+  # directory, so the generic sweep of down.sh would miss it).
+  if [ -f "$nd/redis/redis.env" ]; then
+    "$here/redis.sh" --down "$nd/redis" >/dev/null 2>&1 || log "redis.sh --down $nd/redis failed"
+  fi
   # The Node object and the pods bound to it go too (their containers do below), when the
   # apiserver still answers: a later node starts from a clean slate.
   if [ -x "$bin/kubectl" ] && [ -f "$dir/kubeconfig" ] &&

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# A Redis server on loopback for Dapr pub/sub (component pubsub.redis), with its data in DIR.
+# A Redis server for Dapr pub/sub (component pubsub.redis), on loopback unless --bind names
+# another local address, with its data in DIR.
 # Every acknowledged write survives a restart: append-only file fsynced on every write
 # (--appendonly yes --appendfsync always), no RDB snapshots (--save ""). Redis 7 from Debian's
 # redis-server package (apt-get install redis-server; do not start its system service).
 #
-#   tests/cluster/redis.sh [--watch-parent PID] DIR   start on a free port; prints the port
+#   tests/cluster/redis.sh [--watch-parent PID] [--bind ADDR] DIR
+#                                                     start on a free port of ADDR (default
+#                                                     127.0.0.1); prints the port
 #   tests/cluster/redis.sh --stop DIR                 stop it (SIGTERM, wait); DIR keeps its data
 #   tests/cluster/redis.sh --start DIR                start it again: same port, same data
 #   tests/cluster/redis.sh --restart DIR              --stop, then --start
@@ -22,12 +25,13 @@ die() {
   log "error: $*"
   exit 1
 }
-usage() { sed -n '2,14s/^# \{0,1\}//p' "$0" >&2; }
+usage() { sed -n '2,17s/^# \{0,1\}//p' "$0" >&2; }
 
-mode=up dir="" watch_parent=""
+mode=up dir="" watch_parent="" bind=127.0.0.1
 while [ $# -gt 0 ]; do
   case $1 in
     --watch-parent) watch_parent=${2:?--watch-parent needs a PID}; shift 2 ;;
+    --bind) bind=${2:?--bind needs an IPv4 address}; shift 2 ;;
     --stop | --start | --restart | --down) mode=${1#--}; shift ;;
     -h | --help) usage; exit 0 ;;
     -*) usage; die "unknown option $1" ;;
@@ -35,6 +39,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -n "$dir" ] || { usage; die "DIR is missing"; }
+[[ $bind =~ ^[0-9]{1,3}(\.[0-9]{1,3}){3}$ ]] || die "--bind '$bind' is not an IPv4 address"
 if [ -n "$watch_parent" ]; then
   [[ $watch_parent =~ ^[0-9]+$ ]] || die "--watch-parent '$watch_parent' is not a number"
   kill -0 "$watch_parent" 2>/dev/null || die "--watch-parent $watch_parent: no such process"
@@ -47,15 +52,16 @@ ours() { # pid port
 }
 
 write_env() { # port pid watcher
-  printf 'REDIS_PORT=%s\nREDIS_PID=%s\nREDIS_WATCHER_PID=%s\n' "$1" "$2" "$3" >"$dir/redis.env.tmp"
+  printf 'REDIS_PORT=%s\nREDIS_PID=%s\nREDIS_WATCHER_PID=%s\nREDIS_BIND=%s\n' "$1" "$2" "$3" "$bind" >"$dir/redis.env.tmp"
   mv "$dir/redis.env.tmp" "$dir/redis.env"
 }
 
 load_env() {
   [ -f "$dir/redis.env" ] || die "$dir/redis.env is missing: start Redis with redis.sh $dir first"
-  REDIS_PORT="" REDIS_PID="" REDIS_WATCHER_PID=""
+  REDIS_PORT="" REDIS_PID="" REDIS_WATCHER_PID="" REDIS_BIND=127.0.0.1
   # shellcheck disable=SC1091
   . "$dir/redis.env"
+  bind=$REDIS_BIND
 }
 
 stop_server() { # SIGTERM (Redis flushes the append-only file and exits), SIGKILL after 30 s
@@ -74,15 +80,20 @@ stop_server() { # SIGTERM (Redis flushes the append-only file and exits), SIGKIL
 start_server() { # port: starts it with the data in DIR, waits for PONG; sets REDIS_PID
   local port=$1 deadline reply
   mkdir -p "$dir/redis-data"
-  printf '=== %s: redis-server on 127.0.0.1:%s\n' "$(date -u +%FT%TZ)" "$port" >>"$dir/redis.log"
+  printf '=== %s: redis-server on %s:%s\n' "$(date -u +%FT%TZ)" "$bind" "$port" >>"$dir/redis.log"
   # Its own session: a Ctrl-C meant for the caller does not reach it, --down does.
-  setsid redis-server --port "$port" --bind 127.0.0.1 --protected-mode yes --daemonize no \
+  # Protected mode refuses every client but loopback when no password is set; off only for
+  # another address (node-dapr.sh: the node's bridge, which pods reach and nothing off this
+  # machine does).
+  local protected=yes
+  [[ $bind == 127.* ]] || protected=no
+  setsid redis-server --port "$port" --bind "$bind" --protected-mode "$protected" --daemonize no \
     --dir "$dir/redis-data" --appendonly yes --appendfsync always --save "" \
     --pidfile "$dir/redis.pid" --logfile "" </dev/null >>"$dir/redis.log" 2>&1 &
   REDIS_PID=$!
   # PONG only once the data is loaded (before, PING answers LOADING).
   deadline=$((SECONDS + 30))
-  until reply=$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null) && [ "$reply" = PONG ]; do
+  until reply=$(redis-cli -h "$bind" -p "$port" ping 2>/dev/null) && [ "$reply" = PONG ]; do
     if ! alive "$REDIS_PID"; then
       log "redis-server exited while starting; last lines of $dir/redis.log:"
       tail -n 20 "$dir/redis.log" | sed 's/^/    /' >&2
@@ -101,12 +112,12 @@ start_server() { # port: starts it with the data in DIR, waits for PONG; sets RE
 # A free port below the kernel's ephemeral range (32768+), as up.sh picks them: the port is
 # used again after a restart, and an outgoing connection must not hold it meanwhile.
 pick_port() {
-  python3 - <<'EOF'
-import random, socket
+  python3 - "$bind" <<'EOF'
+import random, socket, sys
 while True:
     s = socket.socket()
     try:
-        s.bind(("127.0.0.1", random.randrange(20000, 32000)))
+        s.bind((sys.argv[1], random.randrange(20000, 32000)))
     except OSError:
         s.close()
         continue
@@ -146,7 +157,7 @@ case $mode in
       watcher=$!
     fi
     write_env "$port" "$REDIS_PID" "$watcher"
-    log "redis-server ready on 127.0.0.1:$port (pid $REDIS_PID, data in $dir/redis-data)"
+    log "redis-server ready on $bind:$port (pid $REDIS_PID, data in $dir/redis-data)"
     echo "$port"
     ;;
   stop)
@@ -161,7 +172,7 @@ case $mode in
     if ours "$REDIS_PID" "$REDIS_PORT"; then die "Redis already runs in $dir (pid $REDIS_PID)"; fi
     start_server "$REDIS_PORT" || die "redis-server did not start again on port $REDIS_PORT (see above)"
     write_env "$REDIS_PORT" "$REDIS_PID" "$REDIS_WATCHER_PID"
-    log "redis-server ${mode}ed on 127.0.0.1:$REDIS_PORT (pid $REDIS_PID)"
+    log "redis-server ${mode}ed on $bind:$REDIS_PORT (pid $REDIS_PID)"
     ;;
   down)
     [ -f "$dir/redis.env" ] || exit 0
