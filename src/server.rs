@@ -42,6 +42,11 @@ pub const RECONCILE_STUCK_AFTER: Duration = Duration::from_secs(120);
 /// `timeoutSeconds` is 1) reports a reason instead of timing out.
 pub const DEPENDENCY_CHECK_TIMEOUT: Duration = Duration::from_millis(800);
 
+/// How long one answer of the dependency check stands. `/readyz` and every `/metrics` scrape
+/// ask for readiness: without this, a burst of probes or scrapers is a burst of calls to the
+/// sidecar (and through it, of health checks of the whole Dapr runtime).
+pub const DEPENDENCY_CHECK_TTL: Duration = Duration::from_secs(1);
+
 /// An extra readiness condition, e.g. the Dapr sidecar's outbound health. `Err` holds the reason.
 pub type DependencyCheck = Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
@@ -66,6 +71,9 @@ pub struct Health {
 struct HealthInner {
     stall_after: Duration,
     state: Mutex<HealthState>,
+    /// The dependency check's last answer and when it was asked. An async lock, held while the
+    /// check runs, so concurrent askers wait for that one answer instead of each calling.
+    dependency_answer: tokio::sync::Mutex<Option<(tokio::time::Instant, Result<(), String>)>>,
 }
 
 struct HealthState {
@@ -130,6 +138,7 @@ impl Health {
                     running: std::collections::HashMap::new(),
                     next_ticket: 0,
                 }),
+                dependency_answer: tokio::sync::Mutex::new(None),
             }),
         }
     }
@@ -168,6 +177,9 @@ impl Health {
         f: Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>,
     ) {
         self.state().dependency = Some(f);
+        if let Ok(mut answer) = self.inner.dependency_answer.try_lock() {
+            *answer = None;
+        }
     }
 
     /// Sets (or clears) the reason this replica's clock cannot be trusted; readiness fails with it.
@@ -230,14 +242,23 @@ impl Health {
         let Some(check) = check else {
             return Ok(());
         };
-        match tokio::time::timeout(DEPENDENCY_CHECK_TIMEOUT, check()).await {
+        let mut answer = self.inner.dependency_answer.lock().await;
+        if let Some((asked, result)) = answer.as_ref()
+            && asked.elapsed() < DEPENDENCY_CHECK_TTL
+        {
+            return result.clone();
+        }
+        let asked = tokio::time::Instant::now();
+        let result = match tokio::time::timeout(DEPENDENCY_CHECK_TIMEOUT, check()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(reason)) => Err(format!("dependency check failed: {reason}")),
             Err(_) => Err(format!(
                 "dependency check did not answer within {} ms",
                 DEPENDENCY_CHECK_TIMEOUT.as_millis()
             )),
-        }
+        };
+        *answer = Some((asked, result.clone()));
+        result
     }
 
     fn state(&self) -> MutexGuard<'_, HealthState> {
@@ -477,7 +498,13 @@ mod tests {
             body["reason"],
             "dependency check failed: dapr sidecar not healthy"
         );
+        // The answer stands for DEPENDENCY_CHECK_TTL (see the next test); a new check replaces it.
         up.store(true, Ordering::SeqCst);
+        let flag = up.clone();
+        health.set_dependency_check(Arc::new(move || {
+            let up = flag.load(Ordering::SeqCst);
+            Box::pin(async move { if up { Ok(()) } else { Err("down".to_owned()) } })
+        }));
         let (status, _, _) = get(&format!("{base}/readyz")).await;
         assert_eq!(status, StatusCode::OK);
 
@@ -491,6 +518,50 @@ mod tests {
         );
         stop.send(()).unwrap();
         task.await.unwrap().unwrap();
+    }
+
+    /// Probes and scrapes in a burst share one call of the dependency check per second, and
+    /// concurrent askers wait for the call in flight instead of making their own.
+    #[tokio::test(start_paused = true)]
+    async fn dependency_answers_are_shared_for_a_second() {
+        let health = Health::new();
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let up = Arc::new(AtomicBool::new(true));
+        let (counter, flag) = (calls.clone(), up.clone());
+        health.set_dependency_check(Arc::new(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let up = flag.load(Ordering::SeqCst);
+            Box::pin(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if up {
+                    Ok(())
+                } else {
+                    Err("sidecar down".to_owned())
+                }
+            })
+        }));
+        let burst: Vec<_> = (0..20)
+            .map(|_| {
+                let health = health.clone();
+                tokio::spawn(async move { health.readiness().await })
+            })
+            .collect();
+        for asker in burst {
+            assert_eq!(asker.await.unwrap(), Ok(()));
+        }
+        for _ in 0..20 {
+            assert_eq!(health.readiness().await, Ok(()));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "one call for 40 askers");
+
+        // A second later the sidecar is asked again, and its new answer is seen.
+        up.store(false, Ordering::SeqCst);
+        tokio::time::advance(DEPENDENCY_CHECK_TTL).await;
+        assert_eq!(
+            health.readiness().await,
+            Err("dependency check failed: sidecar down".to_owned())
+        );
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 
     /// `recur_ready` is what `/readyz` answers, also when only `/metrics` is asked.

@@ -284,15 +284,18 @@ EOF
   sleep 10 # steady delivery before the faults; the counts below do not depend on it
 
   # Failover: the leader pod is deleted; the other replica must take the Lease.
-  local old new t_del failover_ms
+  local old new t_del failover_ms before role
   old=$(leader)
   [ -n "$old" ] || fail "no Lease holder in recur-system"
+  before=$(k -n recur-system get pods -l app.kubernetes.io/name=recur -o name)
   t_del=$(now_ms)
   k -n recur-system delete pod "$old" --wait=false >/dev/null || fail "kubectl delete pod $old"
   wait_for "another replica to take the Lease from $old" 60 leader_is_not "$old"
   failover_ms=$(($(now_ms) - t_del))
   new=$(leader)
-  log "leader $old deleted; $new took over in $failover_ms ms"
+  role="the standby replica"
+  grep -qx "pod/$new" <<<"$before" || role="its replacement pod"
+  log "leader $old deleted; $new ($role) took over in $failover_ms ms"
   k -n recur-system rollout status deploy/recur --timeout=180s >/dev/null || fail "recur did not recover its 2 replicas"
 
   # Rollout restart: every pod replaced, one at a time.
