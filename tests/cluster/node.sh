@@ -437,21 +437,8 @@ fail() { # name, reason: names the component and shows the tail of its log
   tail -n 30 "$nd/$1.log" 2>/dev/null | sed 's/^/    /' >&2 || true
   exit 1
 }
-wait_ready() { # name, what, seconds, check command...
-  local name=$1 what=$2 secs=$3 status
-  shift 3
-  local pid=${pid_of[$name]} deadline=$((SECONDS + secs))
-  while :; do
-    if ! alive "$pid"; then
-      status=0
-      wait "$pid" 2>/dev/null || status=$?
-      fail "$name" "it exited with status $status while starting"
-    fi
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    ((SECONDS < deadline)) || fail "$name" "$what not reached within ${secs}s"
-    sleep 0.2
-  done
-}
+# Polls CHECK until it succeeds while NAME runs; else fail (exits; proc.sh).
+wait_ready() { wait_ready_with fail "$@"; } # name, what, seconds, check command...
 
 t0=$(now_ms)
 # Kernel settings: saved for --down, then what the node needs (forwarding for pod -> service ->

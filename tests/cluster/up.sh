@@ -169,26 +169,8 @@ report_failure() { # name, reason
   return "$rc"
 }
 
-# Polls CHECK (a command) until it succeeds, while NAME's process is alive, until the deadline.
-wait_ready() { # name, what, seconds, check command...
-  local name=$1 what=$2 secs=$3 status
-  shift 3
-  local pid=${pid_of[$name]} deadline=$((SECONDS + secs))
-  while :; do
-    if ! alive "$pid"; then
-      status=0
-      wait "$pid" 2>/dev/null || status=$?
-      report_failure "$name" "it exited with status $status while starting"
-      return
-    fi
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    if ((SECONDS >= deadline)); then
-      report_failure "$name" "$what not reached within ${secs}s"
-      return
-    fi
-    sleep 0.2
-  done
-}
+# Polls CHECK until it succeeds while NAME runs; else report_failure (proc.sh).
+wait_ready() { wait_ready_with report_failure "$@"; } # name, what, seconds, check command...
 
 # --- credentials ---------------------------------------------------------------------------------
 pki="$dir/pki"
