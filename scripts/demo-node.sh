@@ -22,10 +22,15 @@ scripts/images.sh >/dev/null
 dir=$(mktemp -d "${TMPDIR:-/tmp}/recur-demo-node.XXXX")
 follower=""
 cleanup() {
+  trap '' INT TERM # a second Ctrl-C must not stop the teardown halfway
   log "stopping: removing the node and the control plane"
   [ -z "$follower" ] || kill "$follower" 2>/dev/null || true
-  tests/cluster/down.sh "$dir/cluster" >/dev/null 2>&1 || true
-  rm -rf "$dir"
+  if tests/cluster/down.sh "$dir/cluster" >"$dir/down.log" 2>&1; then
+    rm -rf "$dir"
+  else
+    log "tests/cluster/down.sh failed (kept $dir; its log: $dir/down.log):"
+    tail -n 20 "$dir/down.log" >&2
+  fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM

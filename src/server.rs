@@ -71,7 +71,7 @@ pub struct Health {
 struct HealthInner {
     stall_after: Duration,
     state: Mutex<HealthState>,
-    /// The dependency check's last answer and when it was asked. An async lock, held while the
+    /// The dependency check's last answer and when it came. An async lock, held while the
     /// check runs, so concurrent askers wait for that one answer instead of each calling.
     dependency_answer: tokio::sync::Mutex<Option<(tokio::time::Instant, Result<(), String>)>>,
 }
@@ -243,12 +243,11 @@ impl Health {
             return Ok(());
         };
         let mut answer = self.inner.dependency_answer.lock().await;
-        if let Some((asked, result)) = answer.as_ref()
-            && asked.elapsed() < DEPENDENCY_CHECK_TTL
+        if let Some((answered, result)) = answer.as_ref()
+            && answered.elapsed() < DEPENDENCY_CHECK_TTL
         {
             return result.clone();
         }
-        let asked = tokio::time::Instant::now();
         let result = match tokio::time::timeout(DEPENDENCY_CHECK_TIMEOUT, check()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(reason)) => Err(format!("dependency check failed: {reason}")),
@@ -257,7 +256,8 @@ impl Health {
                 DEPENDENCY_CHECK_TIMEOUT.as_millis()
             )),
         };
-        *answer = Some((asked, result.clone()));
+        // Counted from the answer, so a slow check still stands for the whole second.
+        *answer = Some((tokio::time::Instant::now(), result.clone()));
         result
     }
 

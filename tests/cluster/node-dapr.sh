@@ -31,7 +31,7 @@ version=$(cd "$repo" && cargo metadata --no-deps --format-version 1 --locked |
 log() { printf '[node-dapr] %s\n' "$*" >&2; }
 k() { "$bin/kubectl" --kubeconfig "$dir/kubeconfig" "$@"; }
 h() { "$bin/helm" --kubeconfig "$dir/kubeconfig" "$@"; }
-ctr_() { "$bin/ctr" --address "$dir/node/containerd/containerd.sock" -n k8s.io "$@" 2>/dev/null; }
+ctr_() { "$bin/ctr" --address "$dir/node/containerd/containerd.sock" -n k8s.io "$@"; }
 # On a failure: what a person would look at first, for every namespace involved.
 fail() {
   log "FAILED: $*"
@@ -64,9 +64,16 @@ install() {
   local t0 started
   t0=$(now_ms)
   # Images: Dapr's from build.sh, recur's from make images. Nothing can be pulled (.test names).
-  [ -f "$repo/target/images/recur.tar" ] || fail "target/images/recur.tar is missing (make images)"
+  local tar
+  for tar in recur recur-dev; do
+    [ -f "$repo/target/images/$tar.tar" ] || fail "target/images/$tar.tar is missing (make images)"
+  done
+  for tar in daprd operator sentry placement injector; do
+    [ -f "$bin/dapr-images/$tar.tar" ] || fail "$bin/dapr-images/$tar.tar is missing (RECUR_NODE=1 tests/cluster/build.sh)"
+  done
   for tar in "$bin"/dapr-images/*.tar "$repo/target/images/recur.tar" "$repo/target/images/recur-dev.tar"; do
-    ctr_ images import "$tar" >/dev/null || fail "ctr images import $tar failed"
+    ctr_ images import "$tar" >/dev/null 2>"$dir/node/import.log" ||
+      fail "ctr images import $tar failed: $(tail -n 3 "$dir/node/import.log")"
   done
   log "images imported in $(($(now_ms) - t0)) ms"
 
@@ -84,7 +91,8 @@ install() {
   k apply -f "$repo/examples/00-namespace.yaml" >/dev/null || fail "kubectl apply examples/00-namespace.yaml"
   k create namespace recur-system --dry-run=client -o yaml | k apply -f - >/dev/null || fail "namespace recur-system"
   for ns in recur-system recur-demo; do
-    k label namespace "$ns" --overwrite pod-security.kubernetes.io/enforce=restricted >/dev/null
+    k label namespace "$ns" --overwrite pod-security.kubernetes.io/enforce=restricted >/dev/null ||
+      fail "labelling namespace $ns restricted"
   done
 
   # Pub/sub (examples/70-task-pubsub.yaml): Redis from Debian on the node's address 198.18.0.1
@@ -184,12 +192,14 @@ app_get() { # app path
   local cid pid
   cid=$(k -n recur-demo get pods -l "app=$1" --field-selector=status.phase=Running \
     -o jsonpath='{.items[0].status.containerStatuses[?(@.name=="app")].containerID}')
-  pid=$(ctr_ tasks ls | awk -v id="${cid#containerd://}" '$1 == id { print $2 }')
+  pid=$(ctr_ tasks ls 2>/dev/null | awk -v id="${cid#containerd://}" '$1 == id { print $2 }')
   [ -n "$pid" ] || return 1
   nsenter -t "$pid" -n curl -sf --max-time 5 "http://127.0.0.1:8081$2"
 }
-# The backend's records of the calls it received; the subscriber's of the events.
+# The records of the calls the backend and the notification-service received; the subscriber's
+# of the events.
 records() { app_get backend /_dev/records; }
+notifications() { app_get notification-service /_dev/records; }
 events() { app_get subscriber /_dev/events; }
 
 # Whether an occurrence of node-every-2s scheduled after $1 (RFC 3339) has arrived.
@@ -213,19 +223,29 @@ sys.exit(0 if any(e.get("source", "").endswith("/recurringtasks/ticks-as-events"
                   for e in json.load(sys.stdin)) else 1)' "$1"
 }
 reminder_arrived() { records | grep '/api/tasks/node-1/reminder-sent' >/dev/null; }
+
+# The holder of recur's Lease (the chart's recur-leader): POD-PID-SUFFIX (src/lease.rs), so a
+# restarted container is a new holder even in the same pod.
+holder() { k -n recur-system get lease recur-leader -o jsonpath='{.spec.holderIdentity}'; }
+# The pod of the holder.
+leader() {
+  local id
+  id=$(holder) || return 1
+  id=${id%-*}
+  printf '%s\n' "${id%-*}"
+}
 leader_is_not() {
   local l
   l=$(leader)
   [ -n "$l" ] && [ "$l" != "$1" ]
 }
-
-# The pod holding recur's Lease (its holder identity is POD-PID-SUFFIX, see src/lease.rs).
-leader() {
-  local id
-  id=$(k -n recur-system get lease -o jsonpath='{range .items[*]}{.spec.holderIdentity}{"\n"}{end}' | awk 'NF && !n++')
-  id=${id%-*}
-  printf '%s\n' "${id%-*}"
+holder_is_not() {
+  local h
+  h=$(holder)
+  [ -n "$h" ] && [ "$h" != "$1" ]
 }
+two_ready() { [ "$(recur_ready | awk '$2 == "true" && $3 == "true"' | wc -l)" = 2 ]; }
+gone() { ! k -n recur-system get pod "$1" >/dev/null 2>&1; }
 
 scenario() {
   install
@@ -281,9 +301,26 @@ spec:
 EOF
   wait_for "the first occurrence of node-every-2s at the backend" 90 arrived_after 1970-01-01T00:00:00Z
   log "occurrences arrive at the backend through both sidecars"
-  sleep 10 # steady delivery before the faults; the counts below do not depend on it
+  wait_for "the first event of ticks-as-events at the subscriber" 60 event_after 1970-01-01T00:00:00Z
+  log "events of ticks-as-events arrive at the subscriber through Redis"
 
-  # Failover: the leader pod is deleted; the other replica must take the Lease.
+  # A crash: the leader's recur container is killed (SIGKILL: no handover, maybe mid-call). The
+  # Lease must expire and pass on, and the occurrences due meanwhile arrive late, not lost.
+  local old_holder pod cid t_kill crash_ms kill_at
+  old_holder=$(holder) && [ -n "$old_holder" ] || fail "no Lease holder in recur-system"
+  pod=$(leader)
+  cid=$(k -n recur-system get pod "$pod" -o jsonpath='{.status.containerStatuses[?(@.name=="operator")].containerID}')
+  [ -n "$cid" ] || fail "no operator container in the leader pod $pod"
+  kill_at=$(date -u +%Y-%m-%dT%H:%M:%S.%3NZ)
+  t_kill=$(now_ms)
+  ctr_ tasks kill -s SIGKILL "${cid#containerd://}" >/dev/null 2>&1 || fail "ctr tasks kill $cid (pod $pod)"
+  wait_for "a new Lease holder after $old_holder was killed" 90 holder_is_not "$old_holder"
+  crash_ms=$(($(now_ms) - t_kill))
+  wait_for "occurrences scheduled after the kill" 60 arrived_after "$kill_at"
+  log "leader $old_holder killed; $(holder) took over after $crash_ms ms (the Lease expired); deliveries resumed after $(($(now_ms) - t_kill)) ms"
+  wait_for "2 ready recur pods after the crash" 180 two_ready
+
+  # Failover: the leader pod is deleted; another replica must take the Lease.
   local old new t_del failover_ms before role
   old=$(leader)
   [ -n "$old" ] || fail "no Lease holder in recur-system"
@@ -296,7 +333,8 @@ EOF
   role="the standby replica"
   grep -qx "pod/$new" <<<"$before" || role="its replacement pod"
   log "leader $old deleted; $new ($role) took over in $failover_ms ms"
-  k -n recur-system rollout status deploy/recur --timeout=180s >/dev/null || fail "recur did not recover its 2 replicas"
+  wait_for "pod $old gone" 120 gone "$old"
+  wait_for "2 ready recur pods after the failover" 180 two_ready
 
   # Rollout restart: every pod replaced, one at a time.
   local r0 r1
@@ -313,11 +351,20 @@ EOF
   wait_for "events scheduled after $cut" 90 event_after "$cut"
   wait_for "the reminder at the backend" 60 reminder_arrived
 
-  local recs evs status
+  local recs notes evs status facts
   recs=$(records) || fail "cannot read the backend's records"
+  notes=$(notifications) || fail "cannot read the notification-service's records"
   evs=$(events) || fail "cannot read the subscriber's events"
   status=$(k -n recur-demo get recurringtask node-every-2s -o json)
-  printf '%s\n%s\n%s\n' "$recs" "$evs" "$status" |
+  facts=$(printf '{"every2s": "%s", "ticks": "%s", "ticks_skipped": %s, "reminder_key": "%s"}' \
+    "$(k -n recur-demo get recurringtask node-every-2s -o jsonpath='{.metadata.creationTimestamp}')" \
+    "$(k -n recur-demo get recurringtask ticks-as-events -o jsonpath='{.metadata.creationTimestamp}')" \
+    "$(k -n recur-demo get recurringtask ticks-as-events -o json | python3 -c '
+import json, sys
+h = (json.load(sys.stdin).get("status") or {}).get("history") or []
+print(json.dumps([r["nominal"] for r in h if r.get("outcome") == "Skipped" and r.get("nominal")]))')" \
+    "$(k -n recur-demo get reminder node-reminder -o jsonpath='{.status.idempotencyKey}')")
+  printf '%s\n%s\n%s\n%s\n%s\n' "$recs" "$notes" "$evs" "$facts" "$status" |
     python3 "$repo/tests/cluster/node-deliveries.py" "$cut" "$r0" "$r1" "$failover_ms" "$ready/$total" ||
     fail "deliveries (above)"
 }

@@ -296,6 +296,8 @@ node_down() {
   [ -z "$m" ] || { log "CNI results left: $(echo $m)"; left=1; }
   m=$(find /var/log/containers -maxdepth 1 -type l -lname "$nd/*" 2>/dev/null)
   [ -z "$m" ] || { log "links left in /var/log/containers: $(echo $m)"; left=1; }
+  m=$(pgrep -f "^redis-server $node_ip:" || true)
+  [ -z "$m" ] || { log "node-dapr.sh's Redis still runs: pid $(echo $m)"; left=1; }
   if [ "$left" = 0 ]; then
     rm -rf "$nd"
     log "node removed in $((SECONDS - t0))s: no process, mount, network namespace, bridge, KUBE-* chain, cgroup or log link left"
@@ -314,6 +316,8 @@ check_network() {
   [[ $first == *"-j RECUR-NODE-FWD"* ]] || { log "check: the first rule of FORWARD is not the recur-node guard: $first"; bad=1; }
   first=$(iptables -w -S INPUT | sed -n 2p)
   [[ $first == *"-j RECUR-NODE-IN"* ]] || { log "check: the first rule of INPUT is not the recur-node guard: $first"; bad=1; }
+  iptables -w -C RECUR-NODE-IN ! -i "$bridge" -d "$test_net" -j DROP 2>/dev/null ||
+    { log "check: RECUR-NODE-IN does not drop packets for $test_net from other interfaces"; bad=1; }
   # The one DNAT of ours goes to loopback; route_localnet is on for the bridge only.
   while read -r rule; do
     [[ $rule == *"--to-destination 127.0.0.1:"* ]] || { log "check: RECUR-NODE-API has '$rule'"; bad=1; }
@@ -472,6 +476,11 @@ iptables -w -t nat -A RECUR-NODE-API -i "$bridge" -d "$api_service_ip/32" -p tcp
 iptables -w -N RECUR-NODE-IN
 iptables -w -A RECUR-NODE-IN -i "$bridge" -d 127.0.0.0/8 -m conntrack ! --ctstate DNAT -j DROP
 iptables -w -A RECUR-NODE-IN -i "$bridge" -d 127.0.0.0/8 -p tcp ! --dport "$api_port" -j DROP
+# The node's addresses (kubelet, CoreDNS, and whatever listens on 198.18.0.1, like node-dapr.sh's
+# Redis) answer only this machine and its pods: Linux accepts a packet for any local address on
+# any interface, so without this a neighbour routing 198.18.0.0/15 here would reach them.
+iptables -w -A RECUR-NODE-IN -i lo -j RETURN
+iptables -w -A RECUR-NODE-IN ! -i "$bridge" -d "$test_net" -j DROP
 # (Re)inserted at the top: kube-proxy inserts its own jumps at position 1 when it starts, and
 # later only checks that they exist, so after its first sync the guards are moved back on top.
 guards_first() {
