@@ -290,7 +290,11 @@ start_once() {
 
   local t0
   t0=$(now_ms)
-  start_proc etcd "$bin/etcd" --name=recur-test --data-dir="$dir/etcd" --unsafe-no-fsync \
+  # RECUR_ETCD_QUOTA_BYTES: etcd's space quota (its default, 2 GiB, unless set; the 100,000-task
+  # benchmark writes several revisions of every object between two compactions).
+  local quota=()
+  if [ -n "${RECUR_ETCD_QUOTA_BYTES:-}" ]; then quota=(--quota-backend-bytes="$RECUR_ETCD_QUOTA_BYTES"); fi
+  start_proc etcd "$bin/etcd" --name=recur-test --data-dir="$dir/etcd" --unsafe-no-fsync "${quota[@]}" \
     --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
     --listen-peer-urls="http://127.0.0.1:$etcd_peer_port" \
     --initial-advertise-peer-urls="http://127.0.0.1:$etcd_peer_port" \

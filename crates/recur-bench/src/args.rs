@@ -23,6 +23,17 @@ pub enum Command {
     /// the same minute, with and without fair queueing; writes OUT_DIR/fairness.json and
     /// fairness.md.
     Fairness(FairnessArgs),
+    /// N RecurringTasks (`every: 1h`) whose occurrences are spread uniformly over the hour
+    /// (N/3600 per second; about 28/s for 100,000): the cold start (recur started with all N
+    /// present and no status: time until every status.nextOccurrence is written), a restart
+    /// with every status correct (writes, time to ready), idle (RSS, API requests), the steady
+    /// state (firing lag p50/p99 over --window seconds), then the minimal client writing the
+    /// same N statuses (the cold start's, read back and removed first, untimed) with the
+    /// operator stopped; writes OUT_DIR/spread.json and spread.md. The tasks are created before
+    /// recur starts (setup, not timed).
+    Spread(SpreadArgs),
+    /// Writes spread.md again from OUT_DIR/spread.json.
+    SpreadReport(SpreadReportArgs),
     /// Writes results.md, lag-*.dat and lag.plt from the JSON files in OUT_DIR.
     Report(ReportArgs),
     /// What each form of the guarded status write costs kube-apiserver (CPU from /proc,
@@ -125,6 +136,31 @@ pub struct RecurArgs {
     /// kubectl, which fetches the profiles.
     #[arg(long, default_value = "kubectl")]
     pub kubectl: PathBuf,
+}
+
+#[derive(Args)]
+pub struct SpreadArgs {
+    /// `--tasks` is the number of RecurringTasks spread over the hour.
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub op: OperatorArgs,
+    /// The steady-state window, in seconds (10 to 3600): firing lag of the occurrences due in
+    /// it. The target is over 10 minutes.
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(10..=3600))]
+    pub window: u64,
+    /// The shortest idle window after the restart, in seconds. The first occurrence is set far
+    /// enough ahead for the setup, the cold start, the restart and this; the idle window lasts
+    /// until shortly before it.
+    #[arg(long, default_value_t = 60)]
+    pub idle: u64,
+}
+
+#[derive(Args)]
+pub struct SpreadReportArgs {
+    /// Where spread.json is, and where spread.md goes.
+    #[arg(long, default_value = "target/bench")]
+    pub out_dir: PathBuf,
 }
 
 #[derive(Args)]

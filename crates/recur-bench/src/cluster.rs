@@ -96,6 +96,19 @@ fn lead_secs(writes: usize, per_second: f64) -> f64 {
     3.0 * writes as f64 / per_second.max(1.0)
 }
 
+/// Fails with a clear message when the RecurringTask CRD is not served (crds/ not applied).
+pub async fn ensure_crd(client: &Client) -> Res<()> {
+    Api::<recur::api::RecurringTask>::all(client.clone())
+        .list(&kube::api::ListParams::default().limit(1))
+        .await
+        .map_err(|e| {
+            msg(format!(
+                "the RecurringTask CRD is not usable ({e}); apply crds/ first"
+            ))
+        })?;
+    Ok(())
+}
+
 pub async fn kube_client(path: &Path) -> Res<Client> {
     let kubeconfig = Kubeconfig::read_from(path)?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
@@ -126,6 +139,11 @@ pub async fn fresh_namespace(client: &Client, name: &str) -> Res<()> {
 
 /// Deletes a namespace and waits (up to 10 minutes) until it is gone.
 pub async fn delete_namespace(client: &Client, name: &str) -> Res<()> {
+    delete_namespace_within(client, name, Duration::from_secs(600)).await
+}
+
+/// Deletes a namespace and waits up to `timeout` until it is gone.
+pub async fn delete_namespace_within(client: &Client, name: &str, timeout: Duration) -> Res<()> {
     let api = Api::<Namespace>::all(client.clone());
     match api.delete(name, &DeleteParams::default()).await {
         Ok(_) => {}
@@ -133,14 +151,10 @@ pub async fn delete_namespace(client: &Client, name: &str) -> Res<()> {
         Err(e) => return Err(e.into()),
     }
     let started = Instant::now();
-    wait_until(
-        Duration::from_secs(600),
-        &format!("namespace {name} to be deleted"),
-        || {
-            let api = api.clone();
-            async move { matches!(api.get_opt(name).await, Ok(None)) }
-        },
-    )
+    wait_until(timeout, &format!("namespace {name} to be deleted"), || {
+        let api = api.clone();
+        async move { matches!(api.get_opt(name).await, Ok(None)) }
+    })
     .await?;
     say(format!(
         "namespace {name} deleted in {:.1}s",
@@ -197,6 +211,14 @@ where
     Ok(started.elapsed())
 }
 
+/// `t` rounded up to a whole second.
+pub fn next_second(t: DateTime<Utc>) -> DateTime<Utc> {
+    if t.nanosecond() == 0 {
+        return t;
+    }
+    DateTime::from_timestamp(t.timestamp() + 1, 0).unwrap_or(t)
+}
+
 pub fn next_minute(t: DateTime<Utc>) -> DateTime<Utc> {
     let secs = (t.timestamp().div_euclid(60) + 1) * 60;
     DateTime::from_timestamp(secs, 0).unwrap_or(t)
@@ -228,5 +250,8 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         assert_eq!(next_minute(t).to_rfc3339(), "2026-01-01T10:01:00+00:00");
+        assert_eq!(next_second(t).to_rfc3339(), "2026-01-01T10:01:00+00:00");
+        let whole = next_minute(t);
+        assert_eq!(next_second(whole), whole);
     }
 }

@@ -7,12 +7,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::{Client, ResourceExt};
 use recur::api::RecurringTask;
 
 use crate::args::{FairnessArgs, Queue};
-use crate::cluster::{OneOff, create_all, delete_namespace, fresh_namespace, kube_client};
+use crate::cluster::{
+    OneOff, create_all, delete_namespace, ensure_crd, fresh_namespace, kube_client,
+};
 use crate::error::{Res, msg};
 use crate::process::spawn_operator;
 use crate::procfs::{environment, proc_stat};
@@ -38,14 +40,7 @@ pub async fn run_fairness(a: FairnessArgs) -> Res<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()?;
-    Api::<RecurringTask>::all(client.clone())
-        .list(&ListParams::default().limit(1))
-        .await
-        .map_err(|e| {
-            msg(format!(
-                "the RecurringTask CRD is not usable ({e}); apply crds/ first"
-            ))
-        })?;
+    ensure_crd(&client).await?;
     let version = client.apiserver_version().await?;
     let mut result = FairnessResult {
         environment: environment(version.git_version, a.op.sidecar.clone()),

@@ -12,16 +12,21 @@
 //!   with a resourceVersion, server-side apply, ...) costs kube-apiserver: CPU per write from
 //!   /proc, latency, bytes, with and without extra field managers and watches, optionally with
 //!   pprof profiles (`pprof`); writes `patchcost.json` and `patchcost.md`.
+//! - `spread`: N RecurringTasks on `every: 1h` spread uniformly over the hour (about 28
+//!   occurrences per second for 100,000): the cold start against the minimal client writing the
+//!   same N patches, a restart with every status correct, idle, and the steady-state firing lag;
+//!   writes `spread.json` and `spread.md` with the targets (`spread-report` writes `spread.md`
+//!   again from `spread.json`).
 //! - `report`: reads those files and writes `results.md`, the lag CDFs (`lag-*.dat`) and a
 //!   gnuplot script (`lag.plt`) that draws `lag.png`.
 //!
 //! Figures are printed, never asserted: this is not a test. Every wait is a condition with a
 //! deadline (or the wall clock reaching a minute boundary). Only loopback clusters are accepted.
 //!
-//! The runs are `recur_scenario`, `fairness_scenario` and `cronjob_scenario`; they drive the
+//! The runs are `recur_scenario`, `fairness_scenario`, `spread_scenario` and `cronjob_scenario`; they drive the
 //! cluster (`cluster`, `watch`), the processes (`process`) and measure through `/proc`
 //! (`procfs`) and `/metrics` (`prometheus`, `apiserver`). `results` and `stats` are what they write; `report` and `plot`
-//! turn that into `results.md` and the lag plot.
+//! turn that into `results.md` and the lag plot, `spread_report` into `spread.md`.
 mod apiserver;
 mod args;
 mod cluster;
@@ -37,6 +42,8 @@ mod prometheus;
 mod recur_scenario;
 mod report;
 mod results;
+mod spread_report;
+mod spread_scenario;
 mod stats;
 mod watch;
 
@@ -51,6 +58,7 @@ use fairness_scenario::run_fairness;
 use patchcost::run_patchcost;
 use recur_scenario::run_recur;
 use report::report;
+use spread_scenario::{run_spread, spread_report};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -69,6 +77,8 @@ fn main() -> ExitCode {
             Command::Recur(a) => run_recur(a).await,
             Command::Cronjob(a) => run_cronjob(a).await,
             Command::Fairness(a) => run_fairness(a).await,
+            Command::Spread(a) => run_spread(a).await,
+            Command::SpreadReport(a) => spread_report(a),
             Command::Report(a) => report(a),
             Command::Patchcost(a) => run_patchcost(a).await,
         }

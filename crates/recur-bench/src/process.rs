@@ -126,6 +126,25 @@ impl Operator {
         ))
     }
 
+    /// Status writes of RecurringTasks the apiserver accepted so far
+    /// (`recur_status_writes_total{outcome="ok"}`).
+    pub async fn status_writes_ok(&self, http: &reqwest::Client) -> Res<f64> {
+        Ok(sample_sum(
+            &self.metrics(http).await?,
+            "recur_status_writes_total",
+            &[("kind", "RecurringTask"), ("outcome", "ok")],
+        ))
+    }
+
+    /// Reconciles of RecurringTasks so far (`recur_reconciles_total`).
+    pub async fn reconciles(&self, http: &reqwest::Client) -> Res<f64> {
+        Ok(sample_sum(
+            &self.metrics(http).await?,
+            "recur_reconciles_total",
+            &[("kind", "RecurringTask")],
+        ))
+    }
+
     /// SIGTERM, then SIGKILL after 15 s.
     pub async fn stop(mut self) {
         signal(self.pid, "-TERM").await;

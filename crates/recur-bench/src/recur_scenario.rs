@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, SecondsFormat, Timelike, Utc};
 use futures::StreamExt;
 use kube::Client;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use recur::api::RecurringTask;
 use serde::Deserialize;
 use serde_json::json;
@@ -14,7 +14,8 @@ use serde_json::json;
 use crate::apiserver::{api_delta, apiserver_metrics};
 use crate::args::RecurArgs;
 use crate::cluster::{
-    CONCURRENCY, OneOff, create_all, delete_namespace, fresh_namespace, kube_client, next_minute,
+    CONCURRENCY, OneOff, create_all, delete_namespace, ensure_crd, fresh_namespace, kube_client,
+    next_minute,
 };
 use crate::error::{Res, msg};
 use crate::pprof::Profile;
@@ -67,14 +68,7 @@ pub async fn run_recur(a: RecurArgs) -> Res<()> {
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()?;
-    Api::<RecurringTask>::all(client.clone())
-        .list(&ListParams::default().limit(1))
-        .await
-        .map_err(|e| {
-            msg(format!(
-                "the RecurringTask CRD is not usable ({e}); apply crds/ first"
-            ))
-        })?;
+    ensure_crd(&client).await?;
     let version = client.apiserver_version().await?;
     let mut result = RecurResult {
         environment: environment(version.git_version, a.op.sidecar.clone()),
@@ -256,6 +250,17 @@ impl Record {
                 .as_deref()
                 .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
                 .is_some_and(|d| d == due)
+    }
+
+    /// The due instant of an accepted delivery of a task's occurrence (not a replay).
+    pub fn accepted_due(&self) -> Option<DateTime<Utc>> {
+        if !self.accepted || self.path != "/api/tasks" {
+            return None;
+        }
+        self.due_at
+            .as_deref()
+            .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
+            .map(|d| d.with_timezone(&Utc))
     }
 
     pub fn received(&self) -> Option<DateTime<Utc>> {

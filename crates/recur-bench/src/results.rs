@@ -152,6 +152,102 @@ pub struct FairnessResult {
     pub runs: Vec<FairnessRun>,
 }
 
+/// The spread scenario (`recur-bench spread`): N hourly tasks spread uniformly over the hour.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct SpreadResult {
+    /// The command that produced it (quoted in the report).
+    #[serde(default)]
+    pub command: String,
+    pub environment: Environment,
+    pub workers: u16,
+    pub tasks: usize,
+    /// `every: 1h` with `startAt` = `first_due` + floor(i × 3600 / N) s for task i.
+    pub schedule: String,
+    /// The first occurrence of the first task: the start of the steady-state window.
+    pub first_due: Option<DateTime<Utc>>,
+    /// Bare status patches per second of a 500-task probe, which set `first_due`.
+    pub probe_per_second: f64,
+    /// Creating the N tasks (setup, not part of the figures).
+    pub create_s: f64,
+    pub cold: SpreadCold,
+    pub restart: SpreadRestart,
+    pub idle: SpreadIdle,
+    pub steady: SpreadSteady,
+    /// The minimal client: N bare status patches, after the operator stopped.
+    pub minimal: Limit,
+    pub notes: Vec<String>,
+}
+
+/// recur started with all N tasks present and none with a status.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct SpreadCold {
+    /// Operator start to `/health/ready`.
+    pub ready_s: f64,
+    /// Operator start to N status writes answered (every task's first `nextOccurrence`).
+    pub all_pending_s: f64,
+    pub api: ApiDelta,
+    /// Write requests (POST, PUT, PATCH, DELETE) on recur resources in that time.
+    pub writes: f64,
+    /// Occurrences delivered in that time (0 unless the setup overran the first occurrence).
+    pub delivered: f64,
+    pub cpu_s: f64,
+    /// VmHWM of this operator process at the end of the cold start.
+    pub peak_rss_mib: f64,
+}
+
+/// recur stopped and started again with every status already correct.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct SpreadRestart {
+    /// Operator start to `/health/ready`.
+    pub ready_s: f64,
+    /// Operator start to `recur_reconciles_total{kind="RecurringTask"}` reaching N: every task
+    /// looked at once.
+    pub settled_s: f64,
+    /// Write requests on recur resources from the start to ready, and to settled.
+    pub writes_until_ready: f64,
+    pub writes_until_settled: f64,
+    pub api_until_settled: ApiDelta,
+    /// Occurrences delivered from the start to settled (0 unless one fell due).
+    pub delivered: f64,
+}
+
+/// From the restarted operator's settling to shortly before the first occurrence.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct SpreadIdle {
+    pub window_s: f64,
+    pub api: ApiDelta,
+    pub writes: f64,
+    /// Requests on recur resources per minute, and every request the apiserver finished per
+    /// minute (any client).
+    pub own_per_minute: f64,
+    pub all_per_minute: f64,
+    pub cpu_s: f64,
+    /// VmRSS at the end of the window.
+    pub rss_mib: f64,
+    pub delivered: f64,
+}
+
+/// The occurrences due in [first_due, first_due + window).
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct SpreadSteady {
+    pub window_s: f64,
+    /// Occurrences due in the window by the schedule.
+    pub expected: usize,
+    /// Of those, arrived at the backend (accepted).
+    pub occurrences: usize,
+    pub lag: LagStats,
+    pub lags_ms: Vec<i64>,
+    /// Occurrences the operator counts delivered from the snapshot before the window to the
+    /// one after the last arrival (the denominator of the rates).
+    pub delivered: f64,
+    pub api: ApiDelta,
+    pub api_per_occurrence_own: f64,
+    pub cpu_s: f64,
+    pub cpu_s_per_1000: f64,
+    /// VmHWM of the restarted operator (restart, idle and steady state).
+    pub peak_rss_mib: f64,
+}
+
 pub fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Res<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| msg(format!("creating {}: {e}", dir.display())))?;
     let path = dir.join(name);

@@ -1,0 +1,703 @@
+//! The spread scenario (`recur-bench spread`, `scripts/bench.sh --spread`): N RecurringTasks on
+//! `every: 1h` whose occurrences are spread uniformly over the hour, task i at
+//! `first_due + floor(i × 3600 / N)` seconds (its `startAt`), so N/3600 fall due each second
+//! (about 28/s for 100,000). The tasks are created before recur starts (setup, not measured).
+//! Then, in this order:
+//!
+//! 1. cold start: `recur run` started with all N present and none with a status; the time until
+//!    its N status writes are answered (its `recur_status_writes_total{outcome="ok"}`), then
+//!    checked: every task shows `status.nextOccurrence`;
+//! 2. restart: that operator stopped and a new one started with every status already correct;
+//!    the time to `/health/ready`, to every task reconciled once, and the writes meanwhile;
+//! 3. idle: from then until shortly before `first_due` (nothing is due before it): API
+//!    requests, CPU and RSS;
+//! 4. steady state: the firing lag of every occurrence due in `[first_due, first_due +
+//!    window)`, from the recording backend's records;
+//! 5. the minimal client: the same N status writes again, the operator stopped: every status
+//!    the cold start wrote is read back (not measured), removed (not measured), then written by
+//!    a bare client, one merge patch per task, 64 in flight; the cold start is compared with it.
+//!
+//! Every phase happens before the first occurrence but the steady state, so the cold start, the
+//! restart and the idle window see no occurrence fall due: `first_due` is set from a probe of
+//! the apiserver's write rate, with room for the creates and the cold start's writes at half
+//! that rate, the restart and `--idle`. If the setup overruns it anyway, the deliveries that
+//! happened are reported with the phase they fell into.
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use futures::StreamExt;
+use kube::Client;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use recur::api::{RecurringTask, RecurringTaskStatus};
+use serde_json::json;
+
+use crate::apiserver::{api_delta, apiserver_metrics};
+use crate::args::SpreadArgs;
+use crate::cluster::{
+    CONCURRENCY, MARGIN, create_all, delete_namespace_within, ensure_crd, fresh_namespace,
+    kube_client,
+};
+use crate::error::{Res, msg};
+use crate::process::{Operator, spawn_operator};
+use crate::procfs::{environment, proc_stat};
+use crate::recur_scenario::{Record, probe_rate, task_name};
+use crate::report::requests_on_own;
+use crate::results::{
+    ApiDelta, Limit, SpreadCold, SpreadIdle, SpreadRestart, SpreadResult, SpreadSteady, write_json,
+};
+use crate::say;
+use crate::spread_report::spread_markdown;
+use crate::stats::{lag_stats, per};
+
+/// The namespace of the spread tasks.
+pub const NS: &str = "bench-spread";
+/// The resources that are recur's (requests on them are the operator's).
+const OWN: &[&str] = &["recurringtasks", "reminders"];
+/// Tasks of the write-rate probe that sets the first occurrence.
+const PROBE: usize = 500;
+/// An hour, in seconds: the tasks' interval.
+const HOUR: u64 = 3600;
+
+/// Task `i` of `n`'s offset in the hour: `floor(i × 3600 / n)` seconds, so that the `n`
+/// occurrences are spread uniformly (`n / 3600` per second; for `n` ≤ 3600 at most one per
+/// second).
+pub fn offset_secs(i: usize, n: usize) -> u64 {
+    if n == 0 {
+        return 0;
+    }
+    (i as u128 * u128::from(HOUR) / n as u128) as u64
+}
+
+/// How many of the `n` tasks fall due in the first `window` seconds of the hour: those with
+/// `offset_secs < window`, i.e. `i < window × n / 3600`.
+pub fn due_in_window(n: usize, window: u64) -> usize {
+    let w = window.min(HOUR) as u128;
+    (w * n as u128).div_ceil(u128::from(HOUR)).min(n as u128) as usize
+}
+
+/// How far ahead the first occurrence is: 30 s, plus the creates and the cold start's first
+/// status writes (`2n`) at half of `per_second` (the probed bare-patch rate), plus the
+/// restart (30 s and 1 ms per task for its list and reconciles), plus the idle window.
+pub fn lead(n: usize, per_second: f64, idle: Duration) -> Duration {
+    let writes = 2.0 * n as f64;
+    let secs = 30.0 + 2.0 * writes / per_second.max(1.0) + 30.0 + n as f64 / 1000.0;
+    Duration::from_secs_f64(secs) + idle
+}
+
+/// Whether a request's verb changes something.
+pub fn is_write(verb: &str) -> bool {
+    matches!(
+        verb,
+        "POST" | "PUT" | "PATCH" | "DELETE" | "DELETECOLLECTION" | "APPLY"
+    )
+}
+
+/// Write requests on recur's resources in `api`.
+pub fn writes(api: &ApiDelta) -> f64 {
+    requests_on_own(api, is_write)
+}
+
+fn task(i: usize, start_at: DateTime<Utc>) -> Res<RecurringTask> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "recur.dev/v1alpha1",
+        "kind": "RecurringTask",
+        "metadata": {"name": task_name(i)},
+        "spec": {
+            "userId": format!("bench-user-{}", i % 100),
+            "title": format!("Benchmark task {i}"),
+            "schedule": {
+                "every": "1h",
+                "startAt": start_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+            },
+        }
+    }))?)
+}
+
+/// How long to wait for a namespace of `n` tasks to go.
+fn delete_timeout(n: usize) -> Duration {
+    Duration::from_secs(600) + Duration::from_millis(20) * n as u32
+}
+
+pub async fn run_spread(a: SpreadArgs) -> Res<()> {
+    let n = a.common.tasks;
+    if n == 0 {
+        return Err(msg("--tasks must be at least 1"));
+    }
+    let client = kube_client(&a.common.kubeconfig).await?;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(120))
+        .build()?;
+    ensure_crd(&client).await?;
+    let version = client.apiserver_version().await?;
+    let mut r = SpreadResult {
+        environment: environment(version.git_version, a.op.sidecar.clone()),
+        workers: a.op.workers,
+        tasks: n,
+        ..SpreadResult::default()
+    };
+
+    // Setup: the probe, the first occurrence, the creates.
+    r.probe_per_second = probe_rate(&client, PROBE.min(n)).await?;
+    delete_namespace_within(&client, NS, delete_timeout(n)).await?;
+    fresh_namespace(&client, NS).await?;
+    let lead = lead(n, r.probe_per_second, Duration::from_secs(a.idle));
+    let first_due = crate::cluster::next_second(
+        Utc::now()
+            + chrono::Duration::from_std(lead).unwrap_or_else(|_| chrono::Duration::hours(1)),
+    );
+    r.first_due = Some(first_due);
+    r.schedule = format!(
+        "every: 1h, startAt: {} + floor(i × 3600 / {n}) s for task i",
+        first_due.to_rfc3339_opts(SecondsFormat::Secs, true)
+    );
+    say(format!(
+        "first occurrence at {} ({:.0}s ahead: {n} creates and {n} first writes at half of {:.0}/s, the restart, and an idle window of at least {}s)",
+        first_due.format("%H:%M:%S"),
+        lead.as_secs_f64(),
+        r.probe_per_second,
+        a.idle
+    ));
+    let tasks = (0..n)
+        .map(|i| {
+            task(
+                i,
+                first_due + chrono::Duration::seconds(offset_secs(i, n) as i64),
+            )
+        })
+        .collect::<Res<Vec<_>>>()?;
+    let api = Api::<RecurringTask>::namespaced(client.clone(), NS);
+    let took = create_all(&api, tasks).await?;
+    r.create_s = took.as_secs_f64();
+    say(format!(
+        "created {n} RecurringTasks (every 1h, spread over the hour) in {NS} in {:.1}s",
+        r.create_s
+    ));
+
+    // 1. Cold start.
+    let (cold, op) = cold_start(&a, &client, &http).await?;
+    say(format!(
+        "cold start: ready after {:.2}s, every nextOccurrence written after {:.2}s ({} writes on recur resources, {} delivered); peak RSS {:.0} MiB",
+        cold.ready_s, cold.all_pending_s, cold.writes, cold.delivered, cold.peak_rss_mib
+    ));
+    r.cold = cold;
+    op.stop().await;
+    // What the cold start wrote, for the minimal client to write again (not measured).
+    let written = statuses(&client).await?;
+    let pending = written
+        .iter()
+        .filter(|(_, st)| st.next_occurrence.is_some())
+        .count();
+    if pending < n {
+        r.notes.push(format!(
+            "after the cold start's {n} status writes, {pending} of {n} tasks showed a nextOccurrence"
+        ));
+    }
+
+    // 2. Restart, 3. idle.
+    let (restart, mut op) = restart(&a, &client, &http).await?;
+    say(format!(
+        "restart: ready after {:.2}s, every task reconciled after {:.2}s; {} writes until ready, {} until settled",
+        restart.ready_s,
+        restart.settled_s,
+        restart.writes_until_ready,
+        restart.writes_until_settled
+    ));
+    r.restart = restart;
+    let idle = idle(&a, &client, &http, &op, first_due, &mut r.notes).await?;
+    say(format!(
+        "idle {:.0}s: {} writes, {:.1} requests/min on recur resources ({:.1}/min in all), {:.3} CPU s, RSS {:.0} MiB",
+        idle.window_s,
+        idle.writes,
+        idle.own_per_minute,
+        idle.all_per_minute,
+        idle.cpu_s,
+        idle.rss_mib
+    ));
+    r.idle = idle;
+
+    // 4. Steady state.
+    let steady = steady(&a, &client, &http, &mut op, first_due, &mut r.notes).await?;
+    say(format!(
+        "steady state {:.0}s: {} of {} occurrences, lag p50 {} ms, p99 {} ms, max {} ms; {:.2} requests per occurrence on recur resources; {:.2} CPU s per 1000; peak RSS {:.0} MiB",
+        steady.window_s,
+        steady.occurrences,
+        steady.expected,
+        steady.lag.p50_ms,
+        steady.lag.p99_ms,
+        steady.lag.max_ms,
+        steady.api_per_occurrence_own,
+        steady.cpu_s_per_1000,
+        steady.peak_rss_mib
+    ));
+    r.steady = steady;
+    op.stop().await;
+
+    // 5. The minimal client: the cold start's own status writes again, onto the same tasks
+    // as the cold start found them, without a status (removed first, not measured).
+    let cleared = clear_statuses(&client, n).await?;
+    let left = count_with_status(&client).await?;
+    say(format!(
+        "removed the status of {n} tasks in {:.1}s (setup of the minimal client); {left} still have one",
+        cleared.as_secs_f64()
+    ));
+    if left > 0 {
+        r.notes.push(format!(
+            "{left} tasks still had a status when the minimal client started"
+        ));
+    }
+    let minimal = write_statuses(&client, &written).await?;
+    say(format!(
+        "minimal client: {} status patches in {:.2}s ({:.0}/s, {} errors)",
+        minimal.patches, minimal.drain_s, minimal.per_second, minimal.errors
+    ));
+    r.minimal = minimal;
+    if r.cold.delivered > 0.0 {
+        r.notes.push(format!(
+            "{} occurrences were delivered during the cold start: the setup overran the first occurrence, and the cold start's figures include those deliveries",
+            r.cold.delivered
+        ));
+    }
+    if r.restart.delivered > 0.0 {
+        r.notes.push(format!(
+            "{} occurrences were delivered during the restart: its writes include theirs",
+            r.restart.delivered
+        ));
+    }
+
+    r.command = format!(
+        "recur-bench spread --tasks {n} --window {} --idle {}",
+        a.window, a.idle
+    );
+    write_json(&a.common.out_dir, "spread.json", &r)?;
+    write_spread_md(&a.common.out_dir, &r)?;
+    delete_namespace_within(&client, NS, delete_timeout(n)).await?;
+    Ok(())
+}
+
+/// Every task's status as it is now, by name (listed 500 at a time).
+async fn statuses(client: &Client) -> Res<Vec<(String, RecurringTaskStatus)>> {
+    let api = Api::<RecurringTask>::namespaced(client.clone(), NS);
+    let mut out = vec![];
+    let mut token: Option<String> = None;
+    loop {
+        let mut lp = ListParams::default().limit(500);
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        let page = api.list(&lp).await?;
+        out.extend(
+            page.items
+                .into_iter()
+                .filter_map(|t| Some((t.metadata.name?, t.status?))),
+        );
+        token = page.metadata.continue_.filter(|t| !t.is_empty());
+        if token.is_none() {
+            return Ok(out);
+        }
+    }
+}
+
+/// The minimal client: one JSON merge patch per task setting `status` to `written`'s,
+/// `CONCURRENCY` in flight, as fast as the apiserver takes them.
+async fn write_statuses(client: &Client, written: &[(String, RecurringTaskStatus)]) -> Res<Limit> {
+    let api = Api::<RecurringTask>::namespaced(client.clone(), NS);
+    let before = apiserver_metrics(client).await?;
+    let started = Instant::now();
+    let failed: Vec<kube::Error> = futures::stream::iter(written)
+        .map(|(name, status)| {
+            let api = api.clone();
+            async move {
+                api.patch_status(
+                    name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({ "status": status })),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .filter_map(|r| async move { r.err() })
+        .collect()
+        .await;
+    let drain_s = started.elapsed().as_secs_f64();
+    let after = apiserver_metrics(client).await?;
+    if let Some(first) = failed.first() {
+        say(format!(
+            "minimal client: {} patches failed; the first: {first}",
+            failed.len()
+        ));
+    }
+    Ok(Limit {
+        patches: written.len(),
+        concurrency: CONCURRENCY,
+        drain_s,
+        per_second: per(written.len() as f64, drain_s),
+        errors: failed.len(),
+        api: api_delta(&before, &after, OWN),
+    })
+}
+
+/// Removes the status of the `n` tasks (a merge patch `{"status": null}` on the status
+/// subresource each, `CONCURRENCY` in flight); returns how long it took.
+async fn clear_statuses(client: &Client, n: usize) -> Res<Duration> {
+    let api = Api::<RecurringTask>::namespaced(client.clone(), NS);
+    let started = Instant::now();
+    let patch = json!({"status": null});
+    let failed: Vec<kube::Error> = futures::stream::iter(0..n)
+        .map(|i| {
+            let (api, patch) = (api.clone(), &patch);
+            async move {
+                api.patch_status(&task_name(i), &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .filter_map(|r| async move { r.err() })
+        .collect()
+        .await;
+    if let Some(first) = failed.first() {
+        return Err(msg(format!(
+            "removing the status of {} tasks failed; the first: {first}",
+            failed.len()
+        )));
+    }
+    Ok(started.elapsed())
+}
+
+/// Tasks of the namespace that have a status, listed 500 at a time.
+async fn count_with_status(client: &Client) -> Res<usize> {
+    let api = Api::<RecurringTask>::namespaced(client.clone(), NS);
+    let mut count = 0;
+    let mut token: Option<String> = None;
+    loop {
+        let mut lp = ListParams::default().limit(500);
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        let page = api.list(&lp).await?;
+        count += page.items.iter().filter(|t| t.status.is_some()).count();
+        token = page.metadata.continue_.filter(|t| !t.is_empty());
+        if token.is_none() {
+            return Ok(count);
+        }
+    }
+}
+
+/// Writes `dir/spread.md` from `r` and prints it.
+fn write_spread_md(dir: &std::path::Path, r: &SpreadResult) -> Res<()> {
+    let md = spread_markdown(r);
+    let path = dir.join("spread.md");
+    std::fs::write(&path, &md).map_err(|e| msg(format!("writing {}: {e}", path.display())))?;
+    print!("{md}");
+    say(format!("wrote {}", path.display()));
+    Ok(())
+}
+
+/// `recur-bench spread-report`: `spread.md` again from `spread.json` (after a change of the
+/// report, without running the scenario again).
+pub fn spread_report(a: crate::args::SpreadReportArgs) -> Res<()> {
+    let r: SpreadResult = crate::results::read_json(&a.out_dir.join("spread.json"))?;
+    write_spread_md(&a.out_dir, &r)
+}
+
+/// Starts recur over the N tasks without status; returns once every task shows
+/// `status.nextOccurrence`, with the operator still running.
+async fn cold_start(
+    a: &SpreadArgs,
+    client: &Client,
+    http: &reqwest::Client,
+) -> Res<(SpreadCold, Operator)> {
+    let n = a.common.tasks;
+    let before = apiserver_metrics(client).await?;
+    let t0 = Instant::now();
+    let mut op = spawn_operator(
+        &a.op,
+        &a.common.kubeconfig,
+        Some(NS),
+        "operator-spread-cold",
+        &[],
+    )?;
+    op.wait_ready(http).await?;
+    let ready_s = t0.elapsed().as_secs_f64();
+    // Done when recur has had N status writes answered (its own counter, polled every 50 ms):
+    // no watch of the benchmark's adds to the apiserver's work meanwhile, as none does for the
+    // minimal client. That every task then shows a nextOccurrence is checked after.
+    let deadline = Instant::now() + Duration::from_secs(120) + Duration::from_millis(50) * n as u32;
+    let all_pending_s = loop {
+        if op.status_writes_ok(http).await? >= n as f64 {
+            break t0.elapsed().as_secs_f64();
+        }
+        if let Ok(Some(status)) = op.child.try_wait() {
+            return Err(msg(format!(
+                "the operator exited ({status}); see {}",
+                op.log.display()
+            )));
+        }
+        if Instant::now() >= deadline {
+            return Err(msg(format!(
+                "the cold start did not write {n} statuses within {:?}; see {}",
+                deadline.duration_since(t0),
+                op.log.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let stat = proc_stat(op.pid)?;
+    let delivered = op.delivered(http).await?;
+    let after = apiserver_metrics(client).await?;
+    let api = api_delta(&before, &after, OWN);
+    Ok((
+        SpreadCold {
+            ready_s,
+            all_pending_s,
+            writes: writes(&api),
+            api,
+            delivered,
+            cpu_s: stat.cpu_s,
+            peak_rss_mib: stat.hwm_mib,
+        },
+        op,
+    ))
+}
+
+/// Starts recur again over the N tasks, every status correct; returns once it has reconciled
+/// every task once, with the operator still running.
+async fn restart(
+    a: &SpreadArgs,
+    client: &Client,
+    http: &reqwest::Client,
+) -> Res<(SpreadRestart, Operator)> {
+    let n = a.common.tasks;
+    let before = apiserver_metrics(client).await?;
+    let t0 = Instant::now();
+    let mut op = spawn_operator(
+        &a.op,
+        &a.common.kubeconfig,
+        Some(NS),
+        "operator-spread-restart",
+        &[],
+    )?;
+    op.wait_ready(http).await?;
+    let ready_s = t0.elapsed().as_secs_f64();
+    let at_ready = apiserver_metrics(client).await?;
+    let deadline = Instant::now() + Duration::from_secs(120) + Duration::from_millis(10) * n as u32;
+    loop {
+        if op.reconciles(http).await? >= n as f64 {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(msg(format!(
+                "the restarted operator did not reconcile all {n} tasks within {:?}; see {}",
+                deadline.duration_since(t0),
+                op.log.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let settled_s = t0.elapsed().as_secs_f64();
+    let delivered = op.delivered(http).await?;
+    let after = apiserver_metrics(client).await?;
+    let api = api_delta(&before, &after, OWN);
+    Ok((
+        SpreadRestart {
+            ready_s,
+            settled_s,
+            writes_until_ready: writes(&api_delta(&before, &at_ready, OWN)),
+            writes_until_settled: writes(&api),
+            api_until_settled: api,
+            delivered,
+        },
+        op,
+    ))
+}
+
+/// The idle window: from now until [`MARGIN`] before `first_due` (the restart is settled).
+async fn idle(
+    a: &SpreadArgs,
+    client: &Client,
+    http: &reqwest::Client,
+    op: &Operator,
+    first_due: DateTime<Utc>,
+    notes: &mut Vec<String>,
+) -> Res<SpreadIdle> {
+    let end = first_due - chrono::Duration::from_std(MARGIN).unwrap_or_default();
+    let window = (end - Utc::now()).to_std().unwrap_or_default();
+    if window < Duration::from_secs(a.idle) {
+        notes.push(format!(
+            "the idle window lasted {:.0} s, less than --idle {}: the setup took longer than the lead allowed",
+            window.as_secs_f64(),
+            a.idle
+        ));
+    }
+    say(format!(
+        "idle window of {:.0}s, until {}",
+        window.as_secs_f64(),
+        end.format("%H:%M:%S")
+    ));
+    let before = apiserver_metrics(client).await?;
+    let delivered0 = op.delivered(http).await?;
+    let stat0 = proc_stat(op.pid)?;
+    let t0 = Instant::now();
+    // The window itself is what is measured: nothing to wait for.
+    tokio::time::sleep(window).await;
+    let window_s = t0.elapsed().as_secs_f64();
+    let stat1 = proc_stat(op.pid)?;
+    let delivered = op.delivered(http).await? - delivered0;
+    let after = apiserver_metrics(client).await?;
+    let api = api_delta(&before, &after, OWN);
+    let minutes = window_s / 60.0;
+    Ok(SpreadIdle {
+        window_s,
+        writes: writes(&api),
+        own_per_minute: per(api.own, minutes),
+        all_per_minute: per(api.all, minutes),
+        api,
+        cpu_s: stat1.cpu_s - stat0.cpu_s,
+        rss_mib: stat1.rss_mib,
+        delivered,
+    })
+}
+
+/// The steady state: every occurrence due in `[first_due, first_due + window)`.
+async fn steady(
+    a: &SpreadArgs,
+    client: &Client,
+    http: &reqwest::Client,
+    op: &mut Operator,
+    first_due: DateTime<Utc>,
+    notes: &mut Vec<String>,
+) -> Res<SpreadSteady> {
+    let n = a.common.tasks;
+    let end = first_due + chrono::Duration::seconds(a.window as i64);
+    let expected = due_in_window(n, a.window);
+    let records_url = format!("{}/_dev/records", a.op.backend_url);
+    http.delete(&records_url).send().await?.error_for_status()?;
+    let before = apiserver_metrics(client).await?;
+    let stat0 = proc_stat(op.pid)?;
+    let delivered0 = op.delivered(http).await?;
+    if Utc::now() >= first_due {
+        let late = "the steady state's snapshot was taken after its first occurrence: the first arrivals may be missing from the records";
+        say(late);
+        notes.push(late.to_owned());
+    }
+    say(format!(
+        "steady state: {expected} occurrences due from {} to {}",
+        first_due.format("%H:%M:%S"),
+        end.format("%H:%M:%S")
+    ));
+    if let Ok(left) = (end - Utc::now()).to_std() {
+        tokio::time::sleep(left).await;
+    }
+    // Then until every occurrence of the window has arrived (at most 3 minutes more and 10 ms
+    // per occurrence).
+    let deadline =
+        Instant::now() + Duration::from_secs(180) + Duration::from_millis(10) * expected as u32;
+    let in_window: Vec<Record> = loop {
+        if let Ok(Some(status)) = op.child.try_wait() {
+            return Err(msg(format!(
+                "the operator exited ({status}); see {}",
+                op.log.display()
+            )));
+        }
+        let records: Vec<Record> = http.get(&records_url).send().await?.json().await?;
+        let of_window: Vec<Record> = records
+            .into_iter()
+            .filter(|r| r.accepted_due().is_some_and(|d| d >= first_due && d < end))
+            .collect();
+        if of_window.len() >= expected || Instant::now() >= deadline {
+            break of_window;
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    let stat1 = proc_stat(op.pid)?;
+    let delivered = op.delivered(http).await? - delivered0;
+    let after = apiserver_metrics(client).await?;
+    let api = api_delta(&before, &after, OWN);
+    let lags: Vec<i64> = in_window.iter().filter_map(|r| r.lag_ms).collect();
+    let cpu_s = stat1.cpu_s - stat0.cpu_s;
+    Ok(SpreadSteady {
+        window_s: a.window as f64,
+        expected,
+        occurrences: in_window.len(),
+        lag: lag_stats(&lags),
+        lags_ms: lags,
+        delivered,
+        api_per_occurrence_own: per(api.own, delivered),
+        api,
+        cpu_s,
+        cpu_s_per_1000: per(cpu_s * 1000.0, delivered),
+        peak_rss_mib: stat1.hwm_mib,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_spread_uniformly_over_the_hour() {
+        let n = 100_000;
+        let mut per_second = vec![0usize; 3600];
+        for i in 0..n {
+            let o = offset_secs(i, n);
+            assert!(o < 3600);
+            per_second[o as usize] += 1;
+        }
+        // 100,000 / 3600 = 27.8: every second gets 27 or 28.
+        assert!(per_second.iter().all(|&c| c == 27 || c == 28));
+        assert_eq!(per_second.iter().sum::<usize>(), n);
+        // Fewer tasks than seconds: at most one per second, first at 0.
+        assert_eq!(offset_secs(0, 3000), 0);
+        assert_eq!(offset_secs(1, 3000), 1);
+        assert_eq!(offset_secs(2999, 3000), 3598);
+        assert_eq!(offset_secs(0, 0), 0);
+    }
+
+    #[test]
+    fn due_in_window_counts_the_offsets_below_it() {
+        for (n, w) in [
+            (100_000, 600),
+            (3000, 180),
+            (7, 10),
+            (1, 3600),
+            (5000, 3600),
+            (3601, 1),
+        ] {
+            let brute = (0..n).filter(|&i| offset_secs(i, n) < w).count();
+            assert_eq!(due_in_window(n, w), brute, "n={n} w={w}");
+        }
+        assert_eq!(due_in_window(100_000, 600), 16_667);
+    }
+
+    #[test]
+    fn the_lead_covers_the_setup_writes_at_half_the_probed_rate() {
+        // 100,000 tasks at 400 patches/s: 200,000 writes at 200/s, the restart, 300 s idle.
+        let l = lead(100_000, 400.0, Duration::from_secs(300));
+        assert_eq!(l.as_secs(), 30 + 1000 + 30 + 100 + 300);
+        // A rate of 0 is read as 1/s, not a division by zero.
+        assert!(lead(10, 0.0, Duration::ZERO).as_secs() >= 60);
+    }
+
+    #[test]
+    fn writes_are_the_changing_verbs_on_recur_resources() {
+        let api = ApiDelta {
+            own_resources: vec!["recurringtasks".into(), "reminders".into()],
+            by_request: [
+                ("WATCH recurringtasks", 2.0),
+                ("LIST recurringtasks", 3.0),
+                ("PATCH recurringtasks/status", 4.0),
+                ("POST reminders", 1.0),
+                ("PUT leases", 29.0),
+                ("POST events", 5.0),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+            ..ApiDelta::default()
+        };
+        assert_eq!(writes(&api), 5.0);
+        assert!(!is_write("GET"));
+        assert!(is_write("APPLY"));
+    }
+}
