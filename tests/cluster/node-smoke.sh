@@ -54,7 +54,7 @@ spec:
           image: recur.test/hello:1
           imagePullPolicy: Never
           ports: [{containerPort: 8080, name: http}]
-          readinessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 1}
+          readinessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 1, timeoutSeconds: 5}
           resources: {limits: {cpu: 100m, memory: 64Mi}}
           securityContext:
             allowPrivilegeEscalation: false
@@ -71,6 +71,10 @@ EOF
 start=$SECONDS
 k -n "$ns" rollout status deploy/hello --timeout=120s >/dev/null || fail "the Deployment did not become available"
 rollout_s=$((SECONDS - start))
+# Ready as of now, waited for: a probe that timed out on a loaded machine (seen once in CI) may
+# have taken a pod out of Ready again since the rollout counted it.
+k -n "$ns" wait --for=condition=Ready pod -l app=hello --timeout=60s >/dev/null ||
+  fail "the pods did not stay Ready"
 ready=$(k -n "$ns" get pods -l app=hello -o jsonpath='{range .items[*]}{.status.containerStatuses[0].ready}{"\n"}{end}' | grep -c true || true)
 [ "$ready" = 2 ] || fail "$ready of 2 pods Ready"
 

@@ -353,9 +353,24 @@ else
   kind="recur-dev sidecar (stand-in)"
 fi
 
-# Ready when the operator's sidecar answers its outbound health check and every process lives.
+# Ready when every sidecar answers its health check (the operator's its outbound one too) and
+# every process lives. Liveness is checked before health on every round, the first included: a
+# daprd that died at once (a port taken between the pick and its bind, seen in CI) must fail
+# the start, which the caller retries with fresh ports, not pass because another one is healthy.
+# The operator's sidecar: outbound only (with an app port it is not ready before the operator,
+# which starts later); the apps' sidecars: fully (their apps run already).
+health_urls=("http://127.0.0.1:$recur_port/v1.0/healthz/outbound")
+if [ "$real_dapr" = 1 ]; then
+  for id in backend notification-service; do health_urls+=("http://127.0.0.1:${http[$id]}/v1.0/healthz"); done
+fi
+all_healthy() {
+  local url
+  for url in "${health_urls[@]}"; do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "$url")" = 204 ] || return 1
+  done
+}
 deadline=$((SECONDS + 60))
-until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$recur_port/v1.0/healthz/outbound")" = 204 ]; do
+while :; do
   for pid in "${pids[@]}" "${app_pids[@]}" "${sub_daprd_pids[@]}"; do
     if ! kill -0 "$pid" 2>/dev/null; then
       log "a sidecar process ($pid) exited during start; logs:"
@@ -364,6 +379,7 @@ until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$recur_port/
       exit 1
     fi
   done
+  if all_healthy; then break; fi
   if [ $SECONDS -ge $deadline ]; then
     log "sidecars not healthy after 60s; logs:"
     tail -n 30 "$dir"/daprd-*.log "$dir"/sidecar.log 2>/dev/null >&2 || true
