@@ -9,7 +9,7 @@
 #
 #   scripts/bench.sh [--tasks N] [--idle SECS] [--workers W] [--no-raised-qps] [--perf] [--recur-only]
 #                    [--fairness | --no-fairness] [--out-dir DIR] [--pprof] [--patchcost]
-#                    [--spread [--window SECS]]
+#                    [--spread [--window SECS] [--period SECS]]
 #     --tasks N          objects in the burst (default 1000; 10000 is the target)
 #     --idle SECS        idle window of the operator (default 60; the issue asks for 300)
 #     --workers W        recur run --workers (default 64)
@@ -26,6 +26,7 @@
 #                        cold start against the minimal client, restart, idle (at least --idle),
 #                        steady-state lag; writes docs/bench/results-n<N>-spread.md
 #     --window SECS      the steady-state window of --spread (default 600, at most 3600)
+#     --period SECS      the tasks' interval in --spread (default 3600): fewer tasks, same rate
 #
 # Builds the control-plane tools (tests/cluster/build.sh) and the release binaries, starts a
 # dedicated control plane (tests/cluster/up.sh) in a directory of its own and tears it down on
@@ -41,10 +42,10 @@ die() {
   log "error: $*"
   exit 1
 }
-usage() { sed -n '2,28s/^# \{0,1\}//p' "$0" >&2; }
+usage() { sed -n '2,29s/^# \{0,1\}//p' "$0" >&2; }
 
 tasks=1000 idle=60 workers=64 raised=1 perf=0 recur_only=0 fairness=1 out_dir="" pprof=0 patchcost=0
-spread="" window=600
+spread="" window=600 period=3600
 while [ $# -gt 0 ]; do
   case $1 in
     --tasks) tasks=${2:?--tasks needs a number}; shift 2 ;;
@@ -60,11 +61,12 @@ while [ $# -gt 0 ]; do
     --patchcost) patchcost=1; shift ;;
     --spread) spread=1; shift ;;
     --window) window=${2:?--window needs seconds}; shift 2 ;;
+    --period) period=${2:?--period needs seconds}; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) usage; die "unknown argument $1" ;;
   esac
 done
-for v in "$tasks" "$idle" "$workers" "$window"; do
+for v in "$tasks" "$idle" "$workers" "$window" "$period"; do
   [[ $v =~ ^[1-9][0-9]*$ ]] || die "'$v' is not a positive number"
 done
 # From 50,000 tasks on, the spread scenario is the one meant (a burst of that many is not).
@@ -214,11 +216,13 @@ if [ "$patchcost" = 1 ]; then
   exit 0
 fi
 if [ "$spread" = 1 ]; then
-  "$bench" spread --tasks "$tasks" --idle "$idle" --window "$window" --out-dir "$out" "${operator_args[@]}"
+  "$bench" spread --tasks "$tasks" --idle "$idle" --window "$window" --period "$period" \
+    --out-dir "$out" "${operator_args[@]}"
   [ "$docs" = 1 ] || { log "wrote $out/spread.md and spread.json"; exit 0; }
   mkdir -p docs/bench
-  cp "$out/spread.md" "docs/bench/results-n$tasks-spread.md"
-  log "wrote docs/bench/results-n$tasks-spread.md"
+  suffix=$([ "$period" = 3600 ] || echo "-p$period")
+  cp "$out/spread.md" "docs/bench/results-n$tasks-spread$suffix.md"
+  log "wrote docs/bench/results-n$tasks-spread$suffix.md"
   exit 0
 fi
 run_fairness() {

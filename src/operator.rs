@@ -16,6 +16,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::api::{RecurringTask, Reminder};
+use crate::controller::initial_list::InitialList;
 use crate::controller::{self, Context, Settings};
 use crate::dapr::{DaprClient, DaprConfig};
 use crate::lease::{self, Leadership, LeaseConfig, LeaseElector};
@@ -34,6 +35,11 @@ pub struct RunArgs {
     /// canary operator next to the stable one. A task's reminders carry the task's labels.
     #[arg(long, env = "RECUR_SELECTOR")]
     pub selector: Option<String>,
+    /// How each kind's full list is fetched at start and after a relist: `streaming` (one
+    /// WATCH with sendInitialEvents, Kubernetes 1.34+), `paged` (LISTs of 500), or `auto`
+    /// (streaming if the apiserver accepts it, asked once per kind at start).
+    #[arg(long, env = "RECUR_INITIAL_LIST", value_enum, default_value_t = InitialList::Auto)]
+    pub initial_list: InitialList,
     /// Address of the probe and metrics server.
     #[arg(long, env = "RECUR_HTTP_ADDR", default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
@@ -263,6 +269,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         backend_app_id: args.backend_app_id.clone(),
         lease_margin,
         selector: args.selector.clone(),
+        initial_list: args.initial_list,
     };
     let reporter = Reporter {
         controller: "recur".into(),

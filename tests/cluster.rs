@@ -299,3 +299,65 @@ async fn a_service_account_token_authenticates_and_rbac_limits_it() {
 
     ns.cleanup().await;
 }
+
+/// recur's `--initial-list=auto` asks the apiserver once whether it serves streaming lists; this
+/// one does (WatchList is on by default since 1.34), and a streaming watcher and a paged one
+/// (pages of 40, so the list takes several requests) fill their caches with the same objects.
+#[tokio::test]
+async fn streaming_and_paged_lists_fill_the_cache_with_the_same_objects() {
+    use recur::api::RecurringTask;
+    use recur::controller::initial_list::{InitialList, resolve};
+
+    tokio::task::spawn_blocking(support::stack::install_crds)
+        .await
+        .unwrap();
+    let client = support::client().await;
+    let ns = TestNamespace::new(&client, "initial-list").await;
+    let api: Api<RecurringTask> = Api::namespaced(client.clone(), ns.name());
+    assert_eq!(
+        resolve(&api, "RecurringTask", InitialList::Auto).await,
+        InitialList::Streaming
+    );
+    assert_eq!(
+        resolve(&api, "RecurringTask", InitialList::Paged).await,
+        InitialList::Paged
+    );
+    let mut want = std::collections::BTreeSet::new();
+    for i in 0..150 {
+        let name = format!("t{i:03}");
+        let task: RecurringTask = serde_json::from_value(json!({
+            "apiVersion": "recur.dev/v1alpha1", "kind": "RecurringTask",
+            "metadata": {"name": name},
+            "spec": {"userId": "u", "title": "t", "schedule": {"every": "1h"}},
+        }))
+        .unwrap();
+        api.create(&PostParams::default(), &task).await.unwrap();
+        want.insert(name);
+    }
+    for (how, config) in [
+        (
+            "streaming",
+            watcher::Config::default().any_semantic().streaming_lists(),
+        ),
+        (
+            "paged",
+            watcher::Config::default().any_semantic().page_size(40),
+        ),
+    ] {
+        let (reader, writer) = kube::runtime::reflector::store::<RecurringTask>();
+        let stream = kube::runtime::reflector(writer, watcher(api.clone(), config));
+        let drive = tokio::spawn(stream.for_each(|_| futures::future::ready(())));
+        tokio::time::timeout(Duration::from_secs(30), reader.wait_until_ready())
+            .await
+            .unwrap_or_else(|_| panic!("{how}: the cache never held a full list"))
+            .unwrap();
+        let got: std::collections::BTreeSet<String> = reader
+            .state()
+            .iter()
+            .filter_map(|t| t.metadata.name.clone())
+            .collect();
+        drive.abort();
+        assert_eq!(got, want, "{how}");
+    }
+    ns.cleanup().await;
+}

@@ -6,6 +6,7 @@ pub mod completion;
 pub mod delivery;
 mod dispatch;
 pub mod fair;
+pub mod initial_list;
 pub mod rate;
 pub mod reason;
 pub mod reminder;
@@ -119,6 +120,8 @@ pub struct Settings {
     pub lease_margin: Duration,
     /// Only objects with matching labels are served (`--selector`).
     pub selector: Option<String>,
+    /// How the watch caches get their full lists (`--initial-list`).
+    pub initial_list: initial_list::InitialList,
 }
 
 /// Everything a reconcile needs.
@@ -548,6 +551,7 @@ pub(crate) fn test_context(
         backend_app_id: "backend".into(),
         lease_margin,
         selector: None,
+        initial_list: initial_list::InitialList::Auto,
     };
     let (tenancy, _never_driven) = crate::tenancy::Tenancy::watch(client.clone());
     Context::new(

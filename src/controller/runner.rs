@@ -18,6 +18,7 @@ use kube::runtime::reflector::{ObjectRef, Store};
 use tracing::{Instrument, info_span};
 
 use super::fair::{self, FairGate};
+use super::initial_list::{self, InitialList};
 use super::{Action, Context, Error, dispatch, leadership_gate, name_ns};
 
 /// What a kind tells the runner.
@@ -60,6 +61,9 @@ pub trait Reconcile:
 pub const OVERDUE_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
 
 /// How often `recur_pending_occurrences` is counted from the watch cache.
+/// A wait for a worker longer than this is logged (debug).
+const SLOW_TURN: Duration = Duration::from_millis(50);
+
 const PENDING_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Counts the kind's overdue objects (`recur_pending_occurrences`) and its objects by readiness
@@ -135,23 +139,23 @@ pub(crate) async fn run<K: Reconcile>(
         Some(ns) => kube::Api::namespaced(ctx.client.clone(), ns),
         None => kube::Api::all(ctx.client.clone()),
     };
-    // The watch cache keeps every object of the kind; what reconcile never reads (managedFields
-    // and kubectl's copy of the whole object) is dropped before it is stored: at 10,000 tasks
-    // that is most of the operator's memory.
     let (reader, writer) = kube::runtime::reflector::store();
     K::share_cache(&ctx, &reader);
+    let mut config = kube::runtime::watcher::Config::default().any_semantic();
+    if let Some(selector) = &ctx.settings.selector {
+        config = config.labels(selector);
+    }
+    if initial_list::resolve(&api, K::KIND, ctx.settings.initial_list).await
+        == InitialList::Streaming
+    {
+        config = config.streaming_lists();
+    }
     let objects = kube::runtime::reflector(
         writer,
-        kube::runtime::watcher(
-            api,
-            match &ctx.settings.selector {
-                Some(selector) => kube::runtime::watcher::Config::default()
-                    .any_semantic()
-                    .labels(selector),
-                None => kube::runtime::watcher::Config::default().any_semantic(),
-            },
-        )
-        .modify(prune_unread_metadata),
+        // The watch cache keeps every object of the kind; what reconcile never reads
+        // (managedFields and kubectl's copy of the whole object) is dropped before it is stored:
+        // at 10,000 tasks that is most of the operator's memory.
+        kube::runtime::watcher(api, config).modify(prune_unread_metadata),
     )
     .applied_objects();
     tokio::spawn(mark_synced(reader.clone(), ctx.health.clone(), K::KIND));
@@ -206,10 +210,20 @@ pub(super) async fn reconcile_in_turn<K: Reconcile>(
         .namespace
         .as_deref()
         .ok_or(Error::MissingField("metadata.namespace"))?;
+    let asked = Instant::now();
     let Ok(_permit) = gate.acquire(namespace).await else {
         // Shutting down: the next leader reconciles every object anyway.
         return Ok(Action::await_change());
     };
+    let waited = asked.elapsed();
+    if waited > SLOW_TURN {
+        tracing::debug!(
+            kind = K::KIND,
+            namespace,
+            waited_ms = waited.as_millis() as u64,
+            "waited for a worker"
+        );
+    }
     // The wait may have been long: decide on the object as it is now.
     let Some(obj) = store.get(&ObjectRef::from_obj(obj.as_ref())) else {
         // Deleted meanwhile.

@@ -36,9 +36,22 @@ pub enum Command {
     SpreadReport(SpreadReportArgs),
     /// Writes results.md, lag-*.dat and lag.plt from the JSON files in OUT_DIR.
     Report(ReportArgs),
+    /// What a RecurringTask costs in recur's watch cache, whole and without parts of its
+    /// status (no cluster needed): resident memory per task for N decoded tasks.
+    CacheMemory(CacheMemoryArgs),
     /// What each form of the guarded status write costs kube-apiserver (CPU from /proc,
     /// latency, bytes, optionally pprof); writes OUT_DIR/patchcost.json and patchcost.md.
     Patchcost(PatchCostArgs),
+}
+
+#[derive(Args)]
+pub struct CacheMemoryArgs {
+    /// Tasks decoded and held.
+    #[arg(long, default_value_t = 100_000)]
+    pub tasks: usize,
+    /// Measure only this variant (in this process); by default each in a process of its own.
+    #[arg(long, value_enum)]
+    pub variant: Option<crate::cache_memory::Variant>,
 }
 
 #[derive(Args)]
@@ -149,6 +162,11 @@ pub struct SpreadArgs {
     /// it. The target is over 10 minutes.
     #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(10..=3600))]
     pub window: u64,
+    /// The tasks' interval in seconds (60 to 3600; the tasks are hourly): a shorter one
+    /// gives fewer tasks the same occurrences per second, which tells the number of objects and
+    /// the rate apart.
+    #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(60..=3600))]
+    pub period: u64,
     /// The shortest idle window after the restart, in seconds. The first occurrence is set far
     /// enough ahead for the setup, the cold start, the restart and this; the idle window lasts
     /// until shortly before it.

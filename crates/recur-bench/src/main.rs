@@ -17,6 +17,8 @@
 //!   same N patches, a restart with every status correct, idle, and the steady-state firing lag;
 //!   writes `spread.json` and `spread.md` with the targets (`spread-report` writes `spread.md`
 //!   again from `spread.json`).
+//! - `cache-memory`: what one RecurringTask costs in the watch cache, whole and without parts of
+//!   its status (no cluster).
 //! - `report`: reads those files and writes `results.md`, the lag CDFs (`lag-*.dat`) and a
 //!   gnuplot script (`lag.plt`) that draws `lag.png`.
 //!
@@ -29,6 +31,7 @@
 //! turn that into `results.md` and the lag plot, `spread_report` into `spread.md`.
 mod apiserver;
 mod args;
+mod cache_memory;
 mod cluster;
 mod cronjob_scenario;
 mod error;
@@ -53,6 +56,7 @@ use chrono::Utc;
 use clap::Parser;
 
 use args::{Cli, Command};
+use cache_memory::run_cache_memory;
 use cronjob_scenario::run_cronjob;
 use fairness_scenario::run_fairness;
 use patchcost::run_patchcost;
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
             Command::SpreadReport(a) => spread_report(a),
             Command::Report(a) => report(a),
             Command::Patchcost(a) => run_patchcost(a).await,
+            Command::CacheMemory(a) => run_cache_memory(a),
         }
     });
     match result {

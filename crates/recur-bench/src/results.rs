@@ -152,7 +152,8 @@ pub struct FairnessResult {
     pub runs: Vec<FairnessRun>,
 }
 
-/// The spread scenario (`recur-bench spread`): N hourly tasks spread uniformly over the hour.
+/// The spread scenario (`recur-bench spread`): N tasks of one period (an hour unless
+/// `--period`) spread uniformly over it.
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
 pub struct SpreadResult {
     /// The command that produced it (quoted in the report).
@@ -161,6 +162,9 @@ pub struct SpreadResult {
     pub environment: Environment,
     pub workers: u16,
     pub tasks: usize,
+    /// The tasks' interval in seconds (older results: an hour).
+    #[serde(default = "hour")]
+    pub period_s: u64,
     /// `every: 1h` with `startAt` = `first_due` + floor(i × 3600 / N) s for task i.
     pub schedule: String,
     /// The first occurrence of the first task: the start of the steady-state window.
@@ -176,6 +180,10 @@ pub struct SpreadResult {
     /// The minimal client: N bare status patches, after the operator stopped.
     pub minimal: Limit,
     pub notes: Vec<String>,
+}
+
+fn hour() -> u64 {
+    3600
 }
 
 /// recur started with all N tasks present and none with a status.
@@ -209,6 +217,13 @@ pub struct SpreadRestart {
     pub api_until_settled: ApiDelta,
     /// Occurrences delivered from the start to settled (0 unless one fell due).
     pub delivered: f64,
+    /// The operator's CPU seconds from its start to ready: its share of the list (the rest of
+    /// the wait is the apiserver's).
+    #[serde(default)]
+    pub cpu_until_ready_s: f64,
+    /// Its resident memory at ready (the list just decoded).
+    #[serde(default)]
+    pub rss_at_ready_mib: f64,
 }
 
 /// From the restarted operator's settling to shortly before the first occurrence.

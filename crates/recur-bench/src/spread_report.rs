@@ -132,10 +132,11 @@ pub fn spread_markdown(r: &SpreadResult) -> String {
     };
     let n = r.tasks;
     let mut md = String::new();
-    let _ = writeln!(
-        md,
-        "# Scale benchmark: {n} hourly tasks spread over the hour\n"
-    );
+    let title = match r.period_s {
+        3600 => "hourly tasks spread over the hour".to_owned(),
+        p => format!("tasks every {p} s spread over the period"),
+    };
+    let _ = writeln!(md, "# Scale benchmark: {n} {title}\n");
     let _ = writeln!(
         md,
         "Made by `{command}` on {}: {} cores ({}), {:.0} GiB of memory; Kubernetes {} (etcd and kube-apiserver of `tests/cluster/up.sh`, on loopback); Dapr sidecars: {}; `recur run --workers {}`. Raw figures: `target/bench/spread.json`.\n",
@@ -145,7 +146,7 @@ pub fn spread_markdown(r: &SpreadResult) -> String {
         md,
         "{n} RecurringTasks with `{}`: {:.1} occurrences fall due per second, the first at {}. Created before recur starts, in {} (setup, not measured). Every phase but the steady state ends before the first occurrence, so nothing falls due in them.\n",
         r.schedule,
-        n as f64 / 3600.0,
+        n as f64 / r.period_s.max(1) as f64,
         r.first_due
             .map_or("-".to_owned(), |d| d.format("%H:%M:%S").to_string()),
         fmt_s(r.create_s)
@@ -177,11 +178,13 @@ pub fn spread_markdown(r: &SpreadResult) -> String {
     );
     let _ = writeln!(
         md,
-        "| 2. restart, every status correct | ready {}, every task reconciled {} | {} | {} | | |",
+        "| 2. restart, every status correct | ready {}, every task reconciled {} | {} | {} | {:.2} s until ready | {:.0} MiB at ready |",
         fmt_s(rs.ready_s),
         fmt_s(rs.settled_s),
         rs.writes_until_settled,
-        rs.api_until_settled.own
+        rs.api_until_settled.own,
+        rs.cpu_until_ready_s,
+        rs.rss_at_ready_mib
     );
     let _ = writeln!(
         md,
@@ -248,6 +251,7 @@ mod tests {
     fn good() -> SpreadResult {
         let mut r = SpreadResult {
             tasks: 100,
+            period_s: 3600,
             ..SpreadResult::default()
         };
         r.cold.all_pending_s = 12.0;

@@ -1,7 +1,8 @@
 //! The spread scenario (`recur-bench spread`, `scripts/bench.sh --spread`): N RecurringTasks on
-//! `every: 1h` whose occurrences are spread uniformly over the hour, task i at
-//! `first_due + floor(i × 3600 / N)` seconds (its `startAt`), so N/3600 fall due each second
-//! (about 28/s for 100,000). The tasks are created before recur starts (setup, not measured).
+//! `every: 1h` (or `--period`) whose occurrences are spread uniformly over the period, task i at
+//! `first_due + floor(i × period / N)` seconds (its `startAt`), so N/period fall due each second
+//! (about 28/s for 100,000 hourly). The tasks are created before recur starts (setup, not
+//! measured).
 //! Then, in this order:
 //!
 //! 1. cold start: `recur run` started with all N present and none with a status; the time until
@@ -55,24 +56,23 @@ pub const NS: &str = "bench-spread";
 const OWN: &[&str] = &["recurringtasks", "reminders"];
 /// Tasks of the write-rate probe that sets the first occurrence.
 const PROBE: usize = 500;
-/// An hour, in seconds: the tasks' interval.
-const HOUR: u64 = 3600;
-
-/// Task `i` of `n`'s offset in the hour: `floor(i × 3600 / n)` seconds, so that the `n`
-/// occurrences are spread uniformly (`n / 3600` per second; for `n` ≤ 3600 at most one per
+/// Task `i` of `n`'s offset in the period: `floor(i × period / n)` seconds, so that the `n`
+/// occurrences are spread uniformly (`n / period` per second; for `n` ≤ period at most one per
 /// second).
-pub fn offset_secs(i: usize, n: usize) -> u64 {
+pub fn offset_secs(i: usize, n: usize, period: u64) -> u64 {
     if n == 0 {
         return 0;
     }
-    (i as u128 * u128::from(HOUR) / n as u128) as u64
+    (i as u128 * u128::from(period) / n as u128) as u64
 }
 
-/// How many of the `n` tasks fall due in the first `window` seconds of the hour: those with
-/// `offset_secs < window`, i.e. `i < window × n / 3600`.
-pub fn due_in_window(n: usize, window: u64) -> usize {
-    let w = window.min(HOUR) as u128;
-    (w * n as u128).div_ceil(u128::from(HOUR)).min(n as u128) as usize
+/// How many of the `n` tasks fall due in the first `window` seconds of the period: those with
+/// `offset_secs < window`, i.e. `i < window × n / period`.
+pub fn due_in_window(n: usize, window: u64, period: u64) -> usize {
+    let w = window.min(period) as u128;
+    (w * n as u128)
+        .div_ceil(u128::from(period.max(1)))
+        .min(n as u128) as usize
 }
 
 /// How far ahead the first occurrence is: 30 s, plus the creates and the cold start's first
@@ -97,7 +97,7 @@ pub fn writes(api: &ApiDelta) -> f64 {
     requests_on_own(api, is_write)
 }
 
-fn task(i: usize, start_at: DateTime<Utc>) -> Res<RecurringTask> {
+fn task(i: usize, start_at: DateTime<Utc>, period: u64) -> Res<RecurringTask> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "recur.dev/v1alpha1",
         "kind": "RecurringTask",
@@ -106,11 +106,20 @@ fn task(i: usize, start_at: DateTime<Utc>) -> Res<RecurringTask> {
             "userId": format!("bench-user-{}", i % 100),
             "title": format!("Benchmark task {i}"),
             "schedule": {
-                "every": "1h",
+                "every": every(period),
                 "startAt": start_at.to_rfc3339_opts(SecondsFormat::Secs, true),
             },
         }
     }))?)
+}
+
+/// The tasks' `every`: whole minutes or hours where they are, else seconds.
+fn every(period: u64) -> String {
+    match period {
+        p if p % 3600 == 0 => format!("{}h", p / 3600),
+        p if p % 60 == 0 => format!("{}m", p / 60),
+        p => format!("{p}s"),
+    }
 }
 
 /// How long to wait for a namespace of `n` tasks to go.
@@ -123,6 +132,11 @@ pub async fn run_spread(a: SpreadArgs) -> Res<()> {
     if n == 0 {
         return Err(msg("--tasks must be at least 1"));
     }
+    if a.window > a.period {
+        return Err(msg(
+            "--window must not exceed --period: each task falls due once in the window",
+        ));
+    }
     let client = kube_client(&a.common.kubeconfig).await?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(120))
@@ -133,6 +147,7 @@ pub async fn run_spread(a: SpreadArgs) -> Res<()> {
         environment: environment(version.git_version, a.op.sidecar.clone()),
         workers: a.op.workers,
         tasks: n,
+        period_s: a.period,
         ..SpreadResult::default()
     };
 
@@ -147,8 +162,10 @@ pub async fn run_spread(a: SpreadArgs) -> Res<()> {
     );
     r.first_due = Some(first_due);
     r.schedule = format!(
-        "every: 1h, startAt: {} + floor(i × 3600 / {n}) s for task i",
-        first_due.to_rfc3339_opts(SecondsFormat::Secs, true)
+        "every: {}, startAt: {} + floor(i × {} / {n}) s for task i",
+        every(a.period),
+        first_due.to_rfc3339_opts(SecondsFormat::Secs, true),
+        a.period
     );
     say(format!(
         "first occurrence at {} ({:.0}s ahead: {n} creates and {n} first writes at half of {:.0}/s, the restart, and an idle window of at least {}s)",
@@ -161,7 +178,8 @@ pub async fn run_spread(a: SpreadArgs) -> Res<()> {
         .map(|i| {
             task(
                 i,
-                first_due + chrono::Duration::seconds(offset_secs(i, n) as i64),
+                first_due + chrono::Duration::seconds(offset_secs(i, n, a.period) as i64),
+                a.period,
             )
         })
         .collect::<Res<Vec<_>>>()?;
@@ -169,7 +187,8 @@ pub async fn run_spread(a: SpreadArgs) -> Res<()> {
     let took = create_all(&api, tasks).await?;
     r.create_s = took.as_secs_f64();
     say(format!(
-        "created {n} RecurringTasks (every 1h, spread over the hour) in {NS} in {:.1}s",
+        "created {n} RecurringTasks (every {}, spread over it) in {NS} in {:.1}s",
+        every(a.period),
         r.create_s
     ));
 
@@ -265,8 +284,13 @@ pub async fn run_spread(a: SpreadArgs) -> Res<()> {
     }
 
     r.command = format!(
-        "recur-bench spread --tasks {n} --window {} --idle {}",
-        a.window, a.idle
+        "recur-bench spread --tasks {n} --window {} --idle {}{}",
+        a.window,
+        a.idle,
+        match a.period {
+            3600 => String::new(),
+            p => format!(" --period {p}"),
+        }
     );
     write_json(&a.common.out_dir, "spread.json", &r)?;
     write_spread_md(&a.common.out_dir, &r)?;
@@ -479,6 +503,7 @@ async fn restart(
     )?;
     op.wait_ready(http).await?;
     let ready_s = t0.elapsed().as_secs_f64();
+    let stat_ready = proc_stat(op.pid)?;
     let at_ready = apiserver_metrics(client).await?;
     let deadline = Instant::now() + Duration::from_secs(120) + Duration::from_millis(10) * n as u32;
     loop {
@@ -506,6 +531,8 @@ async fn restart(
             writes_until_settled: writes(&api),
             api_until_settled: api,
             delivered,
+            cpu_until_ready_s: stat_ready.cpu_s,
+            rss_at_ready_mib: stat_ready.rss_mib,
         },
         op,
     ))
@@ -569,10 +596,11 @@ async fn steady(
 ) -> Res<SpreadSteady> {
     let n = a.common.tasks;
     let end = first_due + chrono::Duration::seconds(a.window as i64);
-    let expected = due_in_window(n, a.window);
+    let expected = due_in_window(n, a.window, a.period);
     let records_url = format!("{}/_dev/records", a.op.backend_url);
     http.delete(&records_url).send().await?.error_for_status()?;
     let before = apiserver_metrics(client).await?;
+    let recur_before = op.metrics(http).await?;
     let stat0 = proc_stat(op.pid)?;
     let delivered0 = op.delivered(http).await?;
     if Utc::now() >= first_due {
@@ -612,6 +640,17 @@ async fn steady(
     let stat1 = proc_stat(op.pid)?;
     let delivered = op.delivered(http).await? - delivered0;
     let after = apiserver_metrics(client).await?;
+    // Both sides' /metrics around the window, for what the report does not show (latency
+    // histograms of the status writes, the work queue): the difference of each pair.
+    for (name, text) in [
+        ("steady-apiserver-metrics-before.txt", &before),
+        ("steady-apiserver-metrics-after.txt", &after),
+        ("steady-recur-metrics-before.txt", &recur_before),
+        ("steady-recur-metrics-after.txt", &op.metrics(http).await?),
+    ] {
+        let path = a.common.out_dir.join(name);
+        std::fs::write(&path, text).map_err(|e| msg(format!("writing {}: {e}", path.display())))?;
+    }
     let api = api_delta(&before, &after, OWN);
     let lags: Vec<i64> = in_window.iter().filter_map(|r| r.lag_ms).collect();
     let cpu_s = stat1.cpu_s - stat0.cpu_s;
@@ -640,7 +679,7 @@ mod tests {
         let n = 100_000;
         let mut per_second = vec![0usize; 3600];
         for i in 0..n {
-            let o = offset_secs(i, n);
+            let o = offset_secs(i, n, 3600);
             assert!(o < 3600);
             per_second[o as usize] += 1;
         }
@@ -648,10 +687,12 @@ mod tests {
         assert!(per_second.iter().all(|&c| c == 27 || c == 28));
         assert_eq!(per_second.iter().sum::<usize>(), n);
         // Fewer tasks than seconds: at most one per second, first at 0.
-        assert_eq!(offset_secs(0, 3000), 0);
-        assert_eq!(offset_secs(1, 3000), 1);
-        assert_eq!(offset_secs(2999, 3000), 3598);
-        assert_eq!(offset_secs(0, 0), 0);
+        assert_eq!(offset_secs(0, 3000, 3600), 0);
+        assert_eq!(offset_secs(1, 3000, 3600), 1);
+        assert_eq!(offset_secs(2999, 3000, 3600), 3598);
+        assert_eq!(offset_secs(0, 0, 3600), 0);
+        // A 6-minute period: 10,000 tasks give the hourly 100,000's 27.8 a second.
+        assert_eq!(offset_secs(9999, 10_000, 360), 359);
     }
 
     #[test]
@@ -664,10 +705,11 @@ mod tests {
             (5000, 3600),
             (3601, 1),
         ] {
-            let brute = (0..n).filter(|&i| offset_secs(i, n) < w).count();
-            assert_eq!(due_in_window(n, w), brute, "n={n} w={w}");
+            let brute = (0..n).filter(|&i| offset_secs(i, n, 3600) < w).count();
+            assert_eq!(due_in_window(n, w, 3600), brute, "n={n} w={w}");
         }
-        assert_eq!(due_in_window(100_000, 600), 16_667);
+        assert_eq!(due_in_window(100_000, 600, 3600), 16_667);
+        assert_eq!(due_in_window(10_000, 60, 360), 1_667);
     }
 
     #[test]

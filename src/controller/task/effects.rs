@@ -140,6 +140,9 @@ async fn scheduled(
             }))
         }
         Plan::Deliver(p) => {
+            // How late the decision itself is: the firing lag before the call.
+            let late_ms = (now - p.due).num_milliseconds();
+            tracing::debug!(key = %p.idempotency_key, late_ms, "occurrence due");
             if let Some(wait) = ctx.over_rate(ns, per_second) {
                 return Ok(Action::requeue(wait));
             }

@@ -1,0 +1,156 @@
+//! `recur-bench cache-memory`: what one RecurringTask costs in recur's watch cache, and which
+//! parts of it cost what. No cluster: a task as recur writes it (one delivered occurrence, so
+//! one history record) is serialised as the apiserver sends it, then decoded N times (names
+//! differ) into the typed object the cache holds, each in an `Arc`, with parts of it dropped
+//! in each variant; the resident memory that adds is measured from /proc (the allocator's
+//! overhead included, as in the operator).
+use std::sync::Arc;
+
+use chrono::{TimeDelta, TimeZone, Utc};
+use recur::api::RecurringTask;
+use recur::controller::task::{Plan, after_attempt, compile, plan};
+use serde_json::json;
+
+use crate::args::CacheMemoryArgs;
+use crate::error::{Res, msg};
+use crate::procfs::proc_stat;
+
+/// What a variant keeps of each object.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Variant {
+    /// The object as the cache holds it today (managedFields already dropped).
+    Full,
+    /// Without `status.history` and `status.upcoming`.
+    NoHistory,
+    /// Without those and `status.conditions`.
+    NoConditions,
+    /// Metadata and spec only.
+    NoStatus,
+}
+
+const VARIANTS: [Variant; 4] = [
+    Variant::Full,
+    Variant::NoHistory,
+    Variant::NoConditions,
+    Variant::NoStatus,
+];
+
+fn trim(task: &mut RecurringTask, variant: Variant) {
+    let Some(status) = task.status.as_mut() else {
+        return;
+    };
+    match variant {
+        Variant::Full => {}
+        Variant::NoHistory => {
+            status.history = vec![];
+            status.upcoming = vec![];
+        }
+        Variant::NoConditions => {
+            status.history = vec![];
+            status.upcoming = vec![];
+            status.conditions = vec![];
+        }
+        Variant::NoStatus => task.status = None,
+    }
+}
+
+/// One task as recur leaves it after its first delivered occurrence, as JSON.
+fn sample() -> Res<String> {
+    let start = Utc
+        .with_ymd_and_hms(2026, 12, 5, 0, 0, 0)
+        .single()
+        .ok_or_else(|| msg("no such instant"))?;
+    let uid = "3f1c8a2e-5b7d-4c9a-8e21-6d0f4b9a7c13";
+    let mut task: RecurringTask = serde_json::from_value(json!({
+        "apiVersion": "recur.dev/v1alpha1", "kind": "RecurringTask",
+        "metadata": {"name": "task-000000", "namespace": "recur-bench", "uid": uid,
+            "resourceVersion": "123456789", "generation": 1,
+            "creationTimestamp": "2026-12-05T00:00:00Z"},
+        "spec": {"userId": "bench-user-23", "title": "Benchmark task 123",
+            "schedule": {"every": "1h", "startAt": "2026-12-05T00:10:00Z"}}
+    }))?;
+    let schedule = compile(&task).map_err(|e| msg(format!("schedule: {e}")))?;
+    if let Plan::Update { status, .. } = plan(&task, &schedule, uid, start) {
+        task.status = Some(*status);
+    }
+    let now = start + TimeDelta::minutes(10);
+    let Plan::Deliver(p) = plan(&task, &schedule, uid, now) else {
+        return Err(msg("the sample task was not due"));
+    };
+    let delivered = recur::dapr::Outcome::Delivered {
+        status: 200,
+        backend_id: Some("backend".into()),
+        replayed: false,
+    };
+    task.status = Some(after_attempt(&task, &schedule, uid, &p, &delivered, now));
+    Ok(serde_json::to_string(&task)?)
+}
+
+fn rss_bytes() -> Res<f64> {
+    Ok(proc_stat(std::process::id())?.rss_mib * 1024.0 * 1024.0)
+}
+
+/// Every variant in a process of its own (memory freed by one would be reused by the next),
+/// or only `--variant`.
+pub fn run_cache_memory(a: CacheMemoryArgs) -> Res<()> {
+    let n = a.tasks.max(1);
+    if let Some(variant) = a.variant {
+        return measure(n, variant);
+    }
+    let text = sample()?;
+    println!(
+        "one task as the apiserver sends it (managedFields aside): {} bytes of JSON",
+        text.len()
+    );
+    println!(
+        "inline sizes: RecurringTask {} B (metadata {} B, spec {} B, status {} B); a history record {} B, a condition {} B",
+        size_of::<RecurringTask>(),
+        size_of::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(),
+        size_of::<recur::api::RecurringTaskSpec>(),
+        size_of::<recur::api::RecurringTaskStatus>(),
+        size_of::<recur::api::OccurrenceRecord>(),
+        size_of::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>(),
+    );
+    println!("| kept in the cache | resident memory for {n} tasks | per task |");
+    println!("|---|---:|---:|");
+    let exe = std::env::current_exe().map_err(|e| msg(format!("finding recur-bench: {e}")))?;
+    for variant in VARIANTS {
+        let name = clap::ValueEnum::to_possible_value(&variant)
+            .map(|v| v.get_name().to_owned())
+            .ok_or_else(|| msg("a variant without a name"))?;
+        let status = std::process::Command::new(&exe)
+            .args([
+                "cache-memory",
+                "--tasks",
+                &n.to_string(),
+                "--variant",
+                &name,
+            ])
+            .status()
+            .map_err(|e| msg(format!("starting {}: {e}", exe.display())))?;
+        if !status.success() {
+            return Err(msg(format!("measuring {name}: {status}")));
+        }
+    }
+    Ok(())
+}
+
+fn measure(n: usize, variant: Variant) -> Res<()> {
+    let text = sample()?;
+    let before = rss_bytes()?;
+    let mut held: Vec<Arc<RecurringTask>> = Vec::with_capacity(n);
+    for i in 0..n {
+        let one = text.replacen("task-000000", &format!("task-{i:06}"), 1);
+        let mut task: RecurringTask = serde_json::from_str(&one)?;
+        trim(&mut task, variant);
+        held.push(Arc::new(task));
+    }
+    let added = rss_bytes()? - before;
+    std::hint::black_box(&held);
+    println!(
+        "| {variant:?} | {:.0} MiB | {:.0} B |",
+        added / 1024.0 / 1024.0,
+        added / n as f64
+    );
+    Ok(())
+}
