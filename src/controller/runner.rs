@@ -60,10 +60,10 @@ pub trait Reconcile:
 /// at its due instant is not one (with tasks every second, one always is).
 pub const OVERDUE_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
 
-/// How often `recur_pending_occurrences` is counted from the watch cache.
 /// A wait for a worker longer than this is logged (debug).
 const SLOW_TURN: Duration = Duration::from_millis(50);
 
+/// How often `recur_pending_occurrences` is counted from the watch cache.
 const PENDING_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Counts the kind's overdue objects (`recur_pending_occurrences`) and its objects by readiness

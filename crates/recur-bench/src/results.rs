@@ -165,7 +165,7 @@ pub struct SpreadResult {
     /// The tasks' interval in seconds (older results: an hour).
     #[serde(default = "hour")]
     pub period_s: u64,
-    /// `every: 1h` with `startAt` = `first_due` + floor(i × 3600 / N) s for task i.
+    /// `every: <period>` with `startAt` = `first_due` + floor(i × period / N) s for task i.
     pub schedule: String,
     /// The first occurrence of the first task: the start of the steady-state window.
     pub first_due: Option<DateTime<Utc>>,
