@@ -427,7 +427,7 @@ impl Schedule {
                     .unwrap_or(from),
             },
             GenKind::Pattern(p) => LocalGen::Pattern(p.generate_from(from)),
-            GenKind::Rrule(r) => LocalGen::Rrule(r.generate_from(from)),
+            GenKind::Rrule(r) => LocalGen::Rrule(Box::new(r.generate_from(from))),
         };
         let exdates = match (&self.kind, apply_exdates) {
             (Kind::Rrule(r), true) => Some(r.as_ref()),
@@ -537,7 +537,8 @@ enum LocalGen<'a> {
         cursor: NaiveDateTime,
     },
     Pattern(PatternGen<'a>),
-    Rrule(RruleGen<'a>),
+    // Boxed: the crate's iterator is several times the size of the other variants.
+    Rrule(Box<RruleGen<'a>>),
 }
 
 impl LocalGen<'_> {

@@ -16,8 +16,10 @@ use rrule::{Frequency, RRule, RRuleSet, RRuleSetIter, Unvalidated};
 
 use super::zone;
 use byday::{ByDayUnion, ByDayUnionGen};
+use time_limits::TimeLimits;
 
 mod byday;
+mod time_limits;
 
 /// Most `EXDATE` values accepted.
 const MAX_EXDATES: usize = 1000;
@@ -30,6 +32,8 @@ pub struct RruleRule {
     rule: RRule,
     /// Set when BYDAY mixes plain and numbered weekdays: generates instead of `rule`.
     by_day_union: Option<ByDayUnion>,
+    /// BYHOUR and BYMINUTE of a SECONDLY or MINUTELY rule, taken out of `rule`.
+    time_limits: TimeLimits,
     freq: Frequency,
     interval: i64,
     week_start: chrono::Weekday,
@@ -106,8 +110,16 @@ impl RruleRule {
             .map_err(|e| crate_message(&e))?;
         let by_day_union =
             ByDayUnion::split(&unvalidated, &rule, dtstart).map_err(|e| crate_message(&e))?;
+        let (time_limits, rule) = match TimeLimits::take(unvalidated, &rule) {
+            (limits, _) if limits.is_empty() => (limits, rule),
+            (limits, rest) => (
+                limits,
+                rest.validate(dtstart).map_err(|e| crate_message(&e))?,
+            ),
+        };
         Ok(RruleRule {
             by_day_union,
+            time_limits,
             freq: rule.get_freq(),
             interval: i64::from(rule.get_interval()),
             week_start: rule.get_week_start(),
@@ -145,8 +157,17 @@ impl RruleRule {
     /// aligned period): the rule's defaults (BYHOUR, BYMONTHDAY...) were fixed at validation from
     /// the real start, so the moved one changes nothing but where iteration begins.
     pub fn generate_from(&self, from: NaiveDateTime) -> RruleGen<'_> {
+        RruleGen {
+            rule: self,
+            times: self.times_from(from),
+            from,
+            done: false,
+        }
+    }
+
+    fn times_from(&self, from: NaiveDateTime) -> Times<'_> {
         let base = self.aligned_base(from).unwrap_or(self.origin);
-        let times = match &self.by_day_union {
+        match &self.by_day_union {
             Some(union) => Times::ByDayUnion(union.generate(base, self.origin)),
             None => {
                 let set = RRuleSet::new(base.and_utc().with_timezone(&rrule::Tz::UTC))
@@ -154,11 +175,6 @@ impl RruleRule {
                     .limit();
                 Times::Crate((&set).into_iter())
             }
-        };
-        RruleGen {
-            times,
-            from,
-            done: false,
         }
     }
 
@@ -228,6 +244,7 @@ impl RruleRule {
 
 /// Wall-clock times of a rule, in increasing order.
 pub struct RruleGen<'a> {
+    rule: &'a RruleRule,
     times: Times<'a>,
     from: NaiveDateTime,
     done: bool,
@@ -250,9 +267,19 @@ impl RruleGen<'_> {
             if t > limit {
                 break;
             }
-            if t >= self.from {
-                return Some(t);
+            if t < self.from {
+                continue;
             }
+            if !self.rule.time_limits.allows(t) {
+                // Nothing before the next allowed time (after t) is in the set: restart there.
+                let Some(next) = self.rule.time_limits.next_allowed(t) else {
+                    break;
+                };
+                self.from = next;
+                self.times = self.rule.times_from(next);
+                continue;
+            }
+            return Some(t);
         }
         self.done = true;
         None
@@ -548,6 +575,69 @@ mod tests {
                     NaiveDateTime::parse_from_str(&expected[..16], "%Y-%m-%d %H:%M").unwrap();
                 let got = take(&r, &from.format("%Y-%m-%d %H:%M").to_string(), 1);
                 assert_eq!(got.first(), Some(expected), "{text} from {from}");
+            }
+        }
+    }
+
+    /// SECONDLY and MINUTELY rules whose parts only limit, against a brute-force walk of
+    /// origin + k * INTERVAL: the crate keeps the phase of INTERVAL when it skips hours or minutes
+    /// that BYHOUR or BYMINUTE exclude only if we do that skipping (it moves whole minutes or
+    /// hours and loses the phase of an INTERVAL that does not divide them).
+    #[test]
+    fn sub_hourly_rules_keep_their_phase_across_skipped_hours() {
+        let cases = [
+            ("FREQ=SECONDLY;INTERVAL=7;BYHOUR=0", 7),
+            ("FREQ=SECONDLY;INTERVAL=13;BYMINUTE=5,50", 13),
+            ("FREQ=SECONDLY;INTERVAL=90;BYHOUR=3,17;BYMINUTE=1,2,3", 90),
+            ("FREQ=SECONDLY;INTERVAL=7;BYHOUR=0;BYSECOND=1,2,3,4,5,6", 7),
+            ("FREQ=SECONDLY;INTERVAL=11;BYDAY=SA;BYHOUR=23", 11),
+            ("FREQ=MINUTELY;INTERVAL=7;BYHOUR=0,13", 7 * 60),
+            (
+                "FREQ=MINUTELY;INTERVAL=25;BYHOUR=9;BYMINUTE=0,5,10,15,20,25,30",
+                25 * 60,
+            ),
+            ("FREQ=MINUTELY;INTERVAL=7;BYMONTHDAY=1,15;BYHOUR=2", 7 * 60),
+        ];
+        let origin =
+            NaiveDateTime::parse_from_str("2026-01-01 10:00:03", "%Y-%m-%d %H:%M:%S").unwrap();
+        for (text, step) in cases {
+            let r = RruleRule::parse(text, Tz::UTC, origin).unwrap();
+            let parts: Vec<(&str, Vec<u32>)> = text
+                .split(';')
+                .filter_map(|p| p.split_once('='))
+                .filter(|(k, _)| k.starts_with("BY") && *k != "BYDAY")
+                .map(|(k, v)| (k, v.split(',').map(|n| n.parse().unwrap()).collect()))
+                .collect();
+            let saturdays_only = text.contains("BYDAY=SA");
+            let matches = |t: NaiveDateTime| {
+                (!saturdays_only || t.weekday() == chrono::Weekday::Sat)
+                    && parts.iter().all(|(k, v)| {
+                        let field = match *k {
+                            "BYHOUR" => t.hour(),
+                            "BYMINUTE" => t.minute(),
+                            "BYSECOND" => t.second(),
+                            "BYMONTHDAY" => t.day(),
+                            _ => unreachable!("{k}"),
+                        };
+                        v.contains(&field)
+                    })
+            };
+            let end = origin + TimeDelta::days(40);
+            let expected: Vec<NaiveDateTime> = (0..)
+                .map(|k| origin + TimeDelta::seconds(k * step))
+                .take_while(|t| *t < end)
+                .filter(|t| matches(*t))
+                .take(300)
+                .collect();
+            let mut g = r.generate_from(origin);
+            let got: Vec<NaiveDateTime> = (0..expected.len()).map_while(|_| g.next(end)).collect();
+            let first_difference = got.iter().zip(&expected).position(|(g, e)| g != e);
+            assert_eq!(first_difference, None, "{text} from the origin");
+            assert_eq!(got.len(), expected.len(), "{text} from the origin");
+            // From just after any occurrence, the next is the next of the walk.
+            for pair in expected.windows(2).step_by(7) {
+                let mut g = r.generate_from(pair[0] + TimeDelta::seconds(1));
+                assert_eq!(g.next(end), Some(pair[1]), "{text} after {}", pair[0]);
             }
         }
     }
