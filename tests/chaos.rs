@@ -240,13 +240,23 @@ async fn verify(run: Run, name: &str) -> Summary {
                     )
                 })
                 .collect();
+            // Everything the backend and the operators say about a missing key: was it sent,
+            // refused with a fault, or never tried?
+            let seen: Vec<String> = records
+                .iter()
+                .filter(|r| r.key.as_ref().is_some_and(|k| missing.contains(k)))
+                .map(|r| format!("{r:?}"))
+                .collect();
             let logs: Vec<String> = (0..stack.operators.len())
                 .map(|i| {
                     stack
                         .operator_log(i)
                         .lines()
                         .filter(|l| {
-                            l.contains("WARN") || l.contains("ERROR") || l.contains("lease")
+                            l.contains("WARN")
+                                || l.contains("ERROR")
+                                || l.contains("lease")
+                                || missing.iter().any(|k| l.contains(k.as_str()))
                         })
                         .map(str::to_string)
                         .collect::<Vec<_>>()
@@ -254,7 +264,8 @@ async fn verify(run: Run, name: &str) -> Summary {
                 })
                 .collect();
             panic!(
-                "{name}: occurrences lost: {s}\nfirst missing keys: {missing:#?}\nstatuses:\n{}\noperator warnings:\n{}",
+                "{name}: occurrences lost: {s}\nfirst missing keys: {missing:#?}\nthe backend's records of them:\n{}\nstatuses:\n{}\noperator warnings and lines with a missing key:\n{}",
+                seen.join("\n"),
                 statuses.join("\n"),
                 logs.join("\n---\n")
             );
