@@ -98,11 +98,8 @@ pub(crate) async fn run<K: Reconcile>(
                 }
                 None => in_flight.due(r),
             },
-            Some((r, after)) = done_rx.recv() => {
-                if let Some(after) = in_flight.finished(&r, after) {
-                    let run_at = Instant::now()
-                        .checked_add(after)
-                        .unwrap_or_else(far_future);
+            Some((r, next)) = done_rx.recv() => {
+                if let Some(run_at) = in_flight.finished(&r, next) {
                     // The receiver lives in `due`, as long as this loop.
                     let _ = again_tx.send(ScheduleRequest { message: r, run_at });
                 }
@@ -141,7 +138,7 @@ struct InFlight<K: Reconcile> {
     ctx: Arc<Context>,
     gate: Arc<FairGate>,
     store: Store<K>,
-    done: mpsc::UnboundedSender<(ObjectRef<K>, Option<Duration>)>,
+    done: mpsc::UnboundedSender<Finished<K>>,
     again: HashMap<ObjectRef<K>, bool>,
 }
 
@@ -153,6 +150,7 @@ impl<K: Reconcile> InFlight<K> {
             return;
         }
         self.again.insert(r.clone(), false);
+        tracing::trace!(object = %r, "due");
         tokio::spawn(in_turn(
             r,
             self.ctx.clone(),
@@ -162,11 +160,11 @@ impl<K: Reconcile> InFlight<K> {
         ));
     }
 
-    /// `r`'s task ended asking for a run `after` from now: when to run it next.
-    fn finished(&mut self, r: &ObjectRef<K>, after: Option<Duration>) -> Option<Duration> {
+    /// `r`'s task ended asking for a run at `next`: when to run it next.
+    fn finished(&mut self, r: &ObjectRef<K>, next: Option<Instant>) -> Option<Instant> {
         match self.again.remove(r) {
-            Some(true) => Some(Duration::ZERO),
-            _ => after,
+            Some(true) => Some(Instant::now()),
+            _ => next,
         }
     }
 }
@@ -177,38 +175,54 @@ pub(super) async fn in_turn<K: Reconcile>(
     ctx: Arc<Context>,
     gate: Arc<FairGate>,
     store: Store<K>,
-    done: mpsc::UnboundedSender<(ObjectRef<K>, Option<Duration>)>,
+    done: mpsc::UnboundedSender<Finished<K>>,
 ) {
     let mut done = Done {
         r: Some(r),
-        after: Some(AFTER_PANIC),
+        next: None,
         tx: done,
     };
+    if let Some(r) = &done.r {
+        tracing::trace!(object = %r, "turn");
+    }
     let Some(obj) = done.r.as_ref().and_then(|r| store.get(r)) else {
         // Gone from the cache: nothing to do until it comes back.
-        done.after = None;
+        done.next = Some(None);
         return;
     };
     let action = match reconcile_in_turn(obj.clone(), ctx.clone(), gate, store).await {
         Ok(action) => action,
         Err(err) => error_policy(obj, &err, ctx),
     };
-    done.after = action.requeue_after();
+    // The instant is fixed now, when the reconcile decided: the loop may read this message
+    // much later (at a restart it works through every object's), and a wait counted from then
+    // would make the next run late by that much.
+    done.next = Some(action.requeue_after().map(after));
 }
+
+/// `wait` from now, as an instant (a year at most: kube-runtime's scheduler clamps it further).
+fn after(wait: Duration) -> Instant {
+    Instant::now().checked_add(wait).unwrap_or_else(far_future)
+}
+
+/// What a task tells the loop when it ends: its object, and when to run it next (if at all).
+type Finished<K> = (ObjectRef<K>, Option<Instant>);
 
 /// Tells the loop that a task ended, even by a panic (then with a retry like an error's), so
 /// that its object is never left marked in flight.
 struct Done<K: Reconcile> {
     r: Option<ObjectRef<K>>,
-    after: Option<Duration>,
-    tx: mpsc::UnboundedSender<(ObjectRef<K>, Option<Duration>)>,
+    /// When to run the object next, once decided (`None` until then: a panic retries it).
+    next: Option<Option<Instant>>,
+    tx: mpsc::UnboundedSender<Finished<K>>,
 }
 
 impl<K: Reconcile> Drop for Done<K> {
     fn drop(&mut self) {
         if let Some(r) = self.r.take() {
             // Closed only once the loop is gone, and nothing is waited for then.
-            let _ = self.tx.send((r, self.after));
+            let next = self.next.unwrap_or_else(|| Some(after(AFTER_PANIC)));
+            let _ = self.tx.send((r, next));
         }
     }
 }

@@ -17,12 +17,16 @@ use crate::lease::Leadership;
 /// A context on a mock apiserver that nobody answers: a test that reached the API would hang
 /// (and fail on its timeout) instead of passing.
 fn context(leadership: Leadership) -> Arc<Context> {
+    context_with_margin(leadership, Duration::ZERO)
+}
+
+fn context_with_margin(leadership: Leadership, lease_margin: Duration) -> Arc<Context> {
     let (service, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
     Arc::new(crate::controller::test_context(
         service,
         "http://127.0.0.1:9",
         leadership,
-        Duration::ZERO,
+        lease_margin,
     ))
 }
 
@@ -116,4 +120,29 @@ async fn an_object_deleted_while_it_waited_is_not_reconciled() {
     .unwrap();
     assert_eq!(decided.unwrap(), Action::await_change());
     assert_eq!(gate.available(), 1, "the worker is given back");
+}
+
+/// The next run is fixed when the reconcile decides, not when the loop reads what the task
+/// said: after a restart the loop works through every object's answer, and a wait counted from
+/// its reading made each next occurrence late by the loop's backlog (up to 0.9 s at 100,000
+/// tasks, see docs/scaling.md).
+#[tokio::test(start_paused = true)]
+async fn the_next_run_is_fixed_when_the_reconcile_decides() {
+    // A leader whose lease is too short for a delivery: asked back after a slack, no API call.
+    let ctx = context_with_margin(
+        Leadership::leading_until(Instant::now() + Duration::from_secs(600)),
+        Duration::from_secs(3600),
+    );
+    let (store, mut writer) = reflector::store();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Apply(
+        task().as_ref().clone(),
+    ));
+    let (done, mut read) = tokio::sync::mpsc::unbounded_channel();
+    let r = ObjectRef::from_obj(task().as_ref());
+    dispatch::in_turn(r, ctx, Arc::new(FairGate::new(1)), store, done).await;
+    let decided = tokio::time::Instant::now();
+    // The loop reads it two seconds later.
+    tokio::time::advance(Duration::from_secs(2)).await;
+    let (_, next) = read.recv().await.unwrap();
+    assert_eq!(next, Some(decided + crate::controller::LEASE_SLACK_RETRY));
 }
