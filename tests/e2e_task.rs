@@ -431,6 +431,117 @@ async fn killing_and_restarting_the_operator_loses_and_duplicates_nothing() {
 
 use chrono::Timelike;
 
+/// The status once it records at least `n` scheduled deliveries.
+async fn delivered_at_least(api: &Api<RecurringTask>, name: &str, n: u64) -> RecurringTask {
+    wait_for_value(
+        Duration::from_secs(40),
+        &format!("{name} to record {n} deliveries"),
+        || async move {
+            let t = get(api, name).await;
+            t.status
+                .as_ref()
+                .is_some_and(|s| s.delivered >= n)
+                .then_some(t)
+        },
+    )
+    .await
+}
+
+/// `historyLimit` records, newest first, each a delivery the backend accepted, none twice.
+fn assert_history(task: &RecurringTask, accepted: &[String]) {
+    let history = &task.status.as_ref().unwrap().history;
+    let keys: Vec<&str> = history.iter().map(|r| r.idempotency_key.as_str()).collect();
+    assert_eq!(history.len(), 3, "{keys:?}");
+    assert_eq!(keys.iter().collect::<HashSet<_>>().len(), 3, "{keys:?}");
+    assert!(
+        history
+            .windows(2)
+            .all(|w| w[0].finished_at >= w[1].finished_at),
+        "not newest first: {history:?}"
+    );
+    for key in &keys {
+        assert!(accepted.iter().any(|a| a == key), "{key} never delivered");
+    }
+}
+
+/// The watch cache holds tasks without their history (`docs/scaling.md`): every status write
+/// puts its record first and drops those past `historyLimit` without the records it does not
+/// hold, across a restart (the counts come back with the list) and with a manual run's record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_history_keeps_the_newest_records_to_its_limit_though_the_cache_holds_none() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "e2e-history").await;
+    let mut stack = Stack::start(ns.name()).await;
+    stack.start_operator(&[]).await;
+    let api: Api<RecurringTask> = Api::namespaced(client.clone(), ns.name());
+    let uid = create(&api, task_json("h", "1s", json!({"historyLimit": 3})))
+        .await
+        .metadata
+        .uid
+        .unwrap();
+
+    let task = delivered_at_least(&api, "h", 5).await;
+    assert_history(&task, &keys_for(&stack, &uid).await);
+    let last = task
+        .status
+        .as_ref()
+        .unwrap()
+        .last_occurrence
+        .clone()
+        .unwrap();
+    assert_eq!(
+        task.status.as_ref().unwrap().history[0].idempotency_key,
+        last.idempotency_key
+    );
+
+    stack.kill_operator(0);
+    stack.restart_operator(0).await;
+    let seen = task.status.as_ref().unwrap().delivered;
+    let task = delivered_at_least(&api, "h", seen + 3).await;
+    assert_history(&task, &keys_for(&stack, &uid).await);
+
+    let out = kubectl([
+        "annotate",
+        "rt/h",
+        "-n",
+        ns.name(),
+        "recur.dev/run-now=hist",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let task = wait_for_value(Duration::from_secs(30), "the manual run to finish", || {
+        let api = api.clone();
+        async move {
+            let t = get(&api, "h").await;
+            let ran = t.status.as_ref().and_then(|s| s.last_manual_run.as_ref());
+            ran.is_some_and(|r| r.token == "hist").then_some(t)
+        }
+    })
+    .await;
+    let manual = format!("rt-{uid}-run-hist");
+    let keys = keys_for(&stack, &uid).await;
+    assert_history(&task, &keys);
+    assert!(
+        task.status
+            .as_ref()
+            .unwrap()
+            .history
+            .iter()
+            .any(|r| r.idempotency_key == manual),
+        "{:?}",
+        task.status.as_ref().unwrap().history
+    );
+    assert_eq!(
+        keys.iter().collect::<HashSet<_>>().len(),
+        keys.len(),
+        "a key delivered twice"
+    );
+    ns.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_only_the_operator_can_check_ends_ready_false_with_a_reason_and_event() {
     let client = client().await;

@@ -160,15 +160,15 @@ pub struct RecurringTaskSpec {
 
     /// What to do when occurrences keep failing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure_policy: Option<FailurePolicy>,
+    pub failure_policy: Option<Box<FailurePolicy>>,
 
     /// What to do with occurrences missed while no operator was running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub catch_up: Option<CatchUp>,
+    pub catch_up: Option<Box<CatchUp>>,
 
     /// The service each occurrence is delivered to. Default: app `backend`, method `api/tasks`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub target: Option<Target>,
+    pub target: Option<Box<Target>>,
 
     /// Reminders to create ahead of each occurrence, for example `[{before: 15m}]`. Each becomes a
     /// `Reminder` owned by this task (deleted with it).
@@ -186,7 +186,7 @@ pub struct RecurringTaskSpec {
     /// recur records it in `status.lastCompletion`, `status.completed` and the occurrence's
     /// history record. Unset: no feedback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub completion: Option<CompletionTopic>,
+    pub completion: Option<Box<CompletionTopic>>,
 }
 
 /// Default pub/sub component of `spec.completion`.
@@ -332,7 +332,7 @@ pub struct RecurringTaskStatus {
     pub last_occurrence: Option<OccurrenceRecord>,
     /// The most recent failed call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_failure: Option<Failure>,
+    pub last_failure: Option<Box<Failure>>,
     /// Occurrences delivered.
     #[serde(default)]
     pub delivered: u64,
@@ -352,14 +352,14 @@ pub struct RecurringTaskStatus {
     /// Set when `failurePolicy.suspendAfter` suspended the task: the generation it judged and
     /// why. Cleared when the task is resumed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub failure_suspension: Option<FailureSuspension>,
+    pub failure_suspension: Option<Box<FailureSuspension>>,
     /// The run asked for by the `recur.dev/run-now` annotation and not finished yet; its key is
     /// in status before the call, like a scheduled occurrence's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub manual_run: Option<PendingManualRun>,
+    pub manual_run: Option<Box<PendingManualRun>>,
     /// The most recent finished manual run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_manual_run: Option<ManualRun>,
+    pub last_manual_run: Option<Box<ManualRun>>,
     /// Occurrences the backend reported completed (`spec.completion`), each key counted once.
     // Always written, 0 included: the task controller's status writes test it (see
     // `controller::completion`). `None` when absent: a CRD older than completion feedback.
@@ -368,7 +368,7 @@ pub struct RecurringTaskStatus {
     pub completed: Option<u64>,
     /// The most recent completion the backend reported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_completion: Option<LastCompletion>,
+    pub last_completion: Option<Box<LastCompletion>>,
 }
 
 fn count_or_zero<S: serde::Serializer>(n: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {

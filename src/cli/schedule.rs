@@ -264,13 +264,15 @@ pub fn spec_from_args(
         None => Source {
             spec: ScheduleSpec {
                 cron: args.cron.clone(),
-                pattern: args.pattern.map(|frequency| PatternSpec {
-                    frequency,
-                    interval: args.interval,
-                    by_day: args.by_day.clone(),
-                    by_month_day: args.by_month_day.clone(),
-                    by_month: args.by_month.clone(),
-                    at_times: args.at.clone(),
+                pattern: args.pattern.map(|frequency| {
+                    Box::new(PatternSpec {
+                        frequency,
+                        interval: args.interval,
+                        by_day: args.by_day.clone(),
+                        by_month_day: args.by_month_day.clone(),
+                        by_month: args.by_month.clone(),
+                        at_times: args.at.clone(),
+                    })
                 }),
                 // A shell argument with literal `\n` (no $'...') still separates lines.
                 rrule: args.rrule.as_ref().map(|r| r.replace("\\n", "\n")),

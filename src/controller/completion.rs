@@ -240,12 +240,12 @@ pub fn decide(
         r.completed_at = Some(completed_at);
     }
     status.completed = Some(old.completed.unwrap_or(0) + 1);
-    status.last_completion = Some(LastCompletion {
+    status.last_completion = Some(Box::new(LastCompletion {
         idempotency_key: event.key.clone(),
         completed_at,
         received_at: received,
         seconds_after_due: Some(seconds_after_due),
-    });
+    }));
     Decision::Accept {
         status: Box::new(status),
         seconds_after_due,

@@ -21,7 +21,7 @@ pub mod time;
 pub use action::Action;
 pub(crate) use runner::run;
 pub use runner::{OVERDUE_GRACE, Reconcile};
-pub use status::{Guard, StatusWrite, guarded_patch, write_status};
+pub use status::{Guard, Prepended, StatusWrite, guarded_patch, write_status};
 pub use time::{from_jiff, to_jiff};
 
 use std::sync::Arc;
@@ -149,6 +149,8 @@ pub struct Context {
     work_queues: WorkQueues,
     /// Tasks by UID, for completion events (`spec.completion`).
     pub(crate) tasks: completion::TaskIndex,
+    /// How many history records each cached task holds (the cache holds none of them).
+    pub(crate) task_history: task::HistoryLengths,
 }
 
 /// How long a committed write is remembered: far longer than a watch event takes to arrive, so
@@ -188,6 +190,7 @@ impl Context {
             rates: RateLimiter::new(),
             work_queues: WorkQueues::new(usize::from(settings_workers), true),
             tasks: completion::TaskIndex::default(),
+            task_history: task::HistoryLengths::default(),
         }
     }
 
@@ -257,6 +260,36 @@ impl Context {
         K: Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
         S: serde::Serialize,
     {
+        self.counted_write(kind, name, status::write_status(api, name, guard, status))
+            .await
+    }
+
+    /// [`Context::write_status`] for a status the cache holds without `prepended.field`:
+    /// `after` is written over `before` field by field (see [`status::write_fields`]).
+    pub(crate) async fn write_status_fields<K, S>(
+        &self,
+        kind: &str,
+        api: &kube::Api<K>,
+        name: &str,
+        guard: Guard,
+        (before, after): (&S, &S),
+        prepended: status::Prepended,
+    ) -> Result<bool, Error>
+    where
+        K: Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+        S: serde::Serialize,
+    {
+        let write = status::write_fields(api, name, guard, before, after, prepended);
+        self.counted_write(kind, name, write).await
+    }
+
+    /// A status write, bounded, traced and counted.
+    async fn counted_write<K>(
+        &self,
+        kind: &str,
+        name: &str,
+        write: impl Future<Output = Result<StatusWrite<K>, Error>>,
+    ) -> Result<bool, Error> {
         let span = tracing::info_span!(
             "status_write",
             otel.kind = "client",
@@ -265,9 +298,7 @@ impl Context {
             recur.name = name,
             recur.outcome = tracing::field::Empty,
         );
-        let written = bounded(status::write_status(api, name, guard, status))
-            .instrument(span.clone())
-            .await;
+        let written = bounded(write).instrument(span.clone()).await;
         let (label, result) = match written {
             Ok(StatusWrite::Written(_)) => ("ok", Ok(true)),
             Ok(StatusWrite::Conflict) => ("conflict", Ok(false)),

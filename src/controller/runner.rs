@@ -9,7 +9,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Resource;
 use kube::runtime::WatchStreamExt;
@@ -49,6 +49,10 @@ pub trait Reconcile:
     /// Offered the kind's watch cache once it exists, for readers outside the controller (the
     /// completion receiver finds tasks by UID in it).
     fn share_cache(_ctx: &Context, _cache: &Store<Self>) {}
+
+    /// Takes out of each object bound for the watch cache what the kind never decides on
+    /// (beyond the metadata every kind drops).
+    fn trim_for_cache(_ctx: &Context, _event: &mut kube::runtime::watcher::Event<Self>) {}
 
     /// Whether the object owes a delivery that is retrying, or due more than [`OVERDUE_GRACE`]
     /// ago, at `now`: counted in `recur_pending_occurrences`, the backlog an on-call engineer
@@ -155,7 +159,15 @@ pub(crate) async fn run<K: Reconcile>(
         // The watch cache keeps every object of the kind; what reconcile never reads
         // (managedFields and kubectl's copy of the whole object) is dropped before it is stored:
         // at 10,000 tasks that is most of the operator's memory.
-        kube::runtime::watcher(api, config).modify(prune_unread_metadata),
+        kube::runtime::watcher(api, config)
+            .modify(prune_unread_metadata)
+            .map_ok({
+                let ctx = ctx.clone();
+                move |mut event| {
+                    K::trim_for_cache(&ctx, &mut event);
+                    event
+                }
+            }),
     )
     .applied_objects();
     tokio::spawn(mark_synced(reader.clone(), ctx.health.clone(), K::KIND));

@@ -6,7 +6,7 @@
 use kube::api::{Api, Patch, PatchParams};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use super::{Error, MANAGER};
 
@@ -41,6 +41,93 @@ where
 {
     let set = json!({ "op": "add", "path": "/status", "value": status });
     guarded_patch(api, name, guard, vec![set], true).await
+}
+
+/// An array of the status that the watch cache does not hold (a task's `history`): the object
+/// holds `held` items; a write puts its new ones first and keeps at most `limit`.
+#[derive(Clone, Copy, Debug)]
+pub struct Prepended {
+    pub field: &'static str,
+    pub held: usize,
+    pub limit: usize,
+}
+
+/// Writes `after` over `before` (the status as cached, without `prepended.field`) field by
+/// field if `guard` holds: each field of `after` set, each field only `before` has removed, and
+/// `after`'s items of `prepended.field` (all of them new) put first, with those past the limit
+/// dropped. What the object holds of that field is never sent back.
+pub async fn write_fields<K, S>(
+    api: &Api<K>,
+    name: &str,
+    guard: Guard,
+    before: &S,
+    after: &S,
+    prepended: Prepended,
+) -> Result<StatusWrite<K>, Error>
+where
+    K: Clone + DeserializeOwned + Serialize + std::fmt::Debug,
+    S: Serialize,
+{
+    let ops = field_ops(&fields(before)?, fields(after)?, prepended);
+    guarded_patch(api, name, guard, ops, true).await
+}
+
+/// A status's top-level fields.
+fn fields<S: Serialize>(status: &S) -> Result<Map<String, Value>, Error> {
+    match serde_json::to_value(status)? {
+        Value::Object(map) => Ok(map),
+        _ => Err(Error::Patch(serde::ser::Error::custom(
+            "a status is written field by field only when it is an object",
+        ))),
+    }
+}
+
+/// The JSON-patch operations of [`write_fields`].
+fn field_ops(
+    before: &Map<String, Value>,
+    mut after: Map<String, Value>,
+    p: Prepended,
+) -> Vec<Value> {
+    let added = match after.remove(p.field) {
+        Some(Value::Array(items)) => items,
+        _ => vec![],
+    };
+    let path = |field: &str| format!("/status/{}", field.replace('~', "~0").replace('/', "~1"));
+    let mut ops: Vec<Value> = before
+        .keys()
+        .filter(|k| k.as_str() != p.field && !after.contains_key(k.as_str()))
+        .map(|k| json!({ "op": "remove", "path": path(k) }))
+        .collect();
+    ops.extend(
+        after
+            .into_iter()
+            .map(|(k, v)| json!({ "op": "add", "path": path(&k), "value": v })),
+    );
+    if added.is_empty() {
+        return ops;
+    }
+    let array = path(p.field);
+    let total = p.held + added.len();
+    if p.held == 0 {
+        let mut items = added;
+        items.truncate(p.limit);
+        ops.push(json!({ "op": "add", "path": array, "value": items }));
+        return ops;
+    }
+    // Oldest new item first, so the newest ends up at index 0.
+    ops.extend(
+        added
+            .into_iter()
+            .rev()
+            .map(|item| json!({ "op": "add", "path": format!("{array}/0"), "value": item })),
+    );
+    // From the end, so each index is still where it was counted.
+    ops.extend(
+        (p.limit..total)
+            .rev()
+            .map(|i| json!({ "op": "remove", "path": format!("{array}/{i}") })),
+    );
+    ops
 }
 
 /// Applies JSON-patch `ops` to the object (or its status subresource) if `guard` holds: the one
@@ -97,6 +184,18 @@ where
     }
 }
 
+impl Guard {
+    /// Whether the guard holds in `object` (as JSON).
+    pub fn holds_in(&self, object: &Value) -> bool {
+        match self {
+            Guard::Equals(fields) => holds(fields, object),
+            Guard::ResourceVersion(rv) => {
+                object.pointer("/metadata/resourceVersion") == Some(&Value::String(rv.clone()))
+            }
+        }
+    }
+}
+
 /// Whether every `(pointer, value)` of a guard holds in `object`.
 fn holds(tests: &[(&str, Value)], object: &Value) -> bool {
     tests
@@ -145,7 +244,81 @@ fn refusal(err: &kube::Error) -> Refusal {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use super::{Refusal, holds, refusal};
+    use super::{Prepended, Refusal, field_ops, holds, refusal};
+
+    fn apply(object: serde_json::Value, ops: Vec<serde_json::Value>) -> serde_json::Value {
+        let mut object = object;
+        let patch: json_patch::Patch =
+            serde_json::from_value(serde_json::Value::Array(ops)).unwrap();
+        json_patch::patch(&mut object, &patch).unwrap();
+        object
+    }
+
+    fn object(value: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        value.as_object().cloned().unwrap()
+    }
+
+    #[test]
+    fn a_field_write_sets_removes_and_prepends_without_sending_what_is_held() {
+        let history =
+            |keys: &[u32]| json!(keys.iter().map(|k| json!({"k": k})).collect::<Vec<_>>());
+        let stored = json!({"status": {"a": 1, "gone": true, "nested": {"x": 1, "y": 2},
+            "history": history(&[5, 4, 3, 2, 1])}});
+        // As cached: no history.
+        let before = object(json!({"a": 1, "gone": true, "nested": {"x": 1, "y": 2}}));
+        let after = object(json!({"a": 2, "nested": {"x": 1}, "new": "n",
+            "history": history(&[7, 6])}));
+        let p = Prepended {
+            field: "history",
+            held: 5,
+            limit: 6,
+        };
+        let ops = field_ops(&before, after, p);
+        assert!(
+            !ops.iter()
+                .any(|op| op["value"].to_string().contains("\"k\":1")),
+            "a held record was sent back: {ops:?}"
+        );
+        assert_eq!(
+            apply(stored.clone(), ops),
+            json!({"status": {"a": 2, "nested": {"x": 1}, "new": "n",
+                "history": history(&[7, 6, 5, 4, 3, 2])}})
+        );
+        // Nothing new: the history is left alone, even past a lowered limit.
+        let ops = field_ops(
+            &before,
+            object(json!({"a": 1, "gone": true, "nested": {"x": 1, "y": 2}})),
+            Prepended { limit: 2, ..p },
+        );
+        assert_eq!(apply(stored.clone(), ops), stored);
+        // A lowered limit drops the oldest once something is added.
+        let ops = field_ops(
+            &before,
+            object(json!({"a": 1, "history": history(&[6])})),
+            Prepended { limit: 2, ..p },
+        );
+        assert_eq!(apply(stored, ops)["status"]["history"], history(&[6, 5]));
+    }
+
+    #[test]
+    fn a_first_record_makes_the_array_and_more_than_the_limit_is_never_written() {
+        let stored = json!({"status": {"a": 1}});
+        let before = object(json!({"a": 1}));
+        let after = object(json!({"a": 1, "history": [{"k": 3}, {"k": 2}, {"k": 1}]}));
+        let ops = field_ops(
+            &before,
+            after,
+            Prepended {
+                field: "history",
+                held: 0,
+                limit: 2,
+            },
+        );
+        assert_eq!(
+            apply(stored, ops),
+            json!({"status": {"a": 1, "history": [{"k": 3}, {"k": 2}]}})
+        );
+    }
     use kube::core::Status;
     use serde_json::json;
 

@@ -467,7 +467,7 @@ pub fn after_attempt(
     };
     let (settled, failure) = settle(attempt, outcome, now);
     if failure.is_some() {
-        status.last_failure = failure;
+        status.last_failure = failure.map(Box::new);
     }
     match settled {
         Settled::Finished {
@@ -546,7 +546,7 @@ fn count_failures(
         return;
     }
     let last = rec.reason.as_deref().unwrap_or("a permanent failure");
-    status.failure_suspension = Some(FailureSuspension {
+    status.failure_suspension = Some(Box::new(FailureSuspension {
         generation: task.meta().generation.unwrap_or_default(),
         time: now,
         failures: status.consecutive_failures,
@@ -554,7 +554,7 @@ fn count_failures(
             "suspended by recur: {} occurrences in a row failed permanently (failurePolicy.suspendAfter {limit}, last: {last}); see status.lastFailure, then resume",
             status.consecutive_failures
         ),
-    });
+    }));
 }
 
 /// What a task's event is about (pub/sub targets): an occurrence of task `name`, due at `due`.
@@ -595,11 +595,13 @@ pub fn body(
     })
 }
 
+mod cached_history;
 mod effects;
 mod failures;
 mod manual;
 mod reminders;
 
+pub use cached_history::HistoryLengths;
 pub use manual::{ManualPlan, after_manual_attempt, manual_key, plan_manual};
 
 use reminders::{ensure_reminders, prune_reminders};

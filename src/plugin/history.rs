@@ -94,8 +94,8 @@ pub fn render(task: &RecurringTask, format: Format) -> Result<Report, Error> {
             last_manual_run: task
                 .status
                 .as_ref()
-                .and_then(|s| s.last_manual_run.as_ref()),
-            manual_run: task.status.as_ref().and_then(|s| s.manual_run.as_ref()),
+                .and_then(|s| s.last_manual_run.as_deref()),
+            manual_run: task.status.as_ref().and_then(|s| s.manual_run.as_deref()),
             next_occurrence: task
                 .status
                 .as_ref()

@@ -49,6 +49,9 @@ pub struct CacheMemoryArgs {
     /// Tasks decoded and held.
     #[arg(long, default_value_t = 100_000)]
     pub tasks: usize,
+    /// Occurrences each task has delivered (one history record each, up to its limit of 10).
+    #[arg(long, default_value_t = 1)]
+    pub deliveries: usize,
     /// Measure only this variant (in this process); by default each in a process of its own.
     #[arg(long, value_enum)]
     pub variant: Option<crate::cache_memory::Variant>,

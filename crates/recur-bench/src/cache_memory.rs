@@ -1,14 +1,15 @@
 //! `recur-bench cache-memory`: what one RecurringTask costs in recur's watch cache, and which
-//! parts of it cost what. No cluster: a task as recur writes it (one delivered occurrence, so
-//! one history record) is serialised as the apiserver sends it, then decoded N times (names
-//! differ) into the typed object the cache holds, each in an `Arc`, with parts of it dropped
-//! in each variant; the resident memory that adds is measured from /proc (the allocator's
-//! overhead included, as in the operator).
+//! parts of it cost what. No cluster: a task as recur writes it (`--deliveries` delivered
+//! occurrences, one history record each) is serialised as the apiserver sends it, then decoded
+//! N times (names and UIDs differ) into the typed object the cache holds, each in an `Arc`,
+//! with parts of it dropped in each variant; the resident memory that adds is measured from
+//! /proc (the allocator's overhead included, as in the operator).
 use std::sync::Arc;
 
 use chrono::{TimeDelta, TimeZone, Utc};
+use kube::runtime::watcher::Event;
 use recur::api::RecurringTask;
-use recur::controller::task::{Plan, after_attempt, compile, plan};
+use recur::controller::task::{HistoryLengths, Plan, after_attempt, compile, plan};
 use serde_json::json;
 
 use crate::args::CacheMemoryArgs;
@@ -18,49 +19,59 @@ use crate::procfs::proc_stat;
 /// What a variant keeps of each object.
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
 pub enum Variant {
-    /// The object as the cache holds it today (managedFields already dropped).
-    Full,
-    /// Without `status.history` and `status.upcoming`.
-    NoHistory,
-    /// Without those and `status.conditions`.
+    /// Everything but `managedFields`: what the cache held before it left the history out.
+    Whole,
+    /// As the cache holds it: without `status.history`, taken out (and counted, the count
+    /// included in the figure) by the operator's own `HistoryLengths`.
+    Cached,
+    /// Without `status.history`, `status.upcoming` and `status.conditions`.
     NoConditions,
     /// Metadata and spec only.
     NoStatus,
 }
 
 const VARIANTS: [Variant; 4] = [
-    Variant::Full,
-    Variant::NoHistory,
+    Variant::Whole,
+    Variant::Cached,
     Variant::NoConditions,
     Variant::NoStatus,
 ];
 
-fn trim(task: &mut RecurringTask, variant: Variant) {
-    let Some(status) = task.status.as_mut() else {
-        return;
-    };
+fn trim(task: RecurringTask, variant: Variant, lengths: &HistoryLengths) -> RecurringTask {
+    let mut task = task;
     match variant {
-        Variant::Full => {}
-        Variant::NoHistory => {
-            status.history = vec![];
-            status.upcoming = vec![];
+        Variant::Whole => {}
+        Variant::Cached => {
+            let mut event = Event::Apply(task);
+            lengths.take_from(&mut event);
+            let Event::Apply(cached) = event else {
+                unreachable!("take_from keeps the event's kind")
+            };
+            task = cached;
         }
         Variant::NoConditions => {
-            status.history = vec![];
-            status.upcoming = vec![];
-            status.conditions = vec![];
+            if let Some(status) = task.status.as_mut() {
+                status.history = vec![];
+                status.upcoming = vec![];
+                status.conditions = vec![];
+            }
         }
         Variant::NoStatus => task.status = None,
     }
+    task
 }
 
-/// One task as recur leaves it after its first delivered occurrence, as JSON.
-fn sample() -> Res<String> {
+/// The sample's UID; each copy gets its own.
+const SAMPLE_UID: &str = "3f1c8a2e-5b7d-4c9a-8e21-6d0f4b9a7c13";
+
+/// One task as recur leaves it after `deliveries` hourly occurrences (one history record each,
+/// up to the default `historyLimit` of 10), as JSON.
+fn sample(deliveries: usize) -> Res<String> {
     let start = Utc
         .with_ymd_and_hms(2026, 12, 5, 0, 0, 0)
         .single()
         .ok_or_else(|| msg("no such instant"))?;
-    let uid = "3f1c8a2e-5b7d-4c9a-8e21-6d0f4b9a7c13";
+    let uid = SAMPLE_UID;
     let mut task: RecurringTask = serde_json::from_value(json!({
         "apiVersion": "recur.dev/v1alpha1", "kind": "RecurringTask",
         "metadata": {"name": "task-000000", "namespace": "recur-bench", "uid": uid,
@@ -73,16 +84,18 @@ fn sample() -> Res<String> {
     if let Plan::Update { status, .. } = plan(&task, &schedule, uid, start) {
         task.status = Some(*status);
     }
-    let now = start + TimeDelta::minutes(10);
-    let Plan::Deliver(p) = plan(&task, &schedule, uid, now) else {
-        return Err(msg("the sample task was not due"));
-    };
     let delivered = recur::dapr::Outcome::Delivered {
         status: 200,
         backend_id: Some("backend".into()),
         replayed: false,
     };
-    task.status = Some(after_attempt(&task, &schedule, uid, &p, &delivered, now));
+    for hour in 0..deliveries.max(1) {
+        let now = start + TimeDelta::minutes(10) + TimeDelta::hours(hour as i64);
+        let Plan::Deliver(p) = plan(&task, &schedule, uid, now) else {
+            return Err(msg("the sample task was not due"));
+        };
+        task.status = Some(after_attempt(&task, &schedule, uid, &p, &delivered, now));
+    }
     Ok(serde_json::to_string(&task)?)
 }
 
@@ -95,11 +108,12 @@ fn rss_bytes() -> Res<f64> {
 pub fn run_cache_memory(a: CacheMemoryArgs) -> Res<()> {
     let n = a.tasks.max(1);
     if let Some(variant) = a.variant {
-        return measure(n, variant);
+        return measure(n, a.deliveries, variant);
     }
-    let text = sample()?;
+    let text = sample(a.deliveries)?;
     println!(
-        "one task as the apiserver sends it (managedFields aside): {} bytes of JSON",
+        "one task as the apiserver sends it (managedFields aside), after {} deliveries: {} bytes of JSON",
+        a.deliveries.max(1),
         text.len()
     );
     println!(
@@ -125,6 +139,8 @@ pub fn run_cache_memory(a: CacheMemoryArgs) -> Res<()> {
                 &n.to_string(),
                 "--variant",
                 &name,
+                "--deliveries",
+                &a.deliveries.to_string(),
             ])
             .status()
             .map_err(|e| msg(format!("starting {}: {e}", exe.display())))?;
@@ -135,18 +151,21 @@ pub fn run_cache_memory(a: CacheMemoryArgs) -> Res<()> {
     Ok(())
 }
 
-fn measure(n: usize, variant: Variant) -> Res<()> {
-    let text = sample()?;
+fn measure(n: usize, deliveries: usize, variant: Variant) -> Res<()> {
+    let text = sample(deliveries)?;
     let before = rss_bytes()?;
+    let lengths = HistoryLengths::default();
     let mut held: Vec<Arc<RecurringTask>> = Vec::with_capacity(n);
     for i in 0..n {
-        let one = text.replacen("task-000000", &format!("task-{i:06}"), 1);
-        let mut task: RecurringTask = serde_json::from_str(&one)?;
-        trim(&mut task, variant);
-        held.push(Arc::new(task));
+        // Names and UIDs differ, as in a cluster (the count is kept by UID).
+        let one = text
+            .replacen("task-000000", &format!("task-{i:06}"), 1)
+            .replace(SAMPLE_UID, &format!("{}{i:012}", &SAMPLE_UID[..24]));
+        let task: RecurringTask = serde_json::from_str(&one)?;
+        held.push(Arc::new(trim(task, variant, &lengths)));
     }
     let added = rss_bytes()? - before;
-    std::hint::black_box(&held);
+    std::hint::black_box((&held, &lengths));
     println!(
         "| {variant:?} | {:.0} MiB | {:.0} B |",
         added / 1024.0 / 1024.0,

@@ -28,12 +28,12 @@ fn specs() -> Vec<(&'static str, ScheduleSpec)> {
         (
             "pattern",
             ScheduleSpec {
-                pattern: Some(PatternSpec {
+                pattern: Some(Box::new(PatternSpec {
                     frequency: Frequency::Weekly,
                     by_day: vec!["MO".into(), "WE".into()],
                     at_times: vec!["02:30".into(), "17:30".into()],
                     ..Default::default()
-                }),
+                })),
                 ..base.clone()
             },
         ),

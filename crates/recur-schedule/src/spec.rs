@@ -32,7 +32,7 @@ pub struct ScheduleSpec {
     /// A calendar pattern: every `interval` days, weeks, months or years, on the given days, at
     /// the given times of day in `timeZone`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pattern: Option<PatternSpec>,
+    pub pattern: Option<Box<PatternSpec>>,
 
     /// An RFC 5545 recurrence rule, for example `FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1`,
     /// with or without the `RRULE:` prefix, optionally followed by `EXDATE` lines (one per line:

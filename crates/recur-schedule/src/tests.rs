@@ -36,7 +36,7 @@ fn pattern(
     };
     f(&mut p);
     ScheduleSpec {
-        pattern: Some(p),
+        pattern: Some(Box::new(p)),
         time_zone: Some(zone.into()),
         start_at: Some(t(start)),
         ..Default::default()
@@ -433,10 +433,10 @@ fn pattern_in_dst_zone_and_summary() {
 fn pattern_defaults_come_from_the_anchor() {
     // No startAt: the anchor (creation time) gives weekday and time of day, rounded up to a second.
     let spec = ScheduleSpec {
-        pattern: Some(PatternSpec {
+        pattern: Some(Box::new(PatternSpec {
             frequency: Frequency::Weekly,
             ..Default::default()
-        }),
+        })),
         time_zone: Some("Europe/Berlin".into()),
         ..Default::default()
     };

@@ -234,12 +234,12 @@ fn a_delivered_occurrences_completion_is_recorded_once() {
     assert_eq!(status.completed, Some(1));
     assert_eq!(
         status.last_completion,
-        Some(LastCompletion {
+        Some(Box::new(LastCompletion {
             idempotency_key: key.clone(),
             completed_at: t(9, 20, 0),
             received_at: received,
             seconds_after_due: Some(1200.0),
-        })
+        }))
     );
     assert_eq!(status.history[1].idempotency_key, key);
     assert_eq!(status.history[1].completed_at, Some(t(9, 20, 0)));
@@ -319,10 +319,10 @@ fn a_completion_of_a_manual_run_marks_its_record_and_last_manual_run() {
     run.trigger = Some(Trigger::Manual);
     let status = task.status.as_mut().unwrap();
     status.history.insert(0, run.clone());
-    status.last_manual_run = Some(crate::api::ManualRun {
+    status.last_manual_run = Some(Box::new(crate::api::ManualRun {
         token: "deploy-42".into(),
         record: run,
-    });
+    }));
     let Decision::Accept { status, .. } = decide(
         &task,
         &team_a(),
@@ -354,14 +354,14 @@ fn the_pending_occurrence_or_manual_run_is_asked_again_later() {
         Decision::Pending
     );
     let run = manual_key(UID, "now");
-    task.status.as_mut().unwrap().manual_run = Some(PendingManualRun {
+    task.status.as_mut().unwrap().manual_run = Some(Box::new(PendingManualRun {
         token: "now".into(),
         idempotency_key: run.clone(),
         requested_at: t(10, 30, 0),
         attempts: 0,
         retry_at: None,
         in_progress: 0,
-    });
+    }));
     assert_eq!(
         decide(
             &task,
@@ -487,10 +487,10 @@ fn only_the_tasks_own_completion_topic_is_heard() {
     );
     // An explicit component is compared as the default is.
     let mut kafka = task.clone();
-    kafka.spec.completion = Some(CompletionTopic {
+    kafka.spec.completion = Some(Box::new(CompletionTopic {
         pubsub: Some("kafka".into()),
         topic: "team-a.completed".into(),
-    });
+    }));
     assert!(matches!(
         decide(
             &kafka,
@@ -507,10 +507,10 @@ fn only_the_tasks_own_completion_topic_is_heard() {
 fn a_topic_the_namespace_may_no_longer_use_is_refused() {
     // Admitted under a policy granting `shared.done`, which no policy grants any more.
     let mut task = task();
-    task.spec.completion = Some(CompletionTopic {
+    task.spec.completion = Some(Box::new(CompletionTopic {
         pubsub: None,
         topic: "shared.done".into(),
-    });
+    }));
     let key = occurrence_key(UID, t(9, 0, 0));
     let mut e = event(&key, "2026-05-01T09:20:00Z");
     e.claimed_topic = Some("shared.done".into());

@@ -1,4 +1,5 @@
 //! The effects of a task's plan: the status write, the delivery and its aftermath.
+use super::cached_history::write_status;
 use super::*;
 use super::{failures, manual};
 use crate::controller::completion::unchanged_completions;
@@ -86,6 +87,10 @@ impl crate::controller::Reconcile for RecurringTask {
     fn share_cache(ctx: &Context, cache: &kube::runtime::reflector::Store<Self>) {
         ctx.tasks.share(cache.clone());
     }
+
+    fn trim_for_cache(ctx: &Context, event: &mut kube::runtime::watcher::Event<Self>) {
+        ctx.task_history.take_from(event);
+    }
 }
 
 /// The schedule's turn: plan, then its effects.
@@ -117,10 +122,7 @@ async fn scheduled(
         Plan::Wait(at) => Ok(Action::requeue(until(at, now))),
         Plan::Update { status, wake, note } => {
             let new_pending = status.next_occurrence.clone();
-            if !ctx
-                .write_status(KIND, api, name, guard(task), status.as_ref())
-                .await?
-            {
+            if !commit(ctx, api, name, task, &status).await? {
                 return Ok(Action::requeue(Duration::from_millis(200)));
             }
             if let Some((type_, reason, text)) = note {
@@ -149,6 +151,18 @@ async fn scheduled(
             deliver(task, ctx, api, name, ns, uid, schedule, target, p).await
         }
     }
+}
+
+/// Writes `status`, decided on `task` as cached, behind the task's [`guard`].
+async fn commit(
+    ctx: &Context,
+    api: &Api<RecurringTask>,
+    name: &str,
+    task: &RecurringTask,
+    status: &RecurringTaskStatus,
+) -> Result<bool, Error> {
+    let before = task.status.as_ref();
+    write_status(ctx, api, (name, task), guard(task), before, status).await
 }
 
 /// The guard of a task's status write: the pending key when there is one (and the completions
@@ -208,10 +222,7 @@ async fn deliver(
     let outcome_label = invoked.outcome.label();
     let mut status = after_attempt(task, schedule, uid, &p, &invoked.outcome, now);
     stamp_trace(&mut status, &p.idempotency_key, trace_id.as_deref());
-    if !ctx
-        .write_status(KIND, api, name, guard(task), &status)
-        .await?
-    {
+    if !commit(ctx, api, name, task, &status).await? {
         // Someone else moved the task on (a stale cache or a former leader); the backend has
         // the key, so the next reconcile re-decides from the fresh object.
         return Ok(Action::requeue(Duration::from_millis(200)));
@@ -295,10 +306,7 @@ async fn invalid(
     if status == old {
         return Ok(Action::await_change());
     }
-    if !ctx
-        .write_status(KIND, api, name, guard(task), &status)
-        .await?
-    {
+    if !commit(ctx, api, name, task, &status).await? {
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
     warn!(reason, message, "spec cannot be acted on");

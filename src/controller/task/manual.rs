@@ -2,6 +2,7 @@
 //! `rt-<uid>-run-<token>`. Like a scheduled occurrence, the request (its key) is written to
 //! status before the call and the outcome after it, so a crash or a new leader retries the same
 //! key, and a token already in `lastManualRun` never runs again.
+use super::cached_history::write_status;
 use super::*;
 use crate::api::{ManualRun, PendingManualRun, RUN_NOW_ANNOTATION, is_run_now_token};
 use crate::controller::settle::{Attempt, Settled, settle};
@@ -37,7 +38,7 @@ pub fn plan_manual(task: &RecurringTask, uid: &str, now: DateTime<Utc>) -> Manua
     if let Some(p) = &status.manual_run {
         return match p.retry_at.filter(|at| *at > now) {
             Some(at) => ManualPlan::Wait(at),
-            None => ManualPlan::Deliver(p.clone()),
+            None => ManualPlan::Deliver(p.as_ref().clone()),
         };
     }
     let Some(token) = task.annotations().get(RUN_NOW_ANNOTATION) else {
@@ -77,14 +78,14 @@ pub fn plan_manual(task: &RecurringTask, uid: &str, now: DateTime<Utc>) -> Manua
             refused: Some(why),
         };
     }
-    status.manual_run = Some(PendingManualRun {
+    status.manual_run = Some(Box::new(PendingManualRun {
         token: token.clone(),
         idempotency_key: key,
         requested_at: now,
         attempts: 0,
         retry_at: None,
         in_progress: 0,
-    });
+    }));
     ManualPlan::Record {
         status: Box::new(status),
         refused: None,
@@ -106,7 +107,7 @@ pub fn after_manual_attempt(
     };
     let (settled, failure) = settle(attempt, outcome, now);
     if failure.is_some() {
-        status.last_failure = failure;
+        status.last_failure = failure.map(Box::new);
     }
     match settled {
         Settled::Finished {
@@ -138,12 +139,12 @@ pub fn after_manual_attempt(
             attempts,
             in_progress,
         } => {
-            status.manual_run = Some(PendingManualRun {
+            status.manual_run = Some(Box::new(PendingManualRun {
                 attempts,
                 retry_at: Some(at),
                 in_progress,
                 ..p.clone()
-            });
+            }));
         }
     }
     status
@@ -160,10 +161,10 @@ fn finish(
     status.manual_run = None;
     status.history.insert(0, rec.clone());
     status.history.truncate(task.history_limit());
-    status.last_manual_run = Some(ManualRun {
+    status.last_manual_run = Some(Box::new(ManualRun {
         token: token.to_string(),
         record: rec,
-    });
+    }));
 }
 
 /// Acts on the run-now annotation. `Ok(Some)` ends the reconcile (the schedule's turn comes
@@ -210,10 +211,7 @@ pub(super) async fn run(
         ManualPlan::Record { status, refused } => {
             // Written before the call, guarded by the resourceVersion: the object we decided on.
             let guard = Guard::ResourceVersion(task.resource_version().unwrap_or_default());
-            if !ctx
-                .write_status(KIND, api, name, guard, status.as_ref())
-                .await?
-            {
+            if !write_status(ctx, api, (name, task), guard, task.status.as_ref(), &status).await? {
                 return Ok(Some(Action::requeue(Duration::from_millis(200))));
             }
             ctx.mark_committed(task);
@@ -233,7 +231,7 @@ pub(super) async fn run(
             };
             (*status, p)
         }
-        ManualPlan::Deliver(p) => (task.status.clone().unwrap_or_default(), p),
+        ManualPlan::Deliver(p) => (task.status.clone().unwrap_or_default(), Box::new(p)),
     };
     if let Some(wait) = ctx.over_rate(ns, per_second) {
         return Ok(Some(Action::requeue(wait)));
@@ -256,6 +254,8 @@ pub(super) async fn run(
         })
         .await;
     let now = Utc::now();
+    // What the object has now: the cached status, or the request this reconcile just wrote.
+    let before = status.clone();
     let mut after = after_manual_attempt(task, status, &p, &invoked.outcome, now);
     stamp_trace(&mut after, &p.idempotency_key, trace_id.as_deref());
     let guard = Guard::Equals(
@@ -266,7 +266,7 @@ pub(super) async fn run(
         .chain(crate::controller::completion::unchanged_completions(task))
         .collect(),
     );
-    if !ctx.write_status(KIND, api, name, guard, &after).await? {
+    if !write_status(ctx, api, (name, task), guard, Some(&before), &after).await? {
         return Ok(Some(Action::requeue(Duration::from_millis(200))));
     }
     ctx.mark_committed(task);

@@ -145,7 +145,7 @@ fn a_garbage_token_is_not_run() {
     let task = with_status(
         task,
         RecurringTaskStatus {
-            last_manual_run: Some(ManualRun {
+            last_manual_run: Some(Box::new(ManualRun {
                 token: "old".into(),
                 record: OccurrenceRecord {
                     nominal: t(9, 0, 0),
@@ -160,7 +160,7 @@ fn a_garbage_token_is_not_run() {
                     completed_at: None,
                     trace_id: None,
                 },
-            }),
+            })),
             ..Default::default()
         },
     );
@@ -194,9 +194,9 @@ fn the_suspended_condition_carries_the_users_reason() {
 /// A 10 s task with `suspendAfter: 3`, after `failures` rejected occurrences in a row.
 fn after_failures(failures: u32) -> (RecurringTask, RecurringTaskStatus) {
     let mut base = task("10s");
-    base.spec.failure_policy = Some(FailurePolicy {
+    base.spec.failure_policy = Some(Box::new(FailurePolicy {
         suspend_after: Some(3),
-    });
+    }));
     let schedule = compile(&base).unwrap();
     let mut task = with_pending(base, &pending_at(t(9, 0, 10)));
     let mut status = task.status.clone().unwrap();

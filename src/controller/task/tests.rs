@@ -75,11 +75,11 @@ fn with_catch_up(
     policy: CatchUpPolicy,
     max: Option<u32>,
 ) -> RecurringTask {
-    task.spec.catch_up = Some(CatchUp {
+    task.spec.catch_up = Some(Box::new(CatchUp {
         policy: Some(policy),
         window: None,
         max_occurrences: max,
-    });
+    }));
     task
 }
 
@@ -102,6 +102,24 @@ pub(super) fn pending_at(nominal: DateTime<Utc>) -> PendingOccurrence {
         attempts: 0,
         retry_at: None,
         in_progress: 0,
+    }
+}
+
+/// A delivered occurrence an hour before `nominal`.
+pub(super) fn earlier_record(nominal: DateTime<Utc>) -> OccurrenceRecord {
+    let earlier = nominal - chrono::Duration::hours(1);
+    OccurrenceRecord {
+        nominal: earlier,
+        due: earlier,
+        idempotency_key: occurrence_key(UID, earlier),
+        outcome: Outcome::Delivered,
+        finished_at: earlier,
+        attempts: 1,
+        backend_id: None,
+        reason: None,
+        trigger: None,
+        completed_at: None,
+        trace_id: None,
     }
 }
 
@@ -383,11 +401,11 @@ fn overdue(
     max: Option<u32>,
 ) -> (RecurringTaskStatus, Plan) {
     let mut base = task("10s");
-    base.spec.catch_up = Some(CatchUp {
+    base.spec.catch_up = Some(Box::new(CatchUp {
         policy: Some(policy),
         window: window.map(Into::into),
         max_occurrences: max,
-    });
+    }));
     let schedule = compile(&base).unwrap();
     let task = with_status(
         base,
@@ -492,10 +510,10 @@ fn occurrences_due_between_creation_and_the_first_reconcile_are_missed_not_dropp
     // Created at 08:00, starting 09:00, every 10s; no operator ran until 09:00:35.
     let mut base = task("10s");
     base.metadata.creation_timestamp = Some(Time(crate::controller::to_jiff(t(8, 0, 0))));
-    base.spec.catch_up = Some(CatchUp {
+    base.spec.catch_up = Some(Box::new(CatchUp {
         policy: Some(CatchUpPolicy::All),
         ..Default::default()
-    });
+    }));
     let schedule = compile(&base).unwrap();
     let (status, wake) = update(plan(&base, &schedule, UID, t(9, 0, 35)));
     assert_eq!(status.next_occurrence.clone().unwrap().nominal, t(9, 0, 0));
@@ -559,7 +577,7 @@ mod fuzz {
             let now = DateTime::from_timestamp(now_s, 0).unwrap();
             let mut task = task("1h");
             task.spec.schedule = spec;
-            task.spec.catch_up = Some(CatchUp { policy: Some(CatchUpPolicy::All), max_occurrences: Some(5), ..Default::default() });
+            task.spec.catch_up = Some(Box::new(CatchUp { policy: Some(CatchUpPolicy::All), max_occurrences: Some(5), ..Default::default() }));
             let Ok(schedule) = compile(&task) else { return Ok(()) };
             let mut clock = now;
             for step in 0..6 {
@@ -764,9 +782,17 @@ mod reconcile_steps {
         task.status = Some(RecurringTaskStatus {
             observed_generation: Some(1),
             next_occurrence: Some(pending.clone()),
+            history: vec![earlier_record(nominal); 2],
             ..Default::default()
         });
+        task.metadata.resource_version = Some("41".into());
         let returned = task.clone();
+        // As the watch cache holds it: without its two records, counted.
+        let mut cached = kube::runtime::watcher::Event::Apply(task);
+        crate::controller::Reconcile::trim_for_cache(&ctx, &mut cached);
+        let kube::runtime::watcher::Event::Apply(task) = cached else {
+            unreachable!()
+        };
         let expected = pending.clone();
 
         let verifier = tokio::spawn(async move {
@@ -782,8 +808,27 @@ mod reconcile_steps {
             assert_eq!(ops[0]["op"], "test");
             assert_eq!(ops[0]["path"], "/status/nextOccurrence/idempotencyKey");
             assert_eq!(ops[0]["value"], pending.idempotency_key.as_str());
-            assert_eq!(ops[1]["op"], "add");
-            let status = &ops[1]["value"];
+            // Field by field: the new record goes first, the two held stay and are not sent.
+            let mut status = serde_json::Map::new();
+            let mut history = vec![];
+            for op in ops.as_array().unwrap().iter().skip(1) {
+                assert_eq!(op["op"], "add", "{op}");
+                let path = op["path"].as_str().unwrap();
+                match path.strip_prefix("/status/history") {
+                    Some(index) => history.push((index.to_string(), op["value"].clone())),
+                    None => {
+                        let field = path.strip_prefix("/status/").unwrap();
+                        status.insert(field.into(), op["value"].clone());
+                    }
+                }
+            }
+            assert_eq!(history.len(), 1, "{ops}");
+            assert_eq!(history[0].0, "/0");
+            assert_eq!(
+                history[0].1["idempotencyKey"],
+                pending.idempotency_key.as_str()
+            );
+            let status = serde_json::Value::Object(status);
             assert_eq!(
                 status["lastOccurrence"]["idempotencyKey"],
                 pending.idempotency_key.as_str()

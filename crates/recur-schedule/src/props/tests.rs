@@ -124,7 +124,7 @@ fn spec_strategy() -> impl Strategy<Value = (ScheduleSpec, DateTime<Utc>)> {
             ..Default::default()
         }),
         pattern_spec().prop_map(|p| ScheduleSpec {
-            pattern: Some(p),
+            pattern: Some(Box::new(p)),
             ..Default::default()
         }),
         rrule_text().prop_map(|r| ScheduleSpec {
@@ -252,7 +252,7 @@ proptest! {
                 .prop_map(|r| ScheduleSpec { rrule: Some(r.into()), ..Default::default() }),
             subsequence(vec!["00:00", "00:15", "00:45", "01:00", "01:30", "02:00", "02:30", "02:45", "03:00", "03:30", "23:00", "23:30"], 1..6)
                 .prop_map(|times| ScheduleSpec {
-                    pattern: Some(PatternSpec { at_times: times.into_iter().map(String::from).collect(), ..Default::default() }),
+                    pattern: Some(Box::new(PatternSpec { at_times: times.into_iter().map(String::from).collect(), ..Default::default() })),
                     ..Default::default()
                 }),
         ],
@@ -289,7 +289,7 @@ proptest! {
             ScheduleSpec { every: Some(text.clone()), ..Default::default() },
             ScheduleSpec { every: Some("1h".into()), time_zone: Some(text.clone()), jitter: Some(text.clone()), ..Default::default() },
             ScheduleSpec {
-                pattern: Some(PatternSpec { by_day: vec![text.clone()], at_times: vec![text.clone()], ..Default::default() }),
+                pattern: Some(Box::new(PatternSpec { by_day: vec![text.clone()], at_times: vec![text.clone()], ..Default::default() })),
                 ..Default::default()
             },
         ] {
@@ -390,7 +390,7 @@ proptest! {
             .map_err(|e| e.message)
         };
         let from_rrule = walk(ScheduleSpec { rrule: Some(rrule.clone()), ..base.clone() });
-        let from_pattern = walk(ScheduleSpec { pattern: Some(pattern), ..base });
+        let from_pattern = walk(ScheduleSpec { pattern: Some(Box::new(pattern)), ..base });
         match (from_rrule, from_pattern) {
             (Ok(a), Ok(b)) => prop_assert_eq!(a, b, "{} in {} from {}", rrule, zone, start),
             (Err(a), Err(b)) => prop_assert!(a.contains("never fires") && b.contains("never fires"), "{rrule}: {a} / {b}"),
