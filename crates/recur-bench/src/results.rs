@@ -224,6 +224,10 @@ pub struct SpreadRestart {
     /// Its resident memory at ready (the list just decoded).
     #[serde(default)]
     pub rss_at_ready_mib: f64,
+    /// A bare kube-rs client's paged LIST of the same N tasks (500 a page, decoded) with no
+    /// operator running, just before the restart: what readiness cannot beat. 0: not measured.
+    #[serde(default)]
+    pub bare_list_s: f64,
 }
 
 /// From the restarted operator's settling to shortly before the first occurrence.
