@@ -220,8 +220,7 @@ pub async fn run_spread(a: SpreadArgs) -> Res<()> {
     }
 
     // 2. Restart, 3. idle.
-    let (mut restart, mut op) = restart(&a, &client, &http).await?;
-    restart.bare_list_s = bare_list_s;
+    let (restart, mut op) = restart(&a, &client, &http, bare_list_s).await?;
     say(format!(
         "restart: ready after {:.2}s, every task reconciled after {:.2}s; {} writes until ready, {} until settled",
         restart.ready_s,
@@ -498,6 +497,7 @@ async fn restart(
     a: &SpreadArgs,
     client: &Client,
     http: &reqwest::Client,
+    bare_list_s: f64,
 ) -> Res<(SpreadRestart, Operator)> {
     let n = a.common.tasks;
     let before = apiserver_metrics(client).await?;
@@ -541,8 +541,7 @@ async fn restart(
             delivered,
             cpu_until_ready_s: stat_ready.cpu_s,
             rss_at_ready_mib: stat_ready.rss_mib,
-            // Set by the caller, which listed before this restart.
-            bare_list_s: 0.0,
+            bare_list_s,
         },
         op,
     ))
