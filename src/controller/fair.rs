@@ -3,16 +3,20 @@
 //! kube-runtime's controller has one work queue for every namespace: a namespace with 10,000
 //! occurrences due in a minute would hold every worker until they are all out, and another
 //! namespace's occurrences of that minute would wait behind them. A [`FairGate`] holds the
-//! workers instead: a reconcile waits for a [`Permit`] in its namespace's queue (first come,
-//! first served within it), and a permit given back goes to the next namespace in turn, so a
-//! namespace with a few waiting is served within a few permits however long another's queue is.
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
+//! workers instead: a due object that finds none free waits in its namespace's queue (first
+//! come, first served within it), and a worker given back goes to the next namespace in turn,
+//! so a namespace with a few waiting is served within a few workers however long another's
+//! queue is.
+//!
+//! What waits is the object's name, not a task: after a restart or in a burst every object of
+//! the kind may wait at once (100,000 of them), and a parked task cost about 950 bytes each
+//! where a name costs a few dozen. The dispatch loop (`dispatch`) asks the gate with
+//! [`FairGate::enter`] and starts a reconcile's task only when a worker is its.
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::Poll;
+use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::Notify;
 
 mod publish;
 #[cfg(test)]
@@ -20,12 +24,7 @@ mod tests;
 
 pub(crate) use publish::publish_waiting;
 
-/// The gate of a kind was closed (the operator is shutting down): nothing more is let through.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("the work queue is closed: the operator is shutting down")]
-pub struct Closed;
-
-/// N permits shared among namespaces in turn; see the module documentation.
+/// N workers shared among namespaces in turn; see the module documentation.
 #[derive(Debug)]
 pub struct FairGate {
     state: Mutex<State>,
@@ -33,14 +32,34 @@ pub struct FairGate {
     changed: Notify,
 }
 
+/// What [`FairGate::enter`] decided for a due object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// A worker was free: it is the object's until given back with [`FairGate::release`].
+    Run,
+    /// Every worker is busy: the object waits in its namespace's queue, and a later
+    /// [`FairGate::release`] hands it a worker.
+    Queued,
+    /// The gate is closed (the operator is shutting down): nothing more runs.
+    Closed,
+}
+
+/// A waiting object handed a worker by [`FairGate::release`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct Turn {
+    pub namespace: Arc<str>,
+    pub name: Box<str>,
+    /// How long it waited for the worker.
+    pub waited: Duration,
+}
+
 #[derive(Debug)]
 struct State {
-    /// Permits nobody holds. Invariant: while any is free nobody waits (a permit given back
+    /// Workers nobody holds. Invariant: while any is free nobody waits (a worker given back
     /// goes straight to a waiter), so a newcomer never passes those already waiting.
     free: usize,
-    next_id: u64,
-    /// Per namespace its waiters by arrival (ids only grow): only namespaces with waiters.
-    queues: HashMap<Arc<str>, BTreeMap<u64, oneshot::Sender<()>>>,
+    /// Per namespace its waiting objects by arrival: only namespaces with waiters.
+    queues: HashMap<Arc<str>, VecDeque<(Box<str>, Instant)>>,
     /// The namespaces with waiters, in the order they are served next; each exactly once.
     turn: VecDeque<Arc<str>>,
     waiting: usize,
@@ -48,12 +67,11 @@ struct State {
 }
 
 impl FairGate {
-    /// A gate of `permits` permits (at least one).
-    pub fn new(permits: usize) -> Self {
+    /// A gate of `workers` workers (at least one).
+    pub fn new(workers: usize) -> Self {
         FairGate {
             state: Mutex::new(State {
-                free: permits.max(1),
-                next_id: 0,
+                free: workers.max(1),
                 queues: HashMap::new(),
                 turn: VecDeque::new(),
                 waiting: 0,
@@ -68,48 +86,53 @@ impl FairGate {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A permit for work of `namespace`: at once if one is free, else in turn. The place in
-    /// the queue is taken now (not at the first poll); dropping the future gives it up.
-    pub fn acquire(self: &Arc<Self>, namespace: &str) -> Acquire {
+    /// Object `name` of `namespace` is due: it runs now if a worker is free, else it waits in
+    /// turn. The caller asks once per object until that object's run ends (the gate does not
+    /// look for the same name twice).
+    pub fn enter(&self, namespace: &str, name: &str) -> Entry {
         let mut state = self.lock();
-        let step = if state.closed {
-            Step::Closed
-        } else if state.free > 0 {
-            state.free -= 1;
-            Step::Granted
-        } else {
-            let namespace = match state.queues.get_key_value(namespace) {
-                Some((key, _)) => key.clone(),
-                None => {
-                    let key: Arc<str> = Arc::from(namespace);
-                    state.turn.push_back(key.clone());
-                    key
-                }
-            };
-            let (tx, rx) = oneshot::channel();
-            let id = state.next_id;
-            state.next_id += 1;
-            state
-                .queues
-                .entry(namespace.clone())
-                .or_default()
-                .insert(id, tx);
-            state.waiting += 1;
-            self.changed.notify_one();
-            Step::Waiting { namespace, id, rx }
-        };
-        Acquire {
-            gate: self.clone(),
-            step,
+        if state.closed {
+            return Entry::Closed;
         }
+        if state.free > 0 {
+            state.free -= 1;
+            return Entry::Run;
+        }
+        let queue = match state.queues.get_key_value(namespace) {
+            Some((key, _)) => key.clone(),
+            None => {
+                let key: Arc<str> = Arc::from(namespace);
+                state.turn.push_back(key.clone());
+                key
+            }
+        };
+        state
+            .queues
+            .entry(queue)
+            .or_default()
+            .push_back((Box::from(name), Instant::now()));
+        state.waiting += 1;
+        self.changed.notify_one();
+        Entry::Queued
     }
 
-    /// Closes the gate: every waiter and every later [`FairGate::acquire`] fails with
-    /// [`Closed`]; permits held stay valid until dropped.
+    /// A worker is given back: the next waiting object in turn, which now holds it, or `None`
+    /// when nobody waits (the worker is free).
+    pub fn release(&self) -> Option<Turn> {
+        let mut state = self.lock();
+        let turn = state.next_waiter();
+        match &turn {
+            Some(_) => self.changed.notify_one(),
+            None => state.free += 1,
+        }
+        turn
+    }
+
+    /// Closes the gate: the waiting objects are dropped and every later [`FairGate::enter`]
+    /// says [`Entry::Closed`]; workers held stay held until given back.
     pub fn close(&self) {
         let mut state = self.lock();
         state.closed = true;
-        // Dropping the senders wakes their waiters with an error.
         state.queues.clear();
         state.turn.clear();
         state.waiting = 0;
@@ -134,7 +157,7 @@ impl FairGate {
             .collect()
     }
 
-    /// Permits free now.
+    /// Workers free now.
     pub fn available(&self) -> usize {
         self.lock().free
     }
@@ -143,39 +166,17 @@ impl FairGate {
     pub async fn changed(&self) {
         self.changed.notified().await;
     }
-
-    /// A permit is given back: the next waiter in turn gets it, else it is free.
-    fn release(&self) {
-        let mut state = self.lock();
-        if state.hand_over() {
-            self.changed.notify_one();
-        }
-    }
 }
 
 impl State {
-    /// Gives one permit to the next waiter in turn, else marks it free; true when the waiters
-    /// changed. A waiter whose future is gone is skipped: the permit goes to the one after it.
-    fn hand_over(&mut self) -> bool {
-        let mut handed = false;
-        while let Some(tx) = self.next_waiter() {
-            handed = true;
-            if tx.send(()).is_ok() {
-                return true;
-            }
-        }
-        self.free += 1;
-        handed
-    }
-
     /// Takes the first waiter of the namespace whose turn it is, and moves that namespace to
     /// the back of the turn if it still has waiters.
-    fn next_waiter(&mut self) -> Option<oneshot::Sender<()>> {
+    fn next_waiter(&mut self) -> Option<Turn> {
         while let Some(namespace) = self.turn.pop_front() {
             let Some(queue) = self.queues.get_mut(&namespace) else {
                 continue;
             };
-            let Some((_, tx)) = queue.pop_first() else {
+            let Some((name, since)) = queue.pop_front() else {
                 self.queues.remove(&namespace);
                 continue;
             };
@@ -183,129 +184,31 @@ impl State {
             if queue.is_empty() {
                 self.queues.remove(&namespace);
             } else {
-                self.turn.push_back(namespace);
+                self.turn.push_back(namespace.clone());
             }
-            return Some(tx);
+            return Some(Turn {
+                namespace,
+                name,
+                waited: since.elapsed(),
+            });
         }
         None
     }
-
-    /// Removes waiter `id` of `namespace`; false when it is no longer queued (granted, or the
-    /// gate closed).
-    fn remove(&mut self, namespace: &Arc<str>, id: u64) -> bool {
-        let Some(queue) = self.queues.get_mut(namespace) else {
-            return false;
-        };
-        if queue.remove(&id).is_none() {
-            return false;
-        }
-        self.waiting = self.waiting.saturating_sub(1);
-        if queue.is_empty() {
-            self.queues.remove(namespace);
-            self.turn.retain(|n| n != namespace);
-        }
-        true
-    }
 }
 
-/// Work may run while this is held; dropping it gives the permit to the next in turn.
-#[derive(Debug)]
-pub struct Permit {
-    gate: Arc<FairGate>,
-}
-
-impl Drop for Permit {
-    fn drop(&mut self) {
-        self.gate.release();
-    }
-}
-
-/// The future of [`FairGate::acquire`]. Small (it is what 10,000 waiting reconciles hold) and
-/// cancel-safe: dropped while queued it leaves the queue; dropped after a permit was handed to
-/// it but before it was polled, it hands that permit on.
-#[derive(Debug)]
-pub struct Acquire {
-    gate: Arc<FairGate>,
-    step: Step,
-}
-
-#[derive(Debug)]
-enum Step {
-    /// A permit was free at once: this future holds it until polled.
-    Granted,
-    Waiting {
-        namespace: Arc<str>,
-        id: u64,
-        rx: oneshot::Receiver<()>,
-    },
-    Closed,
-    Done,
-}
-
-impl Future for Acquire {
-    type Output = Result<Permit, Closed>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        let granted = match &mut this.step {
-            Step::Granted => true,
-            Step::Waiting { rx, .. } => match Pin::new(rx).poll(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(received) => received.is_ok(),
-            },
-            // Polled again after it completed: there is nothing more to give.
-            Step::Closed | Step::Done => false,
-        };
-        this.step = Step::Done;
-        Poll::Ready(if granted {
-            Ok(Permit {
-                gate: this.gate.clone(),
-            })
-        } else {
-            Err(Closed)
-        })
-    }
-}
-
-impl Drop for Acquire {
-    fn drop(&mut self) {
-        match std::mem::replace(&mut self.step, Step::Done) {
-            Step::Granted => self.gate.release(),
-            Step::Waiting {
-                namespace,
-                id,
-                mut rx,
-            } => {
-                let mut state = self.gate.lock();
-                if state.remove(&namespace, id) {
-                    self.gate.changed.notify_one();
-                    return;
-                }
-                // No longer queued: either a permit was sent (it is ours to hand on) or the
-                // gate closed. Closing the receiver first settles a send racing with this drop.
-                rx.close();
-                if rx.try_recv().is_ok() && state.hand_over() {
-                    self.gate.changed.notify_one();
-                }
-            }
-            Step::Closed | Step::Done => {}
-        }
-    }
-}
-
-/// One gate per kind, each of `permits` permits, made when a kind first asks; or none at all
+/// One gate per kind, each of `workers` workers, made when a kind first asks; or none at all
 /// when fair queueing is off (kube-runtime's own shared queue then bounds concurrency).
 #[derive(Debug)]
 pub(crate) struct WorkQueues {
-    permits: usize,
+    workers: usize,
     enabled: bool,
     gates: Mutex<HashMap<&'static str, Arc<FairGate>>>,
 }
 
 impl WorkQueues {
-    pub(crate) fn new(permits: usize, enabled: bool) -> Self {
+    pub(crate) fn new(workers: usize, enabled: bool) -> Self {
         WorkQueues {
-            permits,
+            workers,
             enabled,
             gates: Mutex::new(HashMap::new()),
         }
@@ -320,7 +223,7 @@ impl WorkQueues {
         Some(
             gates
                 .entry(kind)
-                .or_insert_with(|| Arc::new(FairGate::new(self.permits)))
+                .or_insert_with(|| Arc::new(FairGate::new(self.workers)))
                 .clone(),
         )
     }

@@ -4,7 +4,8 @@
 //! error policy. A new kind is a module with a `Reconcile` impl and one line in `operator.rs`.
 //!
 //! Concurrency is the fair gate's (`fair`): every due object waits for a worker in its
-//! namespace's turn (`dispatch`, which replaces kube-runtime's runner for that).
+//! namespace's turn, as a name, and gets a task once it has one (`dispatch`, which replaces
+//! kube-runtime's runner for that).
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,10 +15,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Resource;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Config, Controller};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use tracing::{Instrument, info_span};
 
-use super::fair::{self, FairGate};
+use super::fair;
 use super::initial_list::{self, InitialList};
 use super::{Action, Context, Error, dispatch, leadership_gate, name_ns};
 
@@ -63,9 +64,6 @@ pub trait Reconcile:
 /// How late a delivery may be before it counts as backlog: an occurrence being delivered right
 /// at its due instant is not one (with tasks every second, one always is).
 pub const OVERDUE_GRACE: chrono::TimeDelta = chrono::TimeDelta::seconds(10);
-
-/// A wait for a worker longer than this is logged (debug).
-const SLOW_TURN: Duration = Duration::from_millis(50);
 
 /// How often `recur_pending_occurrences` is counted from the watch cache.
 const PENDING_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
@@ -201,47 +199,6 @@ pub(crate) async fn run<K: Reconcile>(
             futures::future::ready(())
         })
         .await;
-}
-
-/// Waits for a worker in the namespace's turn (unless this replica may not act: deciding that
-/// needs no worker), then reconciles the object as the cache shows it by then. The reconcile
-/// itself is boxed so that what waits stays small: at 10,000 due objects, 10,000 of these wait
-/// at once (see the size test).
-pub(super) async fn reconcile_in_turn<K: Reconcile>(
-    obj: Arc<K>,
-    ctx: Arc<Context>,
-    gate: Arc<FairGate>,
-    store: Store<K>,
-) -> Result<Action, Error> {
-    if let Some(action) = leadership_gate(&ctx) {
-        ctx.metrics.reconciled(K::KIND);
-        return Ok(action);
-    }
-    let namespace = obj
-        .meta()
-        .namespace
-        .as_deref()
-        .ok_or(Error::MissingField("metadata.namespace"))?;
-    let asked = Instant::now();
-    let Ok(_permit) = gate.acquire(namespace).await else {
-        // Shutting down: the next leader reconciles every object anyway.
-        return Ok(Action::await_change());
-    };
-    let waited = asked.elapsed();
-    if waited > SLOW_TURN {
-        tracing::debug!(
-            kind = K::KIND,
-            namespace,
-            waited_ms = waited.as_millis() as u64,
-            "waited for a worker"
-        );
-    }
-    // The wait may have been long: decide on the object as it is now.
-    let Some(obj) = store.get(&ObjectRef::from_obj(obj.as_ref())) else {
-        // Deleted meanwhile.
-        return Ok(Action::await_change());
-    };
-    Box::pin(reconcile(obj, ctx)).await
 }
 
 /// The shared wrapper of every reconcile.
