@@ -222,7 +222,11 @@ impl<K: Reconcile> InFlight<K> {
                 "waited for a worker"
             );
         }
-        let probe = ObjectRef::new(&turn.name).within(&turn.namespace);
+        let probe = match &*turn.namespace {
+            // Queued under "" for want of a namespace (see `due`): the key had none.
+            "" => ObjectRef::new(&turn.name),
+            ns => ObjectRef::new(&turn.name).within(ns),
+        };
         // The key made when the object became due: no copy per turn.
         let r = match self.flights.remove_entry(&probe) {
             Some((r, _)) => r,
