@@ -118,8 +118,16 @@ pub(crate) async fn run<K: Reconcile>(
 /// which would cost two more allocations per object scheduled).
 fn key<K: Reconcile>(obj: &K) -> ObjectRef<K> {
     let meta = obj.meta();
-    let r = ObjectRef::new(meta.name.as_deref().unwrap_or_default());
-    match meta.namespace.as_deref() {
+    key_of(
+        meta.name.as_deref().unwrap_or_default(),
+        meta.namespace.as_deref(),
+    )
+}
+
+/// The key of object `name` in `namespace` (none for an object without one).
+fn key_of<K: Reconcile>(name: &str, namespace: Option<&str>) -> ObjectRef<K> {
+    let r = ObjectRef::new(name);
+    match namespace {
         Some(ns) => r.within(ns),
         None => r,
     }
@@ -222,11 +230,9 @@ impl<K: Reconcile> InFlight<K> {
                 "waited for a worker"
             );
         }
-        let probe = match &*turn.namespace {
-            // Queued under "" for want of a namespace (see `due`): the key had none.
-            "" => ObjectRef::new(&turn.name),
-            ns => ObjectRef::new(&turn.name).within(ns),
-        };
+        // Queued under "" for want of a namespace (see `due`): the key had none.
+        let namespace = Some(&*turn.namespace).filter(|ns| !ns.is_empty());
+        let probe = key_of(&turn.name, namespace);
         // The key made when the object became due: no copy per turn.
         let r = match self.flights.remove_entry(&probe) {
             Some((r, _)) => r,
