@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{FutureExt, Stream, StreamExt};
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::runtime::scheduler::{ScheduleRequest, scheduler};
 use kube::runtime::watcher;
 use tokio::sync::mpsc;
@@ -28,7 +28,10 @@ use super::runner::{Reconcile, error_policy, reconcile};
 /// The next run of an object whose reconcile panicked, as after an error.
 const AFTER_PANIC: Duration = Duration::from_secs(5);
 
-type Request<K> = ScheduleRequest<ObjectRef<K>>;
+type Request = ScheduleRequest<Key>;
+
+mod key;
+pub(super) use key::Key;
 
 /// Reconciles `K` through `gate` until `shutdown`: on every change of an object (`objects`,
 /// which also fills `store`), for every object on each `everything_again`, and when a reconcile
@@ -41,11 +44,11 @@ pub(crate) async fn run<K: Reconcile>(
     everything_again: impl Stream<Item = ()> + Send + 'static,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let (again_tx, again_rx) = mpsc::unbounded_channel::<Request<K>>();
+    let (again_tx, again_rx) = mpsc::unbounded_channel::<Request>();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
     let changed = objects.filter_map(|res| async move {
         match res {
-            Ok(obj) => Some(now(key(&obj))),
+            Ok(obj) => Some(now(Key::of(&obj))),
             Err(err) => {
                 tracing::debug!(%err, kind = K::KIND, "watch");
                 None
@@ -55,7 +58,12 @@ pub(crate) async fn run<K: Reconcile>(
     let everything = {
         let store = store.clone();
         everything_again.flat_map(move |()| {
-            futures::stream::iter(store.state().into_iter().map(|obj| now(key(obj.as_ref()))))
+            futures::stream::iter(
+                store
+                    .state()
+                    .into_iter()
+                    .map(|obj| now(Key::of(obj.as_ref()))),
+            )
         })
     };
     let requested = futures::stream::unfold(again_rx, |mut rx| async move {
@@ -78,7 +86,7 @@ pub(crate) async fn run<K: Reconcile>(
         running: 0,
     };
     // Due before the cache holds its first full list: started once it does.
-    let mut backlog: Option<HashSet<ObjectRef<K>>> = Some(HashSet::new());
+    let mut backlog: Option<HashSet<Key>> = Some(HashSet::new());
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         tokio::select! {
@@ -113,30 +121,7 @@ pub(crate) async fn run<K: Reconcile>(
     }
 }
 
-/// `obj`'s name and namespace: what the loop, the scheduler and the gate hold of each object
-/// (`ObjectRef::from_obj` also copies its UID and resourceVersion, which nothing here reads and
-/// which would cost two more allocations per object scheduled).
-fn key<K: Reconcile>(obj: &K) -> ObjectRef<K> {
-    let meta = obj.meta();
-    key_of(
-        meta.name.as_deref().unwrap_or_default(),
-        meta.namespace.as_deref(),
-    )
-}
-
-/// The key of object `name` in `namespace` (none for an object without one).
-fn key_of<K: Reconcile>(name: &str, namespace: Option<&str>) -> ObjectRef<K> {
-    let r = ObjectRef::new(name);
-    match namespace {
-        Some(ns) => r.within(ns),
-        None => r,
-    }
-}
-
-fn now<K>(r: ObjectRef<K>) -> Request<K>
-where
-    K: kube::runtime::reflector::Lookup,
-{
+fn now(r: Key) -> Request {
     ScheduleRequest {
         message: r,
         run_at: Instant::now(),
@@ -164,8 +149,8 @@ struct InFlight<K: Reconcile> {
     ctx: Arc<Context>,
     gate: Arc<FairGate>,
     store: Store<K>,
-    done: mpsc::UnboundedSender<Finished<K>>,
-    flights: HashMap<ObjectRef<K>, Flight>,
+    done: mpsc::UnboundedSender<Finished>,
+    flights: HashMap<Key, Flight>,
     /// Tasks started and not yet heard of as ended (each holds a worker of `gate`).
     running: usize,
 }
@@ -173,7 +158,7 @@ struct InFlight<K: Reconcile> {
 impl<K: Reconcile> InFlight<K> {
     /// `r` is due: a worker for it now or in its namespace's turn, or, if it is running,
     /// another run after this one.
-    fn due(&mut self, r: ObjectRef<K>) {
+    fn due(&mut self, r: Key) {
         match self.flights.get_mut(&r) {
             Some(Flight::Running { again }) => *again = true,
             Some(Flight::Queued) => {}
@@ -181,8 +166,8 @@ impl<K: Reconcile> InFlight<K> {
                 tracing::trace!(object = %r, "due");
                 // A namespaced kind's object always has a namespace; one without would fail its
                 // reconcile (and be retried) like any other error.
-                let namespace = r.namespace.as_deref().unwrap_or_default();
-                match self.gate.enter(namespace, &r.name) {
+                let (namespace, name) = r.parts();
+                match self.gate.enter(namespace, name) {
                     Entry::Run => self.start(r),
                     Entry::Queued => {
                         self.flights.insert(r, Flight::Queued);
@@ -195,7 +180,7 @@ impl<K: Reconcile> InFlight<K> {
     }
 
     /// Starts `r`'s task on a worker already its.
-    fn start(&mut self, r: ObjectRef<K>) {
+    fn start(&mut self, r: Key) {
         self.flights
             .insert(r.clone(), Flight::Running { again: false });
         self.running += 1;
@@ -209,15 +194,23 @@ impl<K: Reconcile> InFlight<K> {
 
     /// `r`'s task ended asking for a run at `next`: its worker goes to the next object in turn,
     /// and this says when to run `r` next.
-    fn finished(&mut self, r: &ObjectRef<K>, next: Option<Instant>) -> Option<Instant> {
+    fn finished(&mut self, r: &Key, next: Option<Instant>) -> Option<Instant> {
         self.running = self.running.saturating_sub(1);
         if let Some(turn) = self.gate.release() {
             self.handed(turn);
         }
-        match self.flights.remove(r) {
-            Some(Flight::Running { again: true }) => Some(Instant::now()),
-            _ => next,
+        let again = matches!(
+            self.flights.remove(r),
+            Some(Flight::Running { again: true })
+        );
+        // After a restart every object was in flight at once; the map would keep room for all
+        // of them for good.
+        if self.flights.capacity() > FLIGHTS_KEPT
+            && self.flights.len() < self.flights.capacity() / 8
+        {
+            self.flights.shrink_to(self.flights.len() * 2);
         }
+        if again { Some(Instant::now()) } else { next }
     }
 
     /// A waiting object was handed a worker.
@@ -230,17 +223,18 @@ impl<K: Reconcile> InFlight<K> {
                 "waited for a worker"
             );
         }
-        // Queued under "" for want of a namespace (see `due`): the key had none.
-        let namespace = Some(&*turn.namespace).filter(|ns| !ns.is_empty());
-        let probe = key_of(&turn.name, namespace);
-        // The key made when the object became due: no copy per turn.
-        let r = match self.flights.remove_entry(&probe) {
+        // The key made when the object became due, found by its text: no copy per turn.
+        let text = format!("{}/{}", turn.namespace, turn.name);
+        let r = match self.flights.remove_entry(text.as_str()) {
             Some((r, _)) => r,
-            None => probe,
+            None => Key::new(&turn.namespace, &turn.name),
         };
         self.start(r);
     }
 }
+
+/// Room the map of objects in flight keeps whatever it held before.
+const FLIGHTS_KEPT: usize = 1024;
 
 /// A wait for a worker longer than this is logged (debug).
 const SLOW_TURN: Duration = Duration::from_millis(50);
@@ -248,10 +242,10 @@ const SLOW_TURN: Duration = Duration::from_millis(50);
 /// The task of an object handed a worker: its reconcile, on the object as the cache shows it
 /// now (it may have waited long), and the word to the loop when done.
 pub(super) async fn in_turn<K: Reconcile>(
-    r: ObjectRef<K>,
+    r: Key,
     ctx: Arc<Context>,
     store: Store<K>,
-    done: mpsc::UnboundedSender<Finished<K>>,
+    done: mpsc::UnboundedSender<Finished>,
 ) {
     let mut done = Done {
         r: Some(r),
@@ -261,7 +255,7 @@ pub(super) async fn in_turn<K: Reconcile>(
     if let Some(r) = &done.r {
         tracing::trace!(object = %r, "turn");
     }
-    let Some(obj) = done.r.as_ref().and_then(|r| store.get(r)) else {
+    let Some(obj) = done.r.as_ref().and_then(|r| store.get(&r.object_ref())) else {
         // Gone from the cache: nothing to do until it comes back.
         done.next = Some(None);
         return;
@@ -286,18 +280,18 @@ fn after(wait: Duration) -> Instant {
 }
 
 /// What a task tells the loop when it ends: its object, and when to run it next (if at all).
-type Finished<K> = (ObjectRef<K>, Option<Instant>);
+type Finished = (Key, Option<Instant>);
 
 /// Tells the loop that a task ended, even by a panic (then with a retry like an error's), so
 /// that its object is never left marked in flight.
-struct Done<K: Reconcile> {
-    r: Option<ObjectRef<K>>,
+struct Done {
+    r: Option<Key>,
     /// When to run the object next, once decided (`None` until then: a panic retries it).
     next: Option<Option<Instant>>,
-    tx: mpsc::UnboundedSender<Finished<K>>,
+    tx: mpsc::UnboundedSender<Finished>,
 }
 
-impl<K: Reconcile> Drop for Done<K> {
+impl Drop for Done {
     fn drop(&mut self) {
         if let Some(r) = self.r.take() {
             // Closed only once the loop is gone, and nothing is waited for then.

@@ -149,8 +149,8 @@ pub struct Context {
     work_queues: WorkQueues,
     /// Tasks by UID, for completion events (`spec.completion`).
     pub(crate) tasks: completion::TaskIndex,
-    /// How many history records each cached task holds (the cache holds none of them).
-    pub(crate) task_history: task::HistoryLengths,
+    /// What the watch cache left out of each task: its history's length, its conditions.
+    pub(crate) task_left_out: task::LeftOut,
 }
 
 /// How long a committed write is remembered: far longer than a watch event takes to arrive, so
@@ -190,7 +190,7 @@ impl Context {
             rates: RateLimiter::new(),
             work_queues: WorkQueues::new(usize::from(settings_workers), true),
             tasks: completion::TaskIndex::default(),
-            task_history: task::HistoryLengths::default(),
+            task_left_out: task::LeftOut::default(),
         }
     }
 

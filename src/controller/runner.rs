@@ -59,6 +59,12 @@ pub trait Reconcile:
     /// ago, at `now`: counted in `recur_pending_occurrences`, the backlog an on-call engineer
     /// looks at first.
     fn overdue(&self, now: chrono::DateTime<chrono::Utc>) -> bool;
+
+    /// Whether the cached object is `Ready=True` (for `recur_objects`); a kind whose cache
+    /// leaves the conditions out answers from where it keeps them.
+    fn is_ready(&self, _ctx: &Context) -> bool {
+        is_ready(self.conditions())
+    }
 }
 
 /// How late a delivery may be before it counts as backlog: an occurrence being delivered right
@@ -71,7 +77,7 @@ const PENDING_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 /// Counts the kind's overdue objects (`recur_pending_occurrences`) and its objects by readiness
 /// (`recur_objects`) in the watch cache every [`PENDING_EVERY`], on every replica (a standby's
 /// count is the backlog a handover would inherit).
-async fn report_pending<K: Reconcile>(store: Store<K>, metrics: Arc<crate::metrics::Metrics>) {
+async fn report_pending<K: Reconcile>(store: Store<K>, ctx: Arc<Context>) {
     if crate::watch_cache::until_ready(&store).await.is_err() {
         return;
     }
@@ -82,15 +88,16 @@ async fn report_pending<K: Reconcile>(store: Store<K>, metrics: Arc<crate::metri
         let (mut overdue, mut ready, mut not_ready) = (0usize, 0usize, 0usize);
         for o in store.state() {
             overdue += usize::from(o.overdue(now));
-            if is_ready(o.conditions()) {
+            if o.is_ready(&ctx) {
                 ready += 1;
             } else {
                 not_ready += 1;
             }
         }
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
-        metrics.set_pending(K::KIND, count(overdue));
-        metrics.set_objects(K::KIND, count(ready), count(not_ready));
+        ctx.metrics.set_pending(K::KIND, count(overdue));
+        ctx.metrics
+            .set_objects(K::KIND, count(ready), count(not_ready));
     }
 }
 
@@ -119,7 +126,7 @@ impl Conditions for crate::api::Backfill {
 }
 
 /// `Ready=True`; no Ready condition (not reconciled yet) counts as not ready.
-fn is_ready(conditions: &[Condition]) -> bool {
+pub(crate) fn is_ready(conditions: &[Condition]) -> bool {
     crate::api::condition(conditions, super::reason::READY).is_some_and(|c| c.status == "True")
 }
 
@@ -169,7 +176,7 @@ pub(crate) async fn run<K: Reconcile>(
     )
     .applied_objects();
     tokio::spawn(mark_synced(reader.clone(), ctx.health.clone(), K::KIND));
-    tokio::spawn(report_pending(reader.clone(), ctx.metrics.clone()));
+    tokio::spawn(report_pending(reader.clone(), ctx.clone()));
     if let Some(gate) = ctx.work_queue(K::KIND) {
         tokio::spawn(fair::publish_waiting(
             gate.clone(),

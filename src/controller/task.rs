@@ -598,10 +598,12 @@ pub fn body(
 mod cached_history;
 mod effects;
 mod failures;
+mod left_out;
 mod manual;
 mod reminders;
 
-pub use cached_history::HistoryLengths;
+pub use left_out::LeftOut;
+use left_out::Restored;
 pub use manual::{ManualPlan, after_manual_attempt, manual_key, plan_manual};
 
 use reminders::{ensure_reminders, prune_reminders};

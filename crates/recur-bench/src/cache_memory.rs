@@ -9,7 +9,7 @@ use std::sync::Arc;
 use chrono::{TimeDelta, TimeZone, Utc};
 use kube::runtime::watcher::Event;
 use recur::api::RecurringTask;
-use recur::controller::task::{HistoryLengths, Plan, after_attempt, compile, plan};
+use recur::controller::task::{LeftOut, Plan, after_attempt, compile, plan};
 use serde_json::json;
 
 use crate::args::CacheMemoryArgs;
@@ -21,8 +21,10 @@ use crate::procfs::proc_stat;
 pub enum Variant {
     /// Everything but `managedFields`: what the cache held before it left the history out.
     Whole,
-    /// As the cache holds it: without `status.history`, taken out (and counted, the count
-    /// included in the figure) by the operator's own `HistoryLengths`.
+    /// Without `status.history` only: what the cache held before the conditions left it.
+    NoHistory,
+    /// As the cache holds it: without `status.history` and `status.conditions`, taken out by
+    /// the operator's own `LeftOut` (the count and the conditions it keeps included).
     Cached,
     /// Without `status.history`, `status.upcoming` and `status.conditions`.
     NoConditions,
@@ -30,17 +32,23 @@ pub enum Variant {
     NoStatus,
 }
 
-const VARIANTS: [Variant; 4] = [
+const VARIANTS: [Variant; 5] = [
     Variant::Whole,
+    Variant::NoHistory,
     Variant::Cached,
     Variant::NoConditions,
     Variant::NoStatus,
 ];
 
-fn trim(task: RecurringTask, variant: Variant, lengths: &HistoryLengths) -> RecurringTask {
+fn trim(task: RecurringTask, variant: Variant, lengths: &LeftOut) -> RecurringTask {
     let mut task = task;
     match variant {
         Variant::Whole => {}
+        Variant::NoHistory => {
+            if let Some(status) = task.status.as_mut() {
+                status.history = vec![];
+            }
+        }
         Variant::Cached => {
             let mut event = Event::Apply(task);
             lengths.take_from(&mut event);
@@ -154,7 +162,7 @@ pub fn run_cache_memory(a: CacheMemoryArgs) -> Res<()> {
 fn measure(n: usize, deliveries: usize, variant: Variant) -> Res<()> {
     let text = sample(deliveries)?;
     let before = rss_bytes()?;
-    let lengths = HistoryLengths::default();
+    let lengths = LeftOut::default();
     let mut held: Vec<Arc<RecurringTask>> = Vec::with_capacity(n);
     for i in 0..n {
         // Names and UIDs differ, as in a cluster (the count is kept by UID).

@@ -55,7 +55,7 @@ fn empty_store() -> Store<RecurringTask> {
 async fn an_object_gone_from_the_cache_is_not_reconciled() {
     let ctx = context(Leadership::always());
     let (done, mut read) = tokio::sync::mpsc::unbounded_channel();
-    let r = ObjectRef::from_obj(task().as_ref());
+    let r = dispatch::Key::of(task().as_ref());
     // Deleted while it waited for a worker: nothing to do, no API call (the mock would hang).
     tokio::time::timeout(
         Duration::from_secs(10),
@@ -73,7 +73,7 @@ async fn an_object_gone_from_the_cache_is_not_reconciled() {
 async fn a_turn_is_a_small_task() {
     let ctx = context(Leadership::always());
     let (done, _) = tokio::sync::mpsc::unbounded_channel();
-    let r = ObjectRef::from_obj(task().as_ref());
+    let r = dispatch::Key::of(task().as_ref());
     let turn = dispatch::in_turn(r, ctx.clone(), empty_store(), done);
     let inline = crate::controller::runner::reconcile(task(), ctx);
     let size = std::mem::size_of_val(&turn);
@@ -82,6 +82,27 @@ async fn a_turn_is_a_small_task() {
         std::mem::size_of_val(&inline)
     );
     assert!(size <= 512, "{size} bytes per turn");
+}
+
+/// kube-runtime's scheduler keeps every object's key twice (its map and its timer queue), all
+/// the time: each copy is a pointer to one allocation of the key's text, not a reference of
+/// four strings.
+#[test]
+fn a_key_is_shared_not_copied() {
+    let key = dispatch::Key::of(task().as_ref());
+    let copy = key.clone();
+    let (a, b): (&str, &str) = (
+        std::borrow::Borrow::borrow(&key),
+        std::borrow::Borrow::borrow(&copy),
+    );
+    assert!(std::ptr::eq(a, b), "a copy of a key copies its text");
+    let size = std::mem::size_of::<dispatch::Key>();
+    let reference = std::mem::size_of::<ObjectRef<RecurringTask>>();
+    println!(
+        "a key: {size} bytes a copy and {} of text once (an ObjectRef: {reference} bytes and its strings)",
+        a.len()
+    );
+    assert!(size <= 16, "{size} bytes a copy");
 }
 
 /// 300 objects due at once on 2 workers, each reconcile held in its first API call: 2 run,
@@ -202,7 +223,7 @@ async fn the_next_run_is_fixed_when_the_reconcile_decides() {
         task().as_ref().clone(),
     ));
     let (done, mut read) = tokio::sync::mpsc::unbounded_channel();
-    let r = ObjectRef::from_obj(task().as_ref());
+    let r = dispatch::Key::of(task().as_ref());
     dispatch::in_turn(r, ctx, store, done).await;
     let decided = tokio::time::Instant::now();
     // The loop reads it two seconds later.

@@ -1,7 +1,8 @@
 //! The effects of a task's plan: the status write, the delivery and its aftermath.
 use super::cached_history::write_status;
 use super::*;
-use super::{failures, manual};
+use super::{Restored, failures, manual};
+use crate::controller::bounded;
 use crate::controller::completion::unchanged_completions;
 use crate::validate;
 
@@ -25,9 +26,22 @@ impl crate::controller::Reconcile for RecurringTask {
     }
 
     async fn reconcile(&self, ctx: &Context, name: &str, ns: &str) -> Result<Action, Error> {
-        let task = self;
-        let uid = uid(task)?;
         let api: Api<RecurringTask> = Api::namespaced(ctx.client.clone(), ns);
+        // The cache left the conditions out: put back, or read with the object from the
+        // apiserver when the cache's copy is not the version they were taken from.
+        let whole = match ctx.task_left_out.restore(self) {
+            Restored::AsCached => None,
+            Restored::Whole(whole) => Some(whole),
+            Restored::Unknown => match bounded(api.get_opt(name)).await? {
+                Some(fresh) => {
+                    tracing::debug!(name, "conditions read from the API server");
+                    Some(Box::new(fresh))
+                }
+                None => return Ok(Action::await_change()),
+            },
+        };
+        let task = whole.as_deref().unwrap_or(self);
+        let uid = uid(task)?;
         let now = Utc::now();
 
         // The webhook's checks, for a task admitted before it existed (or while it was down).
@@ -89,7 +103,11 @@ impl crate::controller::Reconcile for RecurringTask {
     }
 
     fn trim_for_cache(ctx: &Context, event: &mut kube::runtime::watcher::Event<Self>) {
-        ctx.task_history.take_from(event);
+        ctx.task_left_out.take_from(event);
+    }
+
+    fn is_ready(&self, ctx: &Context) -> bool {
+        ctx.task_left_out.is_ready(self)
     }
 }
 

@@ -1,0 +1,395 @@
+//! What the watch cache leaves out of each task, and what it keeps of that on the side.
+//!
+//! At 100,000 tasks the cache is most of the operator's memory (`docs/scaling.md`). Two parts of
+//! a task's status cost much and are decided on little:
+//! - `status.history`: up to `historyLimit` records, which reconcile never reads (it only adds
+//!   records; a write must know how many the object holds, to drop those past the limit). The
+//!   table keeps their count.
+//! - `status.conditions`: three conditions of four strings each, about 1 KB a task, though recur
+//!   writes a handful of distinct strings across every task. The table keeps their strings
+//!   once for every task ([`Shared`]) and each task's instants, and [`LeftOut::restore`] puts
+//!   them back in the task a reconcile decides on.
+//!
+//! Both are kept for the resourceVersion they were taken from, so they are used only with the
+//! very object they belong to; for another version the caller reads the task from the apiserver.
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::runtime::watcher::Event;
+
+use crate::api::RecurringTask;
+
+/// Distinct condition strings, and distinct shapes, shared at most: past it, a task whose
+/// conditions bring a new one keeps them in its cached object (user-written suspend reasons and
+/// failure texts vary).
+const MAX_SHARED: usize = 4096;
+
+/// What the cache left out of each task, by UID; see the module documentation.
+#[derive(Debug, Default)]
+pub struct LeftOut {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    by_uid: HashMap<Uid, Entry>,
+    shared: Shared,
+    /// Bumped by each relist; entries not seen again by its end belong to deleted tasks.
+    listing: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    resource_version: Version,
+    records: u16,
+    /// `None` when the conditions stayed in the cached object.
+    conditions: Option<Kept>,
+    listing: u64,
+}
+
+/// A task's conditions as the table keeps them: their strings as a shape shared with every
+/// task whose conditions read the same ([`Shared`]), and when each last changed.
+#[derive(Debug)]
+enum Kept {
+    /// Every condition changed at the same instant and generation (conditions written together,
+    /// as most tasks' are): nothing of its own allocated.
+    Together { shape: u32, since: Since },
+    /// Each condition its own instant and generation.
+    Apart { shape: u32, since: Box<[Since]> },
+}
+
+/// When a condition last changed, and the generation it describes.
+#[derive(Debug, Clone, PartialEq)]
+struct Since {
+    last_transition_time: Time,
+    observed_generation: Option<i64>,
+}
+
+impl Since {
+    fn of(c: &Condition) -> Self {
+        Since {
+            last_transition_time: c.last_transition_time.clone(),
+            observed_generation: c.observed_generation,
+        }
+    }
+}
+
+/// What [`LeftOut::restore`] found for a cached task.
+#[derive(Debug)]
+pub enum Restored {
+    /// Nothing was taken out of the object that reconcile decides on (or it never went through
+    /// the cache): use it as it is.
+    AsCached,
+    /// The object with its conditions put back.
+    Whole(Box<RecurringTask>),
+    /// The table keeps another version of the object (a newer one came, or a relist is
+    /// running): read it from the apiserver.
+    Unknown,
+}
+
+impl LeftOut {
+    /// Takes the history and the conditions out of every task in `event` (bound for the watch
+    /// cache), keeping the history's length and the conditions.
+    pub fn take_from(&self, event: &mut Event<RecurringTask>) {
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        match event {
+            Event::Apply(task) | Event::InitApply(task) => {
+                let (Some(uid), Some(resource_version)) = (
+                    task.metadata.uid.as_deref(),
+                    task.metadata.resource_version.as_deref(),
+                ) else {
+                    return;
+                };
+                let (uid, resource_version) = (Uid::of(uid), Version::of(resource_version));
+                let Some(status) = task.status.as_mut() else {
+                    let listing = inner.listing;
+                    inner.by_uid.insert(
+                        uid,
+                        Entry {
+                            resource_version,
+                            records: 0,
+                            conditions: None,
+                            listing,
+                        },
+                    );
+                    return;
+                };
+                // Replaced, not cleared: clearing would keep the allocation.
+                let records = std::mem::take(&mut status.history).len();
+                let conditions = inner.shared.keep(&status.conditions);
+                if conditions.is_some() {
+                    status.conditions = Vec::new();
+                }
+                let listing = inner.listing;
+                inner.by_uid.insert(
+                    uid,
+                    Entry {
+                        resource_version,
+                        records: u16::try_from(records).unwrap_or(u16::MAX),
+                        conditions,
+                        listing,
+                    },
+                );
+            }
+            Event::Delete(task) => {
+                if let Some(uid) = task.metadata.uid.as_deref() {
+                    inner.by_uid.remove(&Uid::of(uid));
+                }
+            }
+            Event::Init => inner.listing += 1,
+            Event::InitDone => {
+                let listing = inner.listing;
+                inner.by_uid.retain(|_, e| e.listing == listing);
+            }
+        }
+    }
+
+    /// How many history records `task` holds, if `task` is the cached object they were counted
+    /// on (same UID and resourceVersion).
+    pub fn held(&self, task: &RecurringTask) -> Option<usize> {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        inner.entry_of(task).map(|e| usize::from(e.records))
+    }
+
+    /// `task` as reconcile must see it: with the conditions the cache left out put back.
+    pub fn restore(&self, task: &RecurringTask) -> Restored {
+        let Some(status) = &task.status else {
+            return Restored::AsCached;
+        };
+        if !status.conditions.is_empty() {
+            // Never taken out (kept in the object, or never through the cache).
+            return Restored::AsCached;
+        }
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(entry) = inner.entry_of(task) else {
+            return Restored::Unknown;
+        };
+        let Some(kept) = &entry.conditions else {
+            return Restored::AsCached;
+        };
+        let conditions = inner.shared.conditions(kept);
+        drop(inner);
+        let mut whole = task.clone();
+        if let Some(status) = whole.status.as_mut() {
+            status.conditions = conditions;
+        }
+        Restored::Whole(Box::new(whole))
+    }
+
+    /// Whether the cached `task` is `Ready=True` (for `recur_objects`); its own conditions when
+    /// the table keeps none of another version.
+    pub fn is_ready(&self, task: &RecurringTask) -> bool {
+        let own = task.status.as_ref().map_or(&[][..], |s| &s.conditions);
+        if !own.is_empty() {
+            return crate::controller::runner::is_ready(own);
+        }
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(kept) = task
+            .metadata
+            .uid
+            .as_deref()
+            .and_then(|uid| inner.by_uid.get(&Uid::of(uid)))
+            .and_then(|e| e.conditions.as_ref())
+        else {
+            return false;
+        };
+        inner.shared.is_ready(kept)
+    }
+
+    /// Tasks counted (for tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .by_uid
+            .len()
+    }
+}
+
+impl Inner {
+    /// The entry of `task`'s UID, if it was taken from this very version of it.
+    fn entry_of(&self, task: &RecurringTask) -> Option<&Entry> {
+        let uid = task.metadata.uid.as_deref()?;
+        let rv = task.metadata.resource_version.as_deref()?;
+        self.by_uid
+            .get(&Uid::of(uid))
+            .filter(|e| e.resource_version.is(rv))
+    }
+}
+
+/// The condition strings kept, each once, and the shapes they make (each condition's type,
+/// status, reason and message, in order), each once.
+#[derive(Debug, Default)]
+struct Shared {
+    texts: Vec<Box<str>>,
+    text_index: HashMap<Box<str>, u32>,
+    shapes: Vec<Shape>,
+    shape_index: HashMap<Shape, u32>,
+}
+
+/// Each condition's type, status, reason and message, as indices into [`Shared`]'s texts.
+type Shape = Box<[[u32; 4]]>;
+
+impl Shared {
+    /// `conditions` with their strings and shape shared, or `None` when one of them is new and
+    /// the table is full (the conditions then stay where they are).
+    fn keep(&mut self, conditions: &[Condition]) -> Option<Kept> {
+        let (first, _) = conditions.split_first()?;
+        let mut shape = Vec::with_capacity(conditions.len());
+        for c in conditions {
+            shape.push([
+                self.text_index(&c.type_)?,
+                self.text_index(&c.status)?,
+                self.text_index(&c.reason)?,
+                self.text_index(&c.message)?,
+            ]);
+        }
+        let shape = self.shape_index(shape.into_boxed_slice())?;
+        let since = Since::of(first);
+        Some(if conditions.iter().all(|c| Since::of(c) == since) {
+            Kept::Together { shape, since }
+        } else {
+            Kept::Apart {
+                shape,
+                since: conditions.iter().map(Since::of).collect(),
+            }
+        })
+    }
+
+    fn text_index(&mut self, text: &str) -> Option<u32> {
+        if let Some(&i) = self.text_index.get(text) {
+            return Some(i);
+        }
+        let i = u32::try_from(self.texts.len())
+            .ok()
+            .filter(|&i| (i as usize) < MAX_SHARED)?;
+        self.texts.push(text.into());
+        self.text_index.insert(text.into(), i);
+        Some(i)
+    }
+
+    fn shape_index(&mut self, shape: Shape) -> Option<u32> {
+        if let Some(&i) = self.shape_index.get(&shape) {
+            return Some(i);
+        }
+        let i = u32::try_from(self.shapes.len())
+            .ok()
+            .filter(|&i| (i as usize) < MAX_SHARED)?;
+        self.shapes.push(shape.clone());
+        self.shape_index.insert(shape, i);
+        Some(i)
+    }
+
+    fn text(&self, i: u32) -> &str {
+        self.texts.get(i as usize).map_or("", |t| t)
+    }
+
+    fn shape(&self, kept: &Kept) -> &[[u32; 4]] {
+        let (Kept::Together { shape, .. } | Kept::Apart { shape, .. }) = kept;
+        self.shapes.get(*shape as usize).map_or(&[], |s| s)
+    }
+
+    fn conditions(&self, kept: &Kept) -> Vec<Condition> {
+        self.shape(kept)
+            .iter()
+            .enumerate()
+            .filter_map(|(i, &[type_, status, reason, message])| {
+                let since = match kept {
+                    Kept::Together { since, .. } => since,
+                    Kept::Apart { since, .. } => since.get(i)?,
+                };
+                Some(Condition {
+                    type_: self.text(type_).into(),
+                    status: self.text(status).into(),
+                    reason: self.text(reason).into(),
+                    message: self.text(message).into(),
+                    last_transition_time: since.last_transition_time.clone(),
+                    observed_generation: since.observed_generation,
+                })
+            })
+            .collect()
+    }
+
+    fn is_ready(&self, kept: &Kept) -> bool {
+        self.shape(kept).iter().any(|&[type_, status, ..]| {
+            self.text(type_) == crate::controller::reason::READY && self.text(status) == "True"
+        })
+    }
+}
+
+/// A UID as a number when it is the usual UUID (16 bytes, against a 36-character string).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Uid {
+    Uuid(u128),
+    Other(Box<str>),
+}
+
+impl Uid {
+    /// Dashes of a UUID's canonical form (8-4-4-4-12 lowercase hex digits).
+    const DASHES: [usize; 4] = [8, 13, 18, 23];
+
+    fn of(uid: &str) -> Self {
+        Self::uuid(uid).map_or_else(|| Uid::Other(uid.into()), Uid::Uuid)
+    }
+
+    /// The number of a UUID in canonical form; any other UID is kept as written, so that two
+    /// UIDs are equal exactly when their strings are.
+    fn uuid(uid: &str) -> Option<u128> {
+        if uid.len() != 36 {
+            return None;
+        }
+        let mut n = 0u128;
+        for (i, c) in uid.bytes().enumerate() {
+            if Self::DASHES.contains(&i) {
+                if c != b'-' {
+                    return None;
+                }
+                continue;
+            }
+            let digit = match c {
+                b'0'..=b'9' => c - b'0',
+                b'a'..=b'f' => c - b'a' + 10,
+                _ => return None,
+            };
+            n = (n << 4) | u128::from(digit);
+        }
+        Some(n)
+    }
+}
+
+/// A resourceVersion as a number when it is one (as etcd's are; the API calls them opaque).
+#[derive(Debug, PartialEq, Eq)]
+enum Version {
+    Number(u64),
+    Other(Box<str>),
+}
+
+impl Version {
+    fn of(rv: &str) -> Self {
+        match Self::number(rv) {
+            Some(n) => Version::Number(n),
+            None => Version::Other(rv.into()),
+        }
+    }
+
+    /// `rv` as a number if it is one in canonical form ("007" is not: it would come back as "7").
+    fn number(rv: &str) -> Option<u64> {
+        if rv.len() > 1 && rv.starts_with('0') || rv.starts_with('+') {
+            return None;
+        }
+        rv.parse().ok()
+    }
+
+    fn is(&self, rv: &str) -> bool {
+        match self {
+            Version::Number(n) => Self::number(rv) == Some(*n),
+            Version::Other(text) => &**text == rv,
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "left_out_tests.rs"]
+mod tests;
