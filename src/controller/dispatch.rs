@@ -223,7 +223,8 @@ impl<K: Reconcile> InFlight<K> {
                 "waited for a worker"
             );
         }
-        // The key made when the object became due, found by its text: no copy per turn.
+        // The key made when the object became due, found by its text: the scheduler and this
+        // map keep sharing one allocation of it.
         let text = format!("{}/{}", turn.namespace, turn.name);
         let r = match self.flights.remove_entry(text.as_str()) {
             Some((r, _)) => r,
