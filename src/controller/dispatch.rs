@@ -223,12 +223,12 @@ impl<K: Reconcile> InFlight<K> {
                 "waited for a worker"
             );
         }
-        // The key made when the object became due, found by its text: the scheduler and this
-        // map keep sharing one allocation of it.
-        let text = format!("{}/{}", turn.namespace, turn.name);
-        let r = match self.flights.remove_entry(text.as_str()) {
+        let probe = Key::new(&turn.namespace, &turn.name);
+        // The key made when the object became due: the scheduler and this map keep sharing
+        // one allocation of it.
+        let r = match self.flights.remove_entry(&probe) {
             Some((r, _)) => r,
-            None => Key::new(&turn.namespace, &turn.name),
+            None => probe,
         };
         self.start(r);
     }

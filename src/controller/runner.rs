@@ -127,7 +127,13 @@ impl Conditions for crate::api::Backfill {
 
 /// `Ready=True`; no Ready condition (not reconciled yet) counts as not ready.
 pub(crate) fn is_ready(conditions: &[Condition]) -> bool {
-    crate::api::condition(conditions, super::reason::READY).is_some_and(|c| c.status == "True")
+    crate::api::condition(conditions, super::reason::READY)
+        .is_some_and(|c| says_ready(&c.type_, &c.status))
+}
+
+/// A condition of this type and status says `Ready=True`.
+pub(crate) fn says_ready(type_: &str, status: &str) -> bool {
+    type_ == super::reason::READY && status == "True"
 }
 
 /// Runs the controller of kind `K` (all namespaces, or one) until `shutdown` resolves.

@@ -1,5 +1,4 @@
 //! How the dispatch loop names an object.
-use std::borrow::Borrow;
 use std::fmt;
 use std::sync::Arc;
 
@@ -45,14 +44,6 @@ impl Key {
     }
 }
 
-/// The key's text (`namespace/name`): a key hashes as its text, so a map of keys is searched
-/// by text without making a key.
-impl Borrow<str> for Key {
-    fn borrow(&self) -> &str {
-        &self.0
-    }
-}
-
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -63,7 +54,6 @@ impl fmt::Display for Key {
 mod tests {
     use super::*;
     use crate::api::RecurringTask;
-    use std::collections::HashMap;
 
     #[test]
     fn a_key_gives_back_its_namespace_and_name_and_the_cache_reference() {
@@ -80,13 +70,5 @@ mod tests {
         assert_eq!(bare.object_ref::<RecurringTask>(), ObjectRef::new("x"));
         // Keys of different objects differ even where their concatenations could meet.
         assert_ne!(Key::new("a", "b-c"), Key::new("a-b", "c"));
-    }
-
-    #[test]
-    fn a_map_of_keys_is_searched_by_text() {
-        let mut map = HashMap::new();
-        map.insert(Key::new("ns", "a"), 1);
-        assert_eq!(map.get("ns/a"), Some(&1));
-        assert_eq!(map.get("ns/b"), None);
     }
 }

@@ -102,25 +102,18 @@ impl LeftOut {
                     return;
                 };
                 let (uid, resource_version) = (Uid::of(uid), Version::of(resource_version));
-                let Some(status) = task.status.as_mut() else {
-                    let listing = inner.listing;
-                    inner.by_uid.insert(
-                        uid,
-                        Entry {
-                            resource_version,
-                            records: 0,
-                            conditions: None,
-                            listing,
-                        },
-                    );
-                    return;
+                let (records, conditions) = match task.status.as_mut() {
+                    None => (0, None),
+                    Some(status) => {
+                        // Replaced, not cleared: clearing would keep the allocation.
+                        let records = std::mem::take(&mut status.history).len();
+                        let conditions = inner.shared.keep(&status.conditions);
+                        if conditions.is_some() {
+                            status.conditions = Vec::new();
+                        }
+                        (records, conditions)
+                    }
                 };
-                // Replaced, not cleared: clearing would keep the allocation.
-                let records = std::mem::take(&mut status.history).len();
-                let conditions = inner.shared.keep(&status.conditions);
-                if conditions.is_some() {
-                    status.conditions = Vec::new();
-                }
                 let listing = inner.listing;
                 inner.by_uid.insert(
                     uid,
@@ -314,7 +307,7 @@ impl Shared {
 
     fn is_ready(&self, kept: &Kept) -> bool {
         self.shape(kept).iter().any(|&[type_, status, ..]| {
-            self.text(type_) == crate::controller::reason::READY && self.text(status) == "True"
+            crate::controller::runner::says_ready(self.text(type_), self.text(status))
         })
     }
 }
