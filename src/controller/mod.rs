@@ -135,10 +135,12 @@ pub struct Context {
     pub settings: Settings,
     /// Tenant policies and namespaces, for the checks before every call.
     pub tenancy: crate::tenancy::Tenancy,
-    /// Per object, the resourceVersion a call's outcome was decided on, once that outcome is
-    /// written: while the watch cache still shows that version it is stale (our own write has
-    /// not arrived), and a reconcile waits for it instead of calling again.
-    committed: Memo<String, String>,
+    /// Per object, a fingerprint of the status a call's outcome was decided on, once that
+    /// outcome is written: while the watch cache still shows that status it is stale (our own
+    /// write has not arrived), and a reconcile waits for it instead of calling again. The
+    /// status, not the resourceVersion: a label or spec change by someone else can land between
+    /// the version decided on and our write, and its version still shows the old status.
+    committed: Memo<String, u64>,
     /// Warning events published lately, per object and reason (see [`Context::event`]).
     warned: Memo<(String, String), ()>,
     /// Tasks whose reminders for the pending occurrence (the value) could not all be created.
@@ -208,16 +210,23 @@ impl Context {
     }
 
     /// Remembers that the outcome of a call decided on `obj` (as the cache showed it) is written.
-    pub(crate) fn mark_committed<K: Resource>(&self, obj: &K) {
-        let rv = obj.meta().resource_version.clone().unwrap_or_default();
-        self.committed.insert(object_id(obj), rv, Instant::now());
+    pub(crate) fn mark_committed<K: Reconcile>(&self, obj: &K) {
+        match obj.decided_on() {
+            Some(status) => self
+                .committed
+                .insert(object_id(obj), status, Instant::now()),
+            None => self.committed.remove(&object_id(obj)),
+        }
     }
 
-    /// True while the cache still shows `obj` as it was before a write of ours that succeeded:
-    /// acting on it would repeat a call whose outcome is already recorded.
-    pub(crate) fn is_stale<K: Resource>(&self, obj: &K) -> bool {
-        let rv = obj.meta().resource_version.clone().unwrap_or_default();
-        self.committed.holds(&object_id(obj), &rv, Instant::now())
+    /// True while the cache still shows `obj`'s status as it was before a write of ours that
+    /// succeeded, at whatever resourceVersion: acting on it would repeat a call whose outcome is
+    /// already recorded.
+    pub(crate) fn is_stale<K: Reconcile>(&self, obj: &K) -> bool {
+        obj.decided_on().is_some_and(|status| {
+            self.committed
+                .holds(&object_id(obj), &status, Instant::now())
+        })
     }
 
     /// Remembers that `task`'s reminders for the occurrence `key` still have to be created.
@@ -397,6 +406,16 @@ fn event_reference<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
 }
 
 /// A stable id for an object: namespace/name/uid, so a re-created object is a new one.
+/// A fingerprint of `status` (its JSON), for [`Reconcile::decided_on`]. `None` if it cannot be
+/// serialised, which no recur status can fail (none has a map with non-text keys).
+pub(crate) fn fingerprint<S: serde::Serialize>(status: &S) -> Option<u64> {
+    use std::hash::Hasher as _;
+    let bytes = serde_json::to_vec(status).ok()?;
+    let mut hasher = std::hash::DefaultHasher::new();
+    hasher.write(&bytes);
+    Some(hasher.finish())
+}
+
 pub fn object_id<K: Resource>(obj: &K) -> String {
     let meta = obj.meta();
     format!(

@@ -322,6 +322,10 @@ impl crate::controller::Reconcile for Reminder {
             && (retrying || self.spec.due_at + crate::controller::OVERDUE_GRACE <= now)
     }
 
+    fn decided_on(&self) -> Option<u64> {
+        crate::controller::fingerprint(&self.status)
+    }
+
     async fn reconcile(&self, ctx: &Context, name: &str, ns: &str) -> Result<Action, Error> {
         let rem = self;
         if ctx.is_stale(rem) {

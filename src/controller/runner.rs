@@ -60,6 +60,12 @@ pub trait Reconcile:
     /// looks at first.
     fn overdue(&self, now: chrono::DateTime<chrono::Utc>) -> bool;
 
+    /// A fingerprint of what a decision to call rests on: the status, less what only records
+    /// past outcomes and may be held in another form by the cache (a task's history). It stays
+    /// the same from the version a call was decided on until our write of its outcome arrives
+    /// ([`Context::is_stale`](super::Context::is_stale)); `None` when it cannot be taken.
+    fn decided_on(&self) -> Option<u64>;
+
     /// Whether the cached object is `Ready=True` (for `recur_objects`); a kind whose cache
     /// leaves the conditions out answers from where it keeps them.
     fn is_ready(&self, _ctx: &Context) -> bool {

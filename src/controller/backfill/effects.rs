@@ -30,6 +30,10 @@ impl crate::controller::Reconcile for Backfill {
             .is_some_and(|s| s.phase == BackfillPhase::Running)
     }
 
+    fn decided_on(&self) -> Option<u64> {
+        crate::controller::fingerprint(&self.status)
+    }
+
     async fn reconcile(&self, ctx: &Context, name: &str, ns: &str) -> Result<Action, Error> {
         let bf = self;
         if ctx.is_stale(bf) {

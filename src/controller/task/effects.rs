@@ -25,6 +25,17 @@ impl crate::controller::Reconcile for RecurringTask {
                     .is_some_and(|m| m.attempts > 0 || late(m.requested_at)))
     }
 
+    /// The history is left out: the watch cache holds only its length, a read from the API
+    /// server all of it. Every outcome written moves the pending occurrence, its attempts or the
+    /// manual run, which the rest shows.
+    fn decided_on(&self) -> Option<u64> {
+        let mut status = self.status.clone();
+        if let Some(s) = &mut status {
+            s.history.clear();
+        }
+        crate::controller::fingerprint(&status)
+    }
+
     async fn reconcile(&self, ctx: &Context, name: &str, ns: &str) -> Result<Action, Error> {
         let api: Api<RecurringTask> = Api::namespaced(ctx.client.clone(), ns);
         // The cache left the conditions out: put back, or read with the object from the

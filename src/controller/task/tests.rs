@@ -715,35 +715,57 @@ mod reconcile_steps {
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let (mut sock, _) = listener.accept().await.unwrap();
-            let mut buf = vec![0u8; 65536];
-            let mut got = Vec::new();
-            loop {
-                let n = sock.read(&mut buf).await.unwrap();
-                got.extend_from_slice(&buf[..n]);
-                let text = String::from_utf8_lossy(&got).to_string();
-                if let Some(end) = text.find("\r\n\r\n") {
-                    let len: usize = text
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse().unwrap())
-                        })
-                        .unwrap_or(0);
-                    if got.len() >= end + 4 + len {
-                        break;
-                    }
-                }
-            }
-            let body = r#"{"id":"7"}"#;
-            let resp = format!(
-                "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            sock.write_all(resp.as_bytes()).await.unwrap();
-            let _ = tx.send(String::from_utf8_lossy(&got).to_string());
+            let _ = tx.send(answer(&mut sock).await);
         });
         (url, rx)
+    }
+
+    /// An HTTP server on 127.0.0.1 answering every request 201 with a backend id; returns its
+    /// URL and the number of requests it has answered.
+    async fn counting_sidecar() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = calls.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                answer(&mut sock).await;
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        (url, calls)
+    }
+
+    /// Reads one HTTP request from `sock` and answers it 201 with a backend id (closing the
+    /// connection); returns the request.
+    async fn answer(sock: &mut tokio::net::TcpStream) -> String {
+        let mut buf = vec![0u8; 65536];
+        let mut got = Vec::new();
+        loop {
+            let n = sock.read(&mut buf).await.unwrap();
+            got.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&got).to_string();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len: usize = text
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if got.len() >= end + 4 + len {
+                    break;
+                }
+            }
+        }
+        let body = r#"{"id":"7"}"#;
+        let resp = format!(
+            "HTTP/1.1 201 Created\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        sock.write_all(resp.as_bytes()).await.unwrap();
+        String::from_utf8_lossy(&got).to_string()
     }
 
     /// A context on the mock apiserver `service` and the sidecar at `url`.
@@ -769,6 +791,39 @@ mod reconcile_steps {
             std::time::Duration::ZERO,
         );
         (ctx, handle)
+    }
+
+    /// `task` as the watch cache holds it (`trim_for_cache`, which also fills the side table).
+    fn as_cached(ctx: &Context, task: RecurringTask) -> RecurringTask {
+        use kube::runtime::watcher::Event;
+        let mut event = Event::Apply(task);
+        crate::controller::Reconcile::trim_for_cache(ctx, &mut event);
+        let Event::Apply(cached) = event else {
+            unreachable!()
+        };
+        cached
+    }
+
+    /// The mock apiserver answers one request, which must be `method`, with `object`; the task
+    /// then reports the next request, if one comes before the client goes.
+    fn answer_once(
+        mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
+        method: Method,
+        object: RecurringTask,
+    ) -> tokio::task::JoinHandle<Option<String>> {
+        tokio::spawn(async move {
+            let (req, send) = handle.next_request().await.expect("a request");
+            assert_eq!(req.method(), method, "{}", req.uri());
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(serde_json::to_vec(&object).unwrap()))
+                    .unwrap(),
+            );
+            handle
+                .next_request()
+                .await
+                .map(|(req, _)| format!("{} {}", req.method(), req.uri()))
+        })
     }
 
     #[tokio::test]
@@ -803,11 +858,7 @@ mod reconcile_steps {
         task.metadata.resource_version = Some("41".into());
         let returned = task.clone();
         // As the watch cache holds it: without its two records, counted.
-        let mut cached = kube::runtime::watcher::Event::Apply(task);
-        crate::controller::Reconcile::trim_for_cache(&ctx, &mut cached);
-        let kube::runtime::watcher::Event::Apply(task) = cached else {
-            unreachable!()
-        };
+        let task = as_cached(&ctx, task);
         let expected = pending.clone();
 
         let verifier = tokio::spawn(async move {
@@ -888,14 +939,73 @@ mod reconcile_steps {
         assert_ne!(action, Action::await_change());
     }
 
+    /// A version between the one a delivery was decided on and our write of its outcome (here
+    /// someone labels the task) still shows the occurrence pending. It waits for our write
+    /// instead of calling the backend again (it used to call again: the memo of our commits
+    /// knew only the version decided on).
+    #[tokio::test]
+    async fn a_version_between_the_decision_and_our_write_is_not_delivered_again() {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let (url, calls) = counting_sidecar().await;
+        let ctx = context(
+            service,
+            &url,
+            Leadership::always(),
+            std::time::Duration::ZERO,
+        );
+        let nominal = DateTime::from_timestamp(Utc::now().timestamp() - 1, 0).unwrap();
+        let mut task = task("1h");
+        task.spec.schedule.start_at = Some(nominal);
+        task.metadata.creation_timestamp = Some(Time(crate::controller::to_jiff(
+            nominal - chrono::Duration::hours(1),
+        )));
+        task.status = Some(RecurringTaskStatus {
+            observed_generation: Some(1),
+            next_occurrence: Some(pending_at(nominal)),
+            ..Default::default()
+        });
+        task.metadata.resource_version = Some("41".into());
+        let mut labelled = task.clone();
+        labelled.metadata.resource_version = Some("42".into());
+        labelled
+            .metadata
+            .labels
+            .get_or_insert_default()
+            .insert("team".into(), "blue".into());
+        let mut ours = task.clone();
+        ours.metadata.resource_version = Some("43".into());
+        // The apiserver takes one status patch; a second request is reported.
+        let server = answer_once(handle, Method::PATCH, ours);
+
+        let cached = as_cached(&ctx, task);
+        let action = crate::controller::Reconcile::reconcile(&cached, &ctx, "standup", "ns")
+            .await
+            .unwrap();
+        assert_ne!(action, Action::await_change());
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+        let cached = as_cached(&ctx, labelled);
+        let action = crate::controller::Reconcile::reconcile(&cached, &ctx, "standup", "ns").await;
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "the backend was called again for the occurrence whose outcome is written"
+        );
+        assert_eq!(
+            action.ok(),
+            Some(Action::requeue(std::time::Duration::from_millis(100)))
+        );
+        drop(ctx);
+        assert_eq!(server.await.unwrap(), None, "a request after our write");
+    }
+
     /// A task the watch cache holds without its conditions (`left_out`) is decided on with them
     /// put back: a status already current makes no write (without them every task would be
     /// rewritten after a restart). When the cache's copy is not the version they were taken
     /// from, the task is read from the API server once, and still not written.
     #[tokio::test]
     async fn a_current_task_cached_without_its_conditions_is_not_written() {
-        use kube::runtime::watcher::Event;
-        let (ctx, mut handle) = leader_on_mock();
+        let (ctx, handle) = leader_on_mock();
         let now = Utc::now();
         let mut task = task("1h");
         task.spec.schedule.start_at = Some(now + chrono::Duration::hours(1));
@@ -907,27 +1017,11 @@ mod reconcile_steps {
         task.metadata.resource_version = Some("41".into());
         let mut returned = task.clone();
         returned.metadata.resource_version = Some("42".into());
-        let mut event = Event::Apply(task);
-        crate::controller::Reconcile::trim_for_cache(&ctx, &mut event);
-        let Event::Apply(cached) = event else {
-            unreachable!()
-        };
+        let cached = as_cached(&ctx, task);
         assert!(cached.status.as_ref().unwrap().conditions.is_empty());
         // The first request must be the read of the second reconcile: a write by the first
         // would come here instead and fail the test.
-        let server = tokio::spawn(async move {
-            let (req, send) = handle.next_request().await.expect("a read");
-            assert_eq!(req.method(), Method::GET, "{}", req.uri());
-            send.send_response(
-                Response::builder()
-                    .body(Body::from(serde_json::to_vec(&returned).unwrap()))
-                    .unwrap(),
-            );
-            handle
-                .next_request()
-                .await
-                .map(|(req, _)| format!("{} {}", req.method(), req.uri()))
-        });
+        let server = answer_once(handle, Method::GET, returned);
         let action = crate::controller::Reconcile::reconcile(&cached, &ctx, "standup", "ns")
             .await
             .unwrap();
