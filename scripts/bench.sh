@@ -9,7 +9,7 @@
 #
 #   scripts/bench.sh [--tasks N] [--idle SECS] [--workers W] [--no-raised-qps] [--perf] [--recur-only]
 #                    [--fairness | --no-fairness] [--out-dir DIR] [--pprof] [--patchcost]
-#                    [--spread [--window SECS] [--period SECS]]
+#                    [--spread [--window SECS] [--period SECS]] [--shards S]
 #     --tasks N          objects in the burst (default 1000; 10000 is the target)
 #     --idle SECS        idle window of the operator (default 60; the issue asks for 300)
 #     --workers W        recur run --workers (default 64)
@@ -27,6 +27,8 @@
 #                        steady-state lag; writes docs/bench/results-n<N>-spread.md
 #     --window SECS      the steady-state window of --spread (default 600, at most 3600)
 #     --period SECS      the tasks' interval in --spread (default 3600): fewer tasks, same rate
+#     --shards S         only N hourly tasks on one operator, then on S replicas (a label selector
+#                        and Lease each): cold start, restart, one replica's restart; shards-n<N>.md
 #
 # Builds the control-plane tools (tests/cluster/build.sh) and the release binaries, starts a
 # dedicated control plane (tests/cluster/up.sh) in a directory of its own and tears it down on
@@ -42,10 +44,10 @@ die() {
   log "error: $*"
   exit 1
 }
-usage() { sed -n '2,29s/^# \{0,1\}//p' "$0" >&2; }
+usage() { sed -n '2,31s/^# \{0,1\}//p' "$0" >&2; }
 
 tasks=1000 idle=60 workers=64 raised=1 perf=0 recur_only=0 fairness=1 out_dir="" pprof=0 patchcost=0
-spread="" window=600 period=3600
+spread="" window=600 period=3600 shards=0
 while [ $# -gt 0 ]; do
   case $1 in
     --tasks) tasks=${2:?--tasks needs a number}; shift 2 ;;
@@ -62,6 +64,7 @@ while [ $# -gt 0 ]; do
     --spread) spread=1; shift ;;
     --window) window=${2:?--window needs seconds}; shift 2 ;;
     --period) period=${2:?--period needs seconds}; shift 2 ;;
+    --shards) shards=${2:?--shards needs a number}; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) usage; die "unknown argument $1" ;;
   esac
@@ -70,7 +73,7 @@ for v in "$tasks" "$idle" "$workers" "$window" "$period"; do
   [[ $v =~ ^[1-9][0-9]*$ ]] || die "'$v' is not a positive number"
 done
 # From 50,000 tasks on, the spread scenario is the one meant (a burst of that many is not).
-if [ -z "$spread" ] && [ "$tasks" -ge 50000 ] && [ "$fairness" != only ] && [ "$patchcost" = 0 ]; then
+if [ -z "$spread" ] && [ "$tasks" -ge 50000 ] && [ "$fairness" != only ] && [ "$patchcost" = 0 ] && [ "$shards" = 0 ]; then
   log "--tasks $tasks: the spread scenario (--spread)"
   spread=1
 fi
@@ -213,6 +216,15 @@ if [ "$patchcost" = 1 ]; then
   "$bench" patchcost --tasks "$tasks" --out-dir "$out" --apiserver-pid "$(proc_pid kube-apiserver)" \
     --etcd-pid "$(proc_pid etcd)" --pprof-dir "$out/pprof" --kubectl "$bin/kubectl"
   log "wrote $out/patchcost.md and $out/pprof/"
+  exit 0
+fi
+if [ "$shards" != 0 ]; then
+  [ "$shards" -ge 2 ] || die "--shards needs at least 2"
+  "$bench" shards --tasks "$tasks" --shards "$shards" --out-dir "$out" "${operator_args[@]}"
+  [ "$docs" = 1 ] || { log "wrote $out/shards.md and shards.json"; exit 0; }
+  mkdir -p docs/bench
+  cp "$out/shards.md" "docs/bench/shards-n$tasks.md"
+  log "wrote docs/bench/shards-n$tasks.md"
   exit 0
 fi
 if [ "$spread" = 1 ]; then

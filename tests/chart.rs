@@ -566,6 +566,33 @@ fn rendered_manifests_wire_the_options() {
         !args.iter().any(|a| a.starts_with("--namespace")),
         "no --namespace by default: {args:?}"
     );
+    assert!(
+        !args.iter().any(|a| a.starts_with("--selector")),
+        "every object by default: {args:?}"
+    );
+    // A shard: its selector, and a Lease of its own (RBAC on that name).
+    let shard = render(&[
+        "--set",
+        "operator.selector=recur.dev/shard=0",
+        "--set",
+        "leaderElection.leaseName=recur-shard-0",
+    ]);
+    let shard_args = args_of(operator_container(&shard));
+    for want in ["--selector=recur.dev/shard=0", "--lease-name=recur-shard-0"] {
+        assert!(
+            shard_args.contains(&want.to_string()),
+            "missing {want} in {shard_args:?}"
+        );
+    }
+    let lease_rule = find(&shard, "Role")
+        .into_iter()
+        .flat_map(|r| r["rules"].as_array().cloned().unwrap_or_default())
+        .find(|rule| rule["resources"] == json!(["leases"]) && rule.get("resourceNames").is_some());
+    assert_eq!(
+        lease_rule.map(|r| r["resourceNames"].clone()),
+        Some(json!(["recur-shard-0"])),
+        "the shard's Lease is the one the operator may update"
+    );
     // With election a rolling update may overlap pods: one more at a time, none fewer.
     let strategy = &only(&docs, "Deployment")["spec"]["strategy"];
     assert_eq!(

@@ -32,6 +32,11 @@ pub enum Command {
     /// operator stopped; writes OUT_DIR/spread.json and spread.md. The tasks are created before
     /// recur starts (setup, not timed).
     Spread(SpreadArgs),
+    /// What S replicas, each serving one label selector's share of N hourly tasks, take against one
+    /// operator serving all N, on the same tasks: cold start, restart, and one replica's
+    /// restart while the others run (time to ready and to done, CPU, RSS, writes); writes
+    /// OUT_DIR/shards.json and shards.md.
+    Shards(ShardsArgs),
     /// Writes spread.md again from OUT_DIR/spread.json.
     SpreadReport(SpreadReportArgs),
     /// Writes results.md, lag-*.dat and lag.plt from the JSON files in OUT_DIR.
@@ -52,6 +57,10 @@ pub struct CacheMemoryArgs {
     /// Occurrences each task has delivered (one history record each, up to its limit of 10).
     #[arg(long, default_value_t = 1)]
     pub deliveries: usize,
+    /// Give each task the labels and annotations Helm and Argo CD put on the objects they
+    /// manage (two labels, three annotations).
+    #[arg(long)]
+    pub tool_metadata: bool,
     /// Measure only this variant (in this process); by default each in a process of its own.
     #[arg(long, value_enum)]
     pub variant: Option<crate::cache_memory::Variant>,
@@ -175,6 +184,18 @@ pub struct SpreadArgs {
     /// until shortly before it.
     #[arg(long, default_value_t = 60)]
     pub idle: u64,
+}
+
+#[derive(Args)]
+pub struct ShardsArgs {
+    /// `--tasks` is the number of RecurringTasks over all shards.
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub op: OperatorArgs,
+    /// Replicas, each with a label selector and a Lease of its own (at least 2).
+    #[arg(long, default_value_t = 2)]
+    pub shards: usize,
 }
 
 #[derive(Args)]

@@ -23,8 +23,9 @@ pub enum Variant {
     Whole,
     /// Without `status.history` only: what the cache held before the conditions left it.
     NoHistory,
-    /// As the cache holds it: without `status.history` and `status.conditions`, taken out by
-    /// the operator's own `LeftOut` (the count and the conditions it keeps included).
+    /// As the cache holds it: without `status.history`, `status.conditions` and the metadata no
+    /// reconcile reads, taken out by the operator's own `LeftOut` (the count and the conditions
+    /// it keeps included).
     Cached,
     /// Without `status.history`, `status.upcoming` and `status.conditions`.
     NoConditions,
@@ -73,8 +74,9 @@ fn trim(task: RecurringTask, variant: Variant, lengths: &LeftOut) -> RecurringTa
 const SAMPLE_UID: &str = "3f1c8a2e-5b7d-4c9a-8e21-6d0f4b9a7c13";
 
 /// One task as recur leaves it after `deliveries` hourly occurrences (one history record each,
-/// up to the default `historyLimit` of 10), as JSON.
-fn sample(deliveries: usize) -> Res<String> {
+/// up to the default `historyLimit` of 10), as JSON; with `tools`, the labels and annotations
+/// Helm and Argo CD put on each object they manage.
+fn sample(deliveries: usize, tools: bool) -> Res<String> {
     let start = Utc
         .with_ymd_and_hms(2026, 12, 5, 0, 0, 0)
         .single()
@@ -88,6 +90,28 @@ fn sample(deliveries: usize) -> Res<String> {
         "spec": {"userId": "bench-user-23", "title": "Benchmark task 123",
             "schedule": {"every": "1h", "startAt": "2026-12-05T00:10:00Z"}}
     }))?;
+    if tools {
+        task.metadata.labels = Some(
+            [
+                ("app.kubernetes.io/managed-by", "Helm"),
+                ("app.kubernetes.io/instance", "reminders"),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into(),
+        );
+        task.metadata.annotations = Some(
+            [
+                ("meta.helm.sh/release-name", "reminders"),
+                ("meta.helm.sh/release-namespace", "recur-bench"),
+                (
+                    "argocd.argoproj.io/tracking-id",
+                    "reminders:recur.dev/RecurringTask:recur-bench/task-000000",
+                ),
+            ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .into(),
+        );
+    }
     let schedule = compile(&task).map_err(|e| msg(format!("schedule: {e}")))?;
     if let Plan::Update { status, .. } = plan(&task, &schedule, uid, start) {
         task.status = Some(*status);
@@ -116,9 +140,9 @@ fn rss_bytes() -> Res<f64> {
 pub fn run_cache_memory(a: CacheMemoryArgs) -> Res<()> {
     let n = a.tasks.max(1);
     if let Some(variant) = a.variant {
-        return measure(n, a.deliveries, variant);
+        return measure(n, a.deliveries, a.tool_metadata, variant);
     }
-    let text = sample(a.deliveries)?;
+    let text = sample(a.deliveries, a.tool_metadata)?;
     println!(
         "one task as the apiserver sends it (managedFields aside), after {} deliveries: {} bytes of JSON",
         a.deliveries.max(1),
@@ -150,6 +174,7 @@ pub fn run_cache_memory(a: CacheMemoryArgs) -> Res<()> {
                 "--deliveries",
                 &a.deliveries.to_string(),
             ])
+            .args(a.tool_metadata.then_some("--tool-metadata"))
             .status()
             .map_err(|e| msg(format!("starting {}: {e}", exe.display())))?;
         if !status.success() {
@@ -159,8 +184,8 @@ pub fn run_cache_memory(a: CacheMemoryArgs) -> Res<()> {
     Ok(())
 }
 
-fn measure(n: usize, deliveries: usize, variant: Variant) -> Res<()> {
-    let text = sample(deliveries)?;
+fn measure(n: usize, deliveries: usize, tools: bool, variant: Variant) -> Res<()> {
+    let text = sample(deliveries, tools)?;
     let before = rss_bytes()?;
     let lengths = LeftOut::default();
     let mut held: Vec<Arc<RecurringTask>> = Vec::with_capacity(n);

@@ -109,6 +109,28 @@ pub async fn ensure_crd(client: &Client) -> Res<()> {
     Ok(())
 }
 
+/// What every scenario that runs `recur run` starts from.
+pub struct Bench {
+    /// A client of the loopback cluster, whose recur CRDs are usable.
+    pub client: Client,
+    /// For the operators' endpoints and the recording backend, `timeout` a request.
+    pub http: reqwest::Client,
+    /// The machine and the versions, for the report.
+    pub environment: crate::results::Environment,
+}
+
+pub async fn connect(kubeconfig: &Path, sidecar: &str, timeout: Duration) -> Res<Bench> {
+    let client = kube_client(kubeconfig).await?;
+    let http = reqwest::Client::builder().timeout(timeout).build()?;
+    ensure_crd(&client).await?;
+    let version = client.apiserver_version().await?;
+    Ok(Bench {
+        environment: crate::procfs::environment(version.git_version, sidecar.to_owned()),
+        client,
+        http,
+    })
+}
+
 pub async fn kube_client(path: &Path) -> Res<Client> {
     let kubeconfig = Kubeconfig::read_from(path)?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;

@@ -12,12 +12,10 @@ use kube::{Client, ResourceExt};
 use recur::api::RecurringTask;
 
 use crate::args::{FairnessArgs, Queue};
-use crate::cluster::{
-    OneOff, create_all, delete_namespace, ensure_crd, fresh_namespace, kube_client,
-};
+use crate::cluster::{Bench, OneOff, connect, create_all, delete_namespace, fresh_namespace};
 use crate::error::{Res, msg};
 use crate::process::spawn_operator;
-use crate::procfs::{environment, proc_stat};
+use crate::procfs::proc_stat;
 use crate::recur_scenario::{
     Record, await_burst, create_tasks, pending_due, probe_rate, task_object, until_all_pending,
 };
@@ -36,14 +34,13 @@ const SMALL_USER: &str = "bench-small";
 const PROBE: usize = 500;
 
 pub async fn run_fairness(a: FairnessArgs) -> Res<()> {
-    let client = kube_client(&a.common.kubeconfig).await?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()?;
-    ensure_crd(&client).await?;
-    let version = client.apiserver_version().await?;
+    let Bench {
+        client,
+        http,
+        environment,
+    } = connect(&a.common.kubeconfig, &a.op.sidecar, Duration::from_secs(60)).await?;
     let mut result = FairnessResult {
-        environment: environment(version.git_version, a.op.sidecar.clone()),
+        environment,
         workers: a.op.workers,
         runs: vec![],
     };

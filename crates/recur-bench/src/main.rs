@@ -17,6 +17,10 @@
 //!   same N patches, a restart with every status correct, idle, and the steady-state firing lag;
 //!   writes `spread.json` and `spread.md` with the targets (`spread-report` writes `spread.md`
 //!   again from `spread.json`).
+//! - `shards`: N hourly tasks served by one operator, then by S replicas, each with a label
+//!   selector and a Lease of its own: cold start, restart, and one replica's restart while the
+//!   others run; writes
+//!   `shards.json` and `shards.md`.
 //! - `cache-memory`: what one RecurringTask costs in the watch cache, whole and without parts of
 //!   its status (no cluster).
 //! - `report`: reads those files and writes `results.md`, the lag CDFs (`lag-*.dat`) and a
@@ -45,6 +49,8 @@ mod prometheus;
 mod recur_scenario;
 mod report;
 mod results;
+mod shards_report;
+mod shards_scenario;
 mod spread_report;
 mod spread_scenario;
 mod stats;
@@ -62,6 +68,7 @@ use fairness_scenario::run_fairness;
 use patchcost::run_patchcost;
 use recur_scenario::run_recur;
 use report::report;
+use shards_scenario::run_shards;
 use spread_scenario::{run_spread, spread_report};
 
 fn main() -> ExitCode {
@@ -82,6 +89,7 @@ fn main() -> ExitCode {
             Command::Cronjob(a) => run_cronjob(a).await,
             Command::Fairness(a) => run_fairness(a).await,
             Command::Spread(a) => run_spread(a).await,
+            Command::Shards(a) => run_shards(a).await,
             Command::SpreadReport(a) => spread_report(a),
             Command::Report(a) => report(a),
             Command::Patchcost(a) => run_patchcost(a).await,

@@ -14,13 +14,12 @@ use serde_json::json;
 use crate::apiserver::{api_delta, apiserver_metrics};
 use crate::args::RecurArgs;
 use crate::cluster::{
-    CONCURRENCY, OneOff, create_all, delete_namespace, ensure_crd, fresh_namespace, kube_client,
-    next_minute,
+    Bench, CONCURRENCY, OneOff, connect, create_all, delete_namespace, fresh_namespace, next_minute,
 };
 use crate::error::{Res, msg};
 use crate::pprof::Profile;
 use crate::process::{Operator, Perf, spawn_operator};
-use crate::procfs::{environment, proc_stat};
+use crate::procfs::proc_stat;
 use crate::results::{Burst, Idle, Limit, RecurResult, Start, write_json};
 use crate::say;
 use crate::stats::{lag_stats, per};
@@ -64,14 +63,13 @@ pub async fn create_tasks(client: &Client, ns: &str, n: usize, cron: &str) -> Re
 
 pub async fn run_recur(a: RecurArgs) -> Res<()> {
     let n = a.common.tasks;
-    let client = kube_client(&a.common.kubeconfig).await?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .build()?;
-    ensure_crd(&client).await?;
-    let version = client.apiserver_version().await?;
+    let Bench {
+        client,
+        http,
+        environment,
+    } = connect(&a.common.kubeconfig, &a.op.sidecar, Duration::from_secs(60)).await?;
     let mut result = RecurResult {
-        environment: environment(version.git_version, a.op.sidecar.clone()),
+        environment,
         workers: a.op.workers,
         ..RecurResult::default()
     };

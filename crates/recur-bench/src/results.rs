@@ -267,6 +267,52 @@ pub struct SpreadSteady {
     pub peak_rss_mib: f64,
 }
 
+/// The shards scenario (`recur-bench shards`): one operator over N tasks, then S replicas each
+/// over one label selector's share.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct ShardsResult {
+    pub command: String,
+    pub environment: Environment,
+    pub workers: u16,
+    pub tasks: usize,
+    pub shards: usize,
+    /// Creating the N tasks (setup, not part of the figures).
+    pub create_s: f64,
+    pub phases: Vec<ShardsPhase>,
+    /// A bare client's paged list (500 a page, decoded) of all N tasks, and of shard 0's (by
+    /// its label selector), with no operator running.
+    pub bare_list_all_s: f64,
+    pub bare_list_one_s: f64,
+    pub notes: Vec<String>,
+}
+
+/// Operators started at once, each until its share is done.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct ShardsPhase {
+    pub what: String,
+    pub replicas: Vec<ReplicaRun>,
+    /// Write requests on recur resources from the start to the last replica done.
+    pub writes: f64,
+    pub api: ApiDelta,
+}
+
+/// One `recur run` of a phase.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct ReplicaRun {
+    /// `--selector`; `None`: every task.
+    pub shard: Option<String>,
+    pub tasks: usize,
+    /// Start to `/health/ready`.
+    pub ready_s: f64,
+    /// Start to its share written (a cold start) or reconciled (a restart).
+    pub done_s: f64,
+    /// CPU seconds and VmRSS when done; VmRSS 30 s later, and VmHWM then.
+    pub cpu_s: f64,
+    pub rss_mib: f64,
+    pub rss_later_mib: f64,
+    pub peak_rss_mib: f64,
+}
+
 pub fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Res<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| msg(format!("creating {}: {e}", dir.display())))?;
     let path = dir.join(name);

@@ -36,12 +36,11 @@ use serde_json::json;
 use crate::apiserver::{api_delta, apiserver_metrics};
 use crate::args::SpreadArgs;
 use crate::cluster::{
-    CONCURRENCY, MARGIN, create_all, delete_namespace_within, ensure_crd, fresh_namespace,
-    kube_client,
+    Bench, CONCURRENCY, MARGIN, connect, create_all, delete_namespace_within, fresh_namespace,
 };
 use crate::error::{Res, msg};
 use crate::process::{Operator, spawn_operator};
-use crate::procfs::{environment, proc_stat};
+use crate::procfs::proc_stat;
 use crate::recur_scenario::{Record, probe_rate, task_name};
 use crate::report::requests_on_own;
 use crate::results::{
@@ -98,7 +97,8 @@ pub fn writes(api: &ApiDelta) -> f64 {
     requests_on_own(api, is_write)
 }
 
-fn task(i: usize, start_at: DateTime<Utc>, period: u64) -> Res<RecurringTask> {
+/// Task `i` of the spread: `every: <period>` from `start_at`.
+pub fn task(i: usize, start_at: DateTime<Utc>, period: u64) -> Res<RecurringTask> {
     Ok(serde_json::from_value(json!({
         "apiVersion": "recur.dev/v1alpha1",
         "kind": "RecurringTask",
@@ -138,14 +138,18 @@ pub async fn run_spread(a: SpreadArgs) -> Res<()> {
             "--window must not exceed --period: each task falls due once in the window",
         ));
     }
-    let client = kube_client(&a.common.kubeconfig).await?;
-    let http = reqwest::Client::builder()
-        .timeout(Duration::from_secs(120))
-        .build()?;
-    ensure_crd(&client).await?;
-    let version = client.apiserver_version().await?;
+    let Bench {
+        client,
+        http,
+        environment,
+    } = connect(
+        &a.common.kubeconfig,
+        &a.op.sidecar,
+        Duration::from_secs(120),
+    )
+    .await?;
     let mut r = SpreadResult {
-        environment: environment(version.git_version, a.op.sidecar.clone()),
+        environment,
         workers: a.op.workers,
         tasks: n,
         period_s: a.period,
@@ -204,7 +208,7 @@ pub async fn run_spread(a: SpreadArgs) -> Res<()> {
     // What the cold start wrote, for the minimal client to write again. Timed as the floor
     // under the restart's readiness: the same list with no operator running.
     let listed = Instant::now();
-    let written = statuses(&client).await?;
+    let written = statuses(&Api::namespaced(client.clone(), NS), None).await?;
     let bare_list_s = listed.elapsed().as_secs_f64();
     say(format!(
         "a bare client listed the {n} tasks (500 a page, decoded) in {bare_list_s:.2}s"
@@ -260,8 +264,9 @@ pub async fn run_spread(a: SpreadArgs) -> Res<()> {
 
     // 5. The minimal client: the cold start's own status writes again, onto the same tasks
     // as the cold start found them, without a status (removed first, not measured).
-    let cleared = clear_statuses(&client, n).await?;
-    let left = count_with_status(&client).await?;
+    let spread = Api::<RecurringTask>::namespaced(client.clone(), NS);
+    let cleared = clear_statuses(&spread, (0..n).map(task_name).collect()).await?;
+    let left = count_with_status(&spread).await?;
     say(format!(
         "removed the status of {n} tasks in {:.1}s (setup of the minimal client); {left} still have one",
         cleared.as_secs_f64()
@@ -305,13 +310,19 @@ pub async fn run_spread(a: SpreadArgs) -> Res<()> {
     Ok(())
 }
 
-/// Every task's status as it is now, by name (listed 500 at a time).
-async fn statuses(client: &Client) -> Res<Vec<(String, RecurringTaskStatus)>> {
-    let api = Api::<RecurringTask>::namespaced(client.clone(), NS);
+/// The status of every task in `api` (matching `selector`, if any) as it is now, by name
+/// (listed 500 at a time).
+pub async fn statuses(
+    api: &Api<RecurringTask>,
+    selector: Option<&str>,
+) -> Res<Vec<(String, RecurringTaskStatus)>> {
     let mut out = vec![];
     let mut token: Option<String> = None;
     loop {
         let mut lp = ListParams::default().limit(500);
+        if let Some(selector) = selector {
+            lp = lp.labels(selector);
+        }
         if let Some(t) = &token {
             lp = lp.continue_token(t);
         }
@@ -368,17 +379,16 @@ async fn write_statuses(client: &Client, written: &[(String, RecurringTaskStatus
     })
 }
 
-/// Removes the status of the `n` tasks (a merge patch `{"status": null}` on the status
-/// subresource each, `CONCURRENCY` in flight); returns how long it took.
-async fn clear_statuses(client: &Client, n: usize) -> Res<Duration> {
-    let api = Api::<RecurringTask>::namespaced(client.clone(), NS);
+/// Removes the status of the tasks `names` in `api`'s namespace (a merge patch `{"status": null}`
+/// on the status subresource each, `CONCURRENCY` in flight); returns how long it took.
+pub async fn clear_statuses(api: &Api<RecurringTask>, names: Vec<String>) -> Res<Duration> {
     let started = Instant::now();
     let patch = json!({"status": null});
-    let failed: Vec<kube::Error> = futures::stream::iter(0..n)
-        .map(|i| {
+    let failed: Vec<kube::Error> = futures::stream::iter(names)
+        .map(|name| {
             let (api, patch) = (api.clone(), &patch);
             async move {
-                api.patch_status(&task_name(i), &PatchParams::default(), &Patch::Merge(patch))
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(patch))
                     .await
             }
         })
@@ -395,9 +405,8 @@ async fn clear_statuses(client: &Client, n: usize) -> Res<Duration> {
     Ok(started.elapsed())
 }
 
-/// Tasks of the namespace that have a status, listed 500 at a time.
-async fn count_with_status(client: &Client) -> Res<usize> {
-    let api = Api::<RecurringTask>::namespaced(client.clone(), NS);
+/// Tasks in `api` that have a status, listed 500 at a time.
+pub async fn count_with_status(api: &Api<RecurringTask>) -> Res<usize> {
     let mut count = 0;
     let mut token: Option<String> = None;
     loop {

@@ -12,6 +12,10 @@
 //!
 //! Both are kept for the resourceVersion they were taken from, so they are used only with the
 //! very object they belong to; for another version the caller reads the task from the apiserver.
+//!
+//! Metadata that no reconcile reads is dropped outright ([`drop_unread_metadata`]): labels and
+//! annotations that tools put on every object (Helm's, Argo CD's, a team's) cost a map of their
+//! own per task, about 600 bytes for a single label.
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
@@ -19,6 +23,26 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::watcher::Event;
 
 use crate::api::RecurringTask;
+
+/// The prefix of the annotations a reconcile reads (`recur.dev/run-now`).
+const OWN_ANNOTATIONS: &str = "recur.dev/";
+
+/// Drops from a task bound for the cache the labels and annotations no reconcile reads: labels
+/// are read only to give them to the task's reminders (which a task without `spec.reminders`
+/// has none of), annotations only under `recur.dev/`. The object is read by nothing else
+/// between the watch and a reconcile; what is written back is status and JSON-patched fields,
+/// never the whole object.
+pub(crate) fn drop_unread_metadata(task: &mut RecurringTask) {
+    if task.spec.reminders.is_empty() {
+        task.metadata.labels = None;
+    }
+    if let Some(annotations) = task.metadata.annotations.as_mut() {
+        annotations.retain(|key, _| key.starts_with(OWN_ANNOTATIONS));
+        if annotations.is_empty() {
+            task.metadata.annotations = None;
+        }
+    }
+}
 
 /// Distinct condition strings, and distinct shapes, shared at most: past it, a task whose
 /// conditions bring a new one keeps them in its cached object (user-written suspend reasons and
@@ -95,6 +119,7 @@ impl LeftOut {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         match event {
             Event::Apply(task) | Event::InitApply(task) => {
+                drop_unread_metadata(task);
                 let (Some(uid), Some(resource_version)) = (
                     task.metadata.uid.as_deref(),
                     task.metadata.resource_version.as_deref(),

@@ -224,3 +224,50 @@ fn uids_and_versions_are_equal_exactly_when_their_strings_are() {
     assert!(!Version::of("+7").is("7"));
     assert!(Version::of("+7").is("+7"));
 }
+
+/// The labels and annotations tools put on every object stay out of the cache; the run-now
+/// annotation stays in, and so do a task's labels when it has reminders to give them to.
+#[test]
+fn only_the_metadata_a_reconcile_reads_is_cached() {
+    use crate::api::RUN_NOW_ANNOTATION;
+    let left_out = LeftOut::default();
+    let mut labelled = task(UID_A, "1", 0);
+    labelled.metadata.labels = Some(
+        [
+            (
+                "app.kubernetes.io/managed-by".to_string(),
+                "Helm".to_string(),
+            ),
+            ("recur.dev/shard".to_string(), "0".to_string()),
+        ]
+        .into(),
+    );
+    labelled.metadata.annotations = Some(
+        [
+            ("meta.helm.sh/release-name".to_string(), "app".to_string()),
+            (RUN_NOW_ANNOTATION.to_string(), "run-1".to_string()),
+        ]
+        .into(),
+    );
+    let cached = apply(&left_out, labelled.clone());
+    assert_eq!(cached.metadata.labels, None);
+    assert_eq!(
+        cached.metadata.annotations,
+        Some([(RUN_NOW_ANNOTATION.to_string(), "run-1".to_string())].into())
+    );
+
+    let mut with_reminders = labelled.clone();
+    with_reminders.spec.reminders = serde_json::from_value(json!([{"before": "15m"}])).unwrap();
+    let cached = apply(&left_out, with_reminders.clone());
+    assert_eq!(cached.metadata.labels, with_reminders.metadata.labels);
+
+    let mut foreign_only = labelled;
+    foreign_only
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .remove(RUN_NOW_ANNOTATION);
+    let cached = apply(&left_out, foreign_only);
+    assert_eq!(cached.metadata.annotations, None, "no empty map is kept");
+}

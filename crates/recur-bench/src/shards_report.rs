@@ -1,0 +1,99 @@
+//! The shards scenario's markdown (`shards.md`, copied to `docs/bench/shards-n<N>.md`).
+use std::fmt::Write as _;
+
+use crate::report::{breakdown, fmt_s};
+use crate::results::{ShardsPhase, ShardsResult};
+
+/// The slowest replica's time to done, and the largest RSS of any replica 30 s after.
+fn slowest(p: &ShardsPhase) -> (f64, f64, f64) {
+    p.replicas.iter().fold((0.0, 0.0, 0.0), |(d, r, h), x| {
+        (
+            d.max(x.done_s),
+            r.max(x.rss_later_mib),
+            h.max(x.peak_rss_mib),
+        )
+    })
+}
+
+pub fn shards_markdown(r: &ShardsResult) -> String {
+    let env = &r.environment;
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# Shards: {} RecurringTasks on one operator and on {} replicas\n",
+        r.tasks, r.shards
+    );
+    let _ = writeln!(
+        md,
+        "Made by `{}` on {}: {} cores ({}), {:.0} GiB of memory; Kubernetes {} (etcd and kube-apiserver of `tests/cluster/up.sh`, on loopback); `recur run --workers {}` each. Raw figures: `target/bench/shards.json`.\n",
+        r.command, env.date, env.cores, env.cpu, env.memory_gib, env.kubernetes, r.workers
+    );
+    let _ = writeln!(
+        md,
+        "All tasks are in one namespace. A shard is a label: task i carries `recur.dev/shard: <i mod {}>`, and replica k runs `recur run --selector recur.dev/shard=<k> --lease-name recur-shard-<k>`, so the apiserver lists and encodes for each replica only its share, and each shard has a leader of its own (docs/scaling.md). The tasks are hourly with their first occurrence hours away: nothing is delivered. Creating them took {:.0} s (setup).\n",
+        r.shards, r.create_s
+    );
+    md.push_str("| phase | replica | tasks | ready | done | CPU | RSS when done | RSS 30 s later | peak RSS |\n|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    for p in &r.phases {
+        for x in &p.replicas {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {:.1} s | {:.0} MiB | {:.0} MiB | {:.0} MiB |",
+                p.what,
+                x.shard.as_deref().unwrap_or("every task"),
+                x.tasks,
+                fmt_s(x.ready_s),
+                fmt_s(x.done_s),
+                x.cpu_s,
+                x.rss_mib,
+                x.rss_later_mib,
+                x.peak_rss_mib
+            );
+        }
+    }
+    md.push_str(
+        "\n- *done*: a cold start's share of status writes answered (every task's first `nextOccurrence`), or a restart's share of tasks reconciled once. Times are from the phase's start, when every replica of it was started at once.\n- *CPU* and *RSS when done* at that instant; *RSS 30 s later* and *peak* (VmHWM) 30 s after the phase's last replica was done.\n",
+    );
+    md.push_str("\n| phase | writes on recur resources | requests |\n|---|---:|---|\n");
+    for p in &r.phases {
+        let _ = writeln!(
+            md,
+            "| {} | {:.0} | {} |",
+            p.what,
+            p.writes,
+            breakdown(&p.api)
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nA bare kube-rs client with no operator running listed (500 a page, decoded) all {} tasks in {} and shard 0's (its label selector) in {}: the floor under a ready that waits for the list.",
+        r.tasks,
+        fmt_s(r.bare_list_all_s),
+        fmt_s(r.bare_list_one_s)
+    );
+    if let (Some(one), Some(many)) = (
+        r.phases
+            .iter()
+            .find(|p| p.what.starts_with("one operator, cold")),
+        r.phases
+            .iter()
+            .find(|p| p.what.contains("cold start at once")),
+    ) {
+        let (d1, m1, _) = slowest(one);
+        let (d2, m2, _) = slowest(many);
+        let _ = writeln!(
+            md,
+            "\nCold start: the slowest of {} replicas was done in {} against {} for one operator ({:.2}x); the largest replica held {:.0} MiB against {:.0} MiB.",
+            r.shards,
+            fmt_s(d2),
+            fmt_s(d1),
+            d2 / d1.max(f64::MIN_POSITIVE),
+            m2,
+            m1
+        );
+    }
+    for note in &r.notes {
+        let _ = writeln!(md, "\n- {note}");
+    }
+    md
+}
