@@ -57,9 +57,10 @@ pub struct RunArgs {
     /// it the replica is not ready and does not lead (schedule decisions use the local clock).
     #[arg(long, env = "RECUR_MAX_CLOCK_SKEW", default_value = "10s", value_parser = duration)]
     pub max_clock_skew: Duration,
-    /// Name of the Lease.
-    #[arg(long, env = "RECUR_LEASE_NAME", default_value = "recur-leader")]
-    pub lease_name: String,
+    /// Name of the Lease (default `recur-leader`). Required with `--selector`: operators of
+    /// different shards sharing one Lease would leave every shard but the leader's unserved.
+    #[arg(long, env = "RECUR_LEASE_NAME")]
+    pub lease_name: Option<String>,
     /// Namespace of the Lease (default: POD_NAMESPACE, else the kubeconfig's namespace).
     #[arg(long, env = "RECUR_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
@@ -176,7 +177,24 @@ fn init_logs(format: LogFormat, filter: &str, provider: &SdkTracerProvider) {
     }
 }
 
+/// The Lease of a replica that elects a leader without `--lease-name`.
+const DEFAULT_LEASE: &str = "recur-leader";
+
+/// The Lease `args` name, or why they cannot run: an operator of a shard (`--selector`) on the
+/// default Lease would wait as a standby of whichever operator holds it, whatever its shard,
+/// and its own objects would never be delivered.
+fn lease_name(args: &RunArgs) -> Result<String, String> {
+    match (&args.lease_name, &args.selector) {
+        (Some(name), _) => Ok(name.clone()),
+        (None, Some(selector)) if args.leader_elect => Err(format!(
+            "--selector {selector:?} needs --lease-name: each shard needs a Lease of its own, or the operators of other shards holding {DEFAULT_LEASE:?} keep this one a standby and its objects undelivered"
+        )),
+        (None, _) => Ok(DEFAULT_LEASE.to_owned()),
+    }
+}
+
 async fn run(args: RunArgs) -> Result<(), String> {
+    let lease_name = lease_name(&args)?;
     let config = Config::infer()
         .await
         .map_err(|e| format!("cannot load a kubeconfig or in-cluster config: {e}"))?;
@@ -247,7 +265,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
             .or_else(|| std::env::var("POD_NAMESPACE").ok())
             .unwrap_or(default_ns);
         let cfg = LeaseConfig {
-            name: args.lease_name.clone(),
+            name: lease_name,
             namespace,
             identity: identity.clone(),
             lease_duration: args.lease_duration,
@@ -435,5 +453,47 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod lease_name_tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    fn args(flags: &[&str]) -> RunArgs {
+        Cli::try_parse_from(std::iter::once("recur").chain(flags.iter().copied()))
+            .unwrap()
+            .run
+    }
+
+    /// Two shards on the default Lease: one of them would never deliver. Refused at start,
+    /// naming both flags.
+    #[test]
+    fn a_shard_needs_a_lease_of_its_own() {
+        let err = lease_name(&args(&["--selector", "recur.dev/shard=1"])).unwrap_err();
+        assert!(
+            err.contains("--selector") && err.contains("--lease-name"),
+            "{err}"
+        );
+        assert_eq!(
+            lease_name(&args(&[
+                "--selector",
+                "recur.dev/shard=1",
+                "--lease-name",
+                "recur-shard-1"
+            ])),
+            Ok("recur-shard-1".to_owned())
+        );
+        // No election, no Lease to share.
+        assert!(lease_name(&args(&["--selector", "a=b", "--leader-elect=false"])).is_ok());
+        assert_eq!(lease_name(&args(&[])), Ok(DEFAULT_LEASE.to_owned()));
     }
 }

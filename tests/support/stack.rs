@@ -341,9 +341,15 @@ impl Stack {
     }
 
     /// An operator of every namespace that serves only objects labelled `selector`: one test's
-    /// tenants in several namespaces, untouched by the other tests' operators and objects.
+    /// tenants in several namespaces, untouched by the other tests' operators and objects. Its
+    /// Lease is the stack's own, as a shard's is.
     pub async fn start_selector_operator(&mut self, selector: &str, extra: &[&str]) -> usize {
-        let mut args = vec!["--selector".to_string(), selector.to_string()];
+        let mut args = vec![
+            "--selector".to_string(),
+            selector.to_string(),
+            "--lease-name".to_string(),
+            format!("recur-{}", self.namespace),
+        ];
         args.extend(extra.iter().map(|s| s.to_string()));
         self.launch(kubeconfig(), args).await
     }
