@@ -405,7 +405,6 @@ fn event_reference<K: Resource<DynamicType = ()>>(obj: &K) -> ObjectReference {
     reference
 }
 
-/// A stable id for an object: namespace/name/uid, so a re-created object is a new one.
 /// A fingerprint of `status` (its JSON), for [`Reconcile::decided_on`]. `None` if it cannot be
 /// serialised, which no recur status can fail (none has a map with non-text keys).
 pub(crate) fn fingerprint<S: serde::Serialize>(status: &S) -> Option<u64> {
@@ -416,6 +415,7 @@ pub(crate) fn fingerprint<S: serde::Serialize>(status: &S) -> Option<u64> {
     Some(hasher.finish())
 }
 
+/// A stable id for an object: namespace/name/uid, so a re-created object is a new one.
 pub fn object_id<K: Resource>(obj: &K) -> String {
     let meta = obj.meta();
     format!(

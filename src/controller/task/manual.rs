@@ -224,12 +224,12 @@ pub(super) async fn run(
                     why.into(),
                 )
                 .await;
-                return Ok(Some(Action::requeue(Duration::ZERO)));
             }
-            let Some(p) = status.manual_run.clone() else {
-                return Ok(Some(Action::requeue(Duration::ZERO)));
-            };
-            (*status, p)
+            // The call is decided on the request as the cache shows it, in a reconcile of its
+            // own: made here, it would be decided on a status the memo of our commits does
+            // not know, and a reconcile of the request's version, before the outcome's
+            // arrived, would call again.
+            return Ok(Some(Action::requeue(Duration::ZERO)));
         }
         ManualPlan::Deliver(p) => (task.status.clone().unwrap_or_default(), Box::new(p)),
     };
@@ -254,7 +254,6 @@ pub(super) async fn run(
         })
         .await;
     let now = Utc::now();
-    // What the object has now: the cached status, or the request this reconcile just wrote.
     let before = status.clone();
     let mut after = after_manual_attempt(task, status, &p, &invoked.outcome, now);
     stamp_trace(&mut after, &p.idempotency_key, trace_id.as_deref());

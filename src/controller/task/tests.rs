@@ -793,6 +793,23 @@ mod reconcile_steps {
         (ctx, handle)
     }
 
+    /// A leader's context on a mock apiserver and a sidecar that counts the calls it answers.
+    async fn leader_calling_counted() -> (
+        Context,
+        tower_test::mock::Handle<Request<Body>, Response<Body>>,
+        Arc<std::sync::atomic::AtomicUsize>,
+    ) {
+        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let (url, calls) = counting_sidecar().await;
+        let ctx = context(
+            service,
+            &url,
+            Leadership::always(),
+            std::time::Duration::ZERO,
+        );
+        (ctx, handle, calls)
+    }
+
     /// `task` as the watch cache holds it (`trim_for_cache`, which also fills the side table).
     fn as_cached(ctx: &Context, task: RecurringTask) -> RecurringTask {
         use kube::runtime::watcher::Event;
@@ -807,18 +824,30 @@ mod reconcile_steps {
     /// The mock apiserver answers one request, which must be `method`, with `object`; the task
     /// then reports the next request, if one comes before the client goes.
     fn answer_once(
-        mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
+        handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
         method: Method,
         object: RecurringTask,
     ) -> tokio::task::JoinHandle<Option<String>> {
+        answer_in_turn(handle, vec![(method, object)])
+    }
+
+    /// The mock apiserver answers the requests in turn, each of which must be of its method,
+    /// with its object; the task then reports the next request, if one comes before the client
+    /// goes.
+    fn answer_in_turn(
+        mut handle: tower_test::mock::Handle<Request<Body>, Response<Body>>,
+        answers: Vec<(Method, RecurringTask)>,
+    ) -> tokio::task::JoinHandle<Option<String>> {
         tokio::spawn(async move {
-            let (req, send) = handle.next_request().await.expect("a request");
-            assert_eq!(req.method(), method, "{}", req.uri());
-            send.send_response(
-                Response::builder()
-                    .body(Body::from(serde_json::to_vec(&object).unwrap()))
-                    .unwrap(),
-            );
+            for (method, object) in answers {
+                let (req, send) = handle.next_request().await.expect("a request");
+                assert_eq!(req.method(), method, "{}", req.uri());
+                send.send_response(
+                    Response::builder()
+                        .body(Body::from(serde_json::to_vec(&object).unwrap()))
+                        .unwrap(),
+                );
+            }
             handle
                 .next_request()
                 .await
@@ -945,14 +974,7 @@ mod reconcile_steps {
     /// knew only the version decided on).
     #[tokio::test]
     async fn a_version_between_the_decision_and_our_write_is_not_delivered_again() {
-        let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let (url, calls) = counting_sidecar().await;
-        let ctx = context(
-            service,
-            &url,
-            Leadership::always(),
-            std::time::Duration::ZERO,
-        );
+        let (ctx, handle, calls) = leader_calling_counted().await;
         let nominal = DateTime::from_timestamp(Utc::now().timestamp() - 1, 0).unwrap();
         let mut task = task("1h");
         task.spec.schedule.start_at = Some(nominal);
@@ -997,6 +1019,74 @@ mod reconcile_steps {
         );
         drop(ctx);
         assert_eq!(server.await.unwrap(), None, "a request after our write");
+    }
+
+    /// A run-now request is written, then called in a reconcile of its own on the request as
+    /// the cache shows it, once: a reconcile of the request's version before the outcome's
+    /// arrives waits. (The call used to follow the request's write in the same reconcile,
+    /// decided on a status the memo of our commits did not know, and that reconcile called
+    /// again.)
+    #[tokio::test]
+    async fn a_manual_run_is_called_once_while_its_outcome_is_on_its_way() {
+        use crate::api::RUN_NOW_ANNOTATION;
+        let (ctx, handle, calls) = leader_calling_counted().await;
+        let calls = move || calls.load(std::sync::atomic::Ordering::SeqCst);
+        let now = Utc::now();
+        let mut asked = task("1h");
+        asked.spec.schedule.start_at = Some(now + chrono::Duration::hours(1));
+        let schedule = compile(&asked).unwrap();
+        let Plan::Update { status, .. } = plan(&asked, &schedule, UID, now) else {
+            panic!("a new task's first status")
+        };
+        asked.status = Some(*status);
+        asked
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(RUN_NOW_ANNOTATION.into(), "run-1".into());
+        asked.metadata.resource_version = Some("41".into());
+        let ManualPlan::Record { status, .. } = plan_manual(&asked, UID, now) else {
+            panic!("a run-now annotation not yet recorded")
+        };
+        let mut requested = asked.clone();
+        requested.status = Some(*status);
+        requested.metadata.resource_version = Some("42".into());
+        let mut done = requested.clone();
+        done.metadata.resource_version = Some("43".into());
+        let server = answer_in_turn(
+            handle,
+            vec![(Method::PATCH, requested.clone()), (Method::PATCH, done)],
+        );
+        let reconcile = |cached: RecurringTask| {
+            let ctx = &ctx;
+            async move { crate::controller::Reconcile::reconcile(&cached, ctx, "standup", "ns").await }
+        };
+        let waits = Some(Action::requeue(std::time::Duration::from_millis(100)));
+
+        // The request is written; nothing is called yet.
+        let action = reconcile(as_cached(&ctx, asked.clone())).await;
+        assert_eq!(
+            action.ok(),
+            Some(Action::requeue(std::time::Duration::ZERO))
+        );
+        assert_eq!(calls(), 0, "called before the request was in the cache");
+        // The cache still shows the task before the request: it waits for it.
+        assert_eq!(reconcile(as_cached(&ctx, asked)).await.ok(), waits);
+        // The request arrives: called once, and the outcome written.
+        let action = reconcile(as_cached(&ctx, requested.clone())).await;
+        assert_eq!(calls(), 1);
+        assert!(action.is_ok(), "{action:?}");
+        // The request's version again, the outcome not yet arrived: no second call.
+        let action = reconcile(as_cached(&ctx, requested)).await;
+        assert_eq!(calls(), 1, "the run was called again");
+        assert_eq!(action.ok(), waits);
+        drop(ctx);
+        // The run's Normal event may follow the outcome; nothing else does.
+        let next = server.await.unwrap();
+        assert!(
+            next.as_deref().is_none_or(|r| r.contains("/events")),
+            "a request after the outcome's write: {next:?}"
+        );
     }
 
     /// A task the watch cache holds without its conditions (`left_out`) is decided on with them
