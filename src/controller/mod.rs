@@ -223,10 +223,12 @@ impl Context {
     /// succeeded, at whatever resourceVersion: acting on it would repeat a call whose outcome is
     /// already recorded.
     pub(crate) fn is_stale<K: Reconcile>(&self, obj: &K) -> bool {
-        obj.decided_on().is_some_and(|status| {
-            self.committed
-                .holds(&object_id(obj), &status, Instant::now())
-        })
+        let (id, now) = (object_id(obj), Instant::now());
+        // The fingerprint serialises the status: only worth it for an object we wrote lately.
+        self.committed.get(&id, now).is_some()
+            && obj
+                .decided_on()
+                .is_some_and(|status| self.committed.holds(&id, &status, now))
     }
 
     /// Remembers that `task`'s reminders for the occurrence `key` still have to be created.

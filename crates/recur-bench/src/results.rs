@@ -286,10 +286,22 @@ pub struct ShardsResult {
     pub notes: Vec<String>,
 }
 
+/// What a phase of the shards scenario waits for, per replica.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Until {
+    /// Its share of status writes answered (its `recur_status_writes_total{outcome="ok"}`): a
+    /// cold start.
+    #[default]
+    Written,
+    /// Its share of RecurringTasks reconciled once (`recur_reconciles_total`): a restart.
+    Reconciled,
+}
+
 /// Operators started at once, each until its share is done.
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]
 pub struct ShardsPhase {
     pub what: String,
+    pub until: Until,
     pub replicas: Vec<ReplicaRun>,
     /// Write requests on recur resources from the start to the last replica done.
     pub writes: f64,
@@ -320,6 +332,15 @@ pub fn write_json<T: Serialize>(dir: &Path, name: &str, value: &T) -> Res<PathBu
         .map_err(|e| msg(format!("writing {}: {e}", path.display())))?;
     say(format!("wrote {}", path.display()));
     Ok(path)
+}
+
+/// Writes `md` to `dir/name` and prints it (stdout carries the reports).
+pub fn write_markdown(dir: &Path, name: &str, md: &str) -> Res<()> {
+    let path = dir.join(name);
+    std::fs::write(&path, md).map_err(|e| msg(format!("writing {}: {e}", path.display())))?;
+    print!("{md}");
+    say(format!("wrote {}", path.display()));
+    Ok(())
 }
 
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Res<T> {

@@ -2,16 +2,19 @@
 use std::fmt::Write as _;
 
 use crate::report::{breakdown, fmt_s};
-use crate::results::{ShardsPhase, ShardsResult};
+use crate::results::{ShardsPhase, ShardsResult, Until};
 
 /// The slowest replica's time to done, and the largest RSS of any replica 30 s after.
-fn slowest(p: &ShardsPhase) -> (f64, f64, f64) {
-    p.replicas.iter().fold((0.0, 0.0, 0.0), |(d, r, h), x| {
-        (
-            d.max(x.done_s),
-            r.max(x.rss_later_mib),
-            h.max(x.peak_rss_mib),
-        )
+fn slowest(p: &ShardsPhase) -> (f64, f64) {
+    p.replicas.iter().fold((0.0, 0.0), |(d, r), x| {
+        (d.max(x.done_s), r.max(x.rss_later_mib))
+    })
+}
+
+/// The cold start of one operator (no shard), or of the replicas (each with its shard).
+fn cold_start(r: &ShardsResult, sharded: bool) -> Option<&ShardsPhase> {
+    r.phases.iter().find(|p| {
+        p.until == Until::Written && p.replicas.iter().all(|x| x.shard.is_some() == sharded)
     })
 }
 
@@ -71,16 +74,9 @@ pub fn shards_markdown(r: &ShardsResult) -> String {
         fmt_s(r.bare_list_all_s),
         fmt_s(r.bare_list_one_s)
     );
-    if let (Some(one), Some(many)) = (
-        r.phases
-            .iter()
-            .find(|p| p.what.starts_with("one operator, cold")),
-        r.phases
-            .iter()
-            .find(|p| p.what.contains("cold start at once")),
-    ) {
-        let (d1, m1, _) = slowest(one);
-        let (d2, m2, _) = slowest(many);
+    if let (Some(one), Some(many)) = (cold_start(r, false), cold_start(r, true)) {
+        let (d1, m1) = slowest(one);
+        let (d2, m2) = slowest(many);
         let _ = writeln!(
             md,
             "\nCold start: the slowest of {} replicas was done in {} against {} for one operator ({:.2}x); the largest replica held {:.0} MiB against {:.0} MiB.",
@@ -96,4 +92,48 @@ pub fn shards_markdown(r: &ShardsResult) -> String {
         let _ = writeln!(md, "\n- {note}");
     }
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::results::ReplicaRun;
+
+    fn phase(until: Until, shards: &[Option<&str>], done_s: f64, rss: f64) -> ShardsPhase {
+        ShardsPhase {
+            what: "a phase".into(),
+            until,
+            replicas: shards
+                .iter()
+                .map(|s| ReplicaRun {
+                    shard: s.map(str::to_owned),
+                    done_s,
+                    rss_later_mib: rss,
+                    ..ReplicaRun::default()
+                })
+                .collect(),
+            ..ShardsPhase::default()
+        }
+    }
+
+    /// The summary compares the two cold starts, found by what they waited for and whether
+    /// their replicas had shards, whatever the phases are called.
+    #[test]
+    fn the_summary_compares_the_cold_starts() {
+        let r = ShardsResult {
+            shards: 2,
+            phases: vec![
+                phase(Until::Reconciled, &[None], 1.0, 1.0),
+                phase(Until::Written, &[None], 400.0, 312.0),
+                phase(Until::Reconciled, &[Some("s=0"), Some("s=1")], 2.0, 2.0),
+                phase(Until::Written, &[Some("s=0"), Some("s=1")], 408.0, 169.0),
+            ],
+            ..ShardsResult::default()
+        };
+        let md = shards_markdown(&r);
+        assert!(
+            md.contains("done in 408.0 s against 400.0 s for one operator (1.02x); the largest replica held 169 MiB against 312 MiB"),
+            "{md}"
+        );
+    }
 }

@@ -34,15 +34,15 @@ use crate::error::{Res, msg};
 use crate::process::{Operator, spawn_operator};
 use crate::procfs::proc_stat;
 use crate::recur_scenario::task_name;
-use crate::results::{ReplicaRun, ShardsPhase, ShardsResult, write_json};
+use crate::results::{ReplicaRun, ShardsPhase, ShardsResult, Until, write_json, write_markdown};
 use crate::say;
 use crate::shards_report::shards_markdown;
-use crate::spread_scenario::{clear_statuses, count_with_status, statuses, task, writes};
+use crate::spread_scenario::{
+    OWN, clear_statuses, count_with_status, delete_timeout, statuses, task, writes,
+};
 
 /// How long after a phase's end its replicas' memory is read again.
 const LOOK_ON: Duration = Duration::from_secs(30);
-/// Resources whose requests are the operators'.
-const OWN: &[&str] = &["recurringtasks", "reminders"];
 
 /// The namespace of every task.
 pub const NS: &str = "bench-shards";
@@ -57,15 +57,6 @@ pub fn shard_selector(k: usize) -> String {
 /// The indices of the `n` tasks in shard `k` of `s`: every i with i mod s = k.
 pub fn shard_tasks(n: usize, s: usize, k: usize) -> impl Iterator<Item = usize> {
     (k..n).step_by(s.max(1))
-}
-
-/// What a phase waits for, per replica.
-#[derive(Clone, Copy)]
-enum Until {
-    /// Its share of status writes answered (its `recur_status_writes_total{outcome="ok"}`).
-    Written,
-    /// Its share of RecurringTasks reconciled once (`recur_reconciles_total`).
-    Reconciled,
 }
 
 /// One replica to start: its shard (every task when `None`) and how many tasks that is.
@@ -86,10 +77,6 @@ impl Target {
             ]
         })
     }
-}
-
-fn delete_timeout(n: usize) -> Duration {
-    Duration::from_secs(600) + Duration::from_millis(20) * n as u32
 }
 
 pub async fn run_shards(a: ShardsArgs) -> Res<()> {
@@ -139,7 +126,7 @@ pub async fn run_shards(a: ShardsArgs) -> Res<()> {
         r.create_s
     ));
 
-    // 1. One operator over every namespace.
+    // 1. One operator over every task.
     let one = [Target {
         shard: None,
         tasks: n,
@@ -218,11 +205,7 @@ pub async fn run_shards(a: ShardsArgs) -> Res<()> {
     ));
 
     write_json(&a.common.out_dir, "shards.json", &r)?;
-    let md = shards_markdown(&r);
-    let path = a.common.out_dir.join("shards.md");
-    std::fs::write(&path, &md).map_err(|e| msg(format!("writing {}: {e}", path.display())))?;
-    print!("{md}");
-    say(format!("wrote {}", path.display()));
+    write_markdown(&a.common.out_dir, "shards.md", &shards_markdown(&r))?;
     delete_namespace_within(&client, NS, delete_timeout(n)).await?;
     Ok(())
 }
@@ -299,6 +282,7 @@ async fn phase(
     Ok((
         ShardsPhase {
             what: String::new(),
+            until,
             writes: writes(&api),
             api,
             replicas: runs,

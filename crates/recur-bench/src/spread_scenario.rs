@@ -53,7 +53,7 @@ use crate::stats::{lag_stats, per};
 /// The namespace of the spread tasks.
 pub const NS: &str = "bench-spread";
 /// The resources that are recur's (requests on them are the operator's).
-const OWN: &[&str] = &["recurringtasks", "reminders"];
+pub const OWN: &[&str] = &["recurringtasks", "reminders"];
 /// Tasks of the write-rate probe that sets the first occurrence.
 const PROBE: usize = 500;
 /// Task `i` of `n`'s offset in the period: `floor(i × period / n)` seconds, so that the `n`
@@ -124,7 +124,7 @@ fn every(period: u64) -> String {
 }
 
 /// How long to wait for a namespace of `n` tasks to go.
-fn delete_timeout(n: usize) -> Duration {
+pub fn delete_timeout(n: usize) -> Duration {
     Duration::from_secs(600) + Duration::from_millis(20) * n as u32
 }
 
@@ -425,12 +425,7 @@ pub async fn count_with_status(api: &Api<RecurringTask>) -> Res<usize> {
 
 /// Writes `dir/spread.md` from `r` and prints it.
 fn write_spread_md(dir: &std::path::Path, r: &SpreadResult) -> Res<()> {
-    let md = spread_markdown(r);
-    let path = dir.join("spread.md");
-    std::fs::write(&path, &md).map_err(|e| msg(format!("writing {}: {e}", path.display())))?;
-    print!("{md}");
-    say(format!("wrote {}", path.display()));
-    Ok(())
+    crate::results::write_markdown(dir, "spread.md", &spread_markdown(r))
 }
 
 /// `recur-bench spread-report`: `spread.md` again from `spread.json` (after a change of the
