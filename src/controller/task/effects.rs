@@ -150,6 +150,11 @@ async fn scheduled(
         Plan::Idle => Ok(Action::await_change()),
         Plan::Wait(at) => Ok(Action::requeue(until(at, now))),
         Plan::Update { status, wake, note } => {
+            if ctx.is_stale(task) {
+                // Decided on a status our last write replaced: its guard (the pending key) may
+                // still pass and put back attempts, failure and backoff from before that write.
+                return Ok(Action::requeue(Duration::from_millis(100)));
+            }
             let new_pending = status.next_occurrence.clone();
             if !commit(ctx, api, name, task, &status).await? {
                 return Ok(Action::requeue(Duration::from_millis(200)));

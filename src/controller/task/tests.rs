@@ -600,7 +600,12 @@ mod fuzz {
                             prop_assert!(next.nominal >= p.nominal);
                         }
                         prop_assert!(status.history.len() <= task.history_limit());
+                        // The memo of our commits holds every version showing the status an
+                        // outcome was decided on, less its history: an outcome that changed only
+                        // the history would hold the task's reconciles for the memo's lifetime.
+                        let decided_on = crate::controller::Reconcile::decided_on(&task);
                         task.status = Some(status);
+                        prop_assert_ne!(decided_on, crate::controller::Reconcile::decided_on(&task));
                     }
                     Plan::Wait(at) => clock = at,
                     Plan::Idle => break,
@@ -968,13 +973,8 @@ mod reconcile_steps {
         assert_ne!(action, Action::await_change());
     }
 
-    /// A version between the one a delivery was decided on and our write of its outcome (here
-    /// someone labels the task) still shows the occurrence pending. It waits for our write
-    /// instead of calling the backend again (it used to call again: the memo of our commits
-    /// knew only the version decided on).
-    #[tokio::test]
-    async fn a_version_between_the_decision_and_our_write_is_not_delivered_again() {
-        let (ctx, handle, calls) = leader_calling_counted().await;
+    /// An hourly task at resourceVersion 41 whose pending occurrence fell due a second ago.
+    fn due_a_second_ago() -> RecurringTask {
         let nominal = DateTime::from_timestamp(Utc::now().timestamp() - 1, 0).unwrap();
         let mut task = task("1h");
         task.spec.schedule.start_at = Some(nominal);
@@ -987,6 +987,17 @@ mod reconcile_steps {
             ..Default::default()
         });
         task.metadata.resource_version = Some("41".into());
+        task
+    }
+
+    /// A version between the one a delivery was decided on and our write of its outcome (here
+    /// someone labels the task) still shows the occurrence pending. It waits for our write
+    /// instead of calling the backend again (it used to call again: the memo of our commits
+    /// knew only the version decided on).
+    #[tokio::test]
+    async fn a_version_between_the_decision_and_our_write_is_not_delivered_again() {
+        let (ctx, handle, calls) = leader_calling_counted().await;
+        let task = due_a_second_ago();
         let mut labelled = task.clone();
         labelled.metadata.resource_version = Some("42".into());
         labelled
@@ -1013,6 +1024,53 @@ mod reconcile_steps {
             1,
             "the backend was called again for the occurrence whose outcome is written"
         );
+        assert_eq!(
+            action.ok(),
+            Some(Action::requeue(std::time::Duration::from_millis(100)))
+        );
+        drop(ctx);
+        assert_eq!(server.await.unwrap(), None, "a request after our write");
+    }
+
+    /// A version between a failed attempt's decision and our write of it (here someone edits the
+    /// jitter) plans a status update that keeps the pending key, so its guard would pass on our
+    /// write and put back the status from before the attempt: its count, failure and backoff
+    /// gone. It waits for our write instead (it used to write at once: only deliveries were
+    /// checked against the memo of our commits).
+    #[tokio::test]
+    async fn a_version_between_a_failed_attempt_and_our_write_does_not_undo_it() {
+        // No sidecar listens: the attempt fails and is retried with backoff.
+        let (ctx, handle) = leader_on_mock();
+        let task = due_a_second_ago();
+        let mut edited = task.clone();
+        edited.metadata.resource_version = Some("42".into());
+        edited.metadata.generation = Some(2);
+        edited.spec.schedule.jitter = Some("30m".into());
+        let schedule = compile(&edited).unwrap();
+        assert!(
+            matches!(
+                plan(&edited, &schedule, UID, Utc::now()),
+                Plan::Update { .. }
+            ),
+            "the edit alone plans a status update"
+        );
+        let mut ours = task.clone();
+        ours.metadata.resource_version = Some("43".into());
+        // The apiserver takes the failed attempt's status patch and its Event (answered with
+        // anything: an Event's failure is only logged); a further request is reported.
+        let server = answer_in_turn(
+            handle,
+            vec![(Method::PATCH, ours.clone()), (Method::POST, ours)],
+        );
+
+        let cached = as_cached(&ctx, task);
+        let action = crate::controller::Reconcile::reconcile(&cached, &ctx, "standup", "ns")
+            .await
+            .unwrap();
+        assert_ne!(action, Action::await_change());
+
+        let cached = as_cached(&ctx, edited);
+        let action = crate::controller::Reconcile::reconcile(&cached, &ctx, "standup", "ns").await;
         assert_eq!(
             action.ok(),
             Some(Action::requeue(std::time::Duration::from_millis(100)))
