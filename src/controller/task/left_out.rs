@@ -9,6 +9,9 @@
 //!   writes a handful of distinct strings across every task. The table keeps their strings
 //!   once for every task ([`Shared`]) and each task's instants, and [`LeftOut::restore`] puts
 //!   them back in the task a reconcile decides on.
+//! - the idempotency keys of the pending and the last occurrence, about 64 bytes each on the heap,
+//!   when they are the ones the task's UID and the occurrence's instant give
+//!   ([`occurrence_key`]): [`LeftOut::restore`] makes them again.
 //!
 //! Both are kept for the resourceVersion they were taken from, so they are used only with the
 //! very object they belong to; for another version the caller reads the task from the apiserver.
@@ -23,6 +26,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::runtime::watcher::Event;
 
 use crate::api::RecurringTask;
+use crate::controller::task::occurrence_key;
 
 /// The prefix of the annotations a reconcile reads (`recur.dev/run-now`).
 const OWN_ANNOTATIONS: &str = "recur.dev/";
@@ -69,7 +73,31 @@ struct Entry {
     records: u16,
     /// `None` when the conditions stayed in the cached object.
     conditions: Option<Kept>,
+    keys: Keys,
     listing: u64,
+}
+
+/// Which idempotency keys the cached object lacks because [`occurrence_key`] gives them back.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct Keys {
+    next: bool,
+    last: bool,
+}
+
+impl Keys {
+    fn any(self) -> bool {
+        self.next || self.last
+    }
+}
+
+/// Empties `key` if it is the one `uid` and `nominal` give, and says whether it did.
+fn take_derived(key: &mut String, uid: &str, nominal: chrono::DateTime<chrono::Utc>) -> bool {
+    let derived = !key.is_empty() && *key == occurrence_key(uid, nominal);
+    if derived {
+        // Replaced, not cleared: clearing would keep the allocation.
+        *key = String::new();
+    }
+    derived
 }
 
 /// A task's conditions as the table keeps them: their strings as a shape shared with every
@@ -105,7 +133,7 @@ pub enum Restored {
     /// Nothing was taken out of the object that reconcile decides on (or it never went through
     /// the cache): use it as it is.
     AsCached,
-    /// The object with its conditions put back.
+    /// The object with its conditions and keys put back.
     Whole(Box<RecurringTask>),
     /// The table keeps another version of the object (a newer one came, or a relist is
     /// running): read it from the apiserver.
@@ -113,32 +141,36 @@ pub enum Restored {
 }
 
 impl LeftOut {
-    /// Takes the history and the conditions out of every task in `event` (bound for the watch
-    /// cache), keeping the history's length and the conditions.
+    /// Takes the history, the conditions and the derived keys out of every task in `event`
+    /// (bound for the watch cache), keeping the history's length, the conditions and which keys
+    /// went.
     pub fn take_from(&self, event: &mut Event<RecurringTask>) {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         match event {
             Event::Apply(task) | Event::InitApply(task) => {
                 drop_unread_metadata(task);
-                let (Some(uid), Some(resource_version)) = (
+                let (Some(uid_text), Some(resource_version)) = (
                     task.metadata.uid.as_deref(),
                     task.metadata.resource_version.as_deref(),
                 ) else {
                     return;
                 };
-                let (uid, resource_version) = (Uid::of(uid), Version::of(resource_version));
-                let (records, conditions) = match task.status.as_mut() {
-                    None => (0, None),
-                    Some(status) => {
-                        // Replaced, not cleared: clearing would keep the allocation.
-                        let records = std::mem::take(&mut status.history).len();
-                        let conditions = inner.shared.keep(&status.conditions);
-                        if conditions.is_some() {
-                            status.conditions = Vec::new();
-                        }
-                        (records, conditions)
+                let (uid, resource_version) = (Uid::of(uid_text), Version::of(resource_version));
+                let (mut records, mut conditions, mut keys) = (0, None, Keys::default());
+                if let Some(status) = task.status.as_mut() {
+                    // Replaced, not cleared: clearing would keep the allocation.
+                    records = std::mem::take(&mut status.history).len();
+                    conditions = inner.shared.keep(&status.conditions);
+                    if conditions.is_some() {
+                        status.conditions = Vec::new();
                     }
-                };
+                    if let Some(p) = status.next_occurrence.as_mut() {
+                        keys.next = take_derived(&mut p.idempotency_key, uid_text, p.nominal);
+                    }
+                    if let Some(l) = status.last_occurrence.as_mut() {
+                        keys.last = take_derived(&mut l.idempotency_key, uid_text, l.nominal);
+                    }
+                }
                 let listing = inner.listing;
                 inner.by_uid.insert(
                     uid,
@@ -146,6 +178,7 @@ impl LeftOut {
                         resource_version,
                         records: u16::try_from(records).unwrap_or(u16::MAX),
                         conditions,
+                        keys,
                         listing,
                     },
                 );
@@ -170,27 +203,48 @@ impl LeftOut {
         inner.entry_of(task).map(|e| usize::from(e.records))
     }
 
-    /// `task` as reconcile must see it: with the conditions the cache left out put back.
+    /// `task` as reconcile must see it: with the conditions and keys the cache left out put
+    /// back.
     pub fn restore(&self, task: &RecurringTask) -> Restored {
         let Some(status) = &task.status else {
             return Restored::AsCached;
         };
-        if !status.conditions.is_empty() {
-            // Never taken out (kept in the object, or never through the cache).
+        let keyless = |key: Option<&String>| key.is_some_and(String::is_empty);
+        if !status.conditions.is_empty()
+            && !keyless(status.next_occurrence.as_ref().map(|p| &p.idempotency_key))
+            && !keyless(status.last_occurrence.as_ref().map(|l| &l.idempotency_key))
+        {
+            // Nothing taken out (kept in the object, or never through the cache).
             return Restored::AsCached;
         }
+        let Some(uid) = task.metadata.uid.as_deref() else {
+            // Never through the cache: it keeps only objects with a UID.
+            return Restored::AsCached;
+        };
         let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(entry) = inner.entry_of(task) else {
             return Restored::Unknown;
         };
-        let Some(kept) = &entry.conditions else {
+        if entry.conditions.is_none() && !entry.keys.any() {
             return Restored::AsCached;
-        };
-        let conditions = inner.shared.conditions(kept);
+        }
+        let conditions = entry
+            .conditions
+            .as_ref()
+            .map(|k| inner.shared.conditions(k));
+        let keys = entry.keys;
         drop(inner);
         let mut whole = task.clone();
         if let Some(status) = whole.status.as_mut() {
-            status.conditions = conditions;
+            if let Some(conditions) = conditions {
+                status.conditions = conditions;
+            }
+            if let Some(p) = status.next_occurrence.as_mut().filter(|_| keys.next) {
+                p.idempotency_key = occurrence_key(uid, p.nominal);
+            }
+            if let Some(l) = status.last_occurrence.as_mut().filter(|_| keys.last) {
+                l.idempotency_key = occurrence_key(uid, l.nominal);
+            }
         }
         Restored::Whole(Box::new(whole))
     }

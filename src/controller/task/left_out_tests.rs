@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::panic)]
 use super::*;
 use crate::api::{OccurrenceRecord, RecurringTaskStatus};
+use crate::controller::task::occurrence_key;
 use crate::controller::{conditions, reason};
 use chrono::{TimeZone, Utc};
 use serde_json::json;
@@ -122,6 +123,99 @@ fn the_cache_gets_no_conditions_and_reconcile_gets_them_back_for_that_version_on
     let mut bare = task("b", "1", 0);
     bare.status = None;
     assert!(matches!(left_out.restore(&bare), Restored::AsCached));
+}
+
+/// `task` with a pending occurrence and a last one, each keyed `key(nominal)`.
+fn with_keys(
+    mut task: RecurringTask,
+    key: impl Fn(chrono::DateTime<Utc>) -> String,
+) -> RecurringTask {
+    let last = Utc.with_ymd_and_hms(2026, 12, 5, 0, 0, 0).unwrap();
+    let next = last + chrono::TimeDelta::hours(1);
+    let status = task.status.get_or_insert_with(Default::default);
+    status.next_occurrence = Some(
+        serde_json::from_value(json!({
+            "nominal": next, "due": next, "idempotencyKey": key(next), "attempts": 0
+        }))
+        .unwrap(),
+    );
+    status.last_occurrence = Some(
+        serde_json::from_value(json!({
+            "nominal": last, "due": last, "idempotencyKey": key(last), "outcome": "Delivered",
+            "finishedAt": last, "attempts": 1, "backendId": "7"
+        }))
+        .unwrap(),
+    );
+    task
+}
+
+fn keys(task: &RecurringTask) -> (&str, &str) {
+    let status = task.status.as_ref().unwrap();
+    (
+        &status.next_occurrence.as_ref().unwrap().idempotency_key,
+        &status.last_occurrence.as_ref().unwrap().idempotency_key,
+    )
+}
+
+/// The keys a task's UID and instants give stay out of the cache, whether its conditions go
+/// too or stay; reconcile gets them back for that version only.
+#[test]
+fn derived_keys_leave_the_cache_and_come_back_for_that_version_only() {
+    let left_out = LeftOut::default();
+    let derived = |t| occurrence_key(UID_A, t);
+    let whole = with_keys(with_conditions(task(UID_A, "7", 2), "scheduled"), derived);
+    let cached = apply(&left_out, whole.clone());
+    assert_eq!(keys(&cached), ("", ""));
+    let Restored::Whole(restored) = left_out.restore(&cached) else {
+        panic!("the keys were kept");
+    };
+    let mut expected = whole.clone();
+    expected.status.as_mut().unwrap().history.clear();
+    assert_eq!(
+        json(&restored),
+        json(&expected),
+        "every field back as it was"
+    );
+    let mut other = cached.clone();
+    other.metadata.resource_version = Some("8".into());
+    assert!(matches!(left_out.restore(&other), Restored::Unknown));
+
+    // The conditions kept in the object (no condition to share): the keys still go and come.
+    let bare = with_keys(task(UID_A, "9", 0), derived);
+    let cached = apply(&left_out, bare.clone());
+    assert_eq!(keys(&cached), ("", ""));
+    assert!(matches!(left_out.restore(&cached), Restored::Whole(w) if json(&w) == json(&bare)));
+}
+
+/// A key the UID and instant do not give (a manual run's, one written by hand, another task's)
+/// stays in the cached object as written; so does an empty one, which nothing can restore.
+#[test]
+fn keys_of_another_form_stay_in_the_cache() {
+    let left_out = LeftOut::default();
+    for key in [
+        "manual-run-1",
+        "",
+        &occurrence_key("another-uid", Utc::now()),
+    ] {
+        let whole = with_keys(task(UID_A, "7", 0), |_| key.to_string());
+        let cached = apply(&left_out, whole.clone());
+        assert_eq!(keys(&cached), (key, key));
+        assert!(matches!(
+            left_out.inner.lock().unwrap().by_uid.values().next(),
+            Some(Entry {
+                keys: Keys {
+                    next: false,
+                    last: false
+                },
+                ..
+            })
+        ));
+        match left_out.restore(&cached) {
+            Restored::AsCached => {}
+            Restored::Whole(w) => assert_eq!(json(&w), json(&whole)),
+            Restored::Unknown => panic!("the table has this version"),
+        }
+    }
 }
 
 #[test]
