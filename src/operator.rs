@@ -355,26 +355,36 @@ async fn run(args: RunArgs) -> Result<(), String> {
         None => None,
     };
     leadership.report_to(metrics.clone());
-    let tasks = controller::run::<RecurringTask>(
+    // Spawned, not polled by this thread: a controller's watch stream is fed by the HTTP
+    // connection's task on a worker, and a task it wakes on the same worker runs there next,
+    // where waking this thread would cost two thread switches per message (about four per
+    // object while a list streams in).
+    let tasks = tokio::spawn(controller::run::<RecurringTask>(
         ctx.clone(),
         args.namespace.clone(),
         futures::stream::select(leadership.gained(), tenancy.changes()),
         shutdown(),
-    );
-    let reminders = controller::run::<Reminder>(
+    ));
+    let reminders = tokio::spawn(controller::run::<Reminder>(
         ctx.clone(),
         args.namespace.clone(),
         futures::stream::select(leadership.gained(), tenancy.changes()),
         shutdown(),
-    );
-    let backfills = controller::run::<crate::api::Backfill>(
+    ));
+    let backfills = tokio::spawn(controller::run::<crate::api::Backfill>(
         ctx.clone(),
         args.namespace.clone(),
         futures::stream::select(leadership.gained(), tenancy.changes()),
         shutdown(),
-    );
+    ));
     info!(leader_elect = args.leader_elect, namespace = ?args.namespace, http = %args.http_addr, app = ?args.app_addr, "recur started");
-    tokio::join!(tasks, reminders, backfills);
+    if let Err(err) = tokio::try_join!(tasks, reminders, backfills) {
+        // A controller that panicked takes the process down, as it did when polled here.
+        match err.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(err) => return Err(format!("controller task: {err}")),
+        }
+    }
     if let Some(app_channel) = app_channel {
         match app_channel.await {
             Ok(Ok(())) => {}
