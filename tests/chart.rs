@@ -1744,6 +1744,56 @@ fn installed_service_account_has_least_privilege_cluster_wide() {
     drop(release);
 }
 
+/// Shards as releases (`docs/scaling.md`): two releases of the chart in one namespace, each
+/// serving one shard's label. Both install (no object of one is the other's), each
+/// ServiceAccount may renew its own Lease and not the other's (a shard cannot stall another),
+/// and uninstalling one leaves the other's cluster-wide objects in place.
+#[test]
+fn two_releases_serve_two_shards_side_by_side() {
+    apply_crds(&chart_crds());
+    let ns = Namespace::new("chart-shards");
+    let n = ns.0.as_str();
+    let install = |k: u8| {
+        let selector = format!("operator.selector=recur.dev/shard={k}");
+        Release::install(&format!("shard-{k}"), n, &["--set-string", &selector])
+    };
+    let zero = install(0);
+    let one = install(1);
+    let dir = tempfile::tempdir().unwrap();
+    for (k, other) in [(0, 1), (1, 0)] {
+        let kubeconfig = token_kubeconfig(n, &format!("shard-{k}-recur"), dir.path());
+        let own = format!("leases.coordination.k8s.io/shard-{k}-recur-leader");
+        let theirs = format!("leases.coordination.k8s.io/shard-{other}-recur-leader");
+        let checks: &[(&[&str], bool)] = &[
+            (&["get", &own, "-n", n], true),
+            (&["update", &own, "-n", n], true),
+            (&["get", &theirs, "-n", n], false),
+            (&["update", &theirs, "-n", n], false),
+            (&["list", "recurringtasks.recur.dev", "-A"], true),
+        ];
+        assert_rights(&kubeconfig, &format!("shard {k}'s ServiceAccount"), checks);
+    }
+
+    drop(zero);
+    let cluster_wide = format!("shard-1-recur-{n}");
+    let policy = format!("{cluster_wide}-task-writes");
+    for (kind, name) in [
+        ("clusterrole", &cluster_wide),
+        ("clusterrolebinding", &cluster_wide),
+        ("validatingwebhookconfiguration", &cluster_wide),
+        ("validatingadmissionpolicy", &policy),
+        ("validatingadmissionpolicybinding", &policy),
+    ] {
+        let got = output(kubectl().args(["get", kind, name.as_str()]), None);
+        assert!(
+            got.status.success(),
+            "{kind} {name} went with the other release: {}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+    }
+    drop(one);
+}
+
 #[test]
 fn installed_service_account_is_confined_to_the_watched_namespace() {
     apply_crds(&chart_crds());

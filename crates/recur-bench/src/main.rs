@@ -64,6 +64,7 @@ use clap::Parser;
 use args::{Cli, Command};
 use cache_memory::run_cache_memory;
 use cronjob_scenario::run_cronjob;
+use error::msg;
 use fairness_scenario::run_fairness;
 use patchcost::run_patchcost;
 use recur_scenario::run_recur;
@@ -84,16 +85,24 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
-            Command::Recur(a) => run_recur(a).await,
-            Command::Cronjob(a) => run_cronjob(a).await,
-            Command::Fairness(a) => run_fairness(a).await,
-            Command::Spread(a) => run_spread(a).await,
-            Command::Shards(a) => run_shards(a).await,
-            Command::SpreadReport(a) => spread_report(a),
-            Command::Report(a) => report(a),
-            Command::Patchcost(a) => run_patchcost(a).await,
-            Command::CacheMemory(a) => run_cache_memory(a),
+        let run = async {
+            match cli.command {
+                Command::Recur(a) => run_recur(a).await,
+                Command::Cronjob(a) => run_cronjob(a).await,
+                Command::Fairness(a) => run_fairness(a).await,
+                Command::Spread(a) => run_spread(a).await,
+                Command::Shards(a) => run_shards(a).await,
+                Command::SpreadReport(a) => spread_report(a),
+                Command::Report(a) => report(a),
+                Command::Patchcost(a) => run_patchcost(a).await,
+                Command::CacheMemory(a) => run_cache_memory(a),
+            }
+        };
+        // Stopped by a signal, the run is dropped where it stands: the operators it started
+        // go with it (kill_on_drop), instead of running on without their benchmark.
+        tokio::select! {
+            result = run => result,
+            signal = stopped() => Err(msg(format!("stopped by {signal}"))),
         }
     });
     match result {
@@ -102,6 +111,21 @@ fn main() -> ExitCode {
             eprintln!("recur-bench: error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// The first of SIGINT and SIGTERM (never, if neither can be watched).
+async fn stopped() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        _ => std::future::pending().await,
     }
 }
 
