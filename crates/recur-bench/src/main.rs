@@ -99,8 +99,11 @@ fn main() -> ExitCode {
             }
         };
         // Stopped by a signal, the run is dropped where it stands: the operators it started
-        // go with it (kill_on_drop), instead of running on without their benchmark.
+        // go with it (kill_on_drop), instead of running on without their benchmark. The run is
+        // polled first: a command that never awaits (cache-memory, the reports) ends in that
+        // poll before the handlers exist, and a signal stops it the default way.
         tokio::select! {
+            biased;
             result = run => result,
             signal = stopped() => Err(msg(format!("stopped by {signal}"))),
         }

@@ -52,6 +52,13 @@ impl crate::controller::Reconcile for RecurringTask {
             },
         };
         let task = whole.as_deref().unwrap_or(self);
+        if ctx.is_stale(task) {
+            // Our own write replaced this status and has not reached the cache yet. Whatever is
+            // decided on it (a call, a status update, a suspension, an invalid spec) could repeat
+            // a call or put back what that write recorded, its guard (the pending key) passing
+            // when a retry kept the key.
+            return Ok(Action::requeue(Duration::from_millis(100)));
+        }
         let uid = uid(task)?;
         let now = Utc::now();
 
@@ -150,11 +157,6 @@ async fn scheduled(
         Plan::Idle => Ok(Action::await_change()),
         Plan::Wait(at) => Ok(Action::requeue(until(at, now))),
         Plan::Update { status, wake, note } => {
-            if ctx.is_stale(task) {
-                // Decided on a status our last write replaced: its guard (the pending key) may
-                // still pass and put back attempts, failure and backoff from before that write.
-                return Ok(Action::requeue(Duration::from_millis(100)));
-            }
             let new_pending = status.next_occurrence.clone();
             if !commit(ctx, api, name, task, &status).await? {
                 return Ok(Action::requeue(Duration::from_millis(200)));
@@ -231,10 +233,6 @@ async fn deliver(
     target: &crate::tenancy::Resolved,
     p: PendingOccurrence,
 ) -> Result<Action, Error> {
-    if ctx.is_stale(task) {
-        // Our own commit has not reached the cache yet: wait for it rather than call again.
-        return Ok(Action::requeue(Duration::from_millis(100)));
-    }
     let body = body(
         task,
         p.nominal,

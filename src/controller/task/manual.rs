@@ -184,10 +184,6 @@ pub(super) async fn run(
 ) -> Result<Option<Action>, Error> {
     let now = Utc::now();
     let plan = plan_manual(task, uid, now);
-    if !matches!(plan, ManualPlan::None) && ctx.is_stale(task) {
-        // Our own write has not reached the cache yet: acting on the old object would repeat it.
-        return Ok(Some(Action::requeue(Duration::from_millis(100))));
-    }
     let (status, p) = match plan {
         ManualPlan::None => return Ok(None),
         ManualPlan::Wait(at) => {

@@ -1032,51 +1032,67 @@ mod reconcile_steps {
         assert_eq!(server.await.unwrap(), None, "a request after our write");
     }
 
-    /// A version between a failed attempt's decision and our write of it (here someone edits the
-    /// jitter) plans a status update that keeps the pending key, so its guard would pass on our
-    /// write and put back the status from before the attempt: its count, failure and backoff
-    /// gone. It waits for our write instead (it used to write at once: only deliveries were
-    /// checked against the memo of our commits).
+    /// A version between a failed attempt's decision and our write of it, here someone's edit,
+    /// would write status with the pending key unchanged (a retry keeps it), so its guard would
+    /// pass on our write and put back the status from before the attempt: its count, failure
+    /// and backoff gone. It waits for our write instead, whatever it would write: a status
+    /// update (a jitter edit) or an invalid spec's. (Only deliveries used to be checked against
+    /// the memo of our commits.)
     #[tokio::test]
     async fn a_version_between_a_failed_attempt_and_our_write_does_not_undo_it() {
-        // No sidecar listens: the attempt fails and is retried with backoff.
-        let (ctx, handle) = leader_on_mock();
-        let task = due_a_second_ago();
-        let mut edited = task.clone();
-        edited.metadata.resource_version = Some("42".into());
-        edited.metadata.generation = Some(2);
-        edited.spec.schedule.jitter = Some("30m".into());
-        let schedule = compile(&edited).unwrap();
-        assert!(
-            matches!(
-                plan(&edited, &schedule, UID, Utc::now()),
-                Plan::Update { .. }
-            ),
-            "the edit alone plans a status update"
-        );
-        let mut ours = task.clone();
-        ours.metadata.resource_version = Some("43".into());
-        // The apiserver takes the failed attempt's status patch and its Event (answered with
-        // anything: an Event's failure is only logged); a further request is reported.
-        let server = answer_in_turn(
-            handle,
-            vec![(Method::PATCH, ours.clone()), (Method::POST, ours)],
-        );
+        let jitter = |t: &mut RecurringTask| t.spec.schedule.jitter = Some("30m".into());
+        let invalid = |t: &mut RecurringTask| t.spec.schedule.every = Some("0s".into());
+        for (what, edit) in [
+            ("jitter", &jitter as &dyn Fn(&mut RecurringTask)),
+            ("invalid", &invalid),
+        ] {
+            // No sidecar listens: the attempt fails and is retried with backoff.
+            let (ctx, handle) = leader_on_mock();
+            let task = due_a_second_ago();
+            let mut edited = task.clone();
+            edited.metadata.resource_version = Some("42".into());
+            edited.metadata.generation = Some(2);
+            edit(&mut edited);
+            match compile(&edited) {
+                Ok(schedule) => assert!(
+                    matches!(
+                        plan(&edited, &schedule, UID, Utc::now()),
+                        Plan::Update { .. }
+                    ),
+                    "{what}: the edit alone plans a status update"
+                ),
+                Err(_) => assert_eq!(what, "invalid"),
+            }
+            let mut ours = task.clone();
+            ours.metadata.resource_version = Some("43".into());
+            // The apiserver takes the failed attempt's status patch and its Event (answered
+            // with anything: an Event's failure is only logged); a further request is reported.
+            let server = answer_in_turn(
+                handle,
+                vec![(Method::PATCH, ours.clone()), (Method::POST, ours)],
+            );
 
-        let cached = as_cached(&ctx, task);
-        let action = crate::controller::Reconcile::reconcile(&cached, &ctx, "standup", "ns")
-            .await
-            .unwrap();
-        assert_ne!(action, Action::await_change());
+            let cached = as_cached(&ctx, task);
+            let action = crate::controller::Reconcile::reconcile(&cached, &ctx, "standup", "ns")
+                .await
+                .unwrap();
+            assert_ne!(action, Action::await_change());
 
-        let cached = as_cached(&ctx, edited);
-        let action = crate::controller::Reconcile::reconcile(&cached, &ctx, "standup", "ns").await;
-        assert_eq!(
-            action.ok(),
-            Some(Action::requeue(std::time::Duration::from_millis(100)))
-        );
-        drop(ctx);
-        assert_eq!(server.await.unwrap(), None, "a request after our write");
+            let cached = as_cached(&ctx, edited);
+            let action =
+                crate::controller::Reconcile::reconcile(&cached, &ctx, "standup", "ns").await;
+            assert_eq!(
+                action.ok(),
+                Some(Action::requeue(std::time::Duration::from_millis(100))),
+                "{what}"
+            );
+            drop(ctx);
+            assert_eq!(
+                server.await.unwrap(),
+                None,
+                "{what}: a request after our write"
+            );
+        }
     }
 
     /// A run-now request is written, then called in a reconcile of its own on the request as
