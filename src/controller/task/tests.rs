@@ -973,6 +973,19 @@ mod reconcile_steps {
         assert_ne!(action, Action::await_change());
     }
 
+    /// An hourly task starting an hour from now, with the first status recur writes for it.
+    fn first_due_in_an_hour() -> RecurringTask {
+        let now = Utc::now();
+        let mut task = task("1h");
+        task.spec.schedule.start_at = Some(now + chrono::Duration::hours(1));
+        let schedule = compile(&task).unwrap();
+        let Plan::Update { status, .. } = plan(&task, &schedule, UID, now) else {
+            panic!("a new task's first status")
+        };
+        task.status = Some(*status);
+        task
+    }
+
     /// An hourly task at resourceVersion 41 whose pending occurrence fell due a second ago.
     fn due_a_second_ago() -> RecurringTask {
         let nominal = DateTime::from_timestamp(Utc::now().timestamp() - 1, 0).unwrap();
@@ -1106,13 +1119,7 @@ mod reconcile_steps {
         let (ctx, handle, calls) = leader_calling_counted().await;
         let calls = move || calls.load(std::sync::atomic::Ordering::SeqCst);
         let now = Utc::now();
-        let mut asked = task("1h");
-        asked.spec.schedule.start_at = Some(now + chrono::Duration::hours(1));
-        let schedule = compile(&asked).unwrap();
-        let Plan::Update { status, .. } = plan(&asked, &schedule, UID, now) else {
-            panic!("a new task's first status")
-        };
-        asked.status = Some(*status);
+        let mut asked = first_due_in_an_hour();
         asked
             .metadata
             .annotations
@@ -1170,14 +1177,7 @@ mod reconcile_steps {
     #[tokio::test]
     async fn a_current_task_cached_without_its_conditions_is_not_written() {
         let (ctx, handle) = leader_on_mock();
-        let now = Utc::now();
-        let mut task = task("1h");
-        task.spec.schedule.start_at = Some(now + chrono::Duration::hours(1));
-        let schedule = compile(&task).unwrap();
-        let Plan::Update { status, .. } = plan(&task, &schedule, UID, now) else {
-            panic!("a new task's first status")
-        };
-        task.status = Some(*status);
+        let mut task = first_due_in_an_hour();
         task.metadata.resource_version = Some("41".into());
         let mut returned = task.clone();
         returned.metadata.resource_version = Some("42".into());
