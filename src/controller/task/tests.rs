@@ -1045,6 +1045,55 @@ mod reconcile_steps {
         assert_eq!(server.await.unwrap(), None, "a request after our write");
     }
 
+    /// A relist from a lagging apiserver (kube-runtime relists after a watch error, from any
+    /// apiserver's cache) can show the version from before our write after the cache has shown
+    /// our write. It waits, and does not call the backend again (the memo of our commits used
+    /// to drop its entry at the first version that differed, our write's).
+    #[tokio::test]
+    async fn a_relist_older_than_our_write_is_not_delivered_again() {
+        let (ctx, handle, calls) = leader_calling_counted().await;
+        let calls = move || calls.load(std::sync::atomic::Ordering::SeqCst);
+        let task = due_a_second_ago();
+        let mut ours = task.clone();
+        ours.metadata.resource_version = Some("42".into());
+        let server = answer_once(handle, Method::PATCH, ours);
+
+        let cached = as_cached(&ctx, task.clone());
+        crate::controller::Reconcile::reconcile(&cached, &ctx, "standup", "ns")
+            .await
+            .unwrap();
+        assert_eq!(calls(), 1);
+
+        // The cache shows a version after our write: a status with nothing due for an hour.
+        let mut written = first_due_in_an_hour();
+        written.metadata.resource_version = Some("42".into());
+        let action = crate::controller::Reconcile::reconcile(
+            &as_cached(&ctx, written),
+            &ctx,
+            "standup",
+            "ns",
+        )
+        .await
+        .unwrap();
+        assert_ne!(action, Action::await_change());
+
+        // Then the relist's older version.
+        let action =
+            crate::controller::Reconcile::reconcile(&as_cached(&ctx, task), &ctx, "standup", "ns")
+                .await;
+        assert_eq!(
+            calls(),
+            1,
+            "the backend was called again for a delivered occurrence"
+        );
+        assert_eq!(
+            action.ok(),
+            Some(Action::requeue(std::time::Duration::from_millis(100)))
+        );
+        drop(ctx);
+        assert_eq!(server.await.unwrap(), None, "a request after our write");
+    }
+
     /// A version between a failed attempt's decision and our write of it, here someone's edit,
     /// would write status with the pending key unchanged (a retry keeps it), so its guard would
     /// pass on our write and put back the status from before the attempt: its count, failure
