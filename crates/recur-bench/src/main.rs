@@ -56,6 +56,10 @@ mod spread_scenario;
 mod stats;
 mod watch;
 
+/// recur's allocator (src/main.rs), so `cache-memory` measures what the operator would hold.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::process::ExitCode;
 
 use chrono::Utc;
