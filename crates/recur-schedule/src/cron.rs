@@ -1,5 +1,8 @@
 //! 5-field cron, checked field by field here (so errors are ours and name the field), then
 //! normalized to plain numbers and handed to croner, which evaluates it on naive wall-clock time.
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
+
 use chrono::NaiveDateTime;
 use croner::Cron;
 use croner::parser::{CronParser, Seconds, Year};
@@ -76,7 +79,7 @@ struct Parsed {
 /// A checked cron expression.
 #[derive(Clone, Debug)]
 pub struct CronRule {
-    cron: Cron,
+    cron: Arc<Cron>,
     /// The expression as written (trimmed), for summaries.
     pub text: String,
 }
@@ -84,6 +87,11 @@ pub struct CronRule {
 impl CronRule {
     /// Parses and checks `expr`; the error is a message without the field prefix.
     pub fn parse(expr: &str) -> Result<CronRule, String> {
+        Self::parse_with(expr, &PARSED)
+    }
+
+    /// [`CronRule::parse`] sharing croner's parses through `croned`.
+    fn parse_with(expr: &str, croned: &Croned) -> Result<CronRule, String> {
         let text = expr.trim();
         if text.is_empty() {
             return Err(
@@ -126,11 +134,8 @@ impl CronRule {
         }
         check_possible(&parsed[2], &parsed[3], &parsed[4])?;
         let normalized: Vec<&str> = parsed.iter().map(|p| p.text.as_str()).collect();
-        let cron = CronParser::builder()
-            .seconds(Seconds::Disallowed)
-            .year(Year::Disallowed)
-            .build()
-            .parse(&normalized.join(" "))
+        let cron = croned
+            .get_or_parse(normalized.join(" "))
             .map_err(|e| format!("cannot evaluate {text:?}: {e}"))?;
         Ok(CronRule {
             cron,
@@ -142,6 +147,47 @@ impl CronRule {
     /// year 5000).
     pub fn next_after(&self, t: NaiveDateTime) -> Option<NaiveDateTime> {
         self.cron.find_next_occurrence(&t, false).ok()
+    }
+}
+
+/// Expressions croner has parsed, shared by every schedule that uses one. A reconcile compiles
+/// its task's schedule each time, and croner's pattern of any expression holds a table of
+/// the years 1 to 5000, filled one entry at a time (about 5 KB and 5,000 steps a parse).
+static PARSED: LazyLock<Croned> = LazyLock::new(Croned::default);
+
+/// At most this many expressions are kept (about 1.4 MiB).
+const PARSED_MAX: usize = 256;
+
+#[derive(Default)]
+struct Croned {
+    by_text: Mutex<HashMap<String, Arc<Cron>>>,
+}
+
+impl Croned {
+    /// croner's pattern of `normalized` (plain numbers, checked by us), parsed once.
+    fn get_or_parse(&self, normalized: String) -> Result<Arc<Cron>, croner::errors::CronError> {
+        // A panic elsewhere cannot leave the map half-written: every update is one operation.
+        let lock = || self.by_text.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(cron) = lock().get(&normalized) {
+            return Ok(Arc::clone(cron));
+        }
+        // Parsed outside the lock; two threads parsing the same text keep one of the two.
+        let cron = Arc::new(
+            CronParser::builder()
+                .seconds(Seconds::Disallowed)
+                .year(Year::Disallowed)
+                .build()
+                .parse(&normalized)?,
+        );
+        let mut by_text = lock();
+        if by_text.len() >= PARSED_MAX {
+            // Any one goes: an expression in use comes back at its next compile.
+            if let Some(old) = by_text.keys().next().cloned() {
+                by_text.remove(&old);
+            }
+        }
+        by_text.insert(normalized, Arc::clone(&cron));
+        Ok(cron)
     }
 }
 
@@ -358,6 +404,52 @@ mod tests {
                 t.format("%Y-%m-%d %H:%M %a").to_string()
             })
             .collect()
+    }
+
+    /// Every schedule of one expression shares croner's parse, whatever its spelling (names or
+    /// numbers, an alias), and still evaluates as its own.
+    #[test]
+    fn one_expression_is_parsed_once() {
+        // A map of its own: the shared one may drop any entry while other tests run.
+        let croned = Croned::default();
+        let parse = |expr| CronRule::parse_with(expr, &croned).unwrap();
+        let (a, b) = (parse("0 9 * * MON"), parse(" 0 9 * * 1 "));
+        assert!(Arc::ptr_eq(&a.cron, &b.cron));
+        assert_eq!(
+            (a.text.as_str(), b.text.as_str()),
+            ("0 9 * * MON", "0 9 * * 1")
+        );
+        let daily = parse("@daily");
+        assert!(Arc::ptr_eq(&daily.cron, &parse("0 0 * * *").cron));
+        assert!(!Arc::ptr_eq(&a.cron, &daily.cron));
+        let monday = NaiveDateTime::parse_from_str("2026-12-07 09:00", "%Y-%m-%d %H:%M").unwrap();
+        let from = NaiveDateTime::parse_from_str("2026-12-01 00:00", "%Y-%m-%d %H:%M").unwrap();
+        assert_eq!(b.next_after(from), Some(monday));
+        assert_eq!(
+            daily.next_after(monday),
+            Some(
+                monday
+                    .date()
+                    .succ_opt()
+                    .unwrap()
+                    .and_hms_opt(0, 0, 0)
+                    .unwrap()
+            )
+        );
+    }
+
+    /// However many expressions are seen, at most PARSED_MAX are kept, and the latest is.
+    #[test]
+    fn the_parsed_expressions_stay_bounded() {
+        let croned = Croned::default();
+        for m in 0..60 {
+            for h in 0..24 {
+                croned.get_or_parse(format!("{m} {h} * * *")).unwrap();
+            }
+        }
+        let by_text = croned.by_text.lock().unwrap();
+        assert_eq!(by_text.len(), PARSED_MAX);
+        assert!(by_text.contains_key("59 23 * * *"));
     }
 
     #[test]
