@@ -40,7 +40,21 @@ impl<K: Eq + Hash, V: Clone + PartialEq> Memo<K, V> {
 
     /// Remembers `value` for `key` from `now` on.
     pub(crate) fn insert(&self, key: K, value: V, now: Instant) {
+        self.put(&mut self.lock(), key, value, now);
+    }
+
+    /// Remembers `change(the live value of key)` for `key` from `now` on, under one lock.
+    pub(crate) fn upsert(&self, key: K, now: Instant, change: impl FnOnce(Option<V>) -> V) {
         let mut inner = self.lock();
+        let live = inner
+            .map
+            .remove(&key)
+            .filter(|(_, at)| now.saturating_duration_since(*at) < self.ttl)
+            .map(|(v, _)| v);
+        self.put(&mut inner, key, change(live), now);
+    }
+
+    fn put(&self, inner: &mut Inner<K, V>, key: K, value: V, now: Instant) {
         inner.map.insert(key, (value, now));
         if inner.map.len() >= (inner.swept_at * 2).max(64) {
             let ttl = self.ttl;
@@ -106,6 +120,20 @@ mod tests {
         assert!(!memo.holds(&"a", &"rv-2", t0));
         assert_eq!(memo.len(), 0);
         assert!(!memo.holds(&"a", &"rv-1", t0));
+    }
+
+    #[test]
+    fn upsert_sees_only_a_live_value() {
+        let memo = Memo::new(TTL);
+        let t0 = Instant::now();
+        memo.upsert("a", t0, |live| {
+            assert_eq!(live, None);
+            1
+        });
+        memo.upsert("a", t0, |live| live.unwrap_or(0) + 1);
+        assert_eq!(memo.get(&"a", t0), Some(2));
+        memo.upsert("a", t0 + TTL, |live| live.unwrap_or(0) + 10);
+        assert_eq!(memo.get(&"a", t0 + TTL), Some(10));
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod runner;
 pub mod task;
 
 mod memo;
+mod replaced;
 pub mod settle;
 mod status;
 pub mod time;
@@ -135,12 +136,13 @@ pub struct Context {
     pub settings: Settings,
     /// Tenant policies and namespaces, for the checks before every call.
     pub tenancy: crate::tenancy::Tenancy,
-    /// Per object, a fingerprint of the status a call's outcome was decided on, once that
-    /// outcome is written: while the watch cache still shows that status it is stale (our own
-    /// write has not arrived), and a reconcile waits for it instead of calling again. The
-    /// status, not the resourceVersion: a label or spec change by someone else can land between
-    /// the version decided on and our write, and its version still shows the old status.
-    committed: Memo<u64, u64>,
+    /// Per object, fingerprints of the statuses calls' outcomes were decided on, once those
+    /// outcomes are written: while the watch cache shows one of them it is stale (our write has
+    /// not arrived, or a relist from a lagging apiserver shows an older version again), and a
+    /// reconcile waits instead of calling again. The status, not the resourceVersion: a label
+    /// or spec change by someone else can land between the version decided on and our write,
+    /// and its version still shows the old status.
+    committed: Memo<u64, replaced::Replaced>,
     /// Warning events published lately, per object and reason (see [`Context::event`]).
     warned: Memo<(String, String), ()>,
     /// Tasks whose reminders for the pending occurrence (the value) could not all be created.
@@ -213,23 +215,26 @@ impl Context {
     /// Remembers that the outcome of a call decided on `obj` (as the cache showed it) is written.
     pub(crate) fn mark_committed<K: Reconcile>(&self, obj: &K) {
         match obj.decided_on() {
-            Some(status) => self
-                .committed
-                .insert(commit_id(obj), status, Instant::now()),
-            None => self.committed.remove(&commit_id(obj)),
+            Some(status) => {
+                self.committed
+                    .upsert(replaced::commit_id(obj), Instant::now(), |replaced| {
+                        replaced.unwrap_or_default().with(status)
+                    })
+            }
+            None => self.committed.remove(&replaced::commit_id(obj)),
         }
     }
 
-    /// True while the cache shows `obj`'s status as it was before a write of ours that
+    /// True while the cache shows `obj`'s status as it was before one of our last writes that
     /// succeeded, at whatever resourceVersion: acting on it would repeat a call whose outcome is
-    /// already recorded. The entry stays after the cache has shown our write, for as long as the
-    /// memo keeps it: a relist from a lagging apiserver can show the older status again.
+    /// already recorded. The entries stay after the cache has shown our writes, for as long as
+    /// the memo keeps them: a relist from a lagging apiserver can show an older status again.
     pub(crate) fn is_stale<K: Reconcile>(&self, obj: &K) -> bool {
-        let (id, now) = (commit_id(obj), Instant::now());
+        let (id, now) = (replaced::commit_id(obj), Instant::now());
         // The fingerprint serialises the status: only taken for an object we wrote lately.
         self.committed
             .get(&id, now)
-            .is_some_and(|before| obj.decided_on() == Some(before))
+            .is_some_and(|replaced| obj.decided_on().is_some_and(|s| replaced.contains(s)))
     }
 
     /// Remembers that `task`'s reminders for the occurrence `key` still have to be created.
@@ -416,16 +421,6 @@ pub(crate) fn fingerprint<S: serde::Serialize>(status: &S) -> Option<u64> {
     let mut hasher = std::hash::DefaultHasher::new();
     hasher.write(&bytes);
     Some(hasher.finish())
-}
-
-/// [`object_id`] hashed, for the memo of our commits: it holds every write of the last
-/// [`COMMIT_MEMORY`] (at a cold start over 100,000 tasks most of them), and 8 bytes a key
-/// instead of a string of about 60 keep that small.
-fn commit_id<K: Resource>(obj: &K) -> u64 {
-    use std::hash::{Hash as _, Hasher as _};
-    let mut hasher = std::hash::DefaultHasher::new();
-    object_id(obj).hash(&mut hasher);
-    hasher.finish()
 }
 
 /// A stable id for an object: namespace/name/uid, so a re-created object is a new one.

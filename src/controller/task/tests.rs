@@ -1094,6 +1094,27 @@ mod reconcile_steps {
         assert_eq!(server.await.unwrap(), None, "a request after our write");
     }
 
+    /// A relist can trail by more than one of our writes: a retried delivery wrote its first
+    /// attempt's outcome, then its second's. The status before either still waits, as does the
+    /// one between; the status our last write made does not.
+    #[tokio::test]
+    async fn a_relist_trailing_two_of_our_writes_still_waits() {
+        let (ctx, _handle) = leader_on_mock();
+        let attempt = |n: u32| {
+            let mut task = due_a_second_ago();
+            if let Some(status) = task.status.as_mut() {
+                status.consecutive_failures = n;
+            }
+            task
+        };
+        // Each write is remembered by the version its outcome was decided on.
+        ctx.mark_committed(&attempt(0));
+        ctx.mark_committed(&attempt(1));
+        assert!(ctx.is_stale(&attempt(0)), "two writes back");
+        assert!(ctx.is_stale(&attempt(1)), "one write back");
+        assert!(!ctx.is_stale(&attempt(2)), "our last write's status");
+    }
+
     /// A version between a failed attempt's decision and our write of it, here someone's edit,
     /// would write status with the pending key unchanged (a retry keeps it), so its guard would
     /// pass on our write and put back the status from before the attempt: its count, failure
