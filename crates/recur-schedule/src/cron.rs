@@ -160,18 +160,25 @@ const PARSED_MAX: usize = 256;
 
 #[derive(Default)]
 struct Croned {
-    by_text: Mutex<HashMap<String, Arc<Cron>>>,
+    inner: Mutex<CronedInner>,
+}
+
+#[derive(Default)]
+struct CronedInner {
+    /// Each expression's parse and the tick of its last use.
+    by_text: HashMap<String, (Arc<Cron>, u64)>,
+    tick: u64,
 }
 
 impl Croned {
     /// croner's pattern of `normalized` (plain numbers, checked by us), parsed once.
     fn get_or_parse(&self, normalized: String) -> Result<Arc<Cron>, croner::errors::CronError> {
         // A panic elsewhere cannot leave the map half-written: every update is one operation.
-        let lock = || self.by_text.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(cron) = lock().get(&normalized) {
-            return Ok(Arc::clone(cron));
+        let lock = || self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(cron) = lock().used(&normalized) {
+            return Ok(cron);
         }
-        // Parsed outside the lock; two threads parsing the same text keep one of the two.
+        // Parsed outside the lock; two threads parsing the same text keep the first.
         let cron = Arc::new(
             CronParser::builder()
                 .seconds(Seconds::Disallowed)
@@ -179,15 +186,37 @@ impl Croned {
                 .build()
                 .parse(&normalized)?,
         );
-        let mut by_text = lock();
-        if by_text.len() >= PARSED_MAX {
-            // Any one goes: an expression in use comes back at its next compile.
-            if let Some(old) = by_text.keys().next().cloned() {
-                by_text.remove(&old);
+        let mut inner = lock();
+        if let Some(first) = inner.used(&normalized) {
+            return Ok(first);
+        }
+        if inner.by_text.len() >= PARSED_MAX {
+            // The least recently used goes: one-off expressions (a tenant's many, or the
+            // webhook's checks) do not push out the ones every reconcile compiles.
+            let oldest = inner
+                .by_text
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(text, _)| text.clone());
+            if let Some(oldest) = oldest {
+                inner.by_text.remove(&oldest);
             }
         }
-        by_text.insert(normalized, Arc::clone(&cron));
+        inner.tick += 1;
+        let tick = inner.tick;
+        inner.by_text.insert(normalized, (Arc::clone(&cron), tick));
         Ok(cron)
+    }
+}
+
+impl CronedInner {
+    /// The parse of `text`, if kept, marked as used now.
+    fn used(&mut self, text: &str) -> Option<Arc<Cron>> {
+        self.tick += 1;
+        let tick = self.tick;
+        let (cron, used) = self.by_text.get_mut(text)?;
+        *used = tick;
+        Some(Arc::clone(cron))
     }
 }
 
@@ -438,18 +467,23 @@ mod tests {
         );
     }
 
-    /// However many expressions are seen, at most PARSED_MAX are kept, and the latest is.
+    /// However many expressions are seen, at most PARSED_MAX are kept: the least recently
+    /// used go, so one in use all along stays through 1,440 one-off ones.
     #[test]
-    fn the_parsed_expressions_stay_bounded() {
+    fn the_parsed_expressions_stay_bounded_and_the_used_ones_stay() {
         let croned = Croned::default();
+        let hot = croned.get_or_parse("0 9 * * 1".into()).unwrap();
         for m in 0..60 {
             for h in 0..24 {
                 croned.get_or_parse(format!("{m} {h} * * *")).unwrap();
+                let again = croned.get_or_parse("0 9 * * 1".into()).unwrap();
+                assert!(Arc::ptr_eq(&hot, &again), "{m} {h}");
             }
         }
-        let by_text = croned.by_text.lock().unwrap();
-        assert_eq!(by_text.len(), PARSED_MAX);
-        assert!(by_text.contains_key("59 23 * * *"));
+        let inner = croned.inner.lock().unwrap();
+        assert_eq!(inner.by_text.len(), PARSED_MAX);
+        assert!(inner.by_text.contains_key("59 23 * * *"));
+        assert!(!inner.by_text.contains_key("0 0 * * *"));
     }
 
     #[test]
