@@ -3,10 +3,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// jemalloc in every build: the image is a static musl binary, whose malloc is slow under
-/// threads, and glibc's took a quarter of recur's CPU in a burst. Against glibc's, at 10,000
-/// occurrences due in one minute: 1.00 CPU s per 1,000 instead of 1.32-1.47, peak RSS 50 MiB
-/// instead of 52-54 (mimalloc: 1.15 s, 74 MiB). See docs/scaling.md.
+/// jemalloc in every build, the static musl image's too: glibc's malloc took a quarter of
+/// recur's CPU in a burst. Against glibc's, at 10,000 occurrences due in one minute: 1.00 CPU s
+/// per 1,000 instead of 1.32-1.47, peak RSS 50 MiB instead of 52-54 (mimalloc: 1.15 s,
+/// 74 MiB). See docs/scaling.md.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
