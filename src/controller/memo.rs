@@ -75,6 +75,15 @@ impl<K: Eq + Hash, V: Clone + PartialEq> Memo<K, V> {
             .map(|(v, _)| v.clone())
     }
 
+    /// The live value of `key` with the time since it was remembered, if any.
+    pub(crate) fn get_aged(&self, key: &K, now: Instant) -> Option<(V, Duration)> {
+        let inner = self.lock();
+        inner.map.get(key).and_then(|(v, at)| {
+            let age = now.saturating_duration_since(*at);
+            (age < self.ttl).then(|| (v.clone(), age))
+        })
+    }
+
     /// True when `key` holds `value`; any other entry of `key` is stale and removed.
     pub(crate) fn holds(&self, key: &K, value: &V, now: Instant) -> bool {
         let mut inner = self.lock();
@@ -144,6 +153,18 @@ mod tests {
         assert_eq!(memo.get(&"a", t0 + TTL - Duration::from_secs(1)), Some(1));
         assert_eq!(memo.get(&"a", t0 + TTL), None);
         assert!(!memo.holds(&"a", &1, t0 + TTL));
+    }
+
+    #[test]
+    fn the_age_of_an_entry_counts_from_its_last_update() {
+        let memo = Memo::new(TTL);
+        let t0 = Instant::now();
+        let minute = Duration::from_secs(60);
+        memo.insert("a", 1, t0);
+        assert_eq!(memo.get_aged(&"a", t0 + minute), Some((1, minute)));
+        memo.upsert("a", t0 + minute, |live| live.unwrap_or(0) + 1);
+        assert_eq!(memo.get_aged(&"a", t0 + minute * 2), Some((2, minute)));
+        assert_eq!(memo.get_aged(&"a", t0 + minute + TTL), None);
     }
 
     /// The leak of issue 11 (4): one entry per object ever handled. Entries of objects never seen

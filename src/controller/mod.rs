@@ -161,6 +161,16 @@ pub struct Context {
 /// than a lagging apiserver's cache is likely to trail (a relist from it can show the status
 /// from before our write again).
 const COMMIT_MEMORY: Duration = Duration::from_secs(300);
+/// How soon a reconcile that found a status our write replaced looks again: soon after the
+/// write, since the watch event bringing it is due within milliseconds (and wakes the object by
+/// itself); a quarter of the time since then later on, at most [`STALE_RECHECK_MAX`]. A status
+/// that stays, because someone wrote the replaced one back, then costs a few dozen looks until
+/// the memo forgets it, not one every 100 ms.
+fn stale_recheck(since_our_write: Duration) -> Duration {
+    (since_our_write / 4).clamp(STALE_RECHECK_MIN, STALE_RECHECK_MAX)
+}
+const STALE_RECHECK_MIN: Duration = Duration::from_millis(100);
+const STALE_RECHECK_MAX: Duration = Duration::from_secs(10);
 /// At most one Warning event per object and reason in this interval; status, history and
 /// metrics carry every occurrence. Shorter than kube's 6-minute event cache, so a repeat after
 /// it still joins the same event series.
@@ -225,16 +235,24 @@ impl Context {
         }
     }
 
-    /// True while the cache shows `obj`'s status as it was before one of our last writes that
-    /// succeeded, at whatever resourceVersion: acting on it would repeat a call whose outcome is
-    /// already recorded. The entries stay after the cache has shown our writes, for as long as
-    /// the memo keeps them: a relist from a lagging apiserver can show an older status again.
-    pub(crate) fn is_stale<K: Reconcile>(&self, obj: &K) -> bool {
-        let (id, now) = (replaced::commit_id(obj), Instant::now());
+    /// `Some(wait)` while the cache shows `obj`'s status as it was before one of our last writes
+    /// that succeeded, at whatever resourceVersion: acting on it would repeat a call whose
+    /// outcome is already recorded, so the reconcile looks again after `wait`. The entries stay
+    /// after the cache has shown our writes, for as long as the memo keeps them: a relist from a
+    /// lagging apiserver can show an older status again.
+    pub(crate) fn stale_wait<K: Reconcile>(&self, obj: &K) -> Option<Duration> {
         // The fingerprint serialises the status: only taken for an object we wrote lately.
-        self.committed
-            .get(&id, now)
-            .is_some_and(|replaced| obj.decided_on().is_some_and(|s| replaced.contains(s)))
+        let id = replaced::commit_id(obj);
+        let (replaced, age) = self.committed.get_aged(&id, Instant::now())?;
+        obj.decided_on()
+            .is_some_and(|status| replaced.contains(status))
+            .then(|| stale_recheck(age))
+    }
+
+    /// [`Self::stale_wait`] as a yes or no.
+    #[cfg(test)]
+    pub(crate) fn is_stale<K: Reconcile>(&self, obj: &K) -> bool {
+        self.stale_wait(obj).is_some()
     }
 
     /// Remembers that `task`'s reminders for the occurrence `key` still have to be created.

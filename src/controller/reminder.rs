@@ -328,9 +328,9 @@ impl crate::controller::Reconcile for Reminder {
 
     async fn reconcile(&self, ctx: &Context, name: &str, ns: &str) -> Result<Action, Error> {
         let rem = self;
-        if ctx.is_stale(rem) {
+        if let Some(wait) = ctx.stale_wait(rem) {
             // Our own write of this reminder has not reached the cache yet.
-            return Ok(Action::requeue(Duration::from_millis(100)));
+            return Ok(Action::requeue(wait));
         }
         let uid = uid(rem)?;
         let api: Api<Reminder> = Api::namespaced(ctx.client.clone(), ns);

@@ -63,7 +63,7 @@ pub trait Reconcile:
     /// A fingerprint of what a decision to call rests on: the status, less what only records
     /// past outcomes and may be held in another form by the cache (a task's history). It stays
     /// the same from the version a call was decided on until our write of its outcome arrives
-    /// ([`Context::is_stale`](super::Context::is_stale)); `None` when it cannot be taken.
+    /// ([`Context::stale_wait`](super::Context::stale_wait)); `None` when it cannot be taken.
     fn decided_on(&self) -> Option<u64>;
 
     /// Whether the cached object is `Ready=True` (for `recur_objects`); a kind whose cache

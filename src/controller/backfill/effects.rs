@@ -36,10 +36,10 @@ impl crate::controller::Reconcile for Backfill {
 
     async fn reconcile(&self, ctx: &Context, name: &str, ns: &str) -> Result<Action, Error> {
         let bf = self;
-        if ctx.is_stale(bf) {
+        if let Some(wait) = ctx.stale_wait(bf) {
             // Our own write has not reached the cache yet: acting on the old status would call
             // its key again.
-            return Ok(Action::requeue(Duration::from_millis(100)));
+            return Ok(Action::requeue(wait));
         }
         let api: Api<Backfill> = Api::namespaced(ctx.client.clone(), ns);
         let now = chrono::Utc::now();

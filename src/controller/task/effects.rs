@@ -52,12 +52,12 @@ impl crate::controller::Reconcile for RecurringTask {
             },
         };
         let task = whole.as_deref().unwrap_or(self);
-        if ctx.is_stale(task) {
+        if let Some(wait) = ctx.stale_wait(task) {
             // Our own write replaced this status and has not reached the cache yet. Whatever is
             // decided on it (a call, a status update, a suspension, an invalid spec) could repeat
             // a call or put back what that write recorded, its guard (the pending key) passing
             // when a retry kept the key.
-            return Ok(Action::requeue(Duration::from_millis(100)));
+            return Ok(Action::requeue(wait));
         }
         let uid = uid(task)?;
         let now = Utc::now();

@@ -1094,6 +1094,43 @@ mod reconcile_steps {
         assert_eq!(server.await.unwrap(), None, "a request after our write");
     }
 
+    /// A status our write replaced that stays in the cache (someone wrote it back) is looked at
+    /// less and less often until the memo forgets it, not every 100 ms for 5 minutes.
+    #[tokio::test]
+    async fn a_replaced_status_that_stays_is_looked_at_less_and_less() {
+        let (ctx, _handle) = leader_on_mock();
+        let task = due_a_second_ago();
+        async fn looks_again_after(ctx: &Context, task: &RecurringTask) -> Option<Action> {
+            let cached = as_cached(ctx, task.clone());
+            crate::controller::Reconcile::reconcile(&cached, ctx, "standup", "ns")
+                .await
+                .ok()
+        }
+        let remember = |ago: std::time::Duration| {
+            let at = std::time::Instant::now()
+                .checked_sub(ago)
+                .expect("the machine has been up a minute");
+            ctx.committed
+                .upsert(crate::controller::replaced::commit_id(&task), at, |_| {
+                    crate::controller::replaced::Replaced::default()
+                        .with(crate::controller::Reconcile::decided_on(&task).unwrap_or(0))
+                });
+        };
+
+        remember(std::time::Duration::ZERO);
+        assert_eq!(
+            looks_again_after(&ctx, &task).await,
+            Some(Action::requeue(std::time::Duration::from_millis(100))),
+            "just after our write, its watch event is due any moment"
+        );
+        remember(std::time::Duration::from_secs(60));
+        assert_eq!(
+            looks_again_after(&ctx, &task).await,
+            Some(Action::requeue(std::time::Duration::from_secs(10))),
+            "a minute after our write"
+        );
+    }
+
     /// A relist can trail by more than one of our writes: a retried delivery wrote its first
     /// attempt's outcome, then its second's. The status before either still waits, as does the
     /// one between; the status our last write made does not.
