@@ -11,7 +11,7 @@ use kube::Client;
 use kube::client::Body;
 use tracing::{info, warn};
 
-use crate::lease::Leadership;
+use crate::lease::shards::Leaderships;
 use crate::metrics::Metrics;
 use crate::server::Health;
 
@@ -62,7 +62,7 @@ pub async fn measure(client: &Client) -> Result<f64, ClockError> {
 pub async fn watch(
     client: Client,
     max: Duration,
-    leadership: Leadership,
+    leadership: Leaderships,
     metrics: std::sync::Arc<Metrics>,
     health: Health,
     shutdown: impl std::future::Future<Output = ()>,
@@ -157,14 +157,14 @@ mod tests {
                 );
             }
         });
-        let leadership = Leadership::always();
+        let leadership = crate::lease::Leadership::always();
         let metrics = std::sync::Arc::new(Metrics::new());
         let health = Health::new();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(watch(
             client,
             Duration::from_secs(10),
-            leadership.clone(),
+            Leaderships::single(leadership.clone()),
             metrics.clone(),
             health.clone(),
             async {

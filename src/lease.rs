@@ -32,9 +32,9 @@ pub enum LeaseError {
     /// The configuration cannot give the fencing guarantee (or cannot be written to a Lease).
     #[error("invalid leader election configuration: {0}")]
     InvalidConfig(String),
-    /// Releasing the lease on shutdown failed; leadership had already been given up locally, so
-    /// a standby simply waits for the lease to expire.
-    #[error("could not release lease {namespace}/{name} on shutdown: {reason}")]
+    /// Releasing the lease (on shutdown, or handing it back) failed; leadership had already been
+    /// given up locally, so another replica simply waits for the lease to expire.
+    #[error("could not release lease {namespace}/{name}: {reason}")]
     Release {
         namespace: String,
         name: String,
@@ -57,6 +57,8 @@ pub struct LeaseConfig {
     pub renew_period: Duration,
     /// Time between attempts when acquiring, or after a failed renewal.
     pub retry_period: Duration,
+    /// Annotations written on the Lease with every acquire and renewal (shards: their count).
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 impl LeaseConfig {
@@ -73,6 +75,7 @@ impl LeaseConfig {
             lease_duration: Duration::from_secs(15),
             renew_period: Duration::from_secs(5),
             retry_period: Duration::from_secs(2),
+            annotations: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -127,6 +130,8 @@ struct LeadershipInner {
     /// False while this replica's clock is too far from the API server's (see `crate::clock`):
     /// schedule decisions use the local clock, so such a replica must not lead.
     clock_trusted: std::sync::atomic::AtomicBool,
+    /// Flips with `clock_trusted`: wakes the elector to hand the lease over at once.
+    clock_changes: watch::Sender<bool>,
     changes: watch::Sender<bool>,
 }
 
@@ -147,6 +152,7 @@ impl Leadership {
                 always,
                 deadline: Mutex::new(None),
                 clock_trusted: std::sync::atomic::AtomicBool::new(true),
+                clock_changes: watch::channel(true).0,
                 changes,
             }),
         }
@@ -178,6 +184,11 @@ impl Leadership {
         self.inner
             .clock_trusted
             .store(trusted, std::sync::atomic::Ordering::Relaxed);
+        self.inner.clock_changes.send_if_modified(|was| {
+            let changed = *was != trusted;
+            *was = trusted;
+            changed
+        });
         self.announce();
     }
 
@@ -201,19 +212,6 @@ impl Leadership {
             Some((leading, (rx, false)))
         })
         .filter_map(|leading| futures::future::ready(leading.then_some(())))
-    }
-
-    /// Keeps the `recur_leader` gauge equal to this replica's leadership, from now on.
-    pub fn report_to(&self, metrics: std::sync::Arc<crate::metrics::Metrics>) {
-        let mut rx = self.changes();
-        tokio::spawn(async move {
-            loop {
-                metrics.set_leader(*rx.borrow_and_update());
-                if rx.changed().await.is_err() {
-                    return;
-                }
-            }
-        });
     }
 
     /// A receiver that flips when leadership is gained or lost. A loss by lapse is announced
@@ -266,10 +264,24 @@ pub fn default_identity() -> String {
 }
 
 /// The last distinct state of someone else's lease we saw, and when (locally) we first saw it.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Observation {
-    key: (Option<String>, Option<MicroTime>, Option<String>),
+    key: ObservedKey,
     at: Instant,
+}
+
+/// A lease's holder, renew time and resourceVersion: any write changes it.
+type ObservedKey = (Option<String>, Option<MicroTime>, Option<String>);
+
+impl Observation {
+    fn key_of(lease: &Lease) -> ObservedKey {
+        let spec = lease.spec.as_ref();
+        (
+            spec.and_then(|s| s.holder_identity.clone()),
+            spec.and_then(|s| s.renew_time.clone()),
+            lease.metadata.resource_version.clone(),
+        )
+    }
 }
 
 /// Runs the election. See the module documentation.
@@ -282,6 +294,11 @@ pub struct LeaseElector {
     /// The lease as we last wrote it while holding it (its resourceVersion is our next precondition).
     held: Option<Lease>,
     observed: Option<Observation>,
+    /// `None`: always campaign (one leader). `Some`: hold the lease only while wanted.
+    want: Option<watch::Receiver<Want>>,
+    /// How long deliveries started under the lease may still run after we stop starting them:
+    /// a lease given back is released only then.
+    hand_back_after: Duration,
 }
 
 enum CallError {
@@ -338,6 +355,8 @@ impl LeaseElector {
             leadership: Leadership::follower(),
             held: None,
             observed: None,
+            want: None,
+            hand_back_after: Duration::ZERO,
         })
     }
 
@@ -351,6 +370,7 @@ impl LeaseElector {
     /// error is a failed release.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), LeaseError> {
         let mut shutdown = pin!(shutdown);
+        let mut clock = self.leadership.inner.clock_changes.subscribe();
         loop {
             let wake = tokio::select! {
                 biased;
@@ -361,6 +381,9 @@ impl LeaseElector {
                 biased;
                 () = &mut shutdown => break,
                 () = tokio::time::sleep_until(wake.into()) => {}
+                () = want_changed(self.want.as_mut()) => {}
+                // A skewed clock hands the lease over now, not at the next renewal.
+                Ok(()) = clock.changed() => {}
             }
         }
         self.release().await
@@ -368,13 +391,20 @@ impl LeaseElector {
 
     /// One acquire or renew attempt; returns when to try next.
     async fn step(&mut self) -> Instant {
+        if !self.wanted() {
+            if self.held.is_some() {
+                self.give_back().await;
+            } else if self.announced() {
+                self.leadership.set_deadline(None);
+            }
+            // Woken by the next change of what is wanted.
+            return Instant::now() + IDLE;
+        }
         if !self.leadership.clock_trusted() {
             // Hand the lease to a replica whose clock agrees with the API server's.
             if self.held.is_some() {
                 warn!(lease = %self.cfg.name, "this replica's clock is skewed: giving up the lease");
-                if let Err(e) = self.hand_over().await {
-                    warn!("{e}");
-                }
+                self.give_back().await;
             }
             return Instant::now() + self.cfg.retry_period;
         }
@@ -509,12 +539,7 @@ impl LeaseElector {
 
     /// Records a distinct lease state with the local time we first saw it; returns that time.
     fn observe(&mut self, lease: &Lease, now: Instant) -> Instant {
-        let spec = lease.spec.as_ref();
-        let key = (
-            spec.and_then(|s| s.holder_identity.clone()),
-            spec.and_then(|s| s.renew_time.clone()),
-            lease.metadata.resource_version.clone(),
-        );
+        let key = Observation::key_of(lease);
         match &self.observed {
             Some(o) if o.key == key => o.at,
             previous => {
@@ -533,6 +558,12 @@ impl LeaseElector {
     /// makes the write conditional on nobody else having written since we read it.
     fn claimed(&self, base: &Lease) -> Lease {
         let mut lease = base.clone();
+        if !self.cfg.annotations.is_empty() {
+            let annotations = lease.metadata.annotations.get_or_insert_default();
+            for (k, v) in &self.cfg.annotations {
+                annotations.insert(k.clone(), v.clone());
+            }
+        }
         let old = lease.spec.take().unwrap_or_default();
         let now = Some(MicroTime(jiff::Timestamp::now()));
         let ours = old.holder_identity.as_deref() == Some(self.cfg.identity.as_str());
@@ -673,6 +704,11 @@ fn pp() -> PostParams {
         ..PostParams::default()
     }
 }
+
+pub mod shards;
+mod want;
+pub(crate) use want::Want;
+use want::{IDLE, want_changed};
 
 #[cfg(test)]
 mod tests;

@@ -94,6 +94,7 @@ pub struct Metrics {
     backend_calls: HistogramFamily<AppOutcomeLabels>,
     breaker_state: Family<AppLabels, Gauge>,
     leader: Gauge,
+    shards_held: Gauge,
     pending: Family<KindLabels, Gauge>,
     status_writes: Family<KindOutcomeLabels, Counter>,
     events_suppressed: Family<ReasonLabels, Counter>,
@@ -152,6 +153,7 @@ impl Metrics {
             backend_calls: Family::new_with_constructor(backend_histogram),
             breaker_state: Family::default(),
             leader: Gauge::default(),
+            shards_held: Gauge::default(),
             pending: Family::default(),
             status_writes: Family::default(),
             events_suppressed: Family::default(),
@@ -210,8 +212,13 @@ impl Metrics {
             m.leader.clone(),
         );
         reg.add(
+            "shards_held",
+            "Shard Leases this replica holds (`--shards`; 1 or 0 with one Lease)",
+            m.shards_held.clone(),
+        );
+        reg.add(
             "pending_occurrences",
-            "Occurrences due or retrying but not yet delivered, by kind",
+            "Occurrences due or retrying but not yet delivered, by kind (with shards, of the shards this replica holds)",
             m.pending.clone(),
         );
         reg.add(
@@ -398,6 +405,11 @@ impl Metrics {
 
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
+    }
+
+    pub fn set_shards_held(&self, held: usize) {
+        self.shards_held
+            .set(i64::try_from(held).unwrap_or(i64::MAX));
     }
 
     pub fn set_pending(&self, kind: &str, n: i64) {
@@ -618,7 +630,7 @@ mod tests {
         let mut registered = m.families().to_vec();
         registered.sort();
         assert_eq!(exposed, registered);
-        assert_eq!(registered.len(), 19);
+        assert_eq!(registered.len(), 20);
         for family in [
             "recur_reconciles",
             "recur_reconcile_errors",
@@ -628,6 +640,7 @@ mod tests {
             "recur_backend_call_duration_seconds",
             "recur_circuit_breaker_state",
             "recur_leader",
+            "recur_shards_held",
             "recur_pending_occurrences",
             "recur_status_writes",
             "recur_ready",
@@ -1024,6 +1037,7 @@ mod tests {
                 "recur_ready",
                 "recur_reconcile_errors",
                 "recur_reconciles",
+                "recur_shards_held",
                 "recur_status_writes",
                 "recur_tasks_suspended",
             ]

@@ -19,6 +19,7 @@ use crate::api::{RecurringTask, Reminder};
 use crate::controller::initial_list::InitialList;
 use crate::controller::{self, Context, Settings};
 use crate::dapr::{DaprClient, DaprConfig};
+use crate::lease::shards::{self, Leaderships, ShardConfig};
 use crate::lease::{self, Leadership, LeaseConfig, LeaseElector};
 use crate::metrics::Metrics;
 use crate::server::{self, Health};
@@ -61,6 +62,12 @@ pub struct RunArgs {
     /// different shards sharing one Lease would leave every shard but the leader's unserved.
     #[arg(long, env = "RECUR_LEASE_NAME")]
     pub lease_name: Option<String>,
+    /// Split the objects into this many shards by UID, each with a Lease of its own
+    /// (`<lease-name>-shard-<k>`), which the replicas share out among themselves: each holds
+    /// about shards / replicas and delivers for those only. 1: one leader delivers for every
+    /// object. Needs leader election; replicas beyond this count wait as standbys.
+    #[arg(long, env = "RECUR_SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=SHARDS_MAX))]
+    pub shards: u16,
     /// Namespace of the Lease (default: POD_NAMESPACE, else the kubeconfig's namespace).
     #[arg(long, env = "RECUR_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
@@ -177,6 +184,9 @@ fn init_logs(format: LogFormat, filter: &str, provider: &SdkTracerProvider) {
     }
 }
 
+/// Most shards: each is two Leases a replica may hold, renewed every few seconds.
+const SHARDS_MAX: i64 = 64;
+
 /// The Lease of a replica that elects a leader without `--lease-name`.
 const DEFAULT_LEASE: &str = "recur-leader";
 
@@ -195,6 +205,12 @@ fn lease_name(args: &RunArgs) -> Result<String, String> {
 
 async fn run(args: RunArgs) -> Result<(), String> {
     let lease_name = lease_name(&args)?;
+    if args.shards > 1 && !args.leader_elect {
+        return Err(format!(
+            "--shards {} needs leader election: without Leases every replica would deliver for every shard",
+            args.shards
+        ));
+    }
     let config = Config::infer()
         .await
         .map_err(|e| format!("cannot load a kubeconfig or in-cluster config: {e}"))?;
@@ -258,7 +274,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         }
     }
     let identity = lease::default_identity();
-    let (leadership, lease_task) = if args.leader_elect {
+    let (leaderships, lease_task) = if args.leader_elect {
         let namespace = args
             .lease_namespace
             .clone()
@@ -271,14 +287,33 @@ async fn run(args: RunArgs) -> Result<(), String> {
             lease_duration: args.lease_duration,
             renew_period: args.lease_renew_period,
             retry_period: args.lease_renew_period.min(Duration::from_secs(2)),
+            annotations: Default::default(),
         };
-        let elector =
-            LeaseElector::new(client.clone(), cfg).map_err(|e| format!("leader election: {e}"))?;
-        let leadership = elector.leadership();
-        let release = reached(Stage::ReleaseLease);
-        (leadership, Some(tokio::spawn(elector.run(release))))
+        if args.shards > 1 {
+            let shards = ShardConfig {
+                lease: cfg,
+                shards: args.shards,
+                hand_back_after: lease_margin,
+            };
+            let release = reached.clone();
+            let (leaderships, task) = shards::start(
+                client.clone(),
+                shards,
+                reached(Stage::StopControllers),
+                move || release(Stage::ReleaseLease),
+            )
+            .map_err(|e| format!("leader election: {e}"))?;
+            (leaderships, Some(task))
+        } else {
+            let elector = LeaseElector::new(client.clone(), cfg)
+                .map_err(|e| format!("leader election: {e}"))?
+                .handing_back_after(lease_margin);
+            let leadership = Leaderships::single(elector.leadership());
+            let release = reached(Stage::ReleaseLease);
+            (leadership, Some(tokio::spawn(elector.run(release))))
+        }
     } else {
-        (Leadership::always(), None)
+        (Leaderships::single(Leadership::always()), None)
     };
 
     let settings = Settings {
@@ -301,7 +336,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         recorder,
         dapr,
         metrics.clone(),
-        leadership.clone(),
+        leaderships.clone(),
         health.clone(),
         settings,
         tenancy.clone(),
@@ -321,7 +356,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
     tokio::spawn(crate::clock::watch(
         client.clone(),
         args.max_clock_skew,
-        leadership.clone(),
+        leaderships.clone(),
         metrics.clone(),
         health.clone(),
         shutdown(),
@@ -354,7 +389,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         )),
         None => None,
     };
-    leadership.report_to(metrics.clone());
+    leaderships.report_to(metrics.clone());
     // Spawned, not polled by this thread: a controller's watch stream is fed by the HTTP
     // connection's task on a worker, and a task it wakes on the same worker runs there next,
     // where waking this thread would cost two thread switches per message (about four per
@@ -362,19 +397,19 @@ async fn run(args: RunArgs) -> Result<(), String> {
     let tasks = tokio::spawn(controller::run::<RecurringTask>(
         ctx.clone(),
         args.namespace.clone(),
-        futures::stream::select(leadership.gained(), tenancy.changes()),
+        futures::stream::select(leaderships.gained(), tenancy.changes()),
         shutdown(),
     ));
     let reminders = tokio::spawn(controller::run::<Reminder>(
         ctx.clone(),
         args.namespace.clone(),
-        futures::stream::select(leadership.gained(), tenancy.changes()),
+        futures::stream::select(leaderships.gained(), tenancy.changes()),
         shutdown(),
     ));
     let backfills = tokio::spawn(controller::run::<crate::api::Backfill>(
         ctx.clone(),
         args.namespace.clone(),
-        futures::stream::select(leadership.gained(), tenancy.changes()),
+        futures::stream::select(leaderships.gained(), tenancy.changes()),
         shutdown(),
     ));
     info!(leader_elect = args.leader_elect, namespace = ?args.namespace, http = %args.http_addr, app = ?args.app_addr, "recur started");

@@ -113,7 +113,7 @@ fn prometheus_rule_values_reach_the_rules() {
     for want in [
         "    release: kube-prometheus\n",
         "            team: platform\n",
-        "recur_leader{job=\"ops-recur\"}",
+        "recur_shards_held{job=\"ops-recur\"}",
         "runbook_url: https://wiki.example/recur#recurnoleader\n",
         "              > 120\n",
         "          for: 30m\n",
@@ -123,6 +123,19 @@ fn prometheus_rule_values_reach_the_rules() {
     }
     assert!(!yaml.contains("namespace=\"recur-system\""), "{yaml}");
     assert_eq!(yaml.matches("            team: platform\n").count(), 7);
+    // With shards, every shard's Lease must have a holder.
+    let sharded = rendered(&[
+        "--set",
+        "prometheusRule.enabled=true",
+        "--set",
+        "leaderElection.shards=4",
+        "--show-only",
+        "templates/prometheusrule.yaml",
+    ]);
+    assert!(
+        sharded.contains("(recur_shards_held{job=\"recur\",namespace=\"recur-system\"}) < 4\n"),
+        "{sharded}"
+    );
 }
 
 #[test]

@@ -593,6 +593,45 @@ fn rendered_manifests_wire_the_options() {
         Some(json!(["recur-shard-0"])),
         "the shard's Lease is the one the operator may update"
     );
+    // Shards: the flag, get/update on each shard's and member slot's Lease and no other, and
+    // list on the namespace's Leases, which one Lease never needs.
+    let lease_rules = |docs: &[Value]| -> Vec<Value> {
+        find(docs, "Role")
+            .into_iter()
+            .flat_map(|r| r["rules"].as_array().cloned().unwrap_or_default())
+            .filter(|rule| rule["resources"] == json!(["leases"]))
+            .collect()
+    };
+    assert!(
+        !lease_rules(&docs)
+            .iter()
+            .any(|r| r["verbs"] == json!(["list"])),
+        "one Lease needs no list"
+    );
+    let sharded = render(&["--set", "leaderElection.shards=2"]);
+    assert!(args_of(operator_container(&sharded)).contains(&"--shards=2".to_string()));
+    assert!(!args.iter().any(|a| a.starts_with("--shards")), "{args:?}");
+    let rules = lease_rules(&sharded);
+    assert_eq!(
+        rules
+            .iter()
+            .find(|r| r.get("resourceNames").is_some())
+            .map(|r| (r["resourceNames"].clone(), r["verbs"].clone())),
+        Some((
+            json!([
+                "rel-recur-leader-shard-0",
+                "rel-recur-leader-member-0",
+                "rel-recur-leader-shard-1",
+                "rel-recur-leader-member-1"
+            ]),
+            json!(["get", "update"])
+        ))
+    );
+    assert!(
+        rules
+            .iter()
+            .any(|r| r["verbs"] == json!(["list"]) && r.get("resourceNames").is_none())
+    );
     // With election a rolling update may overlap pods: one more at a time, none fewer.
     let strategy = &only(&docs, "Deployment")["spec"]["strategy"];
     assert_eq!(
@@ -2300,6 +2339,77 @@ async fn the_operator_runs_the_scenarios_with_only_the_chart_service_accounts_to
         !log.contains("forbidden"),
         "the operator hit a permission it lacks:\n{log}"
     );
+}
+
+/// `leaderElection.shards=2`: the chart's RBAC is enough for two replicas to share the shards
+/// out and deliver, with nothing forbidden on the way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_replicas_run_with_only_the_chart_service_accounts_token() {
+    apply_crds(&chart_crds());
+    let ns = Namespace::new("chart-shards");
+    let _release = Release::install("recur", &ns.0, &["--set", "leaderElection.shards=2"]);
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = token_kubeconfig(&ns.0, "recur", dir.path());
+    let mut stack = support::stack::Stack::start(&ns.0).await;
+    let flags = [support::stack::ELECTION.as_slice(), &["--shards", "2"]].concat();
+    stack.start_operator_as(&kubeconfig, &flags).await;
+    stack.start_operator_as(&kubeconfig, &flags).await;
+    let n = ns.0.clone();
+    for i in 0..4 {
+        let manifest = format!(
+            r#"{{"apiVersion":"recur.dev/v1alpha1","kind":"RecurringTask","metadata":{{"name":"shard-{i}","namespace":"{n}"}},
+                "spec":{{"userId":"user-9","title":"shards","schedule":{{"every":"2s"}}}}}}"#
+        );
+        let file = dir.path().join(format!("task-{i}.json"));
+        std::fs::write(&file, manifest).unwrap();
+        run(kubectl().arg("apply").arg("-f").arg(&file), None);
+    }
+    wait_json(
+        std::time::Duration::from_secs(60),
+        "every task delivered twice",
+        vec![
+            "get".into(),
+            "recurringtasks".into(),
+            "-n".into(),
+            n.clone(),
+            "-o".into(),
+            "json".into(),
+        ],
+        |v| {
+            v["items"].as_array().is_some_and(|items| {
+                items.len() == 4
+                    && items
+                        .iter()
+                        .all(|t| t["status"]["delivered"].as_u64().unwrap_or(0) >= 2)
+            })
+        },
+    )
+    .await;
+    let held = |i: usize| {
+        let stack = &stack;
+        async move {
+            let (_, text) = stack.operator_get(i, "/metrics").await;
+            text.lines().find_map(|l| {
+                l.strip_prefix("recur_shards_held ")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+        }
+    };
+    support::wait_for(
+        std::time::Duration::from_secs(30),
+        "one shard each",
+        || async { held(0).await == Some(1.0) && held(1).await == Some(1.0) },
+    )
+    .await;
+    for i in 0..2 {
+        let log = stack.operator_log(i);
+        assert!(
+            !log.contains("forbidden"),
+            "replica {i} hit a permission it lacks:\n{log}"
+        );
+    }
 }
 
 /// GitOps: after recur reconciled a task, the owner re-applies it with server-side apply under its

@@ -279,33 +279,142 @@ async fn two_replicas_with_leader_election_deliver_each_occurrence_once_and_hand
         "handover took {handover:?}"
     );
     eprintln!("handover after SIGKILL of the leader: {handover:?} (lease duration 8s)");
-    let keys = task_keys(&stack, &uid).await;
+    assert_once_each_without_gap(&task_keys(&stack, &uid).await, &uid);
+    ns.cleanup().await;
+}
+
+/// `--shards 4` over two replicas: each takes two shards and delivers for its tasks only; when
+/// one is killed the other takes its shards over. Every occurrence is accepted once, with no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_the_shards_and_one_takes_over_the_others() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "e2e-shards").await;
+    let mut stack = Stack::start(ns.name()).await;
+    let sharded: Vec<&str> = ELECTION.iter().copied().chain(["--shards", "4"]).collect();
+    let (a, b) = (
+        stack.spawn_operator(&sharded),
+        stack.spawn_operator(&sharded),
+    );
+    stack.wait_ready(a).await;
+    stack.wait_ready(b).await;
+    let tasks: Api<RecurringTask> = Api::namespaced(client.clone(), ns.name());
+    let mut uids = vec![];
+    for i in 0..8 {
+        let spec = json!({"schedule": {"every": "1s"}, "catchUp": {"policy": "All", "maxOccurrences": 1000}});
+        let t = tasks
+            .create(
+                &PostParams::default(),
+                &task(&format!("s{i}"), "user-42", spec),
+            )
+            .await
+            .unwrap();
+        uids.push(t.metadata.uid.unwrap());
+    }
+
+    let shares = wait_for_value(Duration::from_secs(60), "two shards each", || async {
+        let held = [
+            metric(&stack, a, "recur_shards_held").await,
+            metric(&stack, b, "recur_shards_held").await,
+        ];
+        (held == [Some(2.0), Some(2.0)]).then_some(held)
+    })
+    .await;
+    eprintln!("shards held: {shares:?}");
+    wait_for(Duration::from_secs(30), "every task delivered", || async {
+        let accepted = stack.accepted("/api/tasks").await;
+        uids.iter().all(|uid| {
+            accepted
+                .iter()
+                .filter(|r| r.key.as_deref().is_some_and(|k| k.contains(uid.as_str())))
+                .count()
+                >= 3
+        })
+    })
+    .await;
+    // Both replicas deliver: neither holds every shard.
+    for i in [a, b] {
+        let delivered = metric(
+            &stack,
+            i,
+            "recur_occurrences_total{kind=\"RecurringTask\",outcome=\"delivered\"}",
+        )
+        .await;
+        assert!(
+            delivered.is_some_and(|n| n > 0.0),
+            "replica {i} delivered nothing"
+        );
+    }
+
+    stack.kill_operator(a);
+    let killed = std::time::Instant::now();
+    let before = stack.accepted("/api/tasks").await.len();
+    wait_for_value(
+        Duration::from_secs(40),
+        "the survivor to hold all four",
+        || async { (metric(&stack, b, "recur_shards_held").await == Some(4.0)).then_some(()) },
+    )
+    .await;
+    let taken_over = killed.elapsed();
+    wait_for(
+        Duration::from_secs(30),
+        "deliveries of every task after the takeover",
+        || async {
+            let accepted = stack.accepted("/api/tasks").await;
+            accepted.len() > before + 3 * uids.len()
+                && uids.iter().all(|uid| {
+                    accepted[before..]
+                        .iter()
+                        .any(|r| r.key.as_deref().is_some_and(|k| k.contains(uid.as_str())))
+                })
+        },
+    )
+    .await;
+    eprintln!(
+        "all four shards held {taken_over:?} after SIGKILL of the other replica (lease duration 8s)"
+    );
+
+    for uid in &uids {
+        assert_once_each_without_gap(&task_keys(&stack, uid).await, uid);
+    }
+    ns.cleanup().await;
+}
+
+/// Every key of task `uid` accepted once, and (`catchUp: All`, every second) consecutive
+/// seconds from the first to the last.
+fn assert_once_each_without_gap(keys: &[String], uid: &str) {
     let distinct: HashSet<_> = keys.iter().collect();
     assert_eq!(
         distinct.len(),
         keys.len(),
-        "an occurrence was accepted twice"
+        "task {uid}: an occurrence was accepted twice"
     );
-    // No gap: consecutive seconds from the first to the last delivered key (catchUp: All).
-    let mut sorted = keys.clone();
+    let mut sorted = keys.to_vec();
     sorted.sort();
-    let parse = |k: &str| {
-        chrono::NaiveDateTime::parse_from_str(
-            k.rsplit('-').next().unwrap().trim_end_matches('Z'),
-            "%Y%m%dT%H%M%S",
-        )
-        .unwrap()
-    };
     for pair in sorted.windows(2) {
         assert_eq!(
-            parse(&pair[1]) - parse(&pair[0]),
+            key_instant(&pair[1]) - key_instant(&pair[0]),
             chrono::Duration::seconds(1),
-            "gap between {} and {}",
+            "task {uid}: gap between {} and {}",
             pair[0],
             pair[1]
         );
     }
-    ns.cleanup().await;
+}
+
+/// The nominal instant a task's key ends with.
+fn key_instant(key: &str) -> chrono::NaiveDateTime {
+    chrono::NaiveDateTime::parse_from_str(
+        key.rsplit('-').next().unwrap().trim_end_matches('Z'),
+        "%Y%m%dT%H%M%S",
+    )
+    .unwrap()
+}
+
+/// The value of the sample `name` (with its labels, if any) of operator `i`, if it shows one.
+async fn metric(stack: &Stack, i: usize, name: &str) -> Option<f64> {
+    let (_, text) = stack.operator_get(i, "/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Keys of task `uid` the backend accepted, in arrival order.

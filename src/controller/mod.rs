@@ -36,7 +36,7 @@ use kube::{Client, Resource, ResourceExt};
 use tracing::Instrument as _;
 
 use crate::dapr::DaprClient;
-use crate::lease::Leadership;
+use crate::lease::shards::Leaderships;
 use crate::metrics::Metrics;
 use crate::server::Health;
 use fair::{FairGate, WorkQueues};
@@ -94,15 +94,17 @@ pub(crate) async fn bounded<T, E: Into<Error>>(
 /// replica that never lost the lease).
 const LEASE_SLACK_RETRY: Duration = Duration::from_millis(500);
 
-/// Whether this replica may write or deliver now: `None` when it may, else what to return. A
-/// delivery starts only while the lease stays ours for the whole call and its status write.
-pub(crate) fn leadership_gate(ctx: &Context) -> Option<Action> {
-    if ctx.leadership.valid_for(ctx.settings.lease_margin) {
+/// Whether this replica may write or deliver for `obj` now: `None` when it may, else what to
+/// return. A delivery starts only while the lease of `obj`'s shard (the one lease, unsharded)
+/// stays ours for the whole call and its status write.
+pub(crate) fn leadership_gate<K: Resource>(ctx: &Context, obj: &K) -> Option<Action> {
+    let leadership = ctx.leaderships.of(obj);
+    if leadership.valid_for(ctx.settings.lease_margin) {
         None
-    } else if ctx.leadership.is_leader() {
+    } else if leadership.is_leader() {
         Some(Action::requeue(LEASE_SLACK_RETRY))
     } else {
-        // Not leading: becoming leader reconciles every object again.
+        // Not leading: gaining the lease (any shard's) reconciles every object again.
         Some(Action::await_change())
     }
 }
@@ -131,7 +133,7 @@ pub struct Context {
     pub recorder: Recorder,
     pub dapr: DaprClient,
     pub metrics: Arc<Metrics>,
-    pub leadership: Leadership,
+    pub leaderships: Leaderships,
     pub health: Health,
     pub settings: Settings,
     /// Tenant policies and namespaces, for the checks before every call.
@@ -184,7 +186,7 @@ impl Context {
         recorder: Recorder,
         dapr: DaprClient,
         metrics: Arc<Metrics>,
-        leadership: Leadership,
+        leaderships: Leaderships,
         health: Health,
         settings: Settings,
         tenancy: crate::tenancy::Tenancy,
@@ -195,7 +197,7 @@ impl Context {
             recorder,
             dapr,
             metrics,
-            leadership,
+            leaderships,
             health,
             settings,
             tenancy,
@@ -611,7 +613,7 @@ pub(crate) fn test_context(
         http::Response<kube::client::Body>,
     >,
     sidecar_url: &str,
-    leadership: Leadership,
+    leadership: crate::lease::Leadership,
     lease_margin: Duration,
 ) -> Context {
     let client = kube::Client::new(service, "ns");
@@ -635,7 +637,7 @@ pub(crate) fn test_context(
         recorder,
         dapr,
         Arc::new(Metrics::new()),
-        leadership,
+        Leaderships::single(leadership),
         Health::new(),
         settings,
         tenancy,

@@ -464,7 +464,7 @@ async fn deliver(
     call: Call<'_>,
 ) -> Result<Action, Error> {
     // The task read above took time: the lease must still cover the whole call.
-    if let Some(action) = super::leadership_gate(ctx) {
+    if let Some(action) = super::leadership_gate(ctx, rem) {
         return Ok(action);
     }
     if let Some(wait) = ctx.over_rate(ns, call.rate) {

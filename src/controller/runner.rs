@@ -82,7 +82,8 @@ const PENDING_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Counts the kind's overdue objects (`recur_pending_occurrences`) and its objects by readiness
 /// (`recur_objects`) in the watch cache every [`PENDING_EVERY`], on every replica (a standby's
-/// count is the backlog a handover would inherit).
+/// count is the backlog a handover would inherit). With shards a replica counts the overdue
+/// objects of the shards it holds only, so the holders' counts add up to the backlog.
 async fn report_pending<K: Reconcile>(store: Store<K>, ctx: Arc<Context>) {
     if crate::watch_cache::until_ready(&store).await.is_err() {
         return;
@@ -93,7 +94,7 @@ async fn report_pending<K: Reconcile>(store: Store<K>, ctx: Arc<Context>) {
         let now = chrono::Utc::now();
         let (mut overdue, mut ready, mut not_ready) = (0usize, 0usize, 0usize);
         for o in store.state() {
-            overdue += usize::from(o.overdue(now));
+            overdue += usize::from(ctx.leaderships.counts(o.as_ref()) && o.overdue(now));
             if o.is_ready(&ctx) {
                 ready += 1;
             } else {
@@ -232,7 +233,7 @@ pub(crate) async fn reconcile<K: Reconcile>(
         ctx.metrics.reconciled(K::KIND);
         // Liveness watches reconciles that never end (see server.rs).
         let _running = ctx.health.reconcile_started();
-        let result = match leadership_gate(&ctx) {
+        let result = match leadership_gate(&ctx, obj.as_ref()) {
             Some(action) => Ok(action),
             None => obj.reconcile(&ctx, &name, &ns).await,
         };

@@ -180,6 +180,20 @@ fn test_config() -> LeaseConfig {
     }
 }
 
+/// `request` must release the lease (an empty holder, written over resourceVersion `from`);
+/// it is answered as accepted.
+fn release_answered(request: (Method, String, Value, SendResponse<Response<Body>>), from: &str) {
+    let (method, _, body, send) = request;
+    assert_eq!(method, Method::PUT);
+    assert_eq!(body["metadata"]["resourceVersion"], from);
+    assert_eq!(body["spec"]["holderIdentity"], "");
+    respond(
+        send,
+        StatusCode::OK,
+        &with_rv(body, &format!("{from}-released")),
+    );
+}
+
 async fn wait_for(rx: &mut watch::Receiver<bool>, want: bool) {
     tokio::time::timeout(10 * S, rx.wait_for(|v| *v == want))
         .await
@@ -277,11 +291,7 @@ async fn takes_over_only_after_local_expiry() {
     wait_for(&mut changes, true).await;
 
     stop.send(()).unwrap();
-    let (method, _, body, send) = next(&mut handle).await;
-    assert_eq!(method, Method::PUT);
-    assert_eq!(body["metadata"]["resourceVersion"], "6");
-    assert_eq!(body["spec"]["holderIdentity"], "");
-    respond(send, StatusCode::OK, &with_rv(body, "7"));
+    release_answered(next(&mut handle).await, "6");
     task.await.unwrap().unwrap();
 }
 
@@ -452,4 +462,137 @@ async fn renewal_conflict_with_a_new_holder_loses_at_once() {
     stop.send(()).unwrap();
     // Not the holder any more: nothing to release, whatever else is in flight.
     fail_until_done(&mut handle, task).await.unwrap();
+}
+
+/// A shard's elector campaigns only while wanted; when no longer wanted it stops acting at
+/// once but releases the Lease only after the deliveries started under it can have finished.
+#[tokio::test]
+async fn a_lease_no_longer_wanted_is_released_after_the_work_under_it_can_end() {
+    let (client, mut handle) = mock_client();
+    let (want, wants) = watch::channel(Want::default());
+    let hand_back_after = S;
+    let mut cfg = test_config();
+    cfg.annotations
+        .insert("recur.dev/shards".into(), "4".into());
+    let elector = LeaseElector::new(client, cfg)
+        .unwrap()
+        .wanted_by(wants)
+        .handing_back_after(hand_back_after);
+    let leadership = elector.leadership();
+    let mut changes = leadership.changes();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(elector.run(async move {
+        let _ = stopped.await;
+    }));
+
+    // Not wanted: the first request comes only once it is.
+    want.send_modify(|w| w.wanted = true);
+    let (method, _, _, send) = next(&mut handle).await;
+    assert_eq!(method, Method::GET);
+    respond(send, StatusCode::NOT_FOUND, &status(404, "NotFound"));
+    let (method, _, body, send) = next(&mut handle).await;
+    assert_eq!(method, Method::POST);
+    assert_eq!(body["metadata"]["annotations"]["recur.dev/shards"], "4");
+    respond(send, StatusCode::CREATED, &with_rv(body, "1"));
+    wait_for(&mut changes, true).await;
+
+    want.send_modify(|w| w.wanted = false);
+    wait_for(&mut changes, false).await;
+    let stopped_acting = Instant::now();
+    assert!(!leadership.is_leader());
+    let (method, _, body, send) = next(&mut handle).await;
+    assert!(
+        stopped_acting.elapsed() >= hand_back_after - Duration::from_millis(50),
+        "released {:?} after it stopped acting",
+        stopped_acting.elapsed()
+    );
+    release_answered((method, String::new(), body, send), "1");
+
+    // Nothing more is sent: no campaign, nothing to release on shutdown.
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
+    assert!(
+        handle.next_request().await.is_none(),
+        "a request after the release"
+    );
+}
+
+/// The balancer's observation of a Lease counts: a Lease it has seen unchanged for longer than
+/// its duration is taken at once, not watched for another whole duration.
+#[tokio::test]
+async fn an_expiry_the_balancer_watched_is_not_watched_again() {
+    let (client, mut handle) = mock_client();
+    let lease = other_holders_lease("5");
+    let seen = Observation {
+        key: Observation::key_of(&serde_json::from_value(lease.clone()).unwrap()),
+        at: Instant::now()
+            .checked_sub(2 * S)
+            .expect("the machine has been up for 2 s"),
+    };
+    let (_want, wants) = watch::channel(Want {
+        wanted: true,
+        seen: Some(seen),
+    });
+    let elector = LeaseElector::new(client, test_config())
+        .unwrap()
+        .wanted_by(wants);
+    let mut changes = elector.leadership().changes();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(elector.run(async move {
+        let _ = stopped.await;
+    }));
+
+    // Its 1 s duration passed under the balancer's eyes: one GET, then the takeover.
+    let (method, _, _, send) = next(&mut handle).await;
+    assert_eq!(method, Method::GET);
+    respond(send, StatusCode::OK, &lease);
+    let (method, _, body, send) = next(&mut handle).await;
+    assert_eq!(method, Method::PUT, "took over without observing again");
+    assert_eq!(body["spec"]["holderIdentity"], "me");
+    respond(send, StatusCode::OK, &with_rv(body, "6"));
+    wait_for(&mut changes, true).await;
+
+    stop.send(()).unwrap();
+    release_answered(next(&mut handle).await, "6");
+    task.await.unwrap().unwrap();
+}
+
+/// A replica whose clock turns out skewed stops acting at once, and releases the Lease only
+/// once a call started under it can have ended: a standby taking it at once could otherwise
+/// call a key whose first call is still running.
+#[tokio::test]
+async fn a_skewed_clock_releases_the_lease_after_the_work_under_it_can_end() {
+    let (client, mut handle) = mock_client();
+    let hand_back_after = S;
+    let elector = LeaseElector::new(client, test_config())
+        .unwrap()
+        .handing_back_after(hand_back_after);
+    let leadership = elector.leadership();
+    let mut changes = leadership.changes();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(elector.run(async move {
+        let _ = stopped.await;
+    }));
+    let (method, _, _, send) = next(&mut handle).await;
+    assert_eq!(method, Method::GET);
+    respond(send, StatusCode::NOT_FOUND, &status(404, "NotFound"));
+    let (_, _, body, send) = next(&mut handle).await;
+    respond(send, StatusCode::CREATED, &with_rv(body, "1"));
+    wait_for(&mut changes, true).await;
+
+    leadership.set_clock_trusted(false);
+    let stopped_acting = Instant::now();
+    assert!(
+        !leadership.valid_for(Duration::ZERO),
+        "stops acting at once"
+    );
+    let (method, _, body, send) = next(&mut handle).await;
+    assert!(
+        stopped_acting.elapsed() >= hand_back_after - Duration::from_millis(50),
+        "released {:?} after it stopped acting",
+        stopped_acting.elapsed()
+    );
+    release_answered((method, String::new(), body, send), "1");
+    stop.send(()).unwrap();
+    task.await.unwrap().unwrap();
 }

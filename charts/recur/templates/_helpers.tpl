@@ -78,6 +78,20 @@ annotations:
 {{- default (printf "%s-leader" (include "recur.fullname" .)) .Values.leaderElection.leaseName }}
 {{- end }}
 
+{{/* The Leases the operator holds: the one leader's, or each shard's and member slot's. */}}
+{{- define "recur.leaseNames" -}}
+{{- $name := include "recur.leaseName" . }}
+{{- $shards := int .Values.leaderElection.shards }}
+{{- if gt $shards 1 }}
+{{- range $k := until $shards }}
+- {{ printf "%s-shard-%d" $name $k | quote }}
+- {{ printf "%s-member-%d" $name $k | quote }}
+{{- end }}
+{{- else }}
+- {{ $name | quote }}
+{{- end }}
+{{- end }}
+
 {{- define "recur.daprAppId" -}}
 {{- default (include "recur.fullname" .) .Values.dapr.appId }}
 {{- end }}
@@ -91,6 +105,9 @@ annotations:
 {{- define "recur.validate" -}}
 {{- if and (gt (int .Values.replicaCount) 1) (not .Values.leaderElection.enabled) }}
 {{- fail "replicaCount > 1 needs leaderElection.enabled: without a leader every replica would deliver every occurrence" }}
+{{- end }}
+{{- if and (gt (int .Values.leaderElection.shards) 1) (not .Values.leaderElection.enabled) }}
+{{- fail "leaderElection.shards > 1 needs leaderElection.enabled: the shards are Leases" }}
 {{- end }}
 {{- with .Values.completion }}
 {{- if .enabled }}

@@ -107,7 +107,7 @@ impl crate::controller::Reconcile for Backfill {
                     return Ok(Action::requeue(TASK_RECHECK));
                 };
                 // The task read took time: the lease must still cover the call and its write.
-                if let Some(action) = leadership_gate(ctx) {
+                if let Some(action) = leadership_gate(ctx, bf) {
                     return Ok(action);
                 }
                 if let Some(wait) = ctx.over_rate(ns, effective.occurrences_per_second()) {
