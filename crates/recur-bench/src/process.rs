@@ -145,6 +145,11 @@ impl Operator {
         ))
     }
 
+    /// The sum of the samples of gauge `name` (no labels), e.g. `recur_shards_held`.
+    pub async fn gauge(&self, http: &reqwest::Client, name: &str) -> Res<f64> {
+        Ok(sample_sum(&self.metrics(http).await?, name, &[]))
+    }
+
     /// SIGTERM, then SIGKILL after 15 s.
     pub async fn stop(mut self) {
         signal(self.pid, "-TERM").await;

@@ -283,7 +283,29 @@ pub struct ShardsResult {
     /// its label selector), with no operator running.
     pub bare_list_all_s: f64,
     pub bare_list_one_s: f64,
+    /// The same tasks on S replicas of `recur run --shards S` (no labels).
+    #[serde(default)]
+    pub automatic: Option<AutomaticShards>,
     pub notes: Vec<String>,
+}
+
+/// `recur run --shards S` on S replicas: the cold start (in `ShardsResult::phases`), then a
+/// SIGKILL of replica 0 with the others running.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct AutomaticShards {
+    /// The Leases' duration (`--lease-duration`, recur's default).
+    pub lease_duration_s: f64,
+    /// From the SIGKILL until the other replicas held every shard (`recur_shards_held`).
+    pub held_s: f64,
+    /// From the SIGKILL until they had reconciled every task again (after gaining a shard a
+    /// replica reconciles every object; no list, its cache holds them all).
+    pub reconciled_s: f64,
+    /// CPU seconds of the other replicas over that time.
+    pub cpu_s: f64,
+    /// Write requests on recur resources over that time.
+    pub writes: f64,
+    /// RSS of each replica after the cold start (each caches every task).
+    pub rss_mib: Vec<f64>,
 }
 
 /// What a phase of the shards scenario waits for, per replica.

@@ -88,6 +88,23 @@ pub fn shards_markdown(r: &ShardsResult) -> String {
             m1
         );
     }
+    if let Some(auto) = &r.automatic {
+        let _ = writeln!(
+            md,
+            "\n`recur run --shards {s}` on {s} replicas (no labels; the replicas share the shards out through Leases `recur-auto-shard-<k>`, and every replica caches every task): after a SIGKILL of replica 0 the others held all {s} shards {} later (Leases of {:.0} s) and had reconciled every task again {} after it, with {:.1} CPU s and {:.0} writes on recur resources, and no list: their caches hold every task. RSS after the cold start: {} MiB.",
+            fmt_s(auto.held_s),
+            auto.lease_duration_s,
+            fmt_s(auto.reconciled_s),
+            auto.cpu_s,
+            auto.writes,
+            auto.rss_mib
+                .iter()
+                .map(|m| format!("{m:.0}"))
+                .collect::<Vec<_>>()
+                .join(" and "),
+            s = r.shards
+        );
+    }
     for note in &r.notes {
         let _ = writeln!(md, "\n- {note}");
     }
@@ -135,5 +152,26 @@ mod tests {
             md.contains("done in 408.0 s against 400.0 s for one operator (1.02x); the largest replica held 169 MiB against 312 MiB"),
             "{md}"
         );
+        assert!(
+            !md.contains("--shards 2"),
+            "no automatic phase, no paragraph"
+        );
+        let r = ShardsResult {
+            automatic: Some(crate::results::AutomaticShards {
+                lease_duration_s: 15.0,
+                held_s: 17.2,
+                reconciled_s: 19.9,
+                cpu_s: 3.4,
+                writes: 0.0,
+                rss_mib: vec![201.0, 198.0],
+            }),
+            ..r
+        };
+        let md = shards_markdown(&r);
+        assert!(
+            md.contains("held all 2 shards 17.2 s later (Leases of 15 s) and had reconciled every task again 19.9 s after it, with 3.4 CPU s and 0 writes"),
+            "{md}"
+        );
+        assert!(md.contains("201 and 198 MiB"), "{md}");
     }
 }

@@ -18,7 +18,11 @@
 //! 3. S replicas started at once: cold start (until each has written its share), stopped;
 //!    restarted at once, all statuses correct; then replica 0 stopped and started again while
 //!    the others run (the failover of one replica);
-//! 4. a bare client lists all N tasks, then shard 0's, with no operator running: the floor
+//! 4. every status removed again; S replicas of `recur run --shards S` (no labels, the replicas
+//!    share the shards out through Leases) started at once: cold start (until the statuses
+//!    they wrote between them are N); then replica 0 killed (SIGKILL) while the others run:
+//!    until they hold every shard, and until they have reconciled every task again;
+//! 5. a bare client lists all N tasks, then shard 0's, with no operator running: the floor
 //!    under each ready.
 use std::time::{Duration, Instant};
 
@@ -31,10 +35,12 @@ use crate::apiserver::{api_delta, apiserver_metrics};
 use crate::args::ShardsArgs;
 use crate::cluster::{Bench, connect, create_all, delete_namespace_within, fresh_namespace};
 use crate::error::{Res, msg};
-use crate::process::{Operator, spawn_operator};
+use crate::process::{Operator, signal, spawn_operator};
 use crate::procfs::proc_stat;
 use crate::recur_scenario::task_name;
-use crate::results::{ReplicaRun, ShardsPhase, ShardsResult, Until, write_json, write_markdown};
+use crate::results::{
+    AutomaticShards, ReplicaRun, ShardsPhase, ShardsResult, Until, write_json, write_markdown,
+};
 use crate::say;
 use crate::shards_report::shards_markdown;
 use crate::spread_scenario::{
@@ -188,7 +194,22 @@ pub async fn run_shards(a: ShardsArgs) -> Res<()> {
     stop_all(again).await;
     stop_all(ops).await;
 
-    // 4. The floors: bare lists with no operator running.
+    // 4. `recur run --shards S`: no labels, the replicas share the shards out themselves.
+    clear_statuses(&api, (0..n).map(task_name).collect()).await?;
+    let (cold, ops) = automatic_cold_start(&a, &client, &http, n).await?;
+    r.phases.push(report(
+        cold,
+        &format!("{s} replicas of `--shards {s}`, cold start at once"),
+    ));
+    let mut automatic = takeover(&client, &http, ops, n, s).await?;
+    automatic.rss_mib = r
+        .phases
+        .last()
+        .map(|p| p.replicas.iter().map(|x| x.rss_later_mib).collect())
+        .unwrap_or_default();
+    r.automatic = Some(automatic);
+
+    // 5. The floors: bare lists with no operator running.
     let listed = Instant::now();
     let all = statuses(&api, None).await?;
     r.bare_list_all_s = listed.elapsed().as_secs_f64();
@@ -208,6 +229,161 @@ pub async fn run_shards(a: ShardsArgs) -> Res<()> {
     write_markdown(&a.common.out_dir, "shards.md", &shards_markdown(&r))?;
     delete_namespace_within(&client, NS, delete_timeout(n)).await?;
     Ok(())
+}
+
+/// The Leases of `--shards`: a prefix of their own, apart from the label shards' Leases.
+const AUTOMATIC_LEASE: &str = "recur-auto";
+/// recur's default `--lease-duration`, which the replicas run with.
+const LEASE_DURATION_S: f64 = 15.0;
+
+/// S replicas of `recur run --shards S` started at once, until the status writes they made
+/// between them are N (which replica writes which task is theirs to decide).
+async fn automatic_cold_start(
+    a: &ShardsArgs,
+    client: &Client,
+    http: &reqwest::Client,
+    n: usize,
+) -> Res<(ShardsPhase, Vec<Operator>)> {
+    let s = a.shards;
+    let flags: Vec<String> = vec![
+        "--shards".into(),
+        s.to_string(),
+        "--lease-name".into(),
+        AUTOMATIC_LEASE.into(),
+    ];
+    let before = apiserver_metrics(client).await?;
+    let t0 = Instant::now();
+    let mut ops = (0..s)
+        .map(|k| {
+            spawn_operator(
+                &a.op,
+                &a.common.kubeconfig,
+                Some(NS),
+                &format!("operator-automatic-cold-{k}"),
+                &flags,
+            )
+        })
+        .collect::<Res<Vec<_>>>()?;
+    let mut ready = Vec::with_capacity(s);
+    for op in &mut ops {
+        op.wait_ready(http).await?;
+        ready.push(t0.elapsed().as_secs_f64());
+    }
+    let deadline = Instant::now() + Duration::from_secs(120) + Duration::from_millis(50) * n as u32;
+    let (done_s, written) = loop {
+        let mut written = Vec::with_capacity(s);
+        for op in &ops {
+            written.push(op.status_writes_ok(http).await?);
+        }
+        if written.iter().sum::<f64>() >= n as f64 {
+            break (t0.elapsed().as_secs_f64(), written);
+        }
+        if Instant::now() >= deadline {
+            return Err(msg(format!(
+                "the replicas wrote {:.0} of {n} statuses within {:?}; see {}",
+                written.iter().sum::<f64>(),
+                deadline.duration_since(t0),
+                a.op.log_dir.display()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let after = apiserver_metrics(client).await?;
+    let api = api_delta(&before, &after, OWN);
+    let mut replicas = Vec::with_capacity(s);
+    for (k, op) in ops.iter().enumerate() {
+        let stat = proc_stat(op.pid)?;
+        replicas.push(ReplicaRun {
+            shard: Some(format!("`--shards {s}`, replica {k}")),
+            tasks: written.get(k).copied().unwrap_or(0.0) as usize,
+            ready_s: ready.get(k).copied().unwrap_or(0.0),
+            done_s,
+            cpu_s: stat.cpu_s,
+            rss_mib: stat.rss_mib,
+            rss_later_mib: 0.0,
+            peak_rss_mib: stat.hwm_mib,
+        });
+    }
+    tokio::time::sleep(LOOK_ON).await;
+    for (run, op) in replicas.iter_mut().zip(&ops) {
+        let stat = proc_stat(op.pid)?;
+        run.rss_later_mib = stat.rss_mib;
+        run.peak_rss_mib = stat.hwm_mib;
+    }
+    Ok((
+        ShardsPhase {
+            what: String::new(),
+            until: Until::Written,
+            writes: writes(&api),
+            api,
+            replicas,
+        },
+        ops,
+    ))
+}
+
+/// Replica 0 killed (SIGKILL, so its Leases expire rather than being released) while the
+/// others run: until they hold every shard, and until they have reconciled every task since.
+async fn takeover(
+    client: &Client,
+    http: &reqwest::Client,
+    mut ops: Vec<Operator>,
+    n: usize,
+    s: usize,
+) -> Res<AutomaticShards> {
+    let killed = ops.remove(0);
+    let (mut reconciled_before, mut cpu_before) = (0.0, 0.0);
+    for op in &ops {
+        reconciled_before += op.reconciles(http).await?;
+        cpu_before += proc_stat(op.pid)?.cpu_s;
+    }
+    let before = apiserver_metrics(client).await?;
+    signal(killed.pid, "-KILL").await;
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(120) + Duration::from_millis(50) * n as u32;
+    let (mut held_s, mut reconciled_s) = (None, None);
+    while held_s.is_none() || reconciled_s.is_none() {
+        let (mut held, mut reconciled) = (0.0, 0.0);
+        for op in &ops {
+            held += op.gauge(http, "recur_shards_held").await?;
+            reconciled += op.reconciles(http).await?;
+        }
+        if held_s.is_none() && held >= s as f64 {
+            held_s = Some(t0.elapsed().as_secs_f64());
+        }
+        if reconciled_s.is_none() && held_s.is_some() && reconciled >= reconciled_before + n as f64
+        {
+            reconciled_s = Some(t0.elapsed().as_secs_f64());
+        }
+        if Instant::now() >= deadline {
+            return Err(msg(format!(
+                "after the SIGKILL the others held {held:.0} of {s} shards and reconciled {:.0} of {n} tasks within {:?}",
+                reconciled - reconciled_before,
+                deadline.duration_since(t0)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = apiserver_metrics(client).await?;
+    let mut cpu_after = 0.0;
+    for op in &ops {
+        cpu_after += proc_stat(op.pid)?.cpu_s;
+    }
+    let result = AutomaticShards {
+        lease_duration_s: LEASE_DURATION_S,
+        held_s: held_s.unwrap_or_default(),
+        reconciled_s: reconciled_s.unwrap_or_default(),
+        cpu_s: cpu_after - cpu_before,
+        writes: writes(&api_delta(&before, &after, OWN)),
+        rss_mib: vec![],
+    };
+    say(format!(
+        "replica 0 killed: the others held all {s} shards after {:.2}s and had reconciled every task after {:.2}s ({:.1} CPU s, {:.0} writes); the Leases last {LEASE_DURATION_S:.0}s",
+        result.held_s, result.reconciled_s, result.cpu_s, result.writes
+    ));
+    killed.stop().await;
+    stop_all(ops).await;
+    Ok(result)
 }
 
 fn report(mut phase: ShardsPhase, what: &str) -> ShardsPhase {
