@@ -304,12 +304,7 @@ async fn automatic_cold_start(
             peak_rss_mib: stat.hwm_mib,
         });
     }
-    tokio::time::sleep(LOOK_ON).await;
-    for (run, op) in replicas.iter_mut().zip(&ops) {
-        let stat = proc_stat(op.pid)?;
-        run.rss_later_mib = stat.rss_mib;
-        run.peak_rss_mib = stat.hwm_mib;
-    }
+    look_on(&mut replicas, &ops).await?;
     Ok((
         ShardsPhase {
             what: String::new(),
@@ -446,15 +441,8 @@ async fn phase(
     .collect::<Res<Vec<_>>>()?;
     let after = apiserver_metrics(client).await?;
     let api = api_delta(&before, &after, OWN);
-    // Memory once more after a fixed look-on (a figure of its own, not a wait for anything):
-    // after a cold start the watch is still bringing the written tasks back into the cache.
-    tokio::time::sleep(LOOK_ON).await;
     let mut runs = runs;
-    for (run, op) in runs.iter_mut().zip(&ops) {
-        let stat = proc_stat(op.pid)?;
-        run.rss_later_mib = stat.rss_mib;
-        run.peak_rss_mib = stat.hwm_mib;
-    }
+    look_on(&mut runs, &ops).await?;
     Ok((
         ShardsPhase {
             what: String::new(),
@@ -465,6 +453,18 @@ async fn phase(
         },
         ops,
     ))
+}
+
+/// Memory once more after a fixed look-on (a figure of its own, not a wait for anything):
+/// after a cold start the watch is still bringing the written tasks back into the cache.
+async fn look_on(runs: &mut [ReplicaRun], ops: &[Operator]) -> Res<()> {
+    tokio::time::sleep(LOOK_ON).await;
+    for (run, op) in runs.iter_mut().zip(ops) {
+        let stat = proc_stat(op.pid)?;
+        run.rss_later_mib = stat.rss_mib;
+        run.peak_rss_mib = stat.hwm_mib;
+    }
+    Ok(())
 }
 
 /// One replica of a phase: ready, then its share done; its CPU and memory then.
