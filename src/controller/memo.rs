@@ -67,12 +67,7 @@ impl<K: Eq + Hash, V: Clone + PartialEq> Memo<K, V> {
 
     /// The live value of `key`, if any.
     pub(crate) fn get(&self, key: &K, now: Instant) -> Option<V> {
-        let inner = self.lock();
-        inner
-            .map
-            .get(key)
-            .filter(|(_, at)| now.saturating_duration_since(*at) < self.ttl)
-            .map(|(v, _)| v.clone())
+        self.get_aged(key, now).map(|(v, _)| v)
     }
 
     /// The live value of `key` with the time since it was remembered, if any.
