@@ -116,6 +116,25 @@ fn observation_expired(observed_at: Instant, duration: Duration, now: Instant) -
     now.saturating_duration_since(observed_at) > duration
 }
 
+/// Who holds `lease` at `now` by our own watch alone, and until when: the holder it names while
+/// it has stayed as first seen at `observed_at` for no longer than its duration (`fallback`
+/// when it states none). None when it names nobody or that has run out. The elector and the
+/// shard balancer both judge a Lease by this.
+fn live_hold(
+    lease: &Lease,
+    observed_at: Instant,
+    fallback: Duration,
+    now: Instant,
+) -> Option<(String, Instant)> {
+    let spec = lease.spec.as_ref();
+    let holder = spec
+        .and_then(|s| s.holder_identity.as_deref())
+        .filter(|h| !h.is_empty())?;
+    let duration = observed_duration(spec.and_then(|s| s.lease_duration_seconds), fallback);
+    (!observation_expired(observed_at, duration, now))
+        .then(|| (holder.to_owned(), observed_at + duration))
+}
+
 /// Whether we currently lead. Cheap to clone and to query; the answer is computed from a local
 /// deadline at each call, so it turns false on time even if the election task is stalled.
 #[derive(Clone, Debug)]
@@ -274,6 +293,16 @@ struct Observation {
 type ObservedKey = (Option<String>, Option<MicroTime>, Option<String>);
 
 impl Observation {
+    /// `lease` as first seen in its present version: `previous` when nothing was written to
+    /// the lease since, else a new observation made `now`.
+    fn of(lease: &Lease, previous: Option<&Observation>, now: Instant) -> Observation {
+        let key = Self::key_of(lease);
+        match previous {
+            Some(o) if o.key == key => o.clone(),
+            _ => Observation { key, at: now },
+        }
+    }
+
     fn key_of(lease: &Lease) -> ObservedKey {
         let spec = lease.spec.as_ref();
         (
@@ -442,11 +471,8 @@ impl LeaseElector {
             return self.renew().await;
         }
         self.held = None; // someone else's now: nothing of ours to renew or release
-        let duration = observed_duration(spec.lease_duration_seconds, self.cfg.lease_duration);
-        if !holder.is_empty() && !observation_expired(observed_at, duration, now) {
-            return retry
-                .min(observed_at + duration + Duration::from_millis(1))
-                .max(now);
+        if let Some((_, ends)) = live_hold(&current, observed_at, self.cfg.lease_duration, now) {
+            return retry.min(ends + Duration::from_millis(1)).max(now);
         }
         let lease = self.claimed(&current);
         let sent = Instant::now();
@@ -539,19 +565,15 @@ impl LeaseElector {
 
     /// Records a distinct lease state with the local time we first saw it; returns that time.
     fn observe(&mut self, lease: &Lease, now: Instant) -> Instant {
-        let key = Observation::key_of(lease);
-        match &self.observed {
-            Some(o) if o.key == key => o.at,
-            previous => {
-                let holder = key.0.clone().unwrap_or_default();
-                let changed = previous.as_ref().is_none_or(|p| p.key.0 != key.0);
-                if changed && !holder.is_empty() && holder != self.cfg.identity {
-                    info!(lease = %self.cfg.name, leader = %holder, "observed leader {holder}");
-                }
-                self.observed = Some(Observation { key, at: now });
-                now
-            }
+        let seen = Observation::of(lease, self.observed.as_ref(), now);
+        let holder = seen.key.0.as_deref().unwrap_or_default();
+        let changed = self.observed.as_ref().is_none_or(|p| p.key.0 != seen.key.0);
+        if changed && !holder.is_empty() && holder != self.cfg.identity {
+            info!(lease = %self.cfg.name, leader = %holder, "observed leader {holder}");
         }
+        let at = seen.at;
+        self.observed = Some(seen);
+        at
     }
 
     /// `base` rewritten to name us the holder, renewed now. Keeps its resourceVersion, which

@@ -19,10 +19,7 @@ use kube::{Resource, ResourceExt};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::{
-    Leadership, LeaseConfig, LeaseElector, LeaseError, Observation, Want, observation_expired,
-    observed_duration,
-};
+use super::{Leadership, LeaseConfig, LeaseElector, LeaseError, Observation, Want, live_hold};
 
 mod plan;
 use plan::{Holder, plan};
@@ -339,20 +336,15 @@ impl Balancer {
     /// The holder of `lease` unless it is released or has not changed for longer than its
     /// duration since we first saw its current state (which is remembered here).
     fn live_holder(&mut self, name: &str, lease: &Lease, now: Instant) -> Option<String> {
-        let key = Observation::key_of(lease);
-        let at = match self.seen.get(name) {
-            Some(o) if o.key == key => o.at,
-            _ => {
-                self.seen
-                    .insert(name.to_owned(), Observation { key, at: now });
-                now
+        let seen = Observation::of(lease, self.seen.get(name), now);
+        let at = seen.at;
+        match self.seen.get_mut(name) {
+            Some(o) => *o = seen,
+            None => {
+                self.seen.insert(name.to_owned(), seen);
             }
-        };
-        let spec = lease.spec.clone().unwrap_or_default();
-        let holder = spec.holder_identity.unwrap_or_default();
-        let duration =
-            observed_duration(spec.lease_duration_seconds, self.cfg.lease.lease_duration);
-        (!holder.is_empty() && !observation_expired(at, duration, now)).then_some(holder)
+        }
+        live_hold(lease, at, self.cfg.lease.lease_duration, now).map(|(holder, _)| holder)
     }
 }
 

@@ -45,6 +45,40 @@ fn expiry_is_judged_on_local_observation() {
     assert_eq!(observed_duration(Some(0), 60 * S), 60 * S);
 }
 
+#[test]
+fn a_hold_lasts_its_duration_from_our_first_sight_of_its_version() {
+    let lease = |holder: &str, secs: Option<i32>, rv: &str| Lease {
+        metadata: ObjectMeta {
+            resource_version: Some(rv.into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(LeaseSpec {
+            holder_identity: Some(holder.into()),
+            lease_duration_seconds: secs,
+            ..LeaseSpec::default()
+        }),
+    };
+    let t0 = Instant::now();
+    let held = lease("a", Some(15), "1");
+    let seen = Observation::of(&held, None, t0);
+    assert_eq!(seen.at, t0);
+    // The same version seen later keeps the first sight; a write starts it again.
+    assert_eq!(Observation::of(&held, Some(&seen), t0 + 9 * S).at, t0);
+    let renewed = lease("a", Some(15), "2");
+    assert_eq!(
+        Observation::of(&renewed, Some(&seen), t0 + 9 * S).at,
+        t0 + 9 * S
+    );
+    assert_eq!(
+        live_hold(&held, t0, 60 * S, t0 + 15 * S),
+        Some(("a".to_owned(), t0 + 15 * S))
+    );
+    assert_eq!(live_hold(&held, t0, 60 * S, t0 + 16 * S), None);
+    // No duration stated: ours; nobody named: nobody holds it.
+    assert!(live_hold(&lease("a", None, "1"), t0, 60 * S, t0 + 59 * S).is_some());
+    assert_eq!(live_hold(&lease("", Some(15), "1"), t0, 60 * S, t0), None);
+}
+
 /// The fencing invariant: the holder stops before a candidate that observed the holder's last
 /// write (at or after it was sent) can consider the lease expired, for any network delay.
 #[test]
