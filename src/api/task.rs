@@ -309,6 +309,10 @@ pub(crate) fn is_zero(n: &u32) -> bool {
 /// What the operator last observed and did.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+// One field for server-side apply: only the operator writes status, and a granular status made
+// its managedFields entry list every leaf, a third of a task's bytes in every list and watch
+// event (docs/scaling.md, "What a list costs").
+#[schemars(extend("x-kubernetes-map-type" = "atomic"))]
 pub struct RecurringTaskStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
