@@ -8,7 +8,7 @@
 # a markdown table; writes target/bench/*.json, and docs/bench/results.md with docs/bench/lag.png.
 #
 #   scripts/bench.sh [--tasks N] [--idle SECS] [--workers W] [--no-raised-qps] [--perf] [--recur-only]
-#                    [--fairness | --no-fairness] [--out-dir DIR] [--pprof] [--patchcost]
+#                    [--fairness | --no-fairness] [--out-dir DIR] [--pprof] [--patchcost] [--listcost]
 #                    [--spread [--window SECS] [--period SECS]] [--shards S]
 #     --tasks N          objects in the burst (default 1000; 10000 is the target)
 #     --idle SECS        idle window of the operator (default 60; the issue asks for 300)
@@ -22,6 +22,9 @@
 #     --pprof            profile kube-apiserver (/debug/pprof) during the limit and recur's burst: pprof/
 #     --patchcost        only the cost of each form of status write to kube-apiserver (N objects,
 #                        CPU from /proc, pprof of the first round): patchcost.md, pprof/
+#     --listcost         only the cost of listing N tasks to kube-apiserver, by form (paged, from
+#                        the watch cache, whole, streaming, metadata only) and status size (CPU
+#                        from /proc, pprof): listcost.md, pprof/; docs/bench/listcost-n<N>.md
 #     --spread           only N hourly tasks spread over the hour (the default from --tasks 50000):
 #                        cold start against the minimal client, restart, idle (at least --idle),
 #                        steady-state lag; writes docs/bench/results-n<N>-spread.md
@@ -44,9 +47,9 @@ die() {
   log "error: $*"
   exit 1
 }
-usage() { sed -n '2,31s/^# \{0,1\}//p' "$0" >&2; }
+usage() { sed -n '2,34s/^# \{0,1\}//p' "$0" >&2; }
 
-tasks=1000 idle=60 workers=64 raised=1 perf=0 recur_only=0 fairness=1 out_dir="" pprof=0 patchcost=0
+tasks=1000 idle=60 workers=64 raised=1 perf=0 recur_only=0 fairness=1 out_dir="" pprof=0 patchcost=0 listcost=0
 spread="" window=600 period=3600 shards=0
 while [ $# -gt 0 ]; do
   case $1 in
@@ -61,6 +64,7 @@ while [ $# -gt 0 ]; do
     --out-dir) out_dir=${2:?--out-dir needs a directory}; shift 2 ;;
     --pprof) pprof=1; shift ;;
     --patchcost) patchcost=1; shift ;;
+    --listcost) listcost=1; shift ;;
     --spread) spread=1; shift ;;
     --window) window=${2:?--window needs seconds}; shift 2 ;;
     --period) period=${2:?--period needs seconds}; shift 2 ;;
@@ -73,7 +77,7 @@ for v in "$tasks" "$idle" "$workers" "$window" "$period"; do
   [[ $v =~ ^[1-9][0-9]*$ ]] || die "'$v' is not a positive number"
 done
 # From 50,000 tasks on, the spread scenario is the one meant (a burst of that many is not).
-if [ -z "$spread" ] && [ "$tasks" -ge 50000 ] && [ "$fairness" != only ] && [ "$patchcost" = 0 ] && [ "$shards" = 0 ]; then
+if [ -z "$spread" ] && [ "$tasks" -ge 50000 ] && [ "$fairness" != only ] && [ "$patchcost" = 0 ] && [ "$listcost" = 0 ] && [ "$shards" = 0 ]; then
   log "--tasks $tasks: the spread scenario (--spread)"
   spread=1
 fi
@@ -211,8 +215,17 @@ operator_args=(--workers "$workers" --log-dir "$out/logs" --recur-bin "$release/
 if [ "$pprof" = 1 ]; then
   perf_args+=(--pprof-dir "$out/pprof" --kubectl "$bin/kubectl")
 fi
+proc_pid() { awk -v n="$1" '$1 == n { p = $2 } END { print p }' "$cluster/pids"; }
+if [ "$listcost" = 1 ]; then
+  "$bench" listcost --tasks "$tasks" --out-dir "$out" --apiserver-pid "$(proc_pid kube-apiserver)" \
+    --etcd-pid "$(proc_pid etcd)" --pprof-dir "$out/pprof" --kubectl "$bin/kubectl"
+  [ "$docs" = 1 ] || { log "wrote $out/listcost.md and $out/pprof/"; exit 0; }
+  mkdir -p docs/bench
+  cp "$out/listcost.md" "docs/bench/listcost-n$tasks.md"
+  log "wrote docs/bench/listcost-n$tasks.md"
+  exit 0
+fi
 if [ "$patchcost" = 1 ]; then
-  proc_pid() { awk -v n="$1" '$1 == n { p = $2 } END { print p }' "$cluster/pids"; }
   "$bench" patchcost --tasks "$tasks" --out-dir "$out" --apiserver-pid "$(proc_pid kube-apiserver)" \
     --etcd-pid "$(proc_pid etcd)" --pprof-dir "$out/pprof" --kubectl "$bin/kubectl"
   log "wrote $out/patchcost.md and $out/pprof/"

@@ -47,6 +47,10 @@ pub enum Command {
     /// What each form of the guarded status write costs kube-apiserver (CPU from /proc,
     /// latency, bytes, optionally pprof); writes OUT_DIR/patchcost.json and patchcost.md.
     Patchcost(PatchCostArgs),
+    /// What a list of N RecurringTasks costs kube-apiserver, by form (paged, from the watch
+    /// cache, whole, streaming, metadata only) and by status size (CPU from /proc, time, bytes,
+    /// optionally pprof); writes OUT_DIR/listcost.json and listcost.md.
+    Listcost(ListCostArgs),
 }
 
 #[derive(Args)]
@@ -71,12 +75,8 @@ pub struct PatchCostArgs {
     /// `--tasks` is the number of objects per set (at least 128).
     #[command(flatten)]
     pub common: Common,
-    /// Pid of kube-apiserver (its CPU is read from /proc).
-    #[arg(long)]
-    pub apiserver_pid: u32,
-    /// Pid of etcd, if its CPU should be read too.
-    #[arg(long)]
-    pub etcd_pid: Option<u32>,
+    #[command(flatten)]
+    pub control_plane: ControlPlane,
     /// Seconds of writes per phase.
     #[arg(long, default_value_t = 15)]
     pub seconds: u64,
@@ -102,9 +102,47 @@ pub struct PatchCostArgs {
     /// Record a CPU profile of kube-apiserver for each phase of the first round here.
     #[arg(long)]
     pub pprof_dir: Option<PathBuf>,
-    /// kubectl, which fetches the profiles.
+}
+
+/// The control plane's processes whose CPU the cost scenarios read, and how to profile them.
+#[derive(Args)]
+pub struct ControlPlane {
+    /// Pid of kube-apiserver (its CPU is read from /proc).
+    #[arg(long)]
+    pub apiserver_pid: u32,
+    /// Pid of etcd, if its CPU should be read too.
+    #[arg(long)]
+    pub etcd_pid: Option<u32>,
+    /// kubectl, which fetches the apiserver's profiles.
     #[arg(long, default_value = "kubectl")]
     pub kubectl: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ListCostArgs {
+    /// `--tasks` is the number of tasks per set.
+    #[command(flatten)]
+    pub common: Common,
+    #[command(flatten)]
+    pub control_plane: ControlPlane,
+    /// The sets: history records in every status of each (0: a task that has delivered nothing
+    /// yet, as in the restart of `spread`; 10: recur's default history limit, full).
+    #[arg(long, value_delimiter = ',', default_value = "0,10")]
+    pub history: Vec<usize>,
+    /// The forms measured, in this order.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "paged,paged-any,whole,stream,metadata,kube-stream,kube-paged"
+    )]
+    pub forms: Vec<crate::listcost::Form>,
+    /// Rounds over every form and set.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// After the rounds, list each set once more in each form under a CPU profile of
+    /// kube-apiserver, written here.
+    #[arg(long)]
+    pub pprof_dir: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]

@@ -12,6 +12,9 @@
 //!   with a resourceVersion, server-side apply, ...) costs kube-apiserver: CPU per write from
 //!   /proc, latency, bytes, with and without extra field managers and watches, optionally with
 //!   pprof profiles (`pprof`); writes `patchcost.json` and `patchcost.md`.
+//! - `listcost`: what a list of N RecurringTasks costs kube-apiserver, by form (paged, from the
+//!   watch cache, whole, streaming, metadata only) and by status size: the list that bounds an
+//!   operator's time to ready after a restart; writes `listcost.json` and `listcost.md`.
 //! - `spread`: N RecurringTasks on `every: 1h` spread uniformly over the hour (about 28
 //!   occurrences per second for 100,000): the cold start against the minimal client writing the
 //!   same N patches, a restart with every status correct, idle, and the steady-state firing lag;
@@ -40,6 +43,7 @@ mod cluster;
 mod cronjob_scenario;
 mod error;
 mod fairness_scenario;
+mod listcost;
 mod patchcost;
 mod plot;
 mod pprof;
@@ -70,6 +74,7 @@ use cache_memory::run_cache_memory;
 use cronjob_scenario::run_cronjob;
 use error::msg;
 use fairness_scenario::run_fairness;
+use listcost::run_listcost;
 use patchcost::run_patchcost;
 use recur_scenario::run_recur;
 use report::report;
@@ -99,6 +104,7 @@ fn main() -> ExitCode {
                 Command::SpreadReport(a) => spread_report(a),
                 Command::Report(a) => report(a),
                 Command::Patchcost(a) => run_patchcost(a).await,
+                Command::Listcost(a) => run_listcost(a).await,
                 Command::CacheMemory(a) => run_cache_memory(a),
             }
         };

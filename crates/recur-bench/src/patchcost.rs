@@ -23,7 +23,7 @@ use crate::args::PatchCostArgs;
 use crate::cluster::{CONCURRENCY, delete_namespace, fresh_namespace, kube_client};
 use crate::error::{Res, msg};
 use crate::pprof::Profile;
-use crate::procfs::{environment, proc_stat};
+use crate::procfs::{environment, made_on, proc_stat};
 use crate::recur_scenario::{create_tasks, task_name};
 use crate::results::{Environment, write_json};
 use crate::say;
@@ -170,8 +170,14 @@ fn record(i: usize, k: u64) -> Value {
 /// The whole status recur writes once step `k`'s occurrence is pending: conditions, the next
 /// instants, the last occurrence and [`HISTORY`] records.
 fn status(i: usize, k: u64) -> Value {
+    status_with(i, k, HISTORY)
+}
+
+/// [`status`] with `records` history records (at most `k`); with none and `k` 0, the status of
+/// a task that has delivered nothing yet.
+pub fn status_with(i: usize, k: u64, records: usize) -> Value {
     let since = "2029-12-31T08:00:00Z";
-    let history: Vec<Value> = (k.saturating_sub(HISTORY as u64)..k)
+    let history: Vec<Value> = (k.saturating_sub(records as u64)..k)
         .rev()
         .map(|j| record(i, j))
         .collect();
@@ -403,7 +409,7 @@ async fn phase(
                 .map_err(|e| msg(format!("creating {}: {e}", dir.display())))?;
             let path = dir.join(format!("{label}.pb.gz"));
             Some(Profile::start(
-                &a.kubectl,
+                &a.control_plane.kubectl,
                 &a.common.kubeconfig,
                 a.seconds,
                 &path,
@@ -411,8 +417,8 @@ async fn phase(
         }
         _ => None,
     };
-    let api0 = proc_stat(a.apiserver_pid)?;
-    let etcd0 = a.etcd_pid.map(proc_stat).transpose()?;
+    let api0 = proc_stat(a.control_plane.apiserver_pid)?;
+    let etcd0 = a.control_plane.etcd_pid.map(proc_stat).transpose()?;
     let me0 = proc_stat(std::process::id())?;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(a.seconds);
@@ -469,8 +475,8 @@ async fn phase(
         );
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let api1 = proc_stat(a.apiserver_pid)?;
-    let etcd1 = a.etcd_pid.map(proc_stat).transpose()?;
+    let api1 = proc_stat(a.control_plane.apiserver_pid)?;
+    let etcd1 = a.control_plane.etcd_pid.map(proc_stat).transpose()?;
     let me1 = proc_stat(std::process::id())?;
     for w in watches {
         w.abort();
@@ -601,22 +607,18 @@ pub async fn run_patchcost(a: PatchCostArgs) -> Res<()> {
 }
 
 fn markdown(a: &PatchCostArgs, r: &PatchCostResult) -> String {
-    let env = &r.environment;
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "# Cost of a status write to kube-apiserver, by form\n\nMade by `recur-bench patchcost --tasks {} --seconds {} --rounds {}` on {}: {} cores ({}); Kubernetes {}. {} RecurringTasks with a realistic status ({HISTORY} history records, 2 conditions, 3 upcoming instants); each phase writes for {} s at concurrency {}, every write moving an object's pending key on by one. CPU from /proc of kube-apiserver{} and of the benchmark (the client) over the phase, divided by the successful writes.\n",
+        "# Cost of a status write to kube-apiserver, by form\n\nMade by `recur-bench patchcost --tasks {} --seconds {} --rounds {}` {}. {} RecurringTasks with a realistic status ({HISTORY} history records, 2 conditions, 3 upcoming instants); each phase writes for {} s at concurrency {}, every write moving an object's pending key on by one. CPU from /proc of kube-apiserver{} and of the benchmark (the client) over the phase, divided by the successful writes.\n",
         r.objects,
         a.seconds,
         a.rounds,
-        env.date,
-        env.cores,
-        env.cpu,
-        env.kubernetes,
+        made_on(&r.environment),
         r.objects,
         a.seconds,
         r.concurrency,
-        if a.etcd_pid.is_some() {
+        if a.control_plane.etcd_pid.is_some() {
             ", of etcd"
         } else {
             ""

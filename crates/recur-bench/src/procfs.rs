@@ -78,3 +78,11 @@ pub fn environment(kubernetes: String, sidecar: String) -> Environment {
         date: Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true),
     }
 }
+
+/// Where and when a cost scenario ran, for its report: "on DATE: N cores (CPU); Kubernetes V".
+pub fn made_on(env: &Environment) -> String {
+    format!(
+        "on {}: {} cores ({}); Kubernetes {}",
+        env.date, env.cores, env.cpu, env.kubernetes
+    )
+}
