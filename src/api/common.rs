@@ -156,7 +156,8 @@ pub struct Failure {
     pub idempotency_key: String,
 }
 
-/// Conditions as a list-map keyed by `type`, so server-side apply merges them per type.
+/// Conditions as a list-map keyed by `type` (one condition per type), as Kubernetes declares
+/// them. Server-side apply does not merge them per type here: every kind's status is one field.
 pub fn conditions_schema(_: &mut schemars::generate::SchemaGenerator) -> schemars::Schema {
     json_schema!({
         "type": "array",

@@ -133,7 +133,7 @@ pub struct ListCostArgs {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "paged,paged-any,whole,stream,metadata,kube-stream,kube-paged"
+        default_value = "paged,any,whole,stream,metadata,kube-stream,kube-paged"
     )]
     pub forms: Vec<crate::listcost::Form>,
     /// Rounds over every form and set.

@@ -3,14 +3,15 @@
 //! to ready at 100,000 tasks. Each set of N tasks carries a status of one shape (a task that has
 //! delivered nothing yet, or one with its history full); each form of list reads the whole set
 //! in rounds, while kube-apiserver's and etcd's CPU are read from /proc and, for one more
-//! pass, kube-apiserver is profiled through /debug/pprof. The client only counts: it reads the
-//! bytes and skims each page for its continue token, so its own CPU stays out of the figures.
+//! pass, kube-apiserver is profiled through /debug/pprof. The bare client only counts: it skims
+//! each page for its continue token and each event for its type, so its own CPU stays small;
+//! the forms through kube-rs's watcher decode every task, as recur does.
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use futures::{AsyncBufReadExt, StreamExt};
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
 use recur::api::RecurringTask;
 use serde::de::IgnoredAny;
@@ -42,8 +43,9 @@ const INITIAL_EVENTS_END: &str = "k8s.io/initial-events-end";
 pub enum Form {
     /// Pages of 500, no resourceVersion: the consistent read kube-rs's watcher makes by default.
     Paged,
-    /// Pages of 500 at `resourceVersion=0` (`NotOlderThan`): whatever the watch cache has.
-    PagedAny,
+    /// One response at `resourceVersion=0` (`NotOlderThan`): whatever the watch cache has.
+    /// (With a limit kube-rs leaves the resourceVersion out, which would make it `paged`.)
+    Any,
     /// The whole list in one response, no resourceVersion.
     Whole,
     /// A streaming list: a watch with `sendInitialEvents=true`, read until the bookmark that ends
@@ -63,7 +65,7 @@ impl Form {
     fn name(self) -> &'static str {
         match self {
             Form::Paged => "paged",
-            Form::PagedAny => "paged-any",
+            Form::Any => "any",
             Form::Whole => "whole",
             Form::Stream => "stream",
             Form::Metadata => "metadata",
@@ -72,14 +74,17 @@ impl Form {
         }
     }
 
+    /// Whether the list's requests and bytes are counted (not through kube-rs's watcher).
+    fn counted(self) -> bool {
+        !matches!(self, Form::KubeStream | Form::KubePaged)
+    }
+
     fn describe(self) -> &'static str {
         match self {
             Form::Paged => {
                 "pages of 500, no resourceVersion (a consistent read; kube-rs's default)"
             }
-            Form::PagedAny => {
-                "pages of 500 at `resourceVersion=0`, `resourceVersionMatch=NotOlderThan`"
-            }
+            Form::Any => "one response at `resourceVersion=0`, `resourceVersionMatch=NotOlderThan`",
             Form::Whole => "one response, no resourceVersion",
             Form::Stream => {
                 "a watch with `sendInitialEvents=true` until the bookmark ending the initial events"
@@ -155,12 +160,22 @@ struct PageMeta {
     continue_: Option<String>,
 }
 
-/// A watch event as the client skims it: only a bookmark's annotations are read.
+/// A watch event as the client skims it: its type, and a bookmark's annotations.
 #[derive(Deserialize)]
 struct Event {
     #[serde(rename = "type")]
-    kind: String,
+    kind: EventType,
     object: EventObject,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+enum EventType {
+    Added,
+    Modified,
+    Deleted,
+    Bookmark,
+    Error,
 }
 
 #[derive(Deserialize)]
@@ -179,32 +194,21 @@ fn collection(ns: &str) -> String {
     format!("/apis/recur.dev/v1alpha1/namespaces/{ns}/recurringtasks")
 }
 
-fn get(uri: String, accept: Option<&str>) -> Res<http::Request<Vec<u8>>> {
-    let mut req = http::Request::get(uri);
-    if let Some(a) = accept {
-        req = req.header(http::header::ACCEPT, a);
-    }
-    req.body(vec![])
-        .map_err(|e| msg(format!("building a list request: {e}")))
+fn get(uri: String) -> Res<http::Request<Vec<u8>>> {
+    http::Request::get(uri)
+        .body(vec![])
+        .map_err(|e| msg(format!("building a request: {e}")))
 }
 
 /// Lists every task of `ns` in `form`.
 async fn list(client: &Client, ns: &str, form: Form) -> Res<Listed> {
+    let pages_of = ListParams::default().limit(PAGE as u32);
     match form {
         Form::Stream => stream(client, ns).await,
-        Form::Whole => pages(client, ns, "", None, None).await,
-        Form::Paged => pages(client, ns, "", Some(PAGE), None).await,
-        Form::PagedAny => {
-            pages(
-                client,
-                ns,
-                "&resourceVersion=0&resourceVersionMatch=NotOlderThan",
-                Some(PAGE),
-                None,
-            )
-            .await
-        }
-        Form::Metadata => pages(client, ns, "", Some(PAGE), Some(METADATA_LIST)).await,
+        Form::Whole => pages(client, ns, ListParams::default(), false).await,
+        Form::Paged => pages(client, ns, pages_of, false).await,
+        Form::Any => pages(client, ns, ListParams::default().match_any(), false).await,
+        Form::Metadata => pages(client, ns, pages_of, true).await,
         Form::KubeStream => typed(client, ns, watcher::Config::default().streaming_lists()).await,
         Form::KubePaged => {
             typed(
@@ -239,36 +243,31 @@ async fn typed(client: &Client, ns: &str, config: watcher::Config) -> Res<Listed
     Err(msg("the watcher ended before its initial list was done"))
 }
 
-async fn pages(
-    client: &Client,
-    ns: &str,
-    extra: &str,
-    limit: Option<usize>,
-    accept: Option<&str>,
-) -> Res<Listed> {
+async fn pages(client: &Client, ns: &str, params: ListParams, metadata_only: bool) -> Res<Listed> {
+    let tasks = kube::core::Request::new(collection(ns));
     let mut out = Listed {
         requests: 0,
         objects: 0,
         bytes: 0,
     };
-    let mut token: Option<String> = None;
+    let mut params = params;
     loop {
-        let mut uri = format!("{}?{}", collection(ns), extra.trim_start_matches('&'));
-        if let Some(l) = limit {
-            let _ = write!(uri, "&limit={l}");
+        let mut req = tasks
+            .list(&params)
+            .map_err(|e| msg(format!("building a list request: {e}")))?;
+        if metadata_only {
+            req.headers_mut().insert(
+                http::header::ACCEPT,
+                http::HeaderValue::from_static(METADATA_LIST),
+            );
         }
-        if let Some(t) = &token {
-            // A continue token is base64 (URL-safe characters and `=`), which needs no
-            // encoding but the padding's.
-            let _ = write!(uri, "&continue={}", t.replace('=', "%3D"));
-        }
-        let text = client.request_text(get(uri, accept)?).await?;
+        let text = client.request_text(req).await?;
         let page: Page = serde_json::from_str(&text)?;
         out.requests += 1;
         out.objects += page.items.len();
         out.bytes += text.len();
         match page.metadata.continue_.filter(|t| !t.is_empty()) {
-            Some(t) => token = Some(t),
+            Some(t) => params = params.continue_token(&t),
             None => return Ok(out),
         }
     }
@@ -279,7 +278,7 @@ async fn stream(client: &Client, ns: &str) -> Res<Listed> {
         "{}?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=600",
         collection(ns)
     );
-    let mut body = client.request_stream(get(uri, None)?).await?;
+    let mut body = client.request_stream(get(uri)?).await?;
     let mut out = Listed {
         requests: 1,
         objects: 0,
@@ -298,21 +297,26 @@ async fn stream(client: &Client, ns: &str) -> Res<Listed> {
             ));
         }
         out.bytes += n;
-        // Every event but a bookmark is an object; only a bookmark is decoded.
-        if !line.contains("\"BOOKMARK\"") {
-            out.objects += 1;
-            continue;
-        }
         let ev: Event = serde_json::from_str(&line)?;
-        if ev.kind == "BOOKMARK"
-            && ev
-                .object
-                .metadata
-                .annotations
-                .get(INITIAL_EVENTS_END)
-                .is_some_and(|v| v == "true")
-        {
-            return Ok(out);
+        match ev.kind {
+            EventType::Added => out.objects += 1,
+            EventType::Bookmark
+                if ev
+                    .object
+                    .metadata
+                    .annotations
+                    .get(INITIAL_EVENTS_END)
+                    .is_some_and(|v| v == "true") =>
+            {
+                return Ok(out);
+            }
+            EventType::Error => {
+                return Err(msg(format!(
+                    "the watch answered an error: {}",
+                    line.chars().take(300).collect::<String>()
+                )));
+            }
+            EventType::Bookmark | EventType::Modified | EventType::Deleted => {}
         }
     }
 }
@@ -352,7 +356,7 @@ async fn prepare(client: &Client, ns: &str, n: usize, history: usize) -> Res<Set
         started.elapsed().as_secs_f64()
     ));
     let text = client
-        .request_text(get(format!("{}/{}", collection(ns), task_name(0)), None)?)
+        .request_text(get(format!("{}/{}", collection(ns), task_name(0)))?)
         .await?;
     let v: serde_json::Value = serde_json::from_str(&text)?;
     let mf = serde_json::to_vec(&v["metadata"]["managedFields"])?.len();
@@ -425,7 +429,14 @@ async fn quiet(pid: u32) -> Res<crate::procfs::ProcStat> {
     loop {
         tokio::time::sleep(step).await;
         let now = proc_stat(pid)?;
-        if now.cpu_s - last.cpu_s < 0.1 * step.as_secs_f64() || Instant::now() >= until {
+        if now.cpu_s - last.cpu_s < 0.1 * step.as_secs_f64() {
+            return Ok(now);
+        }
+        if Instant::now() >= until {
+            say(format!(
+                "kube-apiserver did not go quiet within {}s: this reading carries other work",
+                QUIET_AT_MOST.as_secs()
+            ));
             return Ok(now);
         }
         last = now;
@@ -473,6 +484,7 @@ pub async fn run_listcost(a: ListCostArgs) -> Res<()> {
                     .fold(0.0, f64::max);
                 let seconds = longest.ceil() as u64 + 1;
                 let path = dir.join(format!("list-{}-h{}.pb.gz", form.name(), set.history));
+                quiet(a.control_plane.apiserver_pid).await?;
                 let prof = Profile::start(
                     &a.control_plane.kubectl,
                     &a.common.kubeconfig,
@@ -512,14 +524,19 @@ fn median(r: &ListCostResult, form: &str, history: usize, f: fn(&Reading) -> f64
         .map(f)
         .collect();
     v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
+    let mid = v.len() / 2;
+    match (v.len() % 2, v.get(mid)) {
+        (_, None) => 0.0,
+        (1, Some(m)) => *m,
+        (_, Some(m)) => (v[mid - 1] + m) / 2.0,
+    }
 }
 
 fn markdown(a: &ListCostArgs, r: &ListCostResult) -> String {
     let mut md = String::new();
     let _ = writeln!(
         md,
-        "# Cost of listing RecurringTasks to kube-apiserver, by form\n\nMade by `recur-bench listcost --tasks {} --rounds {}` {}. Each set holds {} RecurringTasks in a namespace of its own, every status of one shape; each form lists a whole set, every form in turn, {} rounds. CPU from /proc of kube-apiserver from the list's start until it is quiet again (a quarter of a second under a tenth of a core: the list's garbage is collected after it){} and of the benchmark (the client, which only reads the bytes and skims each page for its continue token) over the list; seconds are the list's own.\n",
+        "# Cost of listing RecurringTasks to kube-apiserver, by form\n\nMade by `recur-bench listcost --tasks {} --rounds {}` {}. Each set holds {} RecurringTasks in a namespace of its own, every status of one shape; each form lists a whole set, every form in turn, {} rounds. CPU from /proc of kube-apiserver from the list's start until it is quiet again (a quarter of a second under a tenth of a core: the list's garbage is collected after it){} and of the benchmark (the client: it skims each page for its continue token and each event for its type, except through kube-rs's watcher, which decodes every task) over the list; seconds are the list's own.\n",
         r.objects,
         a.rounds,
         made_on(&r.environment),
@@ -549,10 +566,18 @@ fn markdown(a: &ListCostArgs, r: &ListCostResult) -> String {
             let api = median(r, name, h, |x| x.apiserver_cpu_s);
             let _ = writeln!(
                 md,
-                "| {name} | {h} | {:.2} | {:.0} | {:.1} | {api:.2} | {:.0} | {} | {:.2} |",
+                "| {name} | {h} | {:.2} | {} | {} | {api:.2} | {:.0} | {} | {:.2} |",
                 median(r, name, h, |x| x.seconds),
-                median(r, name, h, |x| x.requests as f64),
-                median(r, name, h, |x| x.bytes as f64) / 1e6,
+                if f.counted() {
+                    format!("{:.0}", median(r, name, h, |x| x.requests as f64))
+                } else {
+                    "–".to_owned()
+                },
+                if f.counted() {
+                    format!("{:.1}", median(r, name, h, |x| x.bytes as f64) / 1e6)
+                } else {
+                    "–".to_owned()
+                },
                 api * 1e6 / r.objects.max(1) as f64,
                 if a.control_plane.etcd_pid.is_some() {
                     format!("{:.2}", median(r, name, h, |x| x.etcd_cpu_s.unwrap_or(0.0)))
@@ -592,4 +617,37 @@ fn markdown(a: &ListCostArgs, r: &ListCostResult) -> String {
         );
     }
     md
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(seconds: &[f64]) -> ListCostResult {
+        ListCostResult {
+            readings: seconds
+                .iter()
+                .map(|&s| Reading {
+                    form: "paged".into(),
+                    seconds: s,
+                    ..Reading::default()
+                })
+                .collect(),
+            ..ListCostResult::default()
+        }
+    }
+
+    #[test]
+    fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
+        assert_eq!(
+            median(&with(&[3.0, 1.0, 2.0]), "paged", 0, |x| x.seconds),
+            2.0
+        );
+        assert_eq!(
+            median(&with(&[4.0, 1.0, 3.0, 2.0]), "paged", 0, |x| x.seconds),
+            2.5
+        );
+        assert_eq!(median(&with(&[]), "paged", 0, |x| x.seconds), 0.0);
+        assert_eq!(median(&with(&[1.0]), "stream", 0, |x| x.seconds), 0.0);
+    }
 }
