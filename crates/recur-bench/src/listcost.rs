@@ -21,7 +21,7 @@ use serde_json::json;
 use crate::args::ListCostArgs;
 use crate::cluster::{CONCURRENCY, delete_namespace, fresh_namespace, kube_client};
 use crate::error::{Res, msg};
-use crate::patchcost::status_with;
+use crate::patchcost::{object_bytes, status_with};
 use crate::pprof::Profile;
 use crate::procfs::{environment, made_on, proc_stat};
 use crate::recur_scenario::{create_tasks, task_name};
@@ -355,16 +355,12 @@ async fn prepare(client: &Client, ns: &str, n: usize, history: usize) -> Res<Set
         "{ns}: {n} statuses of {history} history records written in {:.1}s",
         started.elapsed().as_secs_f64()
     ));
-    let text = client
-        .request_text(get(format!("{}/{}", collection(ns), task_name(0)))?)
-        .await?;
-    let v: serde_json::Value = serde_json::from_str(&text)?;
-    let mf = serde_json::to_vec(&v["metadata"]["managedFields"])?.len();
+    let (object_bytes, managed_fields_bytes) = object_bytes(client, ns, &task_name(0)).await?;
     Ok(Set {
         namespace: ns.to_owned(),
         history,
-        object_bytes: text.len(),
-        managed_fields_bytes: mf,
+        object_bytes,
+        managed_fields_bytes,
     })
 }
 

@@ -358,10 +358,10 @@ async fn prepare(client: &Client, n: usize, managers: usize) -> Res<Vec<Mutex<Ob
     Ok(out)
 }
 
-/// One object as the apiserver returns it, in bytes, and its managedFields alone.
-async fn object_bytes(client: &Client, name: &str) -> Res<(usize, usize)> {
+/// One RecurringTask of `ns` as the apiserver returns it, in bytes, and its managedFields alone.
+pub async fn object_bytes(client: &Client, ns: &str, name: &str) -> Res<(usize, usize)> {
     let req = Request::new(format!(
-        "/apis/recur.dev/v1alpha1/namespaces/{NS}/recurringtasks"
+        "/apis/recur.dev/v1alpha1/namespaces/{ns}/recurringtasks"
     ))
     .get(name, &Default::default())
     .map_err(|e| msg(format!("building GET: {e}")))?;
@@ -572,7 +572,7 @@ pub async fn run_patchcost(a: PatchCostArgs) -> Res<()> {
     let mut sets = vec![];
     for &m in &a.managers {
         let objects = Arc::new(prepare(&client, n, m).await?);
-        let (obj, mf) = object_bytes(&client, &object_name(m, 0)).await?;
+        let (obj, mf) = object_bytes(&client, NS, &object_name(m, 0)).await?;
         say(format!(
             "{m} extra managers: one object is {obj} B, managedFields {mf} B"
         ));
