@@ -9,7 +9,7 @@
 #
 #   scripts/bench.sh [--tasks N] [--idle SECS] [--workers W] [--no-raised-qps] [--perf] [--recur-only]
 #                    [--fairness | --no-fairness] [--out-dir DIR] [--pprof] [--patchcost] [--listcost]
-#                    [--spread [--window SECS] [--period SECS]] [--shards S]
+#                    [--spread [--window SECS] [--period SECS] [--compare-lists FORMS]] [--shards S]
 #     --tasks N          objects in the burst (default 1000; 10000 is the target)
 #     --idle SECS        idle window of the operator (default 60; the issue asks for 300)
 #     --workers W        recur run --workers (default 64)
@@ -30,6 +30,8 @@
 #                        steady-state lag; writes docs/bench/results-n<N>-spread.md
 #     --window SECS      the steady-state window of --spread (default 600, at most 3600)
 #     --period SECS      the tasks' interval in --spread (default 3600): fewer tasks, same rate
+#     --compare-lists F  restarts of --spread before the measured one, one per comma-separated
+#                        `recur run --initial-list` form (e.g. streaming,paged,streaming,paged)
 #     --shards S         only N hourly tasks on one operator, then on S replicas (a label selector
 #                        and Lease each): cold start, restart, one replica's restart; shards-n<N>.md
 #
@@ -47,10 +49,10 @@ die() {
   log "error: $*"
   exit 1
 }
-usage() { sed -n '2,34s/^# \{0,1\}//p' "$0" >&2; }
+usage() { sed -n '2,36s/^# \{0,1\}//p' "$0" >&2; }
 
 tasks=1000 idle=60 workers=64 raised=1 perf=0 recur_only=0 fairness=1 out_dir="" pprof=0 patchcost=0 listcost=0
-spread="" window=600 period=3600 shards=0
+spread="" window=600 period=3600 shards=0 compare_lists=""
 while [ $# -gt 0 ]; do
   case $1 in
     --tasks) tasks=${2:?--tasks needs a number}; shift 2 ;;
@@ -69,6 +71,7 @@ while [ $# -gt 0 ]; do
     --window) window=${2:?--window needs seconds}; shift 2 ;;
     --period) period=${2:?--period needs seconds}; shift 2 ;;
     --shards) shards=${2:?--shards needs a number}; shift 2 ;;
+    --compare-lists) compare_lists=${2:?--compare-lists needs forms}; shift 2 ;;
     -h | --help) usage; exit 0 ;;
     *) usage; die "unknown argument $1" ;;
   esac
@@ -242,7 +245,7 @@ if [ "$shards" != 0 ]; then
 fi
 if [ "$spread" = 1 ]; then
   "$bench" spread --tasks "$tasks" --idle "$idle" --window "$window" --period "$period" \
-    --out-dir "$out" "${operator_args[@]}"
+    ${compare_lists:+--compare-lists "$compare_lists"} --out-dir "$out" "${operator_args[@]}"
   [ "$docs" = 1 ] || { log "wrote $out/spread.md and spread.json"; exit 0; }
   mkdir -p docs/bench
   suffix=$([ "$period" = 3600 ] || echo "-p$period")

@@ -15,7 +15,7 @@ use tracing_subscriber::Layer as _;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
-use crate::api::{RecurringTask, Reminder};
+use crate::api::{Backfill, RecurringTask, Reminder, TenantPolicy};
 use crate::controller::initial_list::InitialList;
 use crate::controller::{self, Context, Settings};
 use crate::dapr::{DaprClient, DaprConfig};
@@ -406,7 +406,7 @@ async fn run(args: RunArgs) -> Result<(), String> {
         futures::stream::select(leaderships.gained(), tenancy.changes()),
         shutdown(),
     ));
-    let backfills = tokio::spawn(controller::run::<crate::api::Backfill>(
+    let backfills = tokio::spawn(controller::run::<Backfill>(
         ctx.clone(),
         args.namespace.clone(),
         futures::stream::select(leaderships.gained(), tenancy.changes()),
@@ -456,27 +456,47 @@ enum Stage {
     StopServer,
 }
 
-/// Fails with an install hint when the CRDs are missing (the chart or `kubectl apply -f crds/`
-/// installs them; the operator never does).
+/// How to install or upgrade the CRDs (the chart or `kubectl apply -f crds/` installs them; the
+/// operator never does). Helm installs them on the first install only, so a `helm upgrade` that
+/// skipped this step lacks every kind added since.
+const CRD_HINT: &str = "install or upgrade them with `kubectl apply --server-side --force-conflicts -f crds/` (a chart's own CRDs: charts/recur/crds/; Helm installs CRDs on the first install only, never on upgrade)";
+
+/// Fails with [`CRD_HINT`] unless every kind the operator watches is served: a missing one would
+/// leave its watch retrying for ever and the operator never ready, with no word why.
 async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<(), String> {
-    let lp = ListParams::default().limit(1);
-    let hint = "install them with `kubectl apply -f crds/` (or the Helm chart)";
-    let (tasks, reminders): (Api<RecurringTask>, Api<Reminder>) = match namespace {
-        Some(ns) => (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        ),
-        None => (Api::all(client.clone()), Api::all(client.clone())),
-    };
-    tasks
-        .list(&lp)
-        .await
-        .map_err(|e| format!("RecurringTask CRD not usable ({e}); {hint}"))?;
-    reminders
-        .list(&lp)
-        .await
-        .map_err(|e| format!("Reminder CRD not usable ({e}); {hint}"))?;
-    Ok(())
+    usable(scoped::<RecurringTask>(client, namespace)).await?;
+    usable(scoped::<Reminder>(client, namespace)).await?;
+    usable(scoped::<Backfill>(client, namespace)).await?;
+    // Tenancy reads policies cluster-wide, whatever `--namespace` says.
+    usable(Api::<TenantPolicy>::all(client.clone())).await
+}
+
+/// A namespaced kind's API in `namespace`, or in every namespace.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// One list of at most one object: the kind is served and this identity may list it.
+async fn usable<K>(api: Api<K>) -> Result<(), String>
+where
+    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let kind = K::kind(&());
+    match api.list(&ListParams::default().limit(1)).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Err(format!(
+            "{kind} CRD not usable: the apiserver serves no {} in {} (not installed, or installed from an older version); {CRD_HINT}",
+            K::plural(&()),
+            K::api_version(&())
+        )),
+        Err(e) => Err(format!("{kind} CRD not usable ({e}); {CRD_HINT}")),
+    }
 }
 
 async fn wait_for_signal() {

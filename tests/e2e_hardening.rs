@@ -296,3 +296,108 @@ async fn a_reminder_first_seen_hours_after_it_was_due_is_not_sent() {
     assert_eq!(keys.len(), 1, "{keys:?}");
     ns.cleanup().await;
 }
+
+/// A control plane of this test's own, torn down when it ends (passed or not).
+struct OwnCluster(std::path::PathBuf);
+
+impl OwnCluster {
+    fn up(dir: &std::path::Path) -> OwnCluster {
+        let out =
+            std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cluster/up.sh"))
+                .arg("--watch-parent")
+                .arg(std::process::id().to_string())
+                .arg(dir)
+                .env("RECUR_BIN_DIR", support::bin_dir())
+                .stdin(std::process::Stdio::null())
+                .output()
+                .expect("running up.sh");
+        eprint!("{}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "up.sh failed");
+        OwnCluster(dir.to_path_buf())
+    }
+
+    fn kubeconfig(&self) -> std::path::PathBuf {
+        self.0.join("kubeconfig")
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/cluster/down.sh"
+        ))
+        .arg(&self.0)
+        .output();
+    }
+}
+
+/// An operator started where a CRD it watches is missing (a `helm upgrade` that skipped applying
+/// the new version's CRDs) stops at once, naming the kind and how to install it. Before the fix
+/// it checked RecurringTask and Reminder only, and waited unready for ever on Backfill's watch.
+#[test]
+fn an_operator_missing_a_crd_it_watches_stops_and_names_it() {
+    // Its own control plane: the shared one has every CRD, and the other tests need them.
+    let parent = tempfile::tempdir().unwrap();
+    let cluster = OwnCluster::up(&parent.path().join("cluster"));
+    let kubectl = |args: &[&str]| {
+        let out = std::process::Command::new(support::bin_dir().join("kubectl"))
+            .arg("--kubeconfig")
+            .arg(cluster.kubeconfig())
+            .args(args)
+            .output()
+            .expect("running kubectl");
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let crds = concat!(env!("CARGO_MANIFEST_DIR"), "/crds");
+    for plural in ["recurringtasks", "reminders", "tenantpolicies"] {
+        kubectl(&["apply", "-f", &format!("{crds}/{plural}.recur.dev.yaml")]);
+        kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            &format!("crd/{plural}.recur.dev"),
+        ]);
+    }
+
+    let mut operator = std::process::Command::new(env!("CARGO_BIN_EXE_recur"))
+        .args(["run", "--leader-elect=false", "--dapr-health-check=false"])
+        .args(["--http-addr", "127.0.0.1:0"])
+        .env("KUBECONFIG", cluster.kubeconfig())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting recur run");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = operator.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() >= deadline {
+            operator.kill().unwrap();
+            let out = operator.wait_with_output().unwrap();
+            panic!(
+                "recur run kept running without the Backfill CRD; its output:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = operator.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!status.success(), "recur run exited successfully: {said}");
+    assert!(
+        said.contains("Backfill CRD not usable") && said.contains("kubectl apply"),
+        "the error names neither the kind nor the fix: {said}"
+    );
+}

@@ -222,6 +222,11 @@ pub struct SpreadArgs {
     /// until shortly before it.
     #[arg(long, default_value_t = 60)]
     pub idle: u64,
+    /// Restarts before the measured one, each `recur run --initial-list <form>` in this order
+    /// (e.g. `streaming,paged,streaming,paged`), each after a bare client's list of the same
+    /// tasks: how the list's form moves the time to ready, on one cluster. None by default.
+    #[arg(long, value_delimiter = ',', value_enum)]
+    pub compare_lists: Vec<recur::controller::initial_list::InitialList>,
 }
 
 #[derive(Args)]

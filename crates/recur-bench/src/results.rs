@@ -175,6 +175,9 @@ pub struct SpreadResult {
     pub create_s: f64,
     pub cold: SpreadCold,
     pub restart: SpreadRestart,
+    /// The restarts of `--compare-lists`, before `restart`, in their order.
+    #[serde(default)]
+    pub compared: Vec<ComparedRestart>,
     pub idle: SpreadIdle,
     pub steady: SpreadSteady,
     /// The minimal client: N bare status patches, after the operator stopped.
@@ -228,6 +231,14 @@ pub struct SpreadRestart {
     /// operator running, just before the restart: what readiness cannot beat. 0: not measured.
     #[serde(default)]
     pub bare_list_s: f64,
+}
+
+/// A restart with `recur run --initial-list <form>`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct ComparedRestart {
+    /// The form: `streaming`, `paged` or `auto`.
+    pub initial_list: String,
+    pub restart: SpreadRestart,
 }
 
 /// From the restarted operator's settling to shortly before the first occurrence.

@@ -90,7 +90,7 @@ pub fn spread_targets(r: &SpreadResult) -> Vec<Target> {
         target: format!("restart: ready within {}", fmt_s(RESTART_READY_TARGET_S)),
         figure: {
             let ready = format!("ready (/health/ready) after {}", fmt_s(rs.ready_s));
-            if rs.bare_list_s > 0.0 {
+            let ready = if rs.bare_list_s > 0.0 {
                 format!(
                     "{ready}; a bare client lists the same {} tasks in {} (500 a page, decoded, no operator running)",
                     r.tasks,
@@ -98,9 +98,32 @@ pub fn spread_targets(r: &SpreadResult) -> Vec<Target> {
                 )
             } else {
                 ready
+            };
+            if r.compared.is_empty() {
+                ready
+            } else {
+                let each: Vec<String> = r
+                    .compared
+                    .iter()
+                    .map(|c| {
+                        format!(
+                            "{} ({}; bare list {})",
+                            fmt_s(c.restart.ready_s),
+                            c.initial_list,
+                            fmt_s(c.restart.bare_list_s)
+                        )
+                    })
+                    .collect();
+                format!("{ready}; the restarts before it: {}", each.join(", "))
             }
         },
-        met: rs.ready_s <= RESTART_READY_TARGET_S,
+        // Every restart of the run counts, not the last one alone.
+        met: r
+            .compared
+            .iter()
+            .map(|c| c.restart.ready_s)
+            .fold(rs.ready_s, f64::max)
+            <= RESTART_READY_TARGET_S,
     });
     let peak = c.peak_rss_mib.max(s.peak_rss_mib);
     out.push(Target {
@@ -226,6 +249,32 @@ pub fn spread_markdown(r: &SpreadResult) -> String {
         m.errors,
         m.api.own
     );
+    if !r.compared.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nBefore phase 2, the operator restarted {} times with `--initial-list` set, each time right after a bare client's paged list of the same tasks (500 a page, decoded, no operator running), and stopped again:\n",
+            r.compared.len()
+        );
+        let _ = writeln!(
+            md,
+            "| # | `--initial-list` | bare list just before | ready | every task reconciled | writes | operator CPU until ready | RSS at ready |"
+        );
+        let _ = writeln!(md, "|---:|---|---:|---:|---:|---:|---:|---:|");
+        for (k, c) in r.compared.iter().enumerate() {
+            let x = &c.restart;
+            let _ = writeln!(
+                md,
+                "| {k} | {} | {} | {} | {} | {} | {:.2} s | {:.0} MiB |",
+                c.initial_list,
+                fmt_s(x.bare_list_s),
+                fmt_s(x.ready_s),
+                fmt_s(x.settled_s),
+                x.writes_until_settled,
+                x.cpu_until_ready_s,
+                x.rss_at_ready_mib
+            );
+        }
+    }
     let _ = writeln!(
         md,
         "\n- *Cold start*: `recur run` started with all {n} tasks present and none with a status, until recur counted {n} status writes answered by the apiserver (`recur_status_writes_total{{outcome=\"ok\"}}`, polled every 50 ms; no watch of the benchmark's open), then checked: every task shows `status.nextOccurrence`; CPU from the process's start. *Restart*: that operator stopped (SIGTERM) and a new one started; *every task reconciled*: `recur_reconciles_total{{kind=\"RecurringTask\"}}` reached {n}. *Idle*: from then until {} s before the first occurrence. *Steady state*: lag is arrival at the recording backend minus the occurrence's due instant, nearest-rank percentiles over the occurrences due in the window; CPU and requests from {} s before the window to the last arrival, per occurrence delivered in that time. *Minimal client*: the statuses the cold start wrote, read back after it, written again by a bare kube-rs client with the operator stopped: one JSON merge patch `{{\"status\": ...}}` per task, {} in flight, onto the same tasks after the steady state, once their status was removed (one merge patch `{{\"status\": null}}` each, not measured). Same objects, same status content, no operator: what the apiserver takes for the cold start's writes.",
@@ -257,7 +306,7 @@ pub fn spread_markdown(r: &SpreadResult) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
-    use crate::results::{LagStats, Limit, SpreadSteady};
+    use crate::results::{ComparedRestart, LagStats, Limit, SpreadRestart, SpreadSteady};
 
     fn good() -> SpreadResult {
         let mut r = SpreadResult {
@@ -330,6 +379,27 @@ mod tests {
             .by_request
             .insert("PATCH recurringtasks/status".to_owned(), 20.0);
         assert!(!spread_targets(&r)[6].met);
+    }
+
+    #[test]
+    fn every_restart_of_the_run_counts_toward_ready_within_the_target() {
+        let mut r = good();
+        let compared = |form: &str, ready_s: f64| ComparedRestart {
+            initial_list: form.to_owned(),
+            restart: SpreadRestart {
+                ready_s,
+                bare_list_s: 13.57,
+                ..SpreadRestart::default()
+            },
+        };
+        r.compared = vec![compared("streaming", 9.0), compared("paged", 8.5)];
+        assert!(spread_targets(&r)[3].met);
+        r.compared.push(compared("streaming", 12.77));
+        let t = &spread_targets(&r)[3];
+        assert!(!t.met);
+        assert!(t.figure.contains("12.8 s (streaming; bare list 13.6 s)"));
+        let md = spread_markdown(&r);
+        assert!(md.contains("| 2 | streaming | 13.6 s | 12.8 s |"), "{md}");
     }
 
     #[test]

@@ -27,6 +27,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use clap::ValueEnum;
 use futures::StreamExt;
 use kube::Client;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -44,7 +45,8 @@ use crate::procfs::proc_stat;
 use crate::recur_scenario::{Record, probe_rate, task_name};
 use crate::report::requests_on_own;
 use crate::results::{
-    ApiDelta, Limit, SpreadCold, SpreadIdle, SpreadRestart, SpreadResult, SpreadSteady, write_json,
+    ApiDelta, ComparedRestart, Limit, SpreadCold, SpreadIdle, SpreadRestart, SpreadResult,
+    SpreadSteady, write_json,
 };
 use crate::say;
 use crate::spread_report::spread_markdown;
@@ -76,11 +78,12 @@ pub fn due_in_window(n: usize, window: u64, period: u64) -> usize {
 }
 
 /// How far ahead the first occurrence is: 30 s, plus the creates and the cold start's first
-/// status writes (`2n`) at half of `per_second` (the probed bare-patch rate), plus the
-/// restart (30 s and 1 ms per task for its list and reconciles), plus the idle window.
-pub fn lead(n: usize, per_second: f64, idle: Duration) -> Duration {
+/// status writes (`2n`) at half of `per_second` (the probed bare-patch rate), plus each of the
+/// `restarts` (30 s and 1 ms per task for its list and reconciles), plus the idle window.
+pub fn lead(n: usize, per_second: f64, restarts: usize, idle: Duration) -> Duration {
     let writes = 2.0 * n as f64;
-    let secs = 30.0 + 2.0 * writes / per_second.max(1.0) + 30.0 + n as f64 / 1000.0;
+    let restart = 30.0 + n as f64 / 1000.0;
+    let secs = 30.0 + 2.0 * writes / per_second.max(1.0) + restarts as f64 * restart;
     Duration::from_secs_f64(secs) + idle
 }
 
@@ -160,7 +163,8 @@ pub async fn run_spread(a: SpreadArgs) -> Res<()> {
     r.probe_per_second = probe_rate(&client, PROBE.min(n)).await?;
     delete_namespace_within(&client, NS, delete_timeout(n)).await?;
     fresh_namespace(&client, NS).await?;
-    let lead = lead(n, r.probe_per_second, Duration::from_secs(a.idle));
+    let restarts = 1 + a.compare_lists.len();
+    let lead = lead(n, r.probe_per_second, restarts, Duration::from_secs(a.idle));
     let first_due = crate::cluster::next_second(
         Utc::now()
             + chrono::Duration::from_std(lead).unwrap_or_else(|_| chrono::Duration::hours(1)),
@@ -173,7 +177,7 @@ pub async fn run_spread(a: SpreadArgs) -> Res<()> {
         a.period
     );
     say(format!(
-        "first occurrence at {} ({:.0}s ahead: {n} creates and {n} first writes at half of {:.0}/s, the restart, and an idle window of at least {}s)",
+        "first occurrence at {} ({:.0}s ahead: {n} creates and {n} first writes at half of {:.0}/s, {restarts} restart(s), and an idle window of at least {}s)",
         first_due.format("%H:%M:%S"),
         lead.as_secs_f64(),
         r.probe_per_second,
@@ -205,6 +209,35 @@ pub async fn run_spread(a: SpreadArgs) -> Res<()> {
     ));
     r.cold = cold;
     op.stop().await;
+
+    // 2a. The restarts of --compare-lists, each after a bare list, each stopped again.
+    for (k, form) in a.compare_lists.iter().enumerate() {
+        let form = form
+            .to_possible_value()
+            .map(|v| v.get_name().to_owned())
+            .unwrap_or_default();
+        let listed = Instant::now();
+        statuses(&Api::namespaced(client.clone(), NS), None).await?;
+        let bare_list_s = listed.elapsed().as_secs_f64();
+        let (restart, op) = restart(
+            &a,
+            &client,
+            &http,
+            bare_list_s,
+            &["--initial-list".to_owned(), form.clone()],
+            &format!("operator-spread-restart-{k}-{form}"),
+        )
+        .await?;
+        say(format!(
+            "restart {k} (--initial-list {form}; bare list {bare_list_s:.2}s): ready after {:.2}s, every task reconciled after {:.2}s; {} writes until settled",
+            restart.ready_s, restart.settled_s, restart.writes_until_settled
+        ));
+        op.stop().await;
+        r.compared.push(ComparedRestart {
+            initial_list: form,
+            restart,
+        });
+    }
     // What the cold start wrote, for the minimal client to write again. Timed as the floor
     // under the restart's readiness: the same list with no operator running.
     let listed = Instant::now();
@@ -224,7 +257,15 @@ pub async fn run_spread(a: SpreadArgs) -> Res<()> {
     }
 
     // 2. Restart, 3. idle.
-    let (restart, mut op) = restart(&a, &client, &http, bare_list_s).await?;
+    let (restart, mut op) = restart(
+        &a,
+        &client,
+        &http,
+        bare_list_s,
+        &[],
+        "operator-spread-restart",
+    )
+    .await?;
     say(format!(
         "restart: ready after {:.2}s, every task reconciled after {:.2}s; {} writes until ready, {} until settled",
         restart.ready_s,
@@ -295,13 +336,23 @@ pub async fn run_spread(a: SpreadArgs) -> Res<()> {
         ));
     }
 
+    let compared = r
+        .compared
+        .iter()
+        .map(|c| c.initial_list.as_str())
+        .collect::<Vec<_>>()
+        .join(",");
     r.command = format!(
-        "recur-bench spread --tasks {n} --window {} --idle {}{}",
+        "recur-bench spread --tasks {n} --window {} --idle {}{}{}",
         a.window,
         a.idle,
         match a.period {
             3600 => String::new(),
             p => format!(" --period {p}"),
+        },
+        match compared.as_str() {
+            "" => String::new(),
+            c => format!(" --compare-lists {c}"),
         }
     );
     write_json(&a.common.out_dir, "spread.json", &r)?;
@@ -495,24 +546,20 @@ async fn cold_start(
     ))
 }
 
-/// Starts recur again over the N tasks, every status correct; returns once it has reconciled
-/// every task once, with the operator still running.
+/// Starts recur again over the N tasks, every status correct, with `extra` arguments; returns
+/// once it has reconciled every task once, with the operator still running.
 async fn restart(
     a: &SpreadArgs,
     client: &Client,
     http: &reqwest::Client,
     bare_list_s: f64,
+    extra: &[String],
+    log_name: &str,
 ) -> Res<(SpreadRestart, Operator)> {
     let n = a.common.tasks;
     let before = apiserver_metrics(client).await?;
     let t0 = Instant::now();
-    let mut op = spawn_operator(
-        &a.op,
-        &a.common.kubeconfig,
-        Some(NS),
-        "operator-spread-restart",
-        &[],
-    )?;
+    let mut op = spawn_operator(&a.op, &a.common.kubeconfig, Some(NS), log_name, extra)?;
     op.wait_ready(http).await?;
     let ready_s = t0.elapsed().as_secs_f64();
     let stat_ready = proc_stat(op.pid)?;
@@ -728,10 +775,13 @@ mod tests {
     #[test]
     fn the_lead_covers_the_setup_writes_at_half_the_probed_rate() {
         // 100,000 tasks at 400 patches/s: 200,000 writes at 200/s, the restart, 300 s idle.
-        let l = lead(100_000, 400.0, Duration::from_secs(300));
+        let l = lead(100_000, 400.0, 1, Duration::from_secs(300));
         assert_eq!(l.as_secs(), 30 + 1000 + 30 + 100 + 300);
+        // Each further restart adds its own time.
+        let l = lead(100_000, 400.0, 3, Duration::from_secs(300));
+        assert_eq!(l.as_secs(), 30 + 1000 + 3 * (30 + 100) + 300);
         // A rate of 0 is read as 1/s, not a division by zero.
-        assert!(lead(10, 0.0, Duration::ZERO).as_secs() >= 60);
+        assert!(lead(10, 0.0, 1, Duration::ZERO).as_secs() >= 60);
     }
 
     #[test]
