@@ -248,7 +248,7 @@ if [ "$spread" = 1 ]; then
     ${compare_lists:+--compare-lists "$compare_lists"} --out-dir "$out" "${operator_args[@]}"
   [ "$docs" = 1 ] || { log "wrote $out/spread.md and spread.json"; exit 0; }
   mkdir -p docs/bench
-  suffix=$([ "$period" = 3600 ] || echo "-p$period")
+  suffix=$([ "$period" = 3600 ] || echo "-p$period")$([ -z "$compare_lists" ] || echo "-lists")
   cp "$out/spread.md" "docs/bench/results-n$tasks-spread$suffix.md"
   log "wrote docs/bench/results-n$tasks-spread$suffix.md"
   exit 0

@@ -495,6 +495,13 @@ where
             K::plural(&()),
             K::api_version(&())
         )),
+        // Not the CRD's fault: the rules this identity was given (e.g. `rbac.create=false`).
+        Err(kube::Error::Api(status)) if status.code == 403 => Err(format!(
+            "{kind}: this identity may not list {}.{} ({}); grant it `list` and `watch` as the chart's RBAC does",
+            K::plural(&()),
+            K::group(&()),
+            status.message
+        )),
         Err(e) => Err(format!("{kind} CRD not usable ({e}); {CRD_HINT}")),
     }
 }

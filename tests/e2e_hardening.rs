@@ -367,6 +367,8 @@ fn an_operator_missing_a_crd_it_watches_stops_and_names_it() {
     let mut operator = std::process::Command::new(env!("CARGO_BIN_EXE_recur"))
         .args(["run", "--leader-elect=false", "--dapr-health-check=false"])
         .args(["--http-addr", "127.0.0.1:0"])
+        // Nothing from the test's own environment (RECUR_LOG, RECUR_NAMESPACE, ...).
+        .env_clear()
         .env("KUBECONFIG", cluster.kubeconfig())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
