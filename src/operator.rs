@@ -464,22 +464,11 @@ const CRD_HINT: &str = "install or upgrade them with `kubectl apply --server-sid
 /// Fails with [`CRD_HINT`] unless every kind the operator watches is served: a missing one would
 /// leave its watch retrying for ever and the operator never ready, with no word why.
 async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<(), String> {
-    usable(scoped::<RecurringTask>(client, namespace)).await?;
-    usable(scoped::<Reminder>(client, namespace)).await?;
-    usable(scoped::<Backfill>(client, namespace)).await?;
+    usable(controller::scoped_api::<RecurringTask>(client, namespace)).await?;
+    usable(controller::scoped_api::<Reminder>(client, namespace)).await?;
+    usable(controller::scoped_api::<Backfill>(client, namespace)).await?;
     // Tenancy reads policies cluster-wide, whatever `--namespace` says.
     usable(Api::<TenantPolicy>::all(client.clone())).await
-}
-
-/// A namespaced kind's API in `namespace`, or in every namespace.
-fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 /// One list of at most one object: the kind is served and this identity may list it.

@@ -298,26 +298,18 @@ async fn a_reminder_first_seen_hours_after_it_was_due_is_not_sent() {
 }
 
 /// A control plane of this test's own, torn down when it ends (passed or not).
-struct OwnCluster(std::path::PathBuf);
+struct OwnCluster {
+    dir: std::path::PathBuf,
+    kubeconfig: std::path::PathBuf,
+}
 
 impl OwnCluster {
     fn up(dir: &std::path::Path) -> OwnCluster {
-        let out =
-            std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/cluster/up.sh"))
-                .arg("--watch-parent")
-                .arg(std::process::id().to_string())
-                .arg(dir)
-                .env("RECUR_BIN_DIR", support::bin_dir())
-                .stdin(std::process::Stdio::null())
-                .output()
-                .expect("running up.sh");
-        eprint!("{}", String::from_utf8_lossy(&out.stderr));
-        assert!(out.status.success(), "up.sh failed");
-        OwnCluster(dir.to_path_buf())
-    }
-
-    fn kubeconfig(&self) -> std::path::PathBuf {
-        self.0.join("kubeconfig")
+        let kubeconfig = support::start_cluster(Some(dir)).unwrap_or_else(|e| panic!("{e}"));
+        OwnCluster {
+            dir: dir.to_path_buf(),
+            kubeconfig,
+        }
     }
 }
 
@@ -327,7 +319,7 @@ impl Drop for OwnCluster {
             env!("CARGO_MANIFEST_DIR"),
             "/tests/cluster/down.sh"
         ))
-        .arg(&self.0)
+        .arg(&self.dir)
         .output();
     }
 }
@@ -343,7 +335,7 @@ fn an_operator_missing_a_crd_it_watches_stops_and_names_it() {
     let kubectl = |args: &[&str]| {
         let out = std::process::Command::new(support::bin_dir().join("kubectl"))
             .arg("--kubeconfig")
-            .arg(cluster.kubeconfig())
+            .arg(&cluster.kubeconfig)
             .args(args)
             .output()
             .expect("running kubectl");
@@ -369,7 +361,7 @@ fn an_operator_missing_a_crd_it_watches_stops_and_names_it() {
         .args(["--http-addr", "127.0.0.1:0"])
         // Nothing from the test's own environment (RECUR_LOG, RECUR_NAMESPACE, ...).
         .env_clear()
-        .env("KUBECONFIG", cluster.kubeconfig())
+        .env("KUBECONFIG", &cluster.kubeconfig)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -20,8 +20,8 @@ mod status;
 pub mod time;
 
 pub use action::Action;
-pub(crate) use runner::run;
 pub use runner::{OVERDUE_GRACE, Reconcile};
+pub(crate) use runner::{run, scoped_api};
 pub use status::{Guard, Prepended, StatusWrite, guarded_patch, write_status};
 pub use time::{from_jiff, to_jiff};
 

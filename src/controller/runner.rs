@@ -143,6 +143,18 @@ pub(crate) fn says_ready(type_: &str, status: &str) -> bool {
     type_ == super::reason::READY && status == "True"
 }
 
+/// A namespaced kind's API over what the operator serves: `namespace`, or every namespace.
+/// The controllers watch through it, and the start-up check lists through it.
+pub(crate) fn scoped_api<K>(client: &kube::Client, namespace: Option<&str>) -> kube::Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => kube::Api::namespaced(client.clone(), ns),
+        None => kube::Api::all(client.clone()),
+    }
+}
+
 /// Runs the controller of kind `K` (all namespaces, or one) until `shutdown` resolves.
 pub(crate) async fn run<K: Reconcile>(
     ctx: Arc<Context>,
@@ -157,10 +169,7 @@ pub(crate) async fn run<K: Reconcile>(
         tracing::error!(%err, kind = K::KIND, "tenant policies never synced");
         return;
     }
-    let api: kube::Api<K> = match &namespace {
-        Some(ns) => kube::Api::namespaced(ctx.client.clone(), ns),
-        None => kube::Api::all(ctx.client.clone()),
-    };
+    let api: kube::Api<K> = scoped_api(&ctx.client, namespace.as_deref());
     let (reader, writer) = kube::runtime::reflector::store();
     K::share_cache(&ctx, &reader);
     let mut config = kube::runtime::watcher::Config::default().any_semantic();

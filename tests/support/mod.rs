@@ -79,9 +79,17 @@ fn start_or_reuse() -> Result<Cluster, String> {
             ),
         }
     }
+    start_cluster(None).map(|kubeconfig| Cluster { kubeconfig })
+}
+
+/// Starts a control plane with `tests/cluster/up.sh` in `dir` (default: a fresh temporary
+/// directory), torn down when this test process exits at the latest; returns its kubeconfig.
+/// For a test that needs a cluster of its own (the shared one is [`kubeconfig`]).
+pub fn start_cluster(dir: Option<&Path>) -> Result<PathBuf, String> {
     let out = Command::new(format!("{REPO}/tests/cluster/up.sh"))
         .arg("--watch-parent")
         .arg(std::process::id().to_string())
+        .args(dir)
         .env("RECUR_BIN_DIR", bin_dir())
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
@@ -94,13 +102,12 @@ fn start_or_reuse() -> Result<Cluster, String> {
         ));
     }
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let kubeconfig = stdout
+    stdout
         .lines()
         .find_map(|line| line.strip_prefix("export KUBECONFIG="))
         .map(PathBuf::from)
         .filter(|path| path.is_file())
-        .ok_or_else(|| format!("tests/cluster/up.sh printed no usable KUBECONFIG: {stdout:?}"))?;
-    Ok(Cluster { kubeconfig })
+        .ok_or_else(|| format!("tests/cluster/up.sh printed no usable KUBECONFIG: {stdout:?}"))
 }
 
 /// A cluster may be reused only when it is on loopback (never someone's real cluster) and ready.

@@ -216,9 +216,7 @@ pub async fn run_spread(a: SpreadArgs) -> Res<()> {
             .to_possible_value()
             .map(|v| v.get_name().to_owned())
             .unwrap_or_default();
-        let listed = Instant::now();
-        statuses(&Api::namespaced(client.clone(), NS), None).await?;
-        let bare_list_s = listed.elapsed().as_secs_f64();
+        let (_, bare_list_s) = bare_list(&client).await?;
         let (restart, op) = restart(
             &a,
             &client,
@@ -240,9 +238,7 @@ pub async fn run_spread(a: SpreadArgs) -> Res<()> {
     }
     // What the cold start wrote, for the minimal client to write again. Timed as the floor
     // under the restart's readiness: the same list with no operator running.
-    let listed = Instant::now();
-    let written = statuses(&Api::namespaced(client.clone(), NS), None).await?;
-    let bare_list_s = listed.elapsed().as_secs_f64();
+    let (written, bare_list_s) = bare_list(&client).await?;
     say(format!(
         "a bare client listed the {n} tasks (500 a page, decoded) in {bare_list_s:.2}s"
     ));
@@ -359,6 +355,14 @@ pub async fn run_spread(a: SpreadArgs) -> Res<()> {
     write_spread_md(&a.common.out_dir, &r)?;
     delete_namespace_within(&client, NS, delete_timeout(n)).await?;
     Ok(())
+}
+
+/// The floor under a restart's readiness: the spread tasks' statuses listed by a bare client
+/// with no operator running, and the seconds that took.
+async fn bare_list(client: &Client) -> Res<(Vec<(String, RecurringTaskStatus)>, f64)> {
+    let listed = Instant::now();
+    let written = statuses(&Api::namespaced(client.clone(), NS), None).await?;
+    Ok((written, listed.elapsed().as_secs_f64()))
 }
 
 /// The status of every task in `api` (matching `selector`, if any) as it is now, by name
