@@ -17,6 +17,7 @@ pub mod tenancy;
 #[cfg(test)]
 mod test_env;
 pub mod traces;
+pub mod user_agent;
 pub mod validate;
 pub mod watch_cache;
 pub mod webhook;

@@ -211,9 +211,10 @@ async fn run(args: RunArgs) -> Result<(), String> {
             args.shards
         ));
     }
-    let config = Config::infer()
+    let mut config = Config::infer()
         .await
         .map_err(|e| format!("cannot load a kubeconfig or in-cluster config: {e}"))?;
+    crate::user_agent::identify(&mut config, "recur");
     let default_ns = config.default_namespace.clone();
     let webhook_ns = crate::webhook::namespace(&args.webhook, &default_ns);
     let client =

@@ -51,6 +51,7 @@ pub async fn connect(g: &Global) -> Result<Cluster, Error> {
     // A command makes a few short requests; none needs the unbounded wait a watch would.
     config.read_timeout = Some(Duration::from_secs(30));
     config.reset_reader_on_write = true;
+    crate::user_agent::identify(&mut config, "kubectl-recur");
     let namespace = g
         .namespace
         .clone()

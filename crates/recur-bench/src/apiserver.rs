@@ -64,6 +64,41 @@ pub fn api_delta(before: &str, after: &str, own: &[&str]) -> ApiDelta {
     }
 }
 
+/// The mean of a histogram over a window: the change of its `_sum` over the change of its
+/// `_count`, both summed over the series with the labels `want`; `None` without observations.
+pub fn window_mean(before: &str, after: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
+    let delta = |suffix: &str| {
+        let series = format!("{name}_{suffix}");
+        sample_sum(after, &series, want) - sample_sum(before, &series, want)
+    };
+    let count = delta("count");
+    (count > 0.0).then(|| delta("sum") / count)
+}
+
+/// The series of kube-apiserver's request metrics for status patches of RecurringTasks.
+pub const STATUS_PATCH: &[(&str, &str)] = &[
+    ("verb", "PATCH"),
+    ("resource", "recurringtasks"),
+    ("subresource", "status"),
+];
+
+/// kube-apiserver's mean time per status patch of a RecurringTask between two snapshots, in ms.
+pub fn status_patch_ms(before: &str, after: &str) -> Option<f64> {
+    window_mean(
+        before,
+        after,
+        "apiserver_request_duration_seconds",
+        STATUS_PATCH,
+    )
+    .map(|s| s * 1000.0)
+}
+
+/// Status patches of RecurringTasks the apiserver answered between two snapshots.
+pub fn status_patches(before: &str, after: &str) -> f64 {
+    sample_sum(after, "apiserver_request_total", STATUS_PATCH)
+        - sample_sum(before, "apiserver_request_total", STATUS_PATCH)
+}
+
 /// Open watches on recurringtasks, from `apiserver_longrunning_requests`.
 pub async fn open_task_watches(client: &Client) -> Res<f64> {
     let text = apiserver_metrics(client).await?;
@@ -100,6 +135,19 @@ apiserver_longrunning_requests{component="apiserver",group="recur.dev",resource=
             ),
             2.0
         );
+    }
+
+    #[test]
+    fn window_means_divide_the_sums_change_by_the_counts() {
+        let series = r#"{verb="PATCH",resource="recurringtasks",subresource="status"}"#;
+        let at = |sum: f64, count: f64| {
+            format!(
+                "apiserver_request_duration_seconds_sum{series} {sum}\napiserver_request_duration_seconds_count{series} {count}\n"
+            )
+        };
+        let (before, after) = (at(2.0, 100.0), at(14.0, 300.0));
+        assert_eq!(status_patch_ms(&before, &after), Some(60.0));
+        assert_eq!(status_patch_ms(&before, &before), None);
     }
 
     #[test]

@@ -133,7 +133,10 @@ pub async fn connect(kubeconfig: &Path, sidecar: &str, timeout: Duration) -> Res
 
 pub async fn kube_client(path: &Path) -> Res<Client> {
     let kubeconfig = Kubeconfig::read_from(path)?;
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    let mut config =
+        Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    // The minimal client's requests, told from recur's in an audit log.
+    recur::user_agent::identify(&mut config, "recur-bench");
     // Load goes only to a cluster on this machine, never to someone's real one.
     let host = config.cluster_url.host().unwrap_or_default().to_owned();
     if !matches!(host.as_str(), "127.0.0.1" | "localhost" | "[::1]" | "::1") {

@@ -180,6 +180,7 @@ pub async fn run_cronjob(a: CronArgs) -> Res<()> {
         peak_rss_mib: stat1.hwm_mib,
         cpu_s,
         cpu_s_per_1000: per(cpu_s * 1000.0, occurrences),
+        cost: Default::default(),
         notes,
     };
     say(format!(

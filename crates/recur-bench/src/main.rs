@@ -59,6 +59,7 @@ mod spread_report;
 mod spread_scenario;
 mod stats;
 mod watch;
+mod window_cost;
 
 /// recur's allocator (src/main.rs), so `cache-memory` measures what the operator would hold.
 #[global_allocator]

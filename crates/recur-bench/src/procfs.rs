@@ -1,4 +1,6 @@
 //! Readings from /proc: a process's CPU time and memory, and the machine's CPU and memory.
+use std::collections::{BTreeMap, HashMap};
+
 use chrono::{SecondsFormat, Utc};
 
 use crate::error::{Res, msg};
@@ -55,6 +57,88 @@ pub fn proc_stat(pid: u32) -> Res<ProcStat> {
     })
 }
 
+/// A running process: its pid and start time (clock ticks after boot), which together name
+/// it even if the pid is reused.
+pub type ProcessId = (u32, u64);
+
+/// CPU seconds (utime + stime) and command name (the `comm` of /proc/PID/stat: the first 15
+/// bytes of the executable's name) of every process now running.
+pub fn cpu_by_process() -> HashMap<ProcessId, (String, f64)> {
+    let mut out = HashMap::new();
+    let ticks = clock_ticks();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // A process may exit between the listing and the read: skipped.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The command name may hold spaces and parentheses: it ends at the last ')'.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        // Fields 14, 15 and 22 of stat(5) (utime, stime, starttime); these start at field 3.
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+        if let (Some(utime), Some(stime), Some(start)) = (field(11), field(12), field(19)) {
+            let cpu = (utime + stime) as f64 / ticks;
+            out.insert((pid, start), (stat[open + 1..close].to_owned(), cpu));
+        }
+    }
+    out
+}
+
+/// CPU seconds by command name between two [`cpu_by_process`] readings: each process's own
+/// difference, a process started in between counted from zero. One that ended in between is
+/// not in the second reading, and its CPU is lost.
+pub fn cpu_between(
+    before: &HashMap<ProcessId, (String, f64)>,
+    after: &HashMap<ProcessId, (String, f64)>,
+) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    for (id, (command, cpu)) in after {
+        let spent = cpu - before.get(id).map_or(0.0, |(_, c)| *c);
+        if spent > 0.0 {
+            *out.entry(command.clone()).or_insert(0.0) += spent;
+        }
+    }
+    out
+}
+
+/// The machine's CPU time so far, in clock ticks summed over its cores: (busy, all). Busy is
+/// everything but idle and I/O wait (the first line of /proc/stat).
+pub fn machine_ticks() -> Res<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/stat")
+        .map_err(|e| msg(format!("reading /proc/stat: {e}")))?;
+    let unreadable = || msg("/proc/stat has no `cpu` line of eight numbers");
+    let line = stat
+        .lines()
+        .next()
+        .and_then(|l| l.strip_prefix("cpu "))
+        .ok_or_else(unreadable)?;
+    // user nice system idle iowait irq softirq steal (guest time is inside user already).
+    let ticks = line
+        .split_whitespace()
+        .take(8)
+        .map(|v| v.parse::<f64>().map_err(|_| unreadable()))
+        .collect::<Res<Vec<f64>>>()?;
+    if ticks.len() < 8 {
+        return Err(unreadable());
+    }
+    let all: f64 = ticks[..8].iter().sum();
+    Ok((all - ticks[3] - ticks[4], all))
+}
+
+/// The share of the machine's cores busy between two [`machine_ticks`] readings.
+pub fn busy_between(before: (f64, f64), after: (f64, f64)) -> Option<f64> {
+    let all = after.1 - before.1;
+    (all > 0.0).then(|| (after.0 - before.0) / all)
+}
+
 pub fn environment(kubernetes: String, sidecar: String) -> Environment {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
     let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
@@ -85,4 +169,39 @@ pub fn made_on(env: &Environment) -> String {
         "on {}: {} cores ({}); Kubernetes {}",
         env.date, env.cores, env.cpu, env.kubernetes
     )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_between_takes_each_process_own_difference() {
+        let at = |entries: &[((u32, u64), &str, f64)]| -> HashMap<ProcessId, (String, f64)> {
+            entries
+                .iter()
+                .map(|(id, c, cpu)| (*id, (c.to_string(), *cpu)))
+                .collect()
+        };
+        let before = at(&[
+            ((10, 1), "daprd", 5.0),
+            ((11, 1), "daprd", 7.0),
+            ((12, 1), "kubectl", 3.0),
+            ((13, 1), "recur", 1.0),
+        ]);
+        let after = at(&[
+            ((10, 1), "daprd", 6.0),
+            ((11, 1), "daprd", 7.5),
+            // 12 ended in between; 13's pid went to another process, started later.
+            ((13, 9), "recur-dev", 0.25),
+            ((14, 9), "kubectl", 0.5),
+        ]);
+        let spent = cpu_between(&before, &after);
+        assert_eq!(spent.get("daprd"), Some(&1.5));
+        assert_eq!(spent.get("recur-dev"), Some(&0.25));
+        assert_eq!(spent.get("kubectl"), Some(&0.5));
+        assert_eq!(spent.get("recur"), None);
+        assert_eq!(spent.len(), 3);
+    }
 }

@@ -24,6 +24,7 @@ use crate::results::{Burst, Idle, Limit, RecurResult, Start, write_json};
 use crate::say;
 use crate::stats::{lag_stats, per};
 use crate::watch::{Watch, close_task_watch};
+use crate::window_cost::{ProcMeter, window_cost};
 
 pub fn task_name(i: usize) -> String {
     format!("bench-{i:05}")
@@ -91,7 +92,9 @@ pub async fn run_recur(a: RecurArgs) -> Res<()> {
     // lasts as long as the creates took (about the limit's duration; idle after it adds no
     // samples).
     let prof = pprof_start(&a, "limit", created.as_secs().max(3))?;
-    let limit = limit(&client, ns, n).await?;
+    let (limit, before, after) = limit(&client, ns, n).await?;
+    keep_metrics(&a.op.log_dir, "apiserver-limit-before", &before)?;
+    keep_metrics(&a.op.log_dir, "apiserver-limit-after", &after)?;
     pprof_finish(prof).await?;
     say(format!(
         "limit: {} status patches in {:.2}s ({:.0}/s, {} errors)",
@@ -184,11 +187,19 @@ pub async fn start_and_idle(
     Ok((start, idle))
 }
 
-pub async fn limit(client: &Client, ns: &str, n: usize) -> Res<Limit> {
+/// Writes a `/metrics` text to `dir/name.metrics`.
+fn keep_metrics(dir: &std::path::Path, name: &str, text: &str) -> Res<()> {
+    let path = dir.join(format!("{name}.metrics"));
+    std::fs::write(&path, text).map_err(|e| msg(format!("writing {}: {e}", path.display())))
+}
+
+/// The limit, and the apiserver's `/metrics` before and after it.
+pub async fn limit(client: &Client, ns: &str, n: usize) -> Res<(Limit, String, String)> {
     let api = Api::<RecurringTask>::namespaced(client.clone(), ns);
     let nominal = next_minute(Utc::now()) + chrono::Duration::days(1);
     let at = nominal.to_rfc3339_opts(SecondsFormat::Secs, true);
     let before = apiserver_metrics(client).await?;
+    let meter = ProcMeter::start()?;
     let started = Instant::now();
     let results: Vec<Result<RecurringTask, kube::Error>> = futures::stream::iter(0..n)
         .map(|i| {
@@ -211,19 +222,22 @@ pub async fn limit(client: &Client, ns: &str, n: usize) -> Res<Limit> {
         .collect()
         .await;
     let drain = started.elapsed().as_secs_f64();
+    let proc = meter.stop()?;
     let after = apiserver_metrics(client).await?;
     let errors = results.iter().filter(|r| r.is_err()).count();
     if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
         say(format!("limit: {errors} patches failed; the first: {e}"));
     }
-    Ok(Limit {
+    let limit = Limit {
         patches: n,
         concurrency: CONCURRENCY,
         drain_s: drain,
         per_second: per(n as f64, drain),
         errors,
         api: api_delta(&before, &after, &["recurringtasks", "reminders"]),
-    })
+        cost: window_cost((&before, &after), proc, None),
+    };
+    Ok((limit, before, after))
 }
 
 /// One request the recording backend received (the fields the benchmark reads).
@@ -310,7 +324,7 @@ pub async fn probe_rate(client: &Client, k: usize) -> Res<f64> {
     fresh_namespace(client, ns).await?;
     let minute = (Utc::now().minute() + 30) % 60;
     create_tasks(client, ns, k, &format!("{minute} * * * *")).await?;
-    let probe = limit(client, ns, k).await?;
+    let (probe, _, _) = limit(client, ns, k).await?;
     delete_namespace(client, ns).await?;
     say(format!(
         "probe: {k} bare status patches at {:.0}/s",
@@ -376,6 +390,8 @@ pub async fn recur_burst(
     let before = apiserver_metrics(client).await?;
     let stat0 = proc_stat(op.pid)?;
     let delivered0 = op.delivered(http).await?;
+    let op_before = op.metrics(http).await?;
+    let writes0 = op.status_writes_ok(http).await?;
     let perf = match &a.perf_out {
         Some(path) => Some(Perf::start(path)?),
         None => None,
@@ -388,10 +404,37 @@ pub async fn recur_burst(
             "the snapshot before the burst was taken after the burst began; try again",
         ));
     }
+    // /proc from the instant on, so that the machine's busy share is the drain's alone.
+    if let Ok(wait) = (due - Utc::now()).to_std() {
+        tokio::time::sleep(wait).await;
+    }
+    let meter = ProcMeter::start()?;
     let records = await_burst(&op, http, &clear, due, n, delivered0, "the burst").await?;
+    // The last deliveries' status writes are still in flight: the CPU window ends with them.
+    crate::cluster::wait_until(
+        Duration::from_secs(60),
+        "recur's status writes of the burst",
+        || async {
+            op.status_writes_ok(http)
+                .await
+                .is_ok_and(|w| w >= writes0 + n as f64)
+        },
+    )
+    .await?;
+    let proc = meter.stop()?;
     let stat1 = proc_stat(op.pid)?;
     let delivered = op.delivered(http).await? - delivered0;
+    let op_after = op.metrics(http).await?;
     let after = apiserver_metrics(client).await?;
+    // Kept whole: the histograms' buckets say more than the report's means.
+    for (name, text) in [
+        ("operator-burst-before", &op_before),
+        ("operator-burst-after", &op_after),
+        ("apiserver-burst-before", &before),
+        ("apiserver-burst-after", &after),
+    ] {
+        keep_metrics(&a.op.log_dir, name, text)?;
+    }
     if let Some(perf) = perf {
         perf.stop().await?;
     }
@@ -431,6 +474,7 @@ pub async fn recur_burst(
         peak_rss_mib: stat1.hwm_mib,
         cpu_s,
         cpu_s_per_1000: per(cpu_s * 1000.0, delivered),
+        cost: window_cost((&before, &after), proc, Some((&op_before, &op_after))),
         notes,
     };
     say(format!(

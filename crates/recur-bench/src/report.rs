@@ -212,6 +212,83 @@ pub fn fairness_section(md: &mut String, f: &FairnessResult) {
     }
 }
 
+/// Where the limit's and the burst's time and CPU went, side by side (results from before the
+/// readings existed have none, and get no section).
+pub fn cost_section(md: &mut String, recur: &RecurResult) {
+    let (l, b) = (&recur.limit.cost, &recur.burst.cost);
+    if l.apiserver_patch_ms.is_none() && b.apiserver_patch_ms.is_none() {
+        return;
+    }
+    let ms = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{v:.1} ms"));
+    let share = |v: Option<f64>| v.map_or("–".to_owned(), |v| format!("{:.0} %", v * 100.0));
+    let _ = writeln!(md, "\n## Where the time went\n");
+    let _ = writeln!(
+        md,
+        "| run | status patches/s | kube-apiserver's mean time per status patch | its mean etcd update | machine busy | recur's mean backend call | recur's mean reconcile (reconciles) |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        md,
+        "| the limit | {:.0} | {} | {} | {} | – | – |",
+        recur.limit.per_second,
+        ms(l.apiserver_patch_ms),
+        ms(l.etcd_update_ms),
+        share(l.machine_busy)
+    );
+    let _ = writeln!(
+        md,
+        "| {} | {:.0} | {} | {} | {} | {} | {} ({}) |",
+        recur.burst.system,
+        recur.burst.per_second,
+        ms(b.apiserver_patch_ms),
+        ms(b.etcd_update_ms),
+        share(b.machine_busy),
+        ms(b.backend_call_ms),
+        ms(b.reconcile_ms),
+        b.reconciles.map_or("–".to_owned(), |n| format!("{n:.0}"))
+    );
+    let _ = writeln!(
+        md,
+        "\n- Means of each window's observations: kube-apiserver's `apiserver_request_duration_seconds` for PATCH recurringtasks/status (on the server, from the request's arrival to its response) and `etcd_request_duration_seconds` for its etcd updates of recurringtasks (each transaction, from the apiserver's side; the patches' updates, and any others of the window), recur's `recur_backend_call_duration_seconds` (the Dapr invocation) and `recur_reconcile_duration_seconds` (kind RecurringTask: a delivery with its status write, or a look at the watch event of recur's own write). *Machine busy*: all cores, neither idle nor waiting for I/O (/proc/stat), over the limit's patches and from the burst's instant to its last arrival."
+    );
+    // CPU per status patch by process: every command that spent at least 0.05 ms per patch in
+    // either window, the burst's busiest first.
+    let (lc, bc) = (
+        &l.cpu_ms_per_patch_by_command,
+        &b.cpu_ms_per_patch_by_command,
+    );
+    let mut commands: Vec<&String> = lc
+        .iter()
+        .chain(bc.iter())
+        .filter(|(_, v)| **v >= 0.05)
+        .map(|(c, _)| c)
+        .collect();
+    commands.sort_by(|x, y| {
+        let at = |c: &String| bc.get(c).copied().unwrap_or(0.0);
+        at(y).total_cmp(&at(x)).then(x.cmp(y))
+    });
+    commands.dedup();
+    if commands.is_empty() {
+        return;
+    }
+    let _ = writeln!(md, "\nCPU per status patch, by process (ms):\n");
+    let header: Vec<&str> = commands.iter().map(|c| c.as_str()).collect();
+    let _ = writeln!(md, "| run | {} | all |", header.join(" | "));
+    let _ = writeln!(md, "|---|{}---:|", "---:|".repeat(commands.len()));
+    for (run, by) in [("the limit", lc), (recur.burst.system.as_str(), bc)] {
+        let cells: Vec<String> = commands
+            .iter()
+            .map(|c| format!("{:.2}", by.get(*c).copied().unwrap_or(0.0)))
+            .collect();
+        let all: f64 = by.values().sum();
+        let _ = writeln!(md, "| {run} | {} | {all:.2} |", cells.join(" | "));
+    }
+    let _ = writeln!(
+        md,
+        "\n- utime + stime from /proc/PID/stat over the window, each process's own difference (one started inside the window from zero; one that ended inside it is lost), summed by command name and divided by the window's status patches of RecurringTasks; *all* includes the processes under 0.05 ms. The burst's window runs from its instant until recur has had every status write answered, and holds the benchmark's polling of recur's `/metrics` (every 200 ms, recur-bench and recur) and, with `--perf`, perf itself."
+    );
+}
+
 /// Requests on the run's own resources whose verb passes `verb`.
 pub fn requests_on_own(api: &ApiDelta, verb: impl Fn(&str) -> bool) -> f64 {
     api.by_request
@@ -369,6 +446,8 @@ pub fn report(a: ReportArgs) -> Res<()> {
         l.errors,
         breakdown(&l.api)
     );
+
+    cost_section(&mut md, &recur);
 
     let (st, idle) = (&recur.start, &recur.idle);
     let _ = writeln!(md, "\n## Start and idle\n");

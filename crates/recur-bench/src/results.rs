@@ -54,6 +54,9 @@ pub struct Burst {
     pub peak_rss_mib: f64,
     pub cpu_s: f64,
     pub cpu_s_per_1000: f64,
+    /// Where the burst's time and the machine's CPU went (absent in older results).
+    #[serde(default)]
+    pub cost: WindowCost,
     pub notes: Vec<String>,
 }
 
@@ -65,6 +68,36 @@ pub struct Limit {
     pub per_second: f64,
     pub errors: usize,
     pub api: ApiDelta,
+    /// Where the limit's time and the machine's CPU went (absent in older results).
+    #[serde(default)]
+    pub cost: WindowCost,
+}
+
+/// Where a window's time and CPU went: kube-apiserver's and recur's own histograms (means of
+/// the window's observations) and /proc. `None` where the window has no observation or the
+/// reading was not asked for.
+#[derive(Serialize, Deserialize, Clone, Debug, Default)]
+pub struct WindowCost {
+    /// kube-apiserver's mean time to serve a PATCH of recurringtasks/status, from its
+    /// `apiserver_request_duration_seconds`.
+    pub apiserver_patch_ms: Option<f64>,
+    /// Of that, kube-apiserver's mean time per etcd update of a RecurringTask, from its
+    /// `etcd_request_duration_seconds`.
+    #[serde(default)]
+    pub etcd_update_ms: Option<f64>,
+    /// The share of the machine's cores busy (not idle, not waiting for I/O), from /proc/stat.
+    pub machine_busy: Option<f64>,
+    /// CPU per status patch of every process by command name (kube-apiserver, etcd, daprd,
+    /// recur, recur-dev, ...), from /proc over the window.
+    #[serde(default)]
+    pub cpu_ms_per_patch_by_command: std::collections::BTreeMap<String, f64>,
+    /// recur's mean backend call (the Dapr invocation, request to answer).
+    pub backend_call_ms: Option<f64>,
+    /// recur's mean reconcile of a RecurringTask (a delivery and its status write, or a look
+    /// at its own write's watch event).
+    pub reconcile_ms: Option<f64>,
+    /// recur's reconciles of RecurringTasks in the window.
+    pub reconciles: Option<f64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]

@@ -431,6 +431,7 @@ async fn write_statuses(client: &Client, written: &[(String, RecurringTaskStatus
         per_second: per(written.len() as f64, drain_s),
         errors: failed.len(),
         api: api_delta(&before, &after, OWN),
+        cost: Default::default(),
     })
 }
 
