@@ -20,7 +20,7 @@ use crate::error::{Res, msg};
 use crate::pprof::Profile;
 use crate::process::{Operator, Perf, spawn_operator};
 use crate::procfs::proc_stat;
-use crate::results::{Burst, Idle, Limit, RecurResult, Start, write_json};
+use crate::results::{Burst, Idle, Limit, RecurResult, Start, WindowCost, write_json};
 use crate::say;
 use crate::stats::{lag_stats, per};
 use crate::watch::{Watch, close_task_watch};
@@ -474,7 +474,10 @@ pub async fn recur_burst(
         peak_rss_mib: stat1.hwm_mib,
         cpu_s,
         cpu_s_per_1000: per(cpu_s * 1000.0, delivered),
-        cost: window_cost((&before, &after), proc, Some((&op_before, &op_after))),
+        cost: WindowCost {
+            from_instant: true,
+            ..window_cost((&before, &after), proc, Some((&op_before, &op_after)))
+        },
         notes,
     };
     say(format!(

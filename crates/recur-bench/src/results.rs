@@ -98,6 +98,13 @@ pub struct WindowCost {
     pub reconcile_ms: Option<f64>,
     /// recur's reconciles of RecurringTasks in the window.
     pub reconciles: Option<f64>,
+    /// The burst's /proc window began at its instant and ended once recur's last status write
+    /// was answered, and CPU was each process's own difference. `false` in the results from
+    /// before that (2026-12-07, 04:00), whose window began 8 s before the instant, when nothing
+    /// fires, and ended at the last arrival, and whose CPU was summed by command name over the
+    /// processes running at both ends.
+    #[serde(default)]
+    pub from_instant: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]

@@ -74,6 +74,8 @@ pub fn window_cost(
         reconcile_ms: operator
             .and_then(|(b, a)| window_mean(b, a, "recur_reconcile_duration_seconds", TASKS))
             .map(ms),
+        // The burst says where its window began.
+        from_instant: false,
         reconciles: operator.map(|(b, a)| {
             sample_sum(a, "recur_reconciles_total", TASKS)
                 - sample_sum(b, "recur_reconciles_total", TASKS)
