@@ -22,24 +22,34 @@ pub fn clock_ticks() -> f64 {
         .unwrap_or(100.0)
 }
 
+/// Indexes into [`split_stat`]'s fields of utime, stime and starttime (fields 14, 15 and 22 of
+/// stat(5)).
+const UTIME: usize = 11;
+const STIME: usize = 12;
+const STARTTIME: usize = 19;
+
+/// A /proc/PID/stat text split into the command name and the fields after it, field 3 of
+/// stat(5) first. The name may hold spaces and parentheses: it ends at the last ')'.
+fn split_stat(stat: &str) -> Option<(&str, Vec<&str>)> {
+    let open = stat.find('(')?;
+    let close = stat.rfind(')')?;
+    let command = stat.get(open + 1..close)?;
+    Some((command, stat[close + 1..].split_whitespace().collect()))
+}
+
 /// CPU seconds (utime + stime) and memory (VmHWM, VmRSS) of a process.
 pub fn proc_stat(pid: u32) -> Res<ProcStat> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map_err(|e| msg(format!("reading /proc/{pid}/stat: {e}")))?;
-    // Fields after the command name (which may hold spaces and parentheses).
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
+    let (_, fields) = split_stat(&stat)
         .ok_or_else(|| msg(format!("/proc/{pid}/stat is not readable as stat")))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| -> Res<f64> {
         fields
             .get(i)
             .and_then(|v| v.parse::<f64>().ok())
             .ok_or_else(|| msg(format!("/proc/{pid}/stat has no field {}", i + 3)))
     };
-    // utime is field 14 and stime field 15 of stat(5); `rest` starts at field 3.
-    let cpu_s = (ticks(11)? + ticks(12)?) / clock_ticks();
+    let cpu_s = (ticks(UTIME)? + ticks(STIME)?) / clock_ticks();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map_err(|e| msg(format!("reading /proc/{pid}/status: {e}")))?;
     let kib = |key: &str| {
@@ -77,16 +87,15 @@ pub fn cpu_by_process() -> HashMap<ProcessId, (String, f64)> {
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
-        // The command name may hold spaces and parentheses: it ends at the last ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        let Some((command, fields)) = split_stat(&stat) else {
             continue;
         };
-        // Fields 14, 15 and 22 of stat(5) (utime, stime, starttime); these start at field 3.
-        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
         let field = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
-        if let (Some(utime), Some(stime), Some(start)) = (field(11), field(12), field(19)) {
+        if let (Some(utime), Some(stime), Some(start)) =
+            (field(UTIME), field(STIME), field(STARTTIME))
+        {
             let cpu = (utime + stime) as f64 / ticks;
-            out.insert((pid, start), (stat[open + 1..close].to_owned(), cpu));
+            out.insert((pid, start), (command.to_owned(), cpu));
         }
     }
     out
@@ -175,6 +184,19 @@ pub fn made_on(env: &Environment) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stat_line_splits_after_the_last_parenthesis() {
+        let stat = "42 (a) b (c)) S 1 42 42 0 -1 4194560 10 0 0 0 7 3 0 0 20 0 1 0 555 0 0\n";
+        let (command, fields) = split_stat(stat).unwrap();
+        assert_eq!(command, "a) b (c)");
+        assert_eq!(fields[0], "S");
+        assert_eq!(
+            (fields[UTIME], fields[STIME], fields[STARTTIME]),
+            ("7", "3", "555")
+        );
+        assert!(split_stat("42 no name").is_none());
+    }
 
     #[test]
     fn cpu_between_takes_each_process_own_difference() {
