@@ -73,7 +73,7 @@ impl LeaseConfig {
             namespace: namespace.into(),
             identity: identity.into(),
             lease_duration: Duration::from_secs(15),
-            renew_period: Duration::from_secs(5),
+            renew_period: Duration::from_secs(2),
             retry_period: Duration::from_secs(2),
             annotations: std::collections::BTreeMap::new(),
         }
@@ -89,12 +89,16 @@ pub fn safety_margin(lease_duration: Duration) -> Duration {
 }
 
 /// Our leadership deadline after a successful write sent at `sent`.
-fn leadership_deadline(sent: Instant, lease_duration: Duration, margin: Duration) -> Instant {
+pub(crate) fn leadership_deadline(
+    sent: Instant,
+    lease_duration: Duration,
+    margin: Duration,
+) -> Instant {
     sent + lease_duration.saturating_sub(margin)
 }
 
 /// True iff `deadline` exists and is at least `d` after `now`.
-fn deadline_allows(deadline: Option<Instant>, now: Instant, d: Duration) -> bool {
+pub(crate) fn deadline_allows(deadline: Option<Instant>, now: Instant, d: Duration) -> bool {
     match (deadline, now.checked_add(d)) {
         (Some(deadline), Some(needed)) => needed <= deadline,
         _ => false,

@@ -94,6 +94,7 @@ pub struct Metrics {
     backend_calls: HistogramFamily<AppOutcomeLabels>,
     breaker_state: Family<AppLabels, Gauge>,
     leader: Gauge,
+    lease_slack_waits: Counter,
     shards_held: Gauge,
     pending: Family<KindLabels, Gauge>,
     status_writes: Family<KindOutcomeLabels, Counter>,
@@ -153,6 +154,7 @@ impl Metrics {
             backend_calls: Family::new_with_constructor(backend_histogram),
             breaker_state: Family::default(),
             leader: Gauge::default(),
+            lease_slack_waits: Counter::default(),
             shards_held: Gauge::default(),
             pending: Family::default(),
             status_writes: Family::default(),
@@ -210,6 +212,11 @@ impl Metrics {
             "leader",
             "1 if this replica holds the leader lease, else 0",
             m.leader.clone(),
+        );
+        reg.add(
+            "lease_slack_waits",
+            "Reconciles of a leader that did not start a delivery or write because its Lease would end before the call could finish (a renewal not yet answered), and looked again 500 ms later",
+            m.lease_slack_waits.clone(),
         );
         reg.add(
             "shards_held",
@@ -405,6 +412,10 @@ impl Metrics {
 
     pub fn set_leader(&self, leader: bool) {
         self.leader.set(i64::from(leader));
+    }
+
+    pub fn lease_slack_wait(&self) {
+        self.lease_slack_waits.inc();
     }
 
     pub fn set_shards_held(&self, held: usize) {
@@ -613,6 +624,7 @@ mod tests {
         m.backend_call("team-a", "billing", "delivered", 0.04);
         m.breaker_state("team-a", "billing", 2);
         m.set_leader(true);
+        m.lease_slack_wait();
         m.set_pending("Reminder", 3);
         m.status_write("Reminder", "conflict");
         m.set_ready(true);
@@ -630,7 +642,7 @@ mod tests {
         let mut registered = m.families().to_vec();
         registered.sort();
         assert_eq!(exposed, registered);
-        assert_eq!(registered.len(), 20);
+        assert_eq!(registered.len(), 21);
         for family in [
             "recur_reconciles",
             "recur_reconcile_errors",
@@ -640,6 +652,7 @@ mod tests {
             "recur_backend_call_duration_seconds",
             "recur_circuit_breaker_state",
             "recur_leader",
+            "recur_lease_slack_waits",
             "recur_shards_held",
             "recur_pending_occurrences",
             "recur_status_writes",
@@ -682,6 +695,7 @@ mod tests {
             Some(2.0)
         );
         assert_eq!(sample(&text, "recur_leader"), Some(1.0));
+        assert_eq!(sample(&text, "recur_lease_slack_waits_total"), Some(1.0));
         assert_eq!(
             sample(&text, r#"recur_pending_occurrences{kind="Reminder"}"#),
             Some(3.0)
@@ -1031,6 +1045,7 @@ mod tests {
                 "recur_completion_seconds",
                 "recur_completions",
                 "recur_leader",
+                "recur_lease_slack_waits",
                 "recur_objects",
                 "recur_occurrences",
                 "recur_pending_occurrences",

@@ -74,8 +74,10 @@ pub struct RunArgs {
     /// How long a Lease is valid without renewal.
     #[arg(long, env = "RECUR_LEASE_DURATION", default_value = "15s", value_parser = duration)]
     pub lease_duration: Duration,
-    /// How often the holder renews the Lease.
-    #[arg(long, env = "RECUR_LEASE_RENEW_PERIOD", default_value = "5s", value_parser = duration)]
+    /// How often the holder renews the Lease. A renewal has the lease duration minus this, the
+    /// safety margin and the delivery margin (--dapr-timeout plus 1s) to be answered before
+    /// deliveries pause for it: 4s with the defaults, as client-go's 2s retry period leaves.
+    #[arg(long, env = "RECUR_LEASE_RENEW_PERIOD", default_value = "2s", value_parser = duration)]
     pub lease_renew_period: Duration,
     /// Reconciles running at once per kind (deliveries in flight).
     #[arg(long, env = "RECUR_WORKERS", default_value_t = 64)]
@@ -260,19 +262,18 @@ async fn run(args: RunArgs) -> Result<(), String> {
         let _ = signal_tx.send(Stage::StopControllers);
     });
 
-    // A delivery starts only while the lease stays ours for the whole call plus the status write.
-    let lease_margin = args.dapr_timeout + Duration::from_secs(1);
+    let lease_margin = lease_margin(&args);
     if args.leader_elect {
-        let usable = args
-            .lease_duration
-            .saturating_sub(lease::safety_margin(args.lease_duration))
-            .saturating_sub(args.lease_renew_period);
-        if usable <= lease_margin {
-            return Err(format!(
+        let slack = renewal_slack(&args).ok_or_else(|| {
+            format!(
                 "--lease-duration {:?} is too short: minus the renew period and the safety margin it must exceed --dapr-timeout plus 1s ({:?})",
                 args.lease_duration, lease_margin
-            ));
-        }
+            )
+        })?;
+        info!(
+            slack_ms = slack.as_millis() as u64,
+            "a Lease renewal answered later than this after it was sent pauses deliveries until it is"
+        );
     }
     let identity = lease::default_identity();
     let (leaderships, lease_task) = if args.leader_elect {
@@ -462,6 +463,22 @@ enum Stage {
 /// skipped this step lacks every kind added since.
 const CRD_HINT: &str = "install or upgrade them with `kubectl apply --server-side --force-conflicts -f crds/` (a chart's own CRDs: charts/recur/crds/; Helm installs CRDs on the first install only, never on upgrade)";
 
+/// A delivery starts only while the lease stays ours for the whole call plus the status write.
+fn lease_margin(args: &RunArgs) -> Duration {
+    args.dapr_timeout + Duration::from_secs(1)
+}
+
+/// How late a renewal's answer may come before deliveries pause: the leadership deadline of the
+/// last renewal (sent one renew period before the next), less the delivery margin. `None` when
+/// there is no time left at all, which cannot fence a delivery.
+fn renewal_slack(args: &RunArgs) -> Option<Duration> {
+    args.lease_duration
+        .checked_sub(lease::safety_margin(args.lease_duration))?
+        .checked_sub(args.lease_renew_period)?
+        .checked_sub(lease_margin(args))
+        .filter(|slack| !slack.is_zero())
+}
+
 /// Fails with [`CRD_HINT`] unless every kind the operator watches is served: a missing one would
 /// leave its watch retrying for ever and the operator never ready, with no word why.
 async fn check_crds(client: &Client, namespace: Option<&str>) -> Result<(), String> {
@@ -534,6 +551,32 @@ mod lease_name_tests {
         Cli::try_parse_from(std::iter::once("recur").chain(flags.iter().copied()))
             .unwrap()
             .run
+    }
+
+    /// A renewal answered 3 s after it was sent leaves the leader free to deliver with the
+    /// default flags. With the 5 s renew period of before, a renewal had 1 s, and kube-apiserver,
+    /// saturated by a 10,000-task burst on a core of its own, took 0.8 to 1 s on its side to
+    /// answer one (its request histogram, `scripts/bench.sh --pin`, 2026-12-07).
+    #[test]
+    fn a_renewal_answered_seconds_late_does_not_pause_deliveries_by_default() {
+        let a = args(&[]);
+        let sent = std::time::Instant::now();
+        let deadline = lease::leadership_deadline(
+            sent,
+            a.lease_duration,
+            lease::safety_margin(a.lease_duration),
+        );
+        let next_sent = sent + a.lease_renew_period;
+        let answered = next_sent + Duration::from_secs(3);
+        // Until the answer the last renewal's deadline is the one in force.
+        assert!(
+            lease::deadline_allows(Some(deadline), answered, lease_margin(&a)),
+            "deliveries pause {:?} after the renewal was sent",
+            renewal_slack(&a)
+        );
+        assert_eq!(renewal_slack(&a), Some(Duration::from_secs(4)));
+        // No time left at all is refused at start (the check `run` makes).
+        assert_eq!(renewal_slack(&args(&["--lease-duration", "10s"])), None);
     }
 
     /// Two shards on the default Lease: one of them would never deliver. Refused at start,

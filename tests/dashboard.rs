@@ -234,6 +234,7 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
     m.backend_call("team-a", "billing", "delivered", 0.04);
     m.breaker_state("team-a", "billing", 2);
     m.set_leader(true);
+    m.lease_slack_wait();
     m.set_pending("RecurringTask", 3);
     m.status_write("RecurringTask", "ok");
     m.event_suppressed("DeliveryFailed");

@@ -102,6 +102,7 @@ pub(crate) fn leadership_gate<K: Resource>(ctx: &Context, obj: &K) -> Option<Act
     if leadership.valid_for(ctx.settings.lease_margin) {
         None
     } else if leadership.is_leader() {
+        ctx.metrics.lease_slack_wait();
         Some(Action::requeue(LEASE_SLACK_RETRY))
     } else {
         // Not leading: gaining the lease (any shard's) reconciles every object again.

@@ -42,6 +42,16 @@ log() { printf '[sidecars] %s\n' "$*" >&2; }
 readonly subscribers="subscriber-a subscriber-b"
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
+# N distinct free ports, all held open until the last is picked: picked one at a time, each
+# closed before the next, the kernel may hand the same port out twice, and the second daprd to
+# bind it exits ("could not listen on any endpoint").
+free_ports() { python3 -c 'import socket, sys
+held = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    held.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in held))' "$1"; }
 # A free port below the kernel's ephemeral range (32768+): for a port a process binds seconds
 # after it is picked (the operator's app port), which an outgoing connection could take meanwhile.
 low_port() { python3 -c 'import random, socket
@@ -71,7 +81,7 @@ tracing_env() {
 declare -A sub_pid=() sub_http=()
 start_subscriber_daprd() { # id app_port
   local id=$1 http grpc internal metrics
-  http=$(free_port); grpc=$(free_port); internal=$(free_port); metrics=$(free_port)
+  read -r http grpc internal metrics <<<"$(free_ports 4)"
   printf '=== %s: starting daprd %s\n' "$(date -u +%FT%TZ)" "$id" >>"$dir/daprd-$id.log"
   NAMESPACE=recur-system "$DAPRD" --app-id "$id" --app-port "$2" --dapr-http-port "$http" \
     --dapr-grpc-port "$grpc" --dapr-internal-grpc-port "$internal" --metrics-port "$metrics" \
@@ -191,7 +201,9 @@ cleanup_on_error() {
 trap cleanup_on_error ERR
 
 bin=$("$here/build.sh")
-recur_port=$(free_port)
+# The operator's sidecar's HTTP port and, for real daprd, the four ports of each of the three.
+read -r -a ports <<<"$(free_ports 13)"
+recur_port=${ports[0]}
 
 real_dapr=0
 if [ -x "$bin/daprd" ] && [ "${RECUR_REAL_DAPR:-1}" = 1 ]; then real_dapr=1; fi
@@ -215,8 +227,10 @@ fi
 
 if [ "$real_dapr" = 1 ]; then
   declare -A http grpc internal metrics
+  i=1
   for id in recur backend notification-service; do
-    http[$id]=$(free_port); grpc[$id]=$(free_port); internal[$id]=$(free_port); metrics[$id]=$(free_port)
+    http[$id]=${ports[i]} grpc[$id]=${ports[i + 1]} internal[$id]=${ports[i + 2]} metrics[$id]=${ports[i + 3]}
+    i=$((i + 4))
   done
   http[recur]=$recur_port
   mkdir -p "$dir/dapr-resources"

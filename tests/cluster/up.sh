@@ -13,7 +13,9 @@
 #                            admission plugin is on; without --node it is off, so that a pod is never
 #                            refused or changed for want of a ServiceAccount)
 # Environment: RECUR_APISERVER_FLAGS (extra kube-apiserver flags, split on spaces),
-#   RECUR_KEEP_FAILED_CLUSTER=1 (keep DIR and its logs when the start fails).
+#   RECUR_KEEP_FAILED_CLUSTER=1 (keep DIR and its logs when the start fails),
+#   RECUR_CONTROL_PLANE_CPUS (a taskset CPU list: etcd, kube-apiserver and kube-controller-manager
+#   run only on those CPUs, as a control plane with cores of its own; scripts/bench.sh --pin).
 #
 # Tools come from $RECUR_BIN_DIR, else from tests/cluster/build.sh (which builds what is missing).
 # Stop the cluster with tests/cluster/down.sh DIR.
@@ -33,7 +35,7 @@ die() {
 }
 now_ms() { local t=${EPOCHREALTIME/[.,]/}; echo $((t / 1000)); }
 
-usage() { sed -n '2,20s/^# \{0,1\}//p' "$0" >&2; }
+usage() { sed -n '2,22s/^# \{0,1\}//p' "$0" >&2; }
 
 dir="" watch_parent="" timeout=120 fixed_api_port="" fixed_etcd_port="" for_node=0
 while [ $# -gt 0 ]; do
@@ -108,7 +110,9 @@ start_proc() { # name, then the command; runs it in its own session, logging to 
   local name=$1
   shift
   printf '=== %s: %s\n' "$(date -u +%FT%TZ)" "$*" >>"$dir/$name.log"
-  setsid "$@" </dev/null >>"$dir/$name.log" 2>&1 &
+  local -a pin=()
+  [ -z "${RECUR_CONTROL_PLANE_CPUS:-}" ] || pin=(taskset -c "$RECUR_CONTROL_PLANE_CPUS")
+  setsid "${pin[@]}" "$@" </dev/null >>"$dir/$name.log" 2>&1 &
   pid_of[$name]=$!
   started+=("$name")
   echo "$name $!" >>"$dir/pids"

@@ -62,6 +62,9 @@ pub async fn create_tasks(client: &Client, ns: &str, n: usize, cron: &str) -> Re
     Ok(took)
 }
 
+/// The burst's namespace; its tasks stay after the burst for the limit on delivered tasks.
+const BURST_NS: &str = "bench-burst";
+
 pub async fn run_recur(a: RecurArgs) -> Res<()> {
     let n = a.common.tasks;
     let Bench {
@@ -106,6 +109,18 @@ pub async fn run_recur(a: RecurArgs) -> Res<()> {
     // 3. The burst, a one-off scheduled from the limit just measured.
     let burst = recur_burst(&a, &client, &http, result.limit.per_second).await?;
     result.burst = burst;
+
+    // 4. The limit again, on the burst's tasks as recur left them (the operator stopped): the
+    // same bare patches on objects one delivery bigger.
+    let (delivered, before, after) = self::limit(&client, BURST_NS, n).await?;
+    keep_metrics(&a.op.log_dir, "apiserver-limit-delivered-before", &before)?;
+    keep_metrics(&a.op.log_dir, "apiserver-limit-delivered-after", &after)?;
+    say(format!(
+        "limit on the delivered tasks: {} status patches in {:.2}s ({:.0}/s, {} errors)",
+        delivered.patches, delivered.drain_s, delivered.per_second, delivered.errors
+    ));
+    result.limit_delivered = Some(delivered);
+    delete_namespace(&client, BURST_NS).await?;
     write_json(&a.common.out_dir, "recur.json", &result)?;
     Ok(())
 }
@@ -360,7 +375,7 @@ pub async fn recur_burst(
     limit_per_second: f64,
 ) -> Res<Burst> {
     let n = a.common.tasks;
-    let ns = "bench-burst";
+    let ns = BURST_NS;
     fresh_namespace(client, ns).await?;
     // A create and a first status write per task before the burst instant.
     let one = OneOff::for_writes(2 * n, limit_per_second);
@@ -492,6 +507,5 @@ pub async fn recur_burst(
         burst.peak_rss_mib,
         burst.cpu_s_per_1000
     ));
-    delete_namespace(client, ns).await?;
     Ok(burst)
 }

@@ -6,7 +6,7 @@ use crate::apiserver::is_own;
 use crate::args::ReportArgs;
 use crate::error::{Res, msg};
 use crate::plot;
-use crate::results::{ApiDelta, CronResult, FairnessResult, RecurResult, read_json};
+use crate::results::{ApiDelta, CronResult, FairnessResult, RecurResult, WindowCost, read_json};
 use crate::say;
 use crate::stats::per;
 
@@ -211,6 +211,33 @@ pub fn fairness_section(md: &mut String, f: &FairnessResult) {
             let _ = writeln!(md, "- {}: {note}.", run.system);
         }
     }
+}
+
+/// The limit's patches on the burst's tasks once delivered, beside the limit's own and recur's
+/// writes: how much of the burst's extra apiserver CPU per write the bigger object explains.
+fn delivered_limit(recur: &RecurResult) -> Option<String> {
+    let d = recur.limit_delivered.as_ref()?;
+    let apiserver = |c: &WindowCost| c.cpu_ms_per_patch_by_command.get("kube-apiserver").copied();
+    let mut line = format!(
+        "The same patches on the burst's tasks once delivered (their objects as recur left them, the occurrence recorded), the operator stopped: {} patches in {} ({:.0}/s, {} errors), {:.2}x the limit's drain.",
+        d.patches,
+        fmt_s(d.drain_s),
+        d.per_second,
+        d.errors,
+        per(d.drain_s, recur.limit.drain_s)
+    );
+    if let (Some(fresh), Some(delivered), Some(burst)) = (
+        apiserver(&recur.limit.cost),
+        apiserver(&d.cost),
+        apiserver(&recur.burst.cost),
+    ) {
+        line.push_str(&format!(
+            " kube-apiserver's CPU per patch: {delivered:.2} ms on the delivered tasks, {fresh:.2} ms in the limit ({:.2}x), {burst:.2} ms for recur's writes in the burst ({:.2}x).",
+            per(delivered, fresh),
+            per(burst, fresh)
+        ));
+    }
+    Some(line)
 }
 
 /// Where the limit's and the burst's time and CPU went, side by side (results from before the
@@ -458,6 +485,10 @@ pub fn report(a: ReportArgs) -> Res<()> {
         breakdown(&l.api)
     );
 
+    if let Some(line) = delivered_limit(&recur) {
+        let _ = writeln!(md, "\n{line}");
+    }
+
     cost_section(&mut md, &recur);
 
     let (st, idle) = (&recur.start, &recur.idle);
@@ -503,6 +534,7 @@ pub fn report(a: ReportArgs) -> Res<()> {
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     use super::*;
+    use crate::results::Limit;
 
     #[test]
     fn own_requests_split_watches_from_the_rest() {
@@ -523,6 +555,34 @@ mod tests {
         };
         assert_eq!(requests_on_own(&api, |v| v == "WATCH"), 3.0);
         assert_eq!(requests_on_own(&api, |v| v != "WATCH"), 4.0);
+    }
+
+    /// The limit on delivered tasks is read beside the limit and the burst, from the same
+    /// process table; older results, without it, get no line.
+    #[test]
+    fn the_limit_on_delivered_tasks_is_compared_with_the_limit_and_the_burst() {
+        let cost = |ms: f64| WindowCost {
+            cpu_ms_per_patch_by_command: [("kube-apiserver".to_owned(), ms)].into(),
+            ..WindowCost::default()
+        };
+        let mut recur = RecurResult::default();
+        assert_eq!(delivered_limit(&recur), None);
+        recur.limit.drain_s = 30.0;
+        recur.limit.cost = cost(3.0);
+        recur.burst.cost = cost(4.0);
+        recur.limit_delivered = Some(Limit {
+            patches: 10_000,
+            drain_s: 36.0,
+            per_second: 277.8,
+            cost: cost(3.6),
+            ..Limit::default()
+        });
+        let line = delivered_limit(&recur).unwrap();
+        assert!(
+            line.contains("10000 patches in 36.0 s (278/s, 0 errors), 1.20x"),
+            "{line}"
+        );
+        assert!(line.contains("3.60 ms on the delivered tasks, 3.00 ms in the limit (1.20x), 4.00 ms for recur's writes in the burst (1.33x)"), "{line}");
     }
 
     /// The benchmark runs `recur run` with its default, leader election: the idle row says so

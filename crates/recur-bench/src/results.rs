@@ -143,6 +143,10 @@ pub struct RecurResult {
     pub idle: Idle,
     pub limit: Limit,
     pub burst: Burst,
+    /// The limit's patches again, on the burst's tasks once delivered (their objects as recur
+    /// left them): what the bigger object alone costs the apiserver (absent in older results).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_delivered: Option<Limit>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default)]

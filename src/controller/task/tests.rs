@@ -1323,6 +1323,7 @@ mod reconcile_steps {
             leadership,
             std::time::Duration::from_secs(6),
         );
+        let metrics = ctx.metrics.clone();
         let task = task("1h");
         let action = crate::controller::runner::reconcile(Arc::new(task), Arc::new(ctx))
             .await
@@ -1331,6 +1332,14 @@ mod reconcile_steps {
         assert_eq!(
             action,
             Action::requeue(std::time::Duration::from_millis(500))
+        );
+        // On-call sees the pause: deliveries held for a late renewal are counted.
+        assert!(
+            metrics
+                .encode()
+                .contains("\nrecur_lease_slack_waits_total 1\n"),
+            "{}",
+            metrics.encode()
         );
     }
 
