@@ -148,6 +148,11 @@ if [ "$pin" = 1 ]; then
   [ "$cpus" -ge 2 ] || die "--pin needs at least 2 CPUs, this machine has $cpus"
   control_plane_cpus=0 others_cpus=1
   [ "$cpus" = 2 ] || others_cpus="1-$((cpus - 1))"
+  taskset -c "0,$others_cpus" true 2>/dev/null || die "--pin needs CPUs 0-$((cpus - 1)) allowed to this shell (taskset -pc $$)"
+  # Only the burst's report says it was pinned; the other scenarios would write over the
+  # unpinned reports.
+  [ -z "$spread" ] && [ "$shards" = 0 ] && [ "$listcost" = 0 ] && [ "$patchcost" = 0 ] && [ "$fairness" != only ] ||
+    die "--pin is for the burst (make bench): not with --spread, --shards, --listcost, --patchcost or --fairness"
 fi
 
 log "starting a control plane in $cluster"
@@ -322,6 +327,15 @@ if [ "$raised" = 1 ]; then
 fi
 
 "$bench" report --out-dir "$out" --command "make bench ($command_line)"
+if [ "$pin" = 1 ]; then
+  # The benchmark counts the cores it may use: say which ones everything had.
+  {
+    sed -n 1p "$out/results.md"
+    printf '\n> Pinned (`--pin`): etcd, kube-apiserver and kube-controller-manager ran on CPU 0 only; recur, the daprd sidecars, the recording backend and the benchmark itself (which counts the cores it may use, hence the count below) on CPU %s of this %s-core machine.\n' "$others_cpus" "$cpus"
+    sed 1d "$out/results.md"
+  } >"$out/results.pinned.md"
+  mv "$out/results.pinned.md" "$out/results.md"
+fi
 if [ "$docs" = 0 ]; then
   ensure_gnuplot && (cd "$out" && gnuplot lag.plt) || true
   log "wrote $out/results.md (docs/bench/ untouched: --out-dir)"
@@ -331,11 +345,7 @@ fi
 mkdir -p docs/bench
 if [ "$pin" = 1 ]; then
   # A pinned run is another shape of machine: kept beside the unpinned one, never over it.
-  {
-    sed -n 1p "$out/results.md"
-    printf '\n> Pinned (`--pin`): etcd, kube-apiserver and kube-controller-manager ran on CPU 0 only; recur, the daprd sidecars, the recording backend and the benchmark itself (which counts the cores it may use, hence the count below) on CPU %s of this %s-core machine.\n' "$others_cpus" "$cpus"
-    sed '1d; s/(lag\.png)/(lag-n'"$tasks"'-pinned.png)/' "$out/results.md"
-  } >"docs/bench/results-n$tasks-pinned.md"
+  sed "s/(lag\.png)/(lag-n$tasks-pinned.png)/" "$out/results.md" >"docs/bench/results-n$tasks-pinned.md"
   if ensure_gnuplot; then
     (cd "$out" && gnuplot lag.plt)
     cp "$out/lag.png" "docs/bench/lag-n$tasks-pinned.png"

@@ -62,7 +62,7 @@ pub struct LeaseConfig {
 }
 
 impl LeaseConfig {
-    /// A config with the defaults: lease 15 s, renew every 5 s, retry every 2 s.
+    /// A config with the defaults: lease 15 s, renew every 2 s, retry every 2 s.
     pub fn new(
         name: impl Into<String>,
         namespace: impl Into<String>,

@@ -215,7 +215,7 @@ impl Metrics {
         );
         reg.add(
             "lease_slack_waits",
-            "Reconciles of a leader that did not start a delivery or write because its Lease would end before the call could finish (a renewal not yet answered), and looked again 500 ms later",
+            "Reconciles a leader deferred by 500 ms, acting on nothing, because its Lease would end before a call could finish (a renewal not yet answered); an object counts again at each deferral",
             m.lease_slack_waits.clone(),
         );
         reg.add(

@@ -76,7 +76,7 @@ pub struct RunArgs {
     pub lease_duration: Duration,
     /// How often the holder renews the Lease. A renewal has the lease duration minus this, the
     /// safety margin and the delivery margin (--dapr-timeout plus 1s) to be answered before
-    /// deliveries pause for it: 4s with the defaults, as client-go's 2s retry period leaves.
+    /// deliveries pause for it: 4s with the defaults (client-go's leaders retry every 2s too).
     #[arg(long, env = "RECUR_LEASE_RENEW_PERIOD", default_value = "2s", value_parser = duration)]
     pub lease_renew_period: Duration,
     /// Reconciles running at once per kind (deliveries in flight).

@@ -14,8 +14,9 @@
 #                            refused or changed for want of a ServiceAccount)
 # Environment: RECUR_APISERVER_FLAGS (extra kube-apiserver flags, split on spaces),
 #   RECUR_KEEP_FAILED_CLUSTER=1 (keep DIR and its logs when the start fails),
-#   RECUR_CONTROL_PLANE_CPUS (a taskset CPU list: etcd, kube-apiserver and kube-controller-manager
-#   run only on those CPUs, as a control plane with cores of its own; scripts/bench.sh --pin).
+#   RECUR_CONTROL_PLANE_CPUS (a taskset CPU list: etcd, kube-apiserver, kube-controller-manager and
+#   the --watch-parent watcher run only on those CPUs, as a control plane with cores of its own;
+#   scripts/bench.sh --pin).
 #
 # Tools come from $RECUR_BIN_DIR, else from tests/cluster/build.sh (which builds what is missing).
 # Stop the cluster with tests/cluster/down.sh DIR.
