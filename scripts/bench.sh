@@ -341,25 +341,17 @@ if [ "$docs" = 0 ]; then
   log "wrote $out/results.md (docs/bench/ untouched: --out-dir)"
   exit 0
 fi
-# docs/bench/results.md and lag.png are the latest run; -n<N> copies keep one run per size.
+# docs/bench/results.md and lag.png are the latest unpinned run; -n<N> copies keep one run per
+# size, and a pinned run (another shape of machine) a -n<N>-pinned copy beside them, never over.
 mkdir -p docs/bench
-if [ "$pin" = 1 ]; then
-  # A pinned run is another shape of machine: kept beside the unpinned one, never over it.
-  sed "s/(lag\.png)/(lag-n$tasks-pinned.png)/" "$out/results.md" >"docs/bench/results-n$tasks-pinned.md"
-  if ensure_gnuplot; then
-    (cd "$out" && gnuplot lag.plt)
-    cp "$out/lag.png" "docs/bench/lag-n$tasks-pinned.png"
-  fi
-  log "wrote docs/bench/results-n$tasks-pinned.md"
-  exit 0
-fi
-cp "$out/results.md" docs/bench/results.md
-sed "s/(lag\.png)/(lag-n$tasks.png)/" "$out/results.md" >"docs/bench/results-n$tasks.md"
+kept=n$tasks$([ "$pin" = 0 ] || echo -pinned)
+[ "$pin" = 1 ] || cp "$out/results.md" docs/bench/results.md
+sed "s/(lag\.png)/(lag-$kept.png)/" "$out/results.md" >"docs/bench/results-$kept.md"
 if ensure_gnuplot; then
   (cd "$out" && gnuplot lag.plt)
-  cp "$out/lag.png" docs/bench/lag.png
-  cp "$out/lag.png" "docs/bench/lag-n$tasks.png"
-  log "wrote docs/bench/results.md, lag.png, results-n$tasks.md and lag-n$tasks.png"
+  [ "$pin" = 1 ] || cp "$out/lag.png" docs/bench/lag.png
+  cp "$out/lag.png" "docs/bench/lag-$kept.png"
+  log "wrote docs/bench/results-$kept.md and lag-$kept.png$([ "$pin" = 1 ] || echo ', results.md and lag.png')"
 else
-  log "gnuplot is not available: no plot (apt-get install gnuplot-nox); wrote docs/bench/results.md"
+  log "gnuplot is not available: no plot (apt-get install gnuplot-nox); wrote docs/bench/results-$kept.md"
 fi
