@@ -267,6 +267,12 @@ impl Leadership {
         leadership.set_deadline(Some(deadline));
         leadership
     }
+
+    /// Moves the lease's end to `deadline`, as a renewal that did not come would.
+    #[cfg(test)]
+    pub(crate) fn lapse_at(&self, deadline: Instant) {
+        self.set_deadline(Some(deadline));
+    }
 }
 
 /// An identity unique to this process: `POD_NAME` (or the hostname), the pid and a short random

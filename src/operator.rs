@@ -465,7 +465,9 @@ const CRD_HINT: &str = "install or upgrade them with `kubectl apply --server-sid
 
 /// A delivery starts only while the lease stays ours for the whole call plus the status write.
 fn lease_margin(args: &RunArgs) -> Duration {
-    args.dapr_timeout + Duration::from_secs(1)
+    // Saturating: a timeout near `Duration::MAX` is refused by `renewal_slack`'s check, not a
+    // panic.
+    args.dapr_timeout.saturating_add(Duration::from_secs(1))
 }
 
 /// How late a renewal's answer may come before deliveries pause: the leadership deadline of the
@@ -577,6 +579,9 @@ mod lease_name_tests {
         assert_eq!(renewal_slack(&a), Some(Duration::from_secs(4)));
         // No time left at all is refused at start (the check `run` makes).
         assert_eq!(renewal_slack(&args(&["--lease-duration", "10s"])), None);
+        // A timeout no Lease can cover is refused the same way, not a panic.
+        let huge = format!("{}s", u64::MAX);
+        assert_eq!(renewal_slack(&args(&["--dapr-timeout", &huge])), None);
     }
 
     /// Two shards on the default Lease: one of them would never deliver. Refused at start,

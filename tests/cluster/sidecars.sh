@@ -41,7 +41,6 @@ log() { printf '[sidecars] %s\n' "$*" >&2; }
 
 readonly subscribers="subscriber-a subscriber-b"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
 # N distinct free ports, all held open until the last is picked: picked one at a time, each
 # closed before the next, the kernel may hand the same port out twice, and the second daprd to
 # bind it exits ("could not listen on any endpoint").
@@ -76,12 +75,12 @@ tracing_env() {
 }
 
 
-# Starts the daprd of subscriber ID in front of its app on APP_PORT, on fresh ports. Sets
-# sub_pid[ID] and sub_http[ID].
+# Starts the daprd of subscriber ID in front of its app on APP_PORT, on the four PORTS given
+# (picked with the others at the first start) or on fresh ones. Sets sub_pid[ID] and sub_http[ID].
 declare -A sub_pid=() sub_http=()
-start_subscriber_daprd() { # id app_port
+start_subscriber_daprd() { # id app_port [ports]
   local id=$1 http grpc internal metrics
-  read -r http grpc internal metrics <<<"$(free_ports 4)"
+  read -r http grpc internal metrics <<<"${3:-$(free_ports 4)}"
   printf '=== %s: starting daprd %s\n' "$(date -u +%FT%TZ)" "$id" >>"$dir/daprd-$id.log"
   NAMESPACE=recur-system "$DAPRD" --app-id "$id" --app-port "$2" --dapr-http-port "$http" \
     --dapr-grpc-port "$grpc" --dapr-internal-grpc-port "$internal" --metrics-port "$metrics" \
@@ -201,8 +200,11 @@ cleanup_on_error() {
 trap cleanup_on_error ERR
 
 bin=$("$here/build.sh")
-# The operator's sidecar's HTTP port and, for real daprd, the four ports of each of the three.
-read -r -a ports <<<"$(free_ports 13)"
+# Every port of the first start in one pick, so that none is handed out twice: the operator's
+# sidecar's HTTP port; for real daprd, the four ports of each of the three; with pub/sub, each
+# subscriber app's port and its daprd's four (ports 13-22). Picked later, a port one of the
+# daprd started just before had not bound yet could come back.
+read -r -a ports <<<"$(free_ports 23)"
 recur_port=${ports[0]}
 
 real_dapr=0
@@ -333,8 +335,11 @@ EOF
   kind="daprd $("$bin/daprd" --version 2>/dev/null || echo)"
   if [ -n "${REDIS_PORT:-}" ]; then
     DAPRD=$bin/daprd
+    declare -A sub_ports=()
+    i=13
     for id in $subscribers; do
-      port=$(free_port)
+      port=${ports[i]} sub_ports[$id]="${ports[*]:i+1:4}"
+      i=$((i + 5))
       "$recur_dev" subscriber --listen "127.0.0.1:$port" --name "$id" --log </dev/null \
         >"$dir/$id.log" 2>"$dir/$id.err" &
       app_pids+=($!)
@@ -356,7 +361,7 @@ EOF
     done
     for id in $subscribers; do
       url_var=$(var_of "$id")_URL
-      start_subscriber_daprd "$id" "$(port_of "${!url_var}")"
+      start_subscriber_daprd "$id" "$(port_of "${!url_var}")" "${sub_ports[$id]}"
       sub_daprd_pids+=("${sub_pid[$id]}")
     done
   fi

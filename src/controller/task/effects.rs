@@ -2,8 +2,8 @@
 use super::cached_history::write_status;
 use super::*;
 use super::{Restored, failures, manual};
-use crate::controller::bounded;
 use crate::controller::completion::unchanged_completions;
+use crate::controller::{bounded, leadership_gate};
 use crate::validate;
 
 impl crate::controller::Reconcile for RecurringTask {
@@ -181,6 +181,11 @@ async fn scheduled(
             // How late the decision itself is: the firing lag before the call.
             let late_ms = (now - p.due).num_milliseconds();
             tracing::debug!(key = %p.idempotency_key, late_ms, "occurrence due");
+            // Checked when the reconcile began, but the task's read since may have taken up to
+            // the API timeout: the lease must still cover the whole call and its write.
+            if let Some(action) = leadership_gate(ctx, task) {
+                return Ok(action);
+            }
             if let Some(wait) = ctx.over_rate(ns, per_second) {
                 return Ok(Action::requeue(wait));
             }

@@ -5,6 +5,7 @@
 use super::cached_history::write_status;
 use super::*;
 use crate::api::{ManualRun, PendingManualRun, RUN_NOW_ANNOTATION, is_run_now_token};
+use crate::controller::leadership_gate;
 use crate::controller::settle::{Attempt, Settled, settle};
 
 /// The key of a manual run.
@@ -229,6 +230,10 @@ pub(super) async fn run(
         }
         ManualPlan::Deliver(p) => (task.status.clone().unwrap_or_default(), Box::new(p)),
     };
+    // As for a scheduled call: the task's read since the reconcile's check took time.
+    if let Some(action) = leadership_gate(ctx, task) {
+        return Ok(Some(action));
+    }
     if let Some(wait) = ctx.over_rate(ns, per_second) {
         return Ok(Some(Action::requeue(wait)));
     }

@@ -1343,6 +1343,82 @@ mod reconcile_steps {
         );
     }
 
+    /// The lease is checked again right before the call: it was checked when the reconcile
+    /// began, but the task's read from the API server (up to 10 s) can outlast the margin, and
+    /// a call started after that may overlap the next leader's (a review found the task's two
+    /// calls unchecked where a reminder's and a backfill's re-check).
+    #[tokio::test]
+    async fn a_lease_that_runs_short_during_the_task_read_stops_the_call() {
+        lease_runs_short_during_the_read(due_a_second_ago()).await;
+    }
+
+    /// The same for a manual run whose request is recorded.
+    #[tokio::test]
+    async fn a_lease_that_runs_short_during_the_task_read_stops_the_manual_run() {
+        use crate::api::RUN_NOW_ANNOTATION;
+        let mut asked = first_due_in_an_hour();
+        asked
+            .metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(RUN_NOW_ANNOTATION.into(), "run-1".into());
+        let ManualPlan::Record { status, .. } = plan_manual(&asked, UID, Utc::now()) else {
+            panic!("a run-now annotation not yet recorded")
+        };
+        asked.status = Some(*status);
+        asked.metadata.resource_version = Some("41".into());
+        lease_runs_short_during_the_read(asked).await;
+    }
+
+    /// Reconciles `task` (due, at resourceVersion 41) cached at 41 but seen at 42, so that its
+    /// conditions are read from the API server, and lets the lease run short during that read:
+    /// nothing may be called or written.
+    async fn lease_runs_short_during_the_read(task: RecurringTask) {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let (url, calls) = counting_sidecar().await;
+        let margin = std::time::Duration::from_secs(6);
+        let leadership = Leadership::leading_until(std::time::Instant::now() + margin * 100);
+        let ctx = Arc::new(context(service, &url, leadership.clone(), margin));
+        let mut newer = task.clone();
+        newer.metadata.resource_version = Some("42".into());
+        let mut cached = as_cached(&ctx, task);
+        cached.metadata.resource_version = Some("42".into());
+        let server = tokio::spawn(async move {
+            let (req, send) = handle.next_request().await.expect("the task's read");
+            assert_eq!(req.method(), Method::GET, "{}", req.uri());
+            // No renewal while the read was under way: the lease now ends within the margin.
+            leadership.lapse_at(std::time::Instant::now() + margin / 2);
+            send.send_response(
+                Response::builder()
+                    .body(Body::from(serde_json::to_vec(&newer).unwrap()))
+                    .unwrap(),
+            );
+            handle
+                .next_request()
+                .await
+                .map(|(req, _)| format!("{} {}", req.method(), req.uri()))
+        });
+        let metrics = ctx.metrics.clone();
+        let result = crate::controller::runner::reconcile(Arc::new(cached), ctx).await;
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "called with the lease ending within the margin ({result:?})"
+        );
+        assert_eq!(
+            result.unwrap(),
+            Action::requeue(std::time::Duration::from_millis(500))
+        );
+        assert!(
+            metrics
+                .encode()
+                .contains("\nrecur_lease_slack_waits_total 1\n"),
+            "{}",
+            metrics.encode()
+        );
+        assert_eq!(server.await.unwrap(), None, "a request after the read");
+    }
+
     /// A status write the API server fails is counted as an error (it used to be counted not
     /// at all) and returned, so the error policy retries it.
     #[tokio::test]
