@@ -1247,6 +1247,51 @@ fn the_webhook_is_registered_with_least_privilege_in_both_certificate_modes() {
         "{cluster}"
     );
 
+    // A client CA (both certificate modes): the flag, the ConfigMap mounted beside cert-manager's
+    // Secret; and the NetworkPolicy keeps the port to the peers given.
+    let docs = render(&[
+        "--set",
+        "webhook.certManager.enabled=true",
+        "--set",
+        "webhook.clientCA.configMap=apiserver-webhook-ca",
+        "--set",
+        "networkPolicy.enabled=true",
+        "--set",
+        "networkPolicy.webhook.from[0].ipBlock.cidr=10.0.0.0/28",
+    ]);
+    let c = operator_container(&docs);
+    assert!(
+        args_of(c).contains(&"--webhook-client-ca=/webhook-client-ca/ca.crt".to_string()),
+        "{:?}",
+        args_of(c)
+    );
+    assert_eq!(
+        c["volumeMounts"],
+        json!([
+            {"name": "webhook-tls", "mountPath": "/tls", "readOnly": true},
+            {"name": "webhook-client-ca", "mountPath": "/webhook-client-ca", "readOnly": true}
+        ])
+    );
+    assert_eq!(
+        only(&docs, "Deployment")["spec"]["template"]["spec"]["volumes"],
+        json!([
+            {"name": "webhook-tls", "secret": {"secretName": "rel-recur-webhook-tls"}},
+            {"name": "webhook-client-ca", "configMap": {"name": "apiserver-webhook-ca"}}
+        ])
+    );
+    let ingress = &only(&docs, "NetworkPolicy")["spec"]["ingress"];
+    assert_eq!(
+        ingress[1],
+        json!({"ports": [{"port": "webhook", "protocol": "TCP"}],
+            "from": [{"ipBlock": {"cidr": "10.0.0.0/28"}}]})
+    );
+    let docs = render(&[]);
+    assert!(
+        !args_of(operator_container(&docs))
+            .iter()
+            .any(|a| a.starts_with("--webhook-client-ca"))
+    );
+
     // Disabled: no webhook at all, and no rights for it.
     let docs = render(&["--set", "webhook.enabled=false"]);
     assert!(find(&docs, "ValidatingWebhookConfiguration").is_empty());

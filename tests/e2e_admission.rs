@@ -68,6 +68,11 @@ fn policy(webhook: &Webhook, name: &str, spec: Value) -> (Value, ClusterObject) 
 /// The test's namespace, labelled for its policies, with the backend, sidecars and `replicas`
 /// operators serving the webhook (the first on the configuration's port).
 async fn setup(prefix: &str) -> (TestNamespace, Stack, Webhook) {
+    setup_with(prefix, &[]).await
+}
+
+/// [`setup`], the operator started with `extra` flags too.
+async fn setup_with(prefix: &str, extra: &[String]) -> (TestNamespace, Stack, Webhook) {
     let client = client().await;
     let ns = TestNamespace::new(&client, prefix).await;
     let out = kubectl([
@@ -79,9 +84,9 @@ async fn setup(prefix: &str) -> (TestNamespace, Stack, Webhook) {
     assert!(out.status.success(), "{}", stderr(&out));
     let mut stack = Stack::start(ns.name()).await;
     let webhook = Webhook::create(ns.name());
-    stack
-        .start_operator(&strs(&webhook.flags(webhook.port)))
-        .await;
+    let mut flags = webhook.flags(webhook.port);
+    flags.extend_from_slice(extra);
+    stack.start_operator(&strs(&flags)).await;
     webhook.answering().await;
     (ns, stack, webhook)
 }
@@ -99,6 +104,81 @@ fn refused(manifest: &Value, words: &[&str]) -> String {
         assert!(err.contains(word), "{word:?} missing in: {err}");
     }
     err
+}
+
+/// With `--webhook-client-ca` the webhook answers the API server, which presents the client
+/// certificate its AdmissionConfiguration names (tests/cluster/up.sh), and nobody else: a
+/// review posted straight to the port, as any pod of the cluster could, gets no answer. Without
+/// it, such a review of a Backfill naming another namespace's task tells its schedule.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_client_ca_the_webhook_answers_the_api_server_only() {
+    let pki = std::path::Path::new(&std::env::var("KUBECONFIG").expect("KUBECONFIG"))
+        .parent()
+        .unwrap()
+        .join("pki");
+    let ca = pki.join("webhook-client-ca.crt");
+    let (ns, _stack, webhook) = setup_with(
+        "adm-client-ca",
+        &[format!("--webhook-client-ca={}", ca.display())],
+    )
+    .await;
+    // `answering` applied a task through the API server: it was answered. A refusal too.
+    refused(
+        &task(
+            ns.name(),
+            "orders-sync",
+            "alice",
+            json!({"target": {"appId": "orders.payments"}}),
+        ),
+        &[&format!("no TenantPolicy selects namespace {}", ns.name())],
+    );
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "forged", "operation": "CREATE", "namespace": ns.name(), "name": "x",
+            "userInfo": {},
+            "kind": {"group": "recur.dev", "version": "v1alpha1", "kind": "RecurringTask"},
+            "resource": {"group": "recur.dev", "version": "v1alpha1", "resource": "recurringtasks"},
+            "object": task(ns.name(), "x", "alice", json!({}))
+        }
+    })
+    .to_string();
+    let post = |cert: &[&str]| {
+        let url = format!("https://127.0.0.1:{}/validate", webhook.port);
+        let mut args = vec![
+            "-sk",
+            "--max-time",
+            "10",
+            "-H",
+            "content-type: application/json",
+        ];
+        args.extend_from_slice(cert);
+        args.extend_from_slice(&["--data-binary", &review, &url]);
+        std::process::Command::new("curl")
+            .args(&args)
+            .output()
+            .unwrap()
+    };
+    let forged = post(&[]);
+    let answer = String::from_utf8_lossy(&forged.stdout);
+    assert!(
+        !forged.status.success() && !answer.contains("AdmissionReview"),
+        "answered a client without a certificate: {answer}"
+    );
+    // The same request with the API server's client certificate is answered: the refusal above
+    // is the certificate's doing, not curl's or the port's.
+    let (crt, key) = (
+        pki.join("webhook-client.crt"),
+        pki.join("webhook-client.key"),
+    );
+    let (crt, key) = (crt.to_str().unwrap(), key.to_str().unwrap());
+    let signed = post(&["--cert", crt, "--key", key]);
+    let answer = String::from_utf8_lossy(&signed.stdout);
+    assert!(
+        signed.status.success() && answer.contains(r#""uid":"forged""#),
+        "{answer} {}",
+        stderr(&signed)
+    );
 }
 
 /// (a) Without a TenantPolicy a task may call only its own namespace's apps; kubectl says so.

@@ -111,18 +111,41 @@ pub(crate) fn new_serving(
     now: DateTime<Utc>,
 ) -> Result<Serving, CertError> {
     let first = names.first().ok_or(CertError::NoNames)?;
-    let ca_key = KeyPair::from_pem(ca_key_pem)?;
-    let issuer = Issuer::new(ca_params(), ca_key);
-    let key = KeyPair::generate()?;
     let mut params = CertificateParams::new(names.to_vec())?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, first.as_str());
-    params.distinguished_name = dn;
     params.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
     ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    signed(ca_key_pem, params, first, now)
+}
+
+/// A client certificate signed by the CA, for tests of client authentication.
+#[cfg(test)]
+pub(crate) fn new_client(
+    ca_key_pem: &str,
+    common_name: &str,
+    now: DateTime<Utc>,
+) -> Result<Serving, CertError> {
+    let mut params = CertificateParams::new(vec![])?;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    signed(ca_key_pem, params, common_name, now)
+}
+
+/// `params` named `common_name`, valid for [`CERT_VALIDITY`], with a new key, signed by the CA
+/// whose key is `ca_key_pem`.
+fn signed(
+    ca_key_pem: &str,
+    mut params: CertificateParams,
+    common_name: &str,
+    now: DateTime<Utc>,
+) -> Result<Serving, CertError> {
+    let issuer = Issuer::new(ca_params(), KeyPair::from_pem(ca_key_pem)?);
+    let key = KeyPair::generate()?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, common_name);
+    params.distinguished_name = dn;
     params.use_authority_key_identifier_extension = true;
     let not_after = validity(&mut params, now, CERT_VALIDITY);
     let cert = params.signed_by(&key, &issuer)?;

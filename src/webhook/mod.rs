@@ -79,6 +79,12 @@ pub struct WebhookArgs {
     /// ValidatingWebhookConfiguration whose webhooks get the self-managed CA as `caBundle`.
     #[arg(long, env = "RECUR_WEBHOOK_CONFIGURATION", default_value = "recur")]
     pub webhook_configuration: String,
+    /// PEM file of the CA that signs the API server's client certificate for webhooks (its
+    /// AdmissionConfiguration's kubeconfig): only a client presenting a certificate it signed
+    /// is answered. Unset: any client that reaches the port is answered, and a review names
+    /// facts of the namespace it claims (a task's schedule, a policy's rules).
+    #[arg(long, env = "RECUR_WEBHOOK_CLIENT_CA")]
+    pub webhook_client_ca: Option<PathBuf>,
 }
 
 /// How an API call of the webhook failed.
@@ -106,6 +112,11 @@ pub enum WebhookError {
         "the self-managed webhook certificate needs a name: set --webhook-service or --webhook-host (or --webhook-cert-dir)"
     )]
     NoNames,
+    #[error("cannot read --webhook-client-ca {path}: {source}")]
+    ClientCa {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Tls(#[from] TlsError),
 }
@@ -237,13 +248,28 @@ pub async fn start(
             }))
         }
     };
+    let client_ca = match &args.webhook_client_ca {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|source| WebhookError::ClientCa {
+                    path: path.clone(),
+                    source,
+                })
+                .and_then(|pem| Ok(tls::client_roots(&pem)?))?,
+        ),
+        None => None,
+    };
     let certs = Arc::new(tls::Certificates::default());
-    let config = tls::server_config(certs.clone())?;
+    let config = tls::server_config(certs.clone(), client_ca)?;
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| WebhookError::Bind { addr, source })?;
     let bound = listener.local_addr().unwrap_or(addr);
-    tracing::info!(addr = %bound, "serving the admission webhook (POST /validate)");
+    tracing::info!(
+        addr = %bound,
+        client_certificates = args.webhook_client_ca.is_some(),
+        "serving the admission webhook (POST /validate)"
+    );
     let router = review::router(Gate::new(tenancy));
     health.expect_kind(READY_KEY);
     let upkeep = tokio::spawn(keep(source, certs, health.clone()));

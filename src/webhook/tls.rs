@@ -4,9 +4,9 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use tokio_rustls::rustls::pki_types::pem::PemObject;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use tokio_rustls::rustls::sign::CertifiedKey;
-use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 
 /// Errors of loading a certificate or building the TLS configuration. None of them carries key
 /// material.
@@ -24,6 +24,12 @@ pub enum TlsError {
     Mismatch(rustls::Error),
     #[error("cannot build the TLS configuration: {0}")]
     Config(rustls::Error),
+    #[error("the client CA holds no PEM certificate")]
+    NoClientCa,
+    #[error("the client CA is not valid PEM: {0}")]
+    ClientCaPem(String),
+    #[error("the client CA is not a usable CA certificate: {0}")]
+    ClientCa(String),
 }
 
 /// The certificate being served; empty until the first one is loaded (handshakes fail until
@@ -83,14 +89,41 @@ pub(crate) fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<Certified
     Ok(certified)
 }
 
+/// The CAs of a PEM bundle, as roots a client certificate must chain to.
+pub(crate) fn client_roots(pem: &[u8]) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.map_err(|e| TlsError::ClientCaPem(e.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::ClientCa(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(TlsError::NoClientCa);
+    }
+    Ok(roots)
+}
+
 /// The server configuration: TLS 1.2 and 1.3, HTTP/1.1 (what the API server's webhook client
-/// speaks when HTTP/2 is not offered), the certificate from `certs`.
-pub(crate) fn server_config(certs: Arc<Certificates>) -> Result<Arc<ServerConfig>, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(provider())
+/// speaks when HTTP/2 is not offered), the certificate from `certs`; with `client_roots`, a
+/// handshake without a client certificate chaining to them fails.
+pub(crate) fn server_config(
+    certs: Arc<Certificates>,
+    client_roots: Option<RootCertStore>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
-        .map_err(TlsError::Config)?
-        .with_no_client_auth()
-        .with_cert_resolver(certs);
+        .map_err(TlsError::Config)?;
+    let builder = match client_roots {
+        Some(roots) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|e| TlsError::ClientCa(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(certs);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -204,6 +204,17 @@ mkdir -m 700 "$pki"
     "extendedKeyUsage=clientAuth" >kubelet-client.ext
   openssl x509 -req -in kubelet-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out kubelet-client.crt \
     -days 30 -extfile kubelet-client.ext
+  # The apiserver's client certificate towards admission webhooks, from a CA of its own: a
+  # webhook started with --webhook-client-ca webhook-client-ca.crt answers the apiserver only.
+  openssl req -x509 -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -keyout webhook-client-ca.key \
+    -out webhook-client-ca.crt -days 30 -subj "/CN=recur-test-webhook-client-ca" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+  openssl req -new -nodes -newkey ec -pkeyopt ec_paramgen_curve:P-256 -keyout webhook-client.key \
+    -out webhook-client.csr -subj "/CN=kube-apiserver-webhook-client"
+  printf '%s\n' "basicConstraints=critical,CA:FALSE" "keyUsage=critical,digitalSignature" \
+    "extendedKeyUsage=clientAuth" >webhook-client.ext
+  openssl x509 -req -in webhook-client.csr -CA webhook-client-ca.crt -CAkey webhook-client-ca.key \
+    -CAcreateserial -out webhook-client.crt -days 30 -extfile webhook-client.ext
   # ServiceAccount token signing keys (TokenRequest and the token controller).
   openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out sa.key
   openssl pkey -in sa.key -pubout -out sa.pub
@@ -211,6 +222,26 @@ mkdir -m 700 "$pki"
   tail -n 30 "$dir/openssl.log" >&2
   die "openssl failed to create the certificates and keys (log above)"
 }
+# The apiserver presents that certificate to every webhook that asks for one ('*': any host).
+cat >"$pki/webhook-kubeconfig.yaml" <<EOF
+apiVersion: v1
+kind: Config
+users:
+- name: '*'
+  user:
+    client-certificate: $pki/webhook-client.crt
+    client-key: $pki/webhook-client.key
+EOF
+cat >"$pki/admission.yaml" <<EOF
+apiVersion: apiserver.config.k8s.io/v1
+kind: AdmissionConfiguration
+plugins:
+- name: ValidatingAdmissionWebhook
+  configuration:
+    apiVersion: apiserver.config.k8s.io/v1
+    kind: WebhookAdmissionConfiguration
+    kubeConfigFile: $pki/webhook-kubeconfig.yaml
+EOF
 token=$(openssl rand -hex 32)
 umask 077
 printf '%s,admin,admin,"system:masters"\n' "$token" >"$pki/tokens.csv"
@@ -318,6 +349,7 @@ start_once() {
     --service-account-issuer="$api_url" --service-account-key-file="$pki/sa.pub" \
     --service-account-signing-key-file="$pki/sa.key" \
     --service-cluster-ip-range=198.19.0.0/24 --endpoint-reconciler-type=none \
+    --admission-control-config-file="$pki/admission.yaml" \
     "${admission[@]}" --allow-privileged=true ${RECUR_APISERVER_FLAGS:-}
   wait_ready kube-apiserver "/readyz ok" "$timeout" api_ready || return
   log "kube-apiserver ready after $(($(now_ms) - t0)) ms"
