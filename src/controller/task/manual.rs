@@ -1,12 +1,13 @@
 //! Run now: the `recur.dev/run-now` annotation asks for one extra delivery under the key
 //! `rt-<uid>-run-<token>`. Like a scheduled occurrence, the request (its key) is written to
 //! status before the call and the outcome after it, so a crash or a new leader retries the same
-//! key, and a token already in `lastManualRun` never runs again.
+//! key, and a token already in `lastManualRun` or in the history never runs again. A run still
+//! pending when the task is suspended is not delivered.
 use super::cached_history::write_status;
 use super::*;
 use crate::api::{ManualRun, PendingManualRun, RUN_NOW_ANNOTATION, is_run_now_token};
-use crate::controller::leadership_gate;
 use crate::controller::settle::{Attempt, Settled, settle};
+use crate::controller::{bounded, leadership_gate};
 
 /// The key of a manual run.
 pub fn manual_key(uid: &str, token: &str) -> String {
@@ -30,6 +31,9 @@ pub enum ManualPlan {
     /// The annotation is not a token (the webhook refuses it; this is an object admitted
     /// without it).
     InvalidToken,
+    /// The token ran before another (it is in the history): running it again would reuse its
+    /// key.
+    TokenReused,
 }
 
 /// Decides on the run-now annotation at `now`. Pure.
@@ -37,6 +41,18 @@ pub fn plan_manual(task: &RecurringTask, uid: &str, now: DateTime<Utc>) -> Manua
     let status = task.status.clone().unwrap_or_default();
     // A pending run finishes first, even if the annotation changed meanwhile: it was asked for.
     if let Some(p) = &status.manual_run {
+        if task.spec.suspend {
+            // Suspending holds every delivery, a run asked for before it too, as it does the
+            // schedule's pending occurrence.
+            let why = "the task was suspended before the run was delivered: it is not delivered (resume the task, then set a new token)";
+            let mut status = status.clone();
+            let rec = skipped(&p.idempotency_key, p.requested_at, p.attempts, why, now);
+            finish(&mut status, task, &p.token, rec);
+            return ManualPlan::Record {
+                status: Box::new(status),
+                refused: Some(why),
+            };
+        }
         return match p.retry_at.filter(|at| *at > now) {
             Some(at) => ManualPlan::Wait(at),
             None => ManualPlan::Deliver(p.as_ref().clone()),
@@ -52,28 +68,18 @@ pub fn plan_manual(task: &RecurringTask, uid: &str, now: DateTime<Utc>) -> Manua
         return ManualPlan::None;
     }
     let key = manual_key(uid, token);
+    if status
+        .history
+        .iter()
+        .any(|r| r.trigger == Some(Trigger::Manual) && r.idempotency_key == key)
+    {
+        return ManualPlan::TokenReused;
+    }
     let mut status = status;
     if task.spec.suspend {
         let why =
             "the task is suspended: a manual run is refused (resume it, then set a new token)";
-        finish(
-            &mut status,
-            task,
-            token,
-            OccurrenceRecord {
-                nominal: now,
-                due: now,
-                idempotency_key: key,
-                outcome: Outcome::Skipped,
-                finished_at: now,
-                attempts: 0,
-                backend_id: None,
-                reason: Some(why.into()),
-                trigger: Some(Trigger::Manual),
-                completed_at: None,
-                trace_id: None,
-            },
-        );
+        finish(&mut status, task, token, skipped(&key, now, 0, why, now));
         return ManualPlan::Record {
             status: Box::new(status),
             refused: Some(why),
@@ -151,6 +157,41 @@ pub fn after_manual_attempt(
     status
 }
 
+/// Whether `task` is a new token's (no run pending) with history records the cached copy does
+/// not hold.
+fn history_out_of_hand(ctx: &Context, task: &RecurringTask) -> bool {
+    let Some(status) = &task.status else {
+        return false;
+    };
+    status.manual_run.is_none()
+        && status.history.is_empty()
+        && ctx.task_left_out.held(task) != Some(0)
+}
+
+/// The record of a run not delivered: asked for at `requested_at`, after `attempts`, because
+/// of `why`.
+fn skipped(
+    key: &str,
+    requested_at: DateTime<Utc>,
+    attempts: u32,
+    why: &str,
+    now: DateTime<Utc>,
+) -> OccurrenceRecord {
+    OccurrenceRecord {
+        nominal: requested_at,
+        due: requested_at,
+        idempotency_key: key.to_string(),
+        outcome: Outcome::Skipped,
+        finished_at: now,
+        attempts,
+        backend_id: None,
+        reason: Some(why.into()),
+        trigger: Some(Trigger::Manual),
+        completed_at: None,
+        trace_id: None,
+    }
+}
+
 /// A finished (or refused) run: `lastManualRun` and the history; the schedule's counters and
 /// `lastOccurrence` are the schedule's alone.
 fn finish(
@@ -184,17 +225,36 @@ pub(super) async fn run(
     wake: &mut Option<Duration>,
 ) -> Result<Option<Action>, Error> {
     let now = Utc::now();
-    let plan = plan_manual(task, uid, now);
+    let mut plan = plan_manual(task, uid, now);
+    let fresh;
+    let task = if matches!(plan, ManualPlan::Record { .. }) && history_out_of_hand(ctx, task) {
+        // A new token: whether it ran before is in the history, which the watch cache leaves
+        // out. Tokens are rare; read the task.
+        let Some(read) = bounded(api.get_opt(name)).await? else {
+            return Ok(Some(Action::await_change()));
+        };
+        fresh = read;
+        plan = plan_manual(&fresh, uid, now);
+        &fresh
+    } else {
+        task
+    };
     let (status, p) = match plan {
         ManualPlan::None => return Ok(None),
         ManualPlan::Wait(at) => {
             *wake = Some(until(at, now));
             return Ok(None);
         }
-        ManualPlan::InvalidToken => {
-            let note = format!(
-                "the {RUN_NOW_ANNOTATION} annotation is not a token of 1 to 63 characters a-z, 0-9 and '-'; no manual run"
-            );
+        ManualPlan::InvalidToken | ManualPlan::TokenReused => {
+            let note = if plan == ManualPlan::TokenReused {
+                format!(
+                    "the {RUN_NOW_ANNOTATION} token ran before (see status.history); no manual run: set a new token"
+                )
+            } else {
+                format!(
+                    "the {RUN_NOW_ANNOTATION} annotation is not a token of 1 to 63 characters a-z, 0-9 and '-'; no manual run"
+                )
+            };
             ctx.event(
                 task,
                 EventType::Warning,

@@ -1,6 +1,6 @@
 //! Unit tests of the operations on a task: run now, suspend with a reason, failurePolicy.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-use super::tests::{UID, pending_at, t, task, update, with_pending, with_status};
+use super::tests::{UID, manual_record, pending_at, t, task, update, with_pending, with_status};
 use super::*;
 use crate::api::{FailurePolicy, ManualRun, RUN_NOW_ANNOTATION, condition, is_run_now_token};
 
@@ -134,6 +134,61 @@ fn a_suspended_task_refuses_the_run_and_records_the_token() {
     assert_eq!(plan_manual(&task, UID, t(10, 1, 0)), ManualPlan::None);
 }
 
+/// A run asked for before the task was suspended, and still retrying (the backend answered
+/// 503), is not delivered while suspended: it ends skipped, as the schedule's pending occurrence
+/// does, and resuming does not run it (a review found it delivered during the suspension).
+#[test]
+fn a_pending_run_is_skipped_when_the_task_is_suspended() {
+    let task = annotated(task("1h"), "fix-42");
+    let (status, _) = recorded(plan_manual(&task, UID, t(10, 0, 0)));
+    let ManualPlan::Deliver(p) =
+        plan_manual(&with_status(task.clone(), status.clone()), UID, t(10, 0, 0))
+    else {
+        panic!("the request is delivered next")
+    };
+    let unavailable = dapr::Outcome::Retryable {
+        reason: dapr::RetryReason::ServerError,
+        message: "HTTP 503".into(),
+        retry_after: None,
+    };
+    let status = after_manual_attempt(&task, status, &p, &unavailable, t(10, 0, 1));
+    assert!(status.manual_run.is_some(), "retried later");
+    let mut suspended = with_status(task, status);
+    suspended.spec.suspend = true;
+    let (status, refused) = recorded(plan_manual(&suspended, UID, t(10, 5, 0)));
+    assert!(refused.unwrap().contains("suspended"));
+    assert_eq!(status.manual_run, None);
+    let last = status.last_manual_run.clone().unwrap();
+    assert_eq!(last.token, "fix-42");
+    assert_eq!(last.record.outcome, Outcome::Skipped);
+    assert_eq!(last.record.attempts, 1);
+    let mut resumed = with_status(suspended, status);
+    resumed.spec.suspend = false;
+    assert_eq!(plan_manual(&resumed, UID, t(10, 6, 0)), ManualPlan::None);
+}
+
+/// A token that already ran and is in the history does not run again when it comes back (a
+/// `git revert` of the annotation): its key would be the first run's. Said with an event.
+#[test]
+fn a_token_that_ran_before_another_does_not_run_again() {
+    let mut task = annotated(task("1h"), "a");
+    for (token, at) in [("a", t(10, 0, 0)), ("b", t(11, 0, 0))] {
+        task = annotated(task, token);
+        let (status, _) = recorded(plan_manual(&task, UID, at));
+        task = with_status(task, status.clone());
+        let ManualPlan::Deliver(p) = plan_manual(&task, UID, at) else {
+            panic!("the request is delivered next")
+        };
+        let status = after_manual_attempt(&task, status, &p, &delivered(), at);
+        task = with_status(task, status);
+    }
+    let again = annotated(task, "a");
+    assert_eq!(
+        plan_manual(&again, UID, t(12, 0, 0)),
+        ManualPlan::TokenReused
+    );
+}
+
 #[test]
 fn a_garbage_token_is_not_run() {
     let task = annotated(task("1h"), "Not A Token");
@@ -147,19 +202,7 @@ fn a_garbage_token_is_not_run() {
         RecurringTaskStatus {
             last_manual_run: Some(Box::new(ManualRun {
                 token: "old".into(),
-                record: OccurrenceRecord {
-                    nominal: t(9, 0, 0),
-                    due: t(9, 0, 0),
-                    idempotency_key: manual_key(UID, "old"),
-                    outcome: Outcome::Delivered,
-                    finished_at: t(9, 0, 1),
-                    attempts: 1,
-                    backend_id: None,
-                    reason: None,
-                    trigger: Some(Trigger::Manual),
-                    completed_at: None,
-                    trace_id: None,
-                },
+                record: manual_record("old"),
             })),
             ..Default::default()
         },

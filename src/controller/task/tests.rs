@@ -42,6 +42,23 @@ pub(super) fn task(every: &str) -> RecurringTask {
     task
 }
 
+/// The record of run-now token `token`, delivered at 9:00:01.
+pub(super) fn manual_record(token: &str) -> OccurrenceRecord {
+    OccurrenceRecord {
+        nominal: t(9, 0, 0),
+        due: t(9, 0, 0),
+        idempotency_key: manual_key(UID, token),
+        outcome: Outcome::Delivered,
+        finished_at: t(9, 0, 1),
+        attempts: 1,
+        backend_id: None,
+        reason: None,
+        trigger: Some(Trigger::Manual),
+        completed_at: None,
+        trace_id: None,
+    }
+}
+
 pub(super) fn with_status(mut task: RecurringTask, status: RecurringTaskStatus) -> RecurringTask {
     task.status = Some(status);
     task
@@ -1275,6 +1292,40 @@ mod reconcile_steps {
             next.as_deref().is_none_or(|r| r.contains("/events")),
             "a request after the outcome's write: {next:?}"
         );
+    }
+
+    /// A token that comes back after another is found in the history, which the watch cache
+    /// leaves out: the task is read, nothing is written or called, and a Warning says why.
+    #[tokio::test]
+    async fn a_token_back_after_another_is_found_in_the_history_the_cache_leaves_out() {
+        use crate::api::{ManualRun, RUN_NOW_ANNOTATION};
+        let (ctx, handle, calls) = leader_calling_counted().await;
+        let mut task = first_due_in_an_hour();
+        let run = manual_record;
+        let status = task.status.as_mut().unwrap();
+        status.history = vec![run("b"), run("a")];
+        status.last_manual_run = Some(Box::new(ManualRun {
+            token: "b".into(),
+            record: run("b"),
+        }));
+        task.metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(RUN_NOW_ANNOTATION.into(), "a".into());
+        task.metadata.resource_version = Some("41".into());
+        let server = answer_once(handle, Method::GET, task.clone());
+        let cached = as_cached(&ctx, task);
+        assert!(cached.status.as_ref().unwrap().history.is_empty());
+        let action = crate::controller::Reconcile::reconcile(&cached, &ctx, "standup", "ns").await;
+        assert!(action.is_ok(), "{action:?}");
+        drop(ctx);
+        let next = server.await.unwrap();
+        assert!(
+            next.as_deref()
+                .is_some_and(|r| r.starts_with("POST") && r.contains("/events")),
+            "the request after the read: {next:?}"
+        );
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
     /// A task the watch cache holds without its conditions (`left_out`) is decided on with them
