@@ -16,6 +16,8 @@
 //! Decisions an on-call engineer can rely on:
 //! - `to` in the future is clamped to the start (`startedAt`): what falls due after it is the
 //!   schedule's to deliver.
+//! - The occurrence the task's schedule has pending, and any after it, wait until the schedule
+//!   has moved past them: the schedule's own call must not find its key taken.
 //! - A suspended task holds its backfill (Pending, or Running without deliveries, `Ready=False`
 //!   with reason `TaskSuspended`) until it is resumed: suspending a task stops all of its
 //!   deliveries.
@@ -307,6 +309,20 @@ pub fn plan(bf: &Backfill, task: &TaskView<'_>, now: DateTime<Utc>) -> Plan {
     let ready_at = old.retry_at.filter(|at| *at > now);
     if status != old {
         return update(&old, status, Some(ready_at.unwrap_or(now)), None);
+    }
+    // What the task's schedule still has pending (its jittered due instant not reached, or its
+    // call retrying) is the schedule's: sent first from here, the schedule's own call would find
+    // the key taken with another body (422) and record a failure. Once the schedule has moved
+    // past it, it is sent from here too (the backend has it: `alreadyDelivered`).
+    if let Some(p) = task
+        .status
+        .as_ref()
+        .and_then(|s| s.next_occurrence.as_ref())
+        && p.nominal <= nominal
+    {
+        let recheck = now + chrono::Duration::seconds(TASK_RECHECK.as_secs() as i64);
+        let schedule_moves = p.retry_at.unwrap_or(p.due);
+        return Plan::Wait(recheck.max(schedule_moves).max(ready_at.unwrap_or(now)));
     }
     match ready_at {
         Some(at) => Plan::Wait(at),

@@ -155,6 +155,37 @@ fn the_start_counts_the_range_and_makes_its_first_occurrence_pending() {
     );
 }
 
+/// An occurrence the task's schedule still has pending (its due instant jittered later, or its
+/// call retrying) is the schedule's: the backfill waits until the schedule has moved past it,
+/// then sends it (the backend has it: `alreadyDelivered`). Sent first, the schedule's own call
+/// got 422 and recorded a delivered occurrence as failed (a review found it).
+#[test]
+fn an_occurrence_the_schedule_still_has_pending_waits_for_the_schedule() {
+    let (bf, mut task) = started();
+    let pending = |nominal: DateTime<Utc>| crate::api::PendingOccurrence {
+        nominal,
+        due: nominal + chrono::Duration::minutes(30),
+        idempotency_key: crate::controller::task::occurrence_key(UID, nominal),
+        attempts: 0,
+        retry_at: None,
+        in_progress: 0,
+    };
+    task.status = Some(crate::api::RecurringTaskStatus {
+        next_occurrence: Some(pending(t(9, 0, 0))),
+        ..Default::default()
+    });
+    let now = t(10, 0, 1);
+    match plan_with(&bf, &task, now) {
+        Plan::Wait(at) => assert!(at > now, "{at}"),
+        other => panic!("delivered the schedule's pending occurrence: {other:?}"),
+    }
+    task.status.as_mut().unwrap().next_occurrence = Some(pending(t(9, 0, 10)));
+    assert!(matches!(
+        plan_with(&bf, &task, now),
+        Plan::Deliver(p) if p.nominal == t(9, 0, 0)
+    ));
+}
+
 #[test]
 fn the_first_pending_occurrence_is_delivered_under_the_schedules_key() {
     let (bf, task) = started();
