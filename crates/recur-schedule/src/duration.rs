@@ -202,6 +202,25 @@ fn iso_section(
     Ok(total)
 }
 
+/// `ms` milliseconds as the shortest Go-style text: `1h30m`, `2d`, `45s`, `1m0.5s` is `60500ms`.
+pub fn spoken_ms(ms: i64) -> String {
+    if ms % 1000 != 0 {
+        return format!("{ms}ms");
+    }
+    let mut secs = ms / 1000;
+    if secs == 0 {
+        return "0s".into();
+    }
+    let mut text = String::new();
+    for (unit, size) in [("d", 86_400), ("h", 3_600), ("m", 60), ("s", 1)] {
+        if secs >= size {
+            text.push_str(&format!("{}{unit}", secs / size));
+            secs %= size;
+        }
+    }
+    text
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
@@ -269,5 +288,18 @@ mod tests {
         ] {
             assert!(parse_duration(s).is_ok(), "{s}");
         }
+    }
+
+    #[test]
+    fn spoken_durations_are_the_shortest_go_text() {
+        assert_eq!(spoken_ms(90 * 60_000), "1h30m");
+        assert_eq!(spoken_ms(2 * 86_400_000), "2d");
+        assert_eq!(spoken_ms(45_000), "45s");
+        assert_eq!(spoken_ms(60_500), "60500ms");
+        assert_eq!(spoken_ms(0), "0s");
+        assert_eq!(
+            parse_duration(&spoken_ms(93_784_000)).unwrap().as_secs(),
+            93_784
+        );
     }
 }

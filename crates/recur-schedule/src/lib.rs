@@ -296,7 +296,45 @@ impl Schedule {
                 Some(_) => {}
             }
         }
+        if let Some(text) = spec.jitter.as_deref()
+            && schedule.jitter_ms > 0
+        {
+            schedule.jitter_fits(text)?;
+        }
         Ok(schedule)
+    }
+
+    /// Occurrences are delivered one at a time, in order, so each must fall due before the
+    /// next: the jitter must be shorter than the shortest time between two occurrences (for a
+    /// calendar schedule, the shortest among the first [`SPACING_SAMPLE`]).
+    fn jitter_fits(&self, text: &str) -> Result<(), ScheduleError> {
+        let spacing_ms = match self.kind {
+            Kind::Every(secs) => Some(secs.saturating_mul(1000)),
+            _ => {
+                let nominals: Vec<_> = self
+                    .iter_after(self.before_start())
+                    .take(SPACING_SAMPLE)
+                    .map(|o| o.nominal)
+                    .collect();
+                nominals
+                    .windows(2)
+                    .map(|w| (w[1] - w[0]).num_milliseconds())
+                    .min()
+            }
+        };
+        match spacing_ms {
+            Some(spacing) if i64::try_from(self.jitter_ms).unwrap_or(i64::MAX) >= spacing => {
+                let spacing = duration::spoken_ms(spacing);
+                Err(err(
+                    "jitter",
+                    format!(
+                        "{} is not shorter than the time between two occurrences ({spacing}): one would fall due before the one ahead of it; use a jitter under {spacing}",
+                        text.trim()
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The first occurrence whose nominal instant is strictly after `t`.
@@ -447,6 +485,9 @@ impl Schedule {
         }))
     }
 }
+
+/// How many occurrences of a calendar schedule are looked at for its shortest spacing.
+const SPACING_SAMPLE: usize = 256;
 
 fn parse_jitter(text: &str) -> Result<u64, ScheduleError> {
     let d = parse_duration(text).map_err(|m| err("jitter", m))?;

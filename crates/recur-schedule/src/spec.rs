@@ -76,8 +76,8 @@ pub struct ScheduleSpec {
     pub count: Option<u32>,
 
     /// Spread load: each occurrence is delayed by a fixed pseudo-random amount below this
-    /// duration (at most `24h`), the same for a given task and occurrence on every replica and
-    /// restart. For example `2m`.
+    /// duration (at most `24h`, and shorter than the time between two occurrences), the same
+    /// for a given task and occurrence on every replica and restart. For example `2m`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN), length(min = 1, max = 32))]
     pub jitter: Option<String>,

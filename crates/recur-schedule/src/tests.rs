@@ -967,6 +967,49 @@ fn jitter_is_deterministic_and_bounded() {
 
 const PINNED_JITTER_MS: i64 = 58_231;
 
+/// Occurrences are delivered one at a time, in order: with a jitter as long as the time between
+/// two of them, one could fall due before the one ahead of it and be counted as missed while
+/// the operator ran (a review found `every: 1m` with `jitter: 10m` skipping occurrences).
+/// Refused, naming the spacing.
+#[test]
+fn a_jitter_not_shorter_than_the_spacing_is_refused() {
+    let every = |e: &str, j: &str| ScheduleSpec {
+        every: Some(e.into()),
+        jitter: Some(j.into()),
+        ..Default::default()
+    };
+    let twice_a_day = |j: &str| ScheduleSpec {
+        jitter: Some(j.into()),
+        ..pattern(Frequency::Daily, "UTC", "2026-01-01T00:00:00Z", |p| {
+            p.at_times = vec!["09:00".into(), "10:30".into()];
+        })
+    };
+    for (spec, words) in [
+        (
+            every("1m", "10m"),
+            "jitter: 10m is not shorter than the time between two occurrences (1m)",
+        ),
+        (every("1m", "1m"), "(1m)"),
+        (
+            ScheduleSpec {
+                jitter: Some("5m".into()),
+                ..cron("*/5 9-17 * * 1-5", "Europe/Berlin")
+            },
+            "(5m)",
+        ),
+        (twice_a_day("2h"), "(1h30m)"),
+    ] {
+        let e = compile_err(&spec);
+        assert!(e.contains(words), "{e}");
+    }
+    compile(&every("1m", "59s"));
+    compile(&twice_a_day("1h29m"));
+    compile(&ScheduleSpec {
+        jitter: Some("4m59s".into()),
+        ..cron("*/5 9-17 * * 1-5", "Europe/Berlin")
+    });
+}
+
 /// Every local day of a daily schedule maps to exactly one instant, 2020-2030, in zones with
 /// unusual transitions (exhaustive rather than sampled).
 #[test]
