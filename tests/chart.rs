@@ -737,8 +737,8 @@ fn rendered_manifests_wire_the_options() {
     assert_eq!(
         cluster_rules,
         &json!([
-            {"apiGroups": ["recur.dev"], "resources": ["tenantpolicies"], "verbs": ["get", "list", "watch"]},
-            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}
+            {"apiGroups": ["recur.dev"], "resources": ["tenantpolicies"], "verbs": ["list", "watch"]},
+            {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}
         ])
     );
     let roles = find(&docs, "Role");
@@ -1136,10 +1136,10 @@ fn the_webhook_is_registered_with_least_privilege_in_both_certificate_modes() {
     assert_eq!(
         tail,
         vec![
-            &json!({"apiGroups": ["recur.dev"], "resources": ["tenantpolicies"], "verbs": ["get", "list", "watch"]}),
-            &json!({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list", "watch"]}),
+            &json!({"apiGroups": ["recur.dev"], "resources": ["tenantpolicies"], "verbs": ["list", "watch"]}),
+            &json!({"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}),
             &json!({"apiGroups": ["admissionregistration.k8s.io"], "resources": ["validatingwebhookconfigurations"],
-                    "resourceNames": ["rel-recur-ops"], "verbs": ["get", "patch", "update"]}),
+                    "resourceNames": ["rel-recur-ops"], "verbs": ["get", "patch"]}),
         ]
     );
     assert!(find(&docs, "Certificate").is_empty() && find(&docs, "Issuer").is_empty());
@@ -1659,14 +1659,16 @@ fn installed_service_account_has_least_privilege_cluster_wide() {
             false,
         ),
         (&["create", "serviceaccounts/token", "-n", n], false),
-        // The tenancy checks read every TenantPolicy and namespace, and change none.
+        // The tenancy checks read every TenantPolicy and namespace, and change none: list and
+        // watch feed their caches, nothing gets one.
         (&["list", "tenantpolicies.recur.dev"], true),
         (&["watch", "tenantpolicies.recur.dev"], true),
-        (&["get", "tenantpolicies.recur.dev"], true),
+        (&["get", "tenantpolicies.recur.dev"], false),
         (&["create", "tenantpolicies.recur.dev"], false),
         (&["delete", "tenantpolicies.recur.dev"], false),
         (&["list", "namespaces"], true),
         (&["watch", "namespaces"], true),
+        (&["get", &format!("namespaces/{o}")], false),
         (&["update", &format!("namespaces/{o}")], false),
         (&["create", "namespaces"], false),
         // The self-managed webhook certificate: its own Secret in the release namespace...
@@ -1680,8 +1682,9 @@ fn installed_service_account_has_least_privilege_cluster_wide() {
         (&["get", "secrets/recur-webhook-tls", "-n", o], false),
         // ... and the caBundle of its own webhook configuration.
         (&["get", &vwc], true),
+        // A JSON patch of the caBundle: never a whole update.
         (&["patch", &vwc], true),
-        (&["update", &vwc], true),
+        (&["update", &vwc], false),
         (&["delete", &vwc], false),
         (
             &[
@@ -1819,6 +1822,17 @@ fn installed_service_account_has_least_privilege_cluster_wide() {
     }
     let relabel = patch_as_sa(r#"{"metadata":{"labels":{"shard":"b"}}}"#);
     assert!(!relabel.status.success(), "relabelling must be refused");
+    // An owner that does not exist would have the garbage collector delete the task.
+    let owned = patch_as_sa(
+        r#"{"metadata":{"ownerReferences":[{"apiVersion":"v1","kind":"ConfigMap","name":"gone","uid":"00000000-0000-0000-0000-000000000000"}]}}"#,
+    );
+    let stderr = String::from_utf8_lossy(&owned.stderr);
+    assert!(
+        !owned.status.success() && stderr.contains("ownerReferences or finalizers"),
+        "an ownerReference must be refused: {stderr}"
+    );
+    let held = patch_as_sa(r#"{"metadata":{"finalizers":["example.com/hold"]}}"#);
+    assert!(!held.status.success(), "a finalizer must be refused");
     let suspend = patch_as_sa(r#"{"spec":{"suspend":true,"suspendReason":"chart test"}}"#);
     assert!(
         suspend.status.success(),

@@ -193,13 +193,39 @@ pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Con
     conditions.iter().find(|c| c.type_ == type_)
 }
 
+/// An object's name (a DNS-1123 subdomain), as the API server requires of a RecurringTask.
+pub const OBJECT_NAME_PATTERN: &str =
+    r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+
 /// A reference to a RecurringTask in the reminder's own namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskRef {
     /// Name of the RecurringTask.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub name: String,
+}
+
+impl TaskRef {
+    /// The name, when it can be a RecurringTask's: it goes into the path of an API request,
+    /// which kube-rs does not encode, so `x?resourceVersion=0` or `x/status` would change the
+    /// request (an object admitted before the schema checked the name).
+    pub fn valid_name(&self) -> Option<&str> {
+        is_object_name(&self.name).then_some(self.name.as_str())
+    }
+}
+
+/// Whether `s` is a DNS-1123 subdomain of at most 253 characters.
+pub fn is_object_name(s: &str) -> bool {
+    let label = |l: &str| {
+        let b = l.as_bytes();
+        !b.is_empty()
+            && b.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+            && b.first() != Some(&b'-')
+            && b.last() != Some(&b'-')
+    };
+    s.len() <= 253 && s.split('.').all(label)
 }
 
 /// A resource that acts for one user of the application (`spec.userId`).

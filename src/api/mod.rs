@@ -97,6 +97,7 @@ pub fn crd_files() -> Result<Vec<(String, String)>, serde_saphyr::SerializeError
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 mod tests {
     /// Each task the operator serves stays in its watch cache as this type (100,000 at scale,
     /// `docs/scaling.md`), so the parts most tasks leave unset are boxed: unboxed, the struct
@@ -110,5 +111,36 @@ mod tests {
         );
         println!("RecurringTask {task} B inline (spec {spec} B, status {status} B)");
         assert!(task <= 1_200, "RecurringTask is {task} bytes inline");
+    }
+
+    /// A task's name goes into the path of an API request unencoded: only a DNS-1123 subdomain
+    /// passes, and the schema's pattern says the same.
+    #[test]
+    fn only_object_names_are_used_as_task_names() {
+        let re = regex::Regex::new(super::common::OBJECT_NAME_PATTERN).unwrap();
+        for good in ["report", "nightly-report", "a.b-c.d", "0", &"a".repeat(253)] {
+            assert!(super::is_object_name(good), "{good}");
+            assert!(re.is_match(good), "{good}");
+        }
+        for bad in [
+            "",
+            "x?resourceVersion=0",
+            "x/status",
+            "..",
+            "a..b",
+            "-a",
+            "a-",
+            "A",
+            "a b",
+            "%2e%2e",
+            &"a".repeat(254),
+        ] {
+            assert!(!super::is_object_name(bad), "{bad}");
+            let task_ref = super::TaskRef { name: bad.into() };
+            assert_eq!(task_ref.valid_name(), None, "{bad}");
+            if bad.len() <= 253 {
+                assert!(!re.is_match(bad), "{bad}");
+            }
+        }
     }
 }

@@ -438,11 +438,12 @@ async fn read_task(
     ctx: &Context,
     ns: &str,
 ) -> Result<Option<RecurringTask>, Error> {
-    let Some(task_ref) = &rem.spec.task_ref else {
+    // A name that cannot be a task's names none (and must not reach the request's path).
+    let Some(name) = rem.spec.task_ref.as_ref().and_then(|r| r.valid_name()) else {
         return Ok(None);
     };
     let tasks: Api<RecurringTask> = Api::namespaced(ctx.client.clone(), ns);
-    super::bounded(tasks.get_opt(&task_ref.name)).await
+    super::bounded(tasks.get_opt(name)).await
 }
 
 /// One of the reminder's two calls.

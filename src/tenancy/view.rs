@@ -198,6 +198,10 @@ impl Tenancy {
     /// The task `name` of `namespace`; `None` when it does not exist or the API server does not
     /// answer within [`LOOKUP_TIMEOUT`].
     async fn task(&self, namespace: &str, name: &str) -> Option<RecurringTask> {
+        // Not a name a task can have: none (and never in the request's path).
+        if !crate::api::is_object_name(name) {
+            return None;
+        }
         let tasks: Api<RecurringTask> = Api::namespaced(self.client.clone(), namespace);
         bounded(tasks.get_opt(name)).await.ok().flatten()
     }

@@ -225,8 +225,8 @@ whatever namespaces are watched (policies are cluster-scoped and select namespac
 {{- define "recur.tenancyRules" -}}
 - apiGroups: ["recur.dev"]
   resources: ["tenantpolicies"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 - apiGroups: [""]
   resources: ["namespaces"]
-  verbs: ["get", "list", "watch"]
+  verbs: ["list", "watch"]
 {{- end }}

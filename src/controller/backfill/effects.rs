@@ -51,7 +51,11 @@ impl crate::controller::Reconcile for Backfill {
 
         // The task as the API server has it now: its suspension and UID decide.
         let tasks: Api<RecurringTask> = Api::namespaced(ctx.client.clone(), ns);
-        let task = bounded(tasks.get_opt(&bf.spec.task_ref.name)).await?;
+        // A name that cannot be a task's names none (and must not reach the request's path).
+        let task = match bf.spec.task_ref.valid_name() {
+            Some(name) => bounded(tasks.get_opt(name)).await?,
+            None => None,
+        };
         let effective = ctx.tenancy.effective(ns);
         let schedule = task.as_ref().map(compile);
         let target = task.as_ref().map(|t| effective.task(t));
