@@ -12,9 +12,9 @@
 //! whether the app is up: it neither counts as a failure nor resets the count; a neutral probe
 //! frees the probe slot, so the next call probes.
 //!
-//! Closed breakers without failures that no call used for `idle_after` are evicted
+//! Breakers that no call asked for in `idle_after` are evicted, whatever their state
 //! ([`Breakers::evict_idle`]), so the map (and the metric series that follow it) only holds
-//! what some task still uses. Open and half-open breakers are kept: they hold back calls.
+//! what some task still uses: a task held back by an open breaker asks again within its backoff.
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -241,14 +241,16 @@ impl Breakers {
         out
     }
 
-    /// Forgets the closed breakers without failures that no call used for `idle_after`, and
-    /// returns their keys (sorted), so the caller can drop what it keeps per key.
+    /// Forgets the breakers no call asked for in `idle_after`, whatever their state, and
+    /// returns their keys (sorted), so the caller can drop what it keeps per key. A task waiting
+    /// on an open breaker asks again within its backoff (at most 5 minutes, under the default
+    /// 10 minutes), so only breakers of apps no task calls any more go; kept, a failing one would
+    /// report an open breaker, and fire its alert, for good.
     pub(crate) fn evict_idle(&self, now: Instant) -> Vec<Key> {
         let idle_after = self.config.idle_after;
         let mut evicted = Vec::new();
         self.lock().retain(|key, b| {
-            let idle = matches!(b.state, State::Closed { failures: 0 })
-                && now.saturating_duration_since(b.last_used) >= idle_after;
+            let idle = now.saturating_duration_since(b.last_used) >= idle_after;
             if idle {
                 evicted.push(key.clone());
             }
@@ -492,7 +494,7 @@ mod tests {
     }
 
     #[test]
-    fn idle_closed_breakers_are_evicted_and_open_ones_kept() {
+    fn idle_breakers_are_evicted_whatever_their_state() {
         let b = breakers(1);
         let t0 = Instant::now();
         call(&b, "team-a", "quiet", Verdict::Healthy, t0);
@@ -503,6 +505,10 @@ mod tests {
         // Not idle long enough yet.
         assert!(b.evict_idle(t0 + IDLE - Duration::from_secs(1)).is_empty());
         call(&b, "team-a", "busy", Verdict::Healthy, t0 + IDLE);
+        // An open breaker is kept while calls still ask for it (holding them back is its
+        // work: a task waiting on it asks again within its backoff, at most 5 minutes).
+        let probe_at = t0 + IDLE - Duration::from_secs(1);
+        call(&b, "team-b", "down", Verdict::Failing, probe_at);
         let evicted = b.evict_idle(t0 + IDLE);
         assert_eq!(evicted, vec![key("team-a", "quiet")]);
         assert_eq!(
@@ -512,15 +518,26 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![key("team-a", "busy"), key("team-b", "down")]
         );
-        // An open breaker (and so a half-open one) is never evicted, however long it sits.
-        let much_later = t0 + IDLE * 100;
-        assert_eq!(b.evict_idle(much_later), vec![key("team-a", "busy")]);
+        let later = probe_at + IDLE - Duration::from_secs(1);
+        assert!(b.evict_idle(later).is_empty());
         assert_eq!(
-            b.states(much_later),
-            vec![(key("team-b", "down"), BreakerState::HalfOpen)]
+            b.states(later),
+            vec![
+                (key("team-a", "busy"), BreakerState::Closed),
+                (key("team-b", "down"), BreakerState::HalfOpen)
+            ]
         );
-        // Nor is a closed breaker still counting failures.
-        assert!(b2.evict_idle(much_later).is_empty());
+        // Once nothing has asked for one for IDLE (its tasks deleted, or pointed at another
+        // app), it goes with its metric series: left, it would report an open breaker
+        // (and fire the alert) for an app no task calls. So does a closed one still counting
+        // failures.
+        let much_later = t0 + IDLE * 2;
+        assert_eq!(
+            b.evict_idle(much_later),
+            vec![key("team-a", "busy"), key("team-b", "down")]
+        );
+        assert!(b.states(much_later).is_empty());
+        assert_eq!(b2.evict_idle(much_later), vec![key(NS, "flaky")]);
         // An evicted breaker starts afresh when used again; a late result for it is ignored.
         let b3 = breakers(1);
         let late = b3.try_acquire(NS, "x", t0).unwrap();

@@ -498,9 +498,9 @@ impl DaprClient {
         self.inner.breakers.states(self.inner.clock.now())
     }
 
-    /// Forgets the breakers no call used lately (closed, no failures, idle for
-    /// `BreakerConfig::idle_after`) and returns their `(namespace, app id)`, sorted, so what is
-    /// kept per app (metric series) can follow.
+    /// Forgets the breakers no call asked for in `BreakerConfig::idle_after`, whatever their
+    /// state, and returns their `(namespace, app id)`, sorted, so what is kept per app (metric
+    /// series) can follow.
     pub fn evict_idle(&self) -> Vec<(String, String)> {
         self.inner.breakers.evict_idle(self.inner.clock.now())
     }
