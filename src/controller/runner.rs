@@ -10,7 +10,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{StreamExt, TryStreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::Resource;
 use kube::runtime::WatchStreamExt;
@@ -164,8 +164,15 @@ pub(crate) async fn run<K: Reconcile>(
 ) {
     ctx.health.expect_kind(K::KIND);
     ctx.metrics.init_kind(K::KIND);
+    // Shared: the start below waits on it too, so a SIGTERM while the policies or the first
+    // list are slow (or refused) ends the controller at once instead of when it is killed.
+    let shutdown = shutdown.shared();
     // Judging an object before the policies are known would refuse what a policy grants.
-    if let Err(err) = ctx.tenancy.wait_synced().await {
+    let synced = tokio::select! {
+        synced = ctx.tenancy.wait_synced() => synced,
+        () = shutdown.clone() => return,
+    };
+    if let Err(err) = synced {
         tracing::error!(%err, kind = K::KIND, "tenant policies never synced");
         return;
     }
@@ -176,9 +183,11 @@ pub(crate) async fn run<K: Reconcile>(
     if let Some(selector) = &ctx.settings.selector {
         config = config.labels(selector);
     }
-    if initial_list::resolve(&api, K::KIND, ctx.settings.initial_list).await
-        == InitialList::Streaming
-    {
+    let initial = tokio::select! {
+        initial = initial_list::resolve(&api, K::KIND, ctx.settings.initial_list) => initial,
+        () = shutdown.clone() => return,
+    };
+    if initial == InitialList::Streaming {
         config = config.streaming_lists();
     }
     let objects = kube::runtime::reflector(

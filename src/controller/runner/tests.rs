@@ -228,3 +228,29 @@ async fn the_next_run_is_fixed_when_the_reconcile_decides() {
     let (_, next) = read.recv().await.unwrap();
     assert_eq!(next, Some(decided + crate::controller::LEASE_SLACK_RETRY));
 }
+
+/// SIGTERM before the tenant policies are loaded (their watch refused by RBAC, or slow) ends the
+/// controller at once: it waited for them first, so the process ignored the signal until it was
+/// killed, and an elector that had taken the Lease never handed it back.
+#[tokio::test]
+async fn shutdown_before_the_policies_load_ends_the_controller() {
+    let (service, _handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let mut ctx = crate::controller::test_context(
+        service,
+        "http://127.0.0.1:9",
+        Leadership::always(),
+        Duration::ZERO,
+    );
+    // Watches that are never driven: the policies never load.
+    let (tenancy, _never_driven) = crate::tenancy::Tenancy::watch(ctx.client.clone());
+    ctx.tenancy = tenancy;
+    let run = run::<RecurringTask>(
+        Arc::new(ctx),
+        None,
+        futures::stream::pending(),
+        futures::future::ready(()),
+    );
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the controller ignored the shutdown while the policies were loading");
+}
