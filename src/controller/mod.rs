@@ -150,6 +150,8 @@ pub struct Context {
     warned: Memo<(String, String), ()>,
     /// Tasks whose reminders for the pending occurrence (the value) could not all be created.
     reminders_owed: Memo<String, String>,
+    /// Per object (UID), the reconciles in a row that failed: the error policy's backoff.
+    failing: Memo<String, u32>,
     /// Per-namespace delivery rates (`limits.occurrencesPerSecond`), shared by every kind.
     pub rates: RateLimiter,
     /// The workers of each kind, shared fairly among namespaces.
@@ -174,6 +176,11 @@ fn stale_recheck(since_our_write: Duration) -> Duration {
 }
 const STALE_RECHECK_MIN: Duration = Duration::from_millis(100);
 const STALE_RECHECK_MAX: Duration = Duration::from_secs(10);
+/// How long an object's failed reconciles are counted: longer than the longest backoff between
+/// two of them, so the count only restarts after a success (or once the object is gone).
+const FAILING_MEMORY: Duration = Duration::from_secs(3600);
+/// The least wait after a failed reconcile.
+const ERROR_RETRY_MIN: Duration = Duration::from_secs(5);
 /// At most one Warning event per object and reason in this interval; status, history and
 /// metrics carry every occurrence. Shorter than kube's 6-minute event cache, so a repeat after
 /// it still joins the same event series.
@@ -204,6 +211,7 @@ impl Context {
             tenancy,
             committed: Memo::new(COMMIT_MEMORY),
             warned: Memo::new(WARNING_INTERVAL),
+            failing: Memo::new(FAILING_MEMORY),
             reminders_owed: Memo::new(COMMIT_MEMORY),
             rates: RateLimiter::new(),
             work_queues: WorkQueues::new(usize::from(settings_workers), true),
@@ -377,6 +385,24 @@ impl Context {
         for ((namespace, app), state) in self.dapr.breaker_states() {
             self.metrics.breaker_state(&namespace, &app, state as i64);
         }
+    }
+
+    /// How long to wait after another failed reconcile of `key` (an object's UID): 5 s, then
+    /// the delivery backoff's doubling (with its jitter) up to 5 minutes. Without it, a write
+    /// refused for good after a call (RBAC, an admission policy) called the backend again every
+    /// 5 s, and every object failing at once retried in lockstep.
+    pub(crate) fn error_backoff(&self, key: &str) -> Duration {
+        let mut failures = 1;
+        self.failing.upsert(key.to_string(), Instant::now(), |n| {
+            failures = n.unwrap_or(0).saturating_add(1);
+            failures
+        });
+        crate::dapr::backoff(failures, key).max(ERROR_RETRY_MIN)
+    }
+
+    /// A reconcile of `key` succeeded: the next failure waits the least again.
+    pub(crate) fn reconciled_ok(&self, key: &str) {
+        self.failing.remove(&key.to_string());
     }
 
     /// A Warning about a delivery (action `Deliver`), limited like every Warning.

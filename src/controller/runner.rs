@@ -8,7 +8,7 @@
 //! kube-runtime's runner for that).
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -255,6 +255,9 @@ pub(crate) async fn reconcile<K: Reconcile>(
             Some(action) => Ok(action),
             None => obj.reconcile(&ctx, &name, &ns).await,
         };
+        if result.is_ok() {
+            ctx.reconciled_ok(&failure_key(obj.as_ref()));
+        }
         ctx.metrics
             .reconcile_duration(K::KIND, started.elapsed().as_secs_f64());
         result
@@ -263,12 +266,26 @@ pub(crate) async fn reconcile<K: Reconcile>(
     .await
 }
 
-/// The error policy of every kind: log, count, retry in 5 s. (kube-runtime keeps no per-object
-/// backoff; deliveries back off through `retryAt` in status instead.)
+/// The error policy of every kind: log, count, retry with a backoff per object (5 s, doubling up
+/// to 5 minutes; kube-runtime keeps none, and deliveries back off through `retryAt` in status
+/// only when their outcome could be written).
 pub(super) fn error_policy<K: Reconcile>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
-    tracing::warn!(kind = K::KIND, namespace = ?obj.meta().namespace, name = ?obj.meta().name, %err, "reconcile failed");
+    let wait = ctx.error_backoff(&failure_key(obj.as_ref()));
+    tracing::warn!(kind = K::KIND, namespace = ?obj.meta().namespace, name = ?obj.meta().name, %err, retry_in_ms = wait.as_millis() as u64, "reconcile failed");
     ctx.metrics.reconcile_failed(K::KIND, err.reason());
-    Action::requeue(Duration::from_secs(5))
+    Action::requeue(wait)
+}
+
+/// What an object's failures are counted under: its UID (its namespace and name without one).
+fn failure_key<K: Resource>(obj: &K) -> String {
+    let meta = obj.meta();
+    meta.uid.clone().unwrap_or_else(|| {
+        format!(
+            "{}/{}",
+            meta.namespace.as_deref().unwrap_or_default(),
+            meta.name.as_deref().unwrap_or_default()
+        )
+    })
 }
 
 /// Drops the metadata reconcile never reads from an object bound for the watch cache.

@@ -254,3 +254,38 @@ async fn shutdown_before_the_policies_load_ends_the_controller() {
         .await
         .expect("the controller ignored the shutdown while the policies were loading");
 }
+
+/// An object whose reconcile keeps failing backs off (5 s, then doubling towards 5 minutes),
+/// and a reconcile that succeeds starts it again at 5 s. A status write refused for good after
+/// a call (RBAC, an admission policy) used to call the backend again every 5 s, for ever.
+#[tokio::test]
+async fn a_failing_object_backs_off_until_a_reconcile_succeeds() {
+    let ctx = context(Leadership::leading_until(Instant::now()));
+    let err = || crate::controller::Error::Timeout(Duration::from_secs(10));
+    let waits: Vec<Duration> = (0..8)
+        .map(|_| {
+            error_policy(task(), &err(), ctx.clone())
+                .requeue_after()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(waits[0], Duration::from_secs(5), "{waits:?}");
+    assert!(waits.windows(2).all(|w| w[0] <= w[1]), "{waits:?}");
+    assert!(waits[7] >= Duration::from_secs(60), "{waits:?}");
+    assert!(
+        waits.iter().all(|w| *w <= Duration::from_secs(300)),
+        "{waits:?}"
+    );
+    // Another object starts at 5 s.
+    let other = Arc::new(named("other"));
+    assert_eq!(
+        error_policy(other, &err(), ctx.clone()).requeue_after(),
+        Some(Duration::from_secs(5))
+    );
+    // A reconcile that succeeds (here a follower's, which leaves the object alone) resets it.
+    reconcile(task(), ctx.clone()).await.unwrap();
+    assert_eq!(
+        error_policy(task(), &err(), ctx).requeue_after(),
+        Some(Duration::from_secs(5))
+    );
+}
