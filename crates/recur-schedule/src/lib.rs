@@ -44,15 +44,17 @@
 //!   much after the transition as it was after the gap's start: Berlin 02:30 on 2026-03-29 is
 //!   03:30+02:00 (RFC 5545 3.3.5);
 //! - a repeated time (fall back) happens once, at its first instant;
-//! - instants must strictly increase: one that equals or precedes an instant already generated
-//!   is dropped (a `*/15` cron on spring-forward day gives 03:00, 03:15, 03:30 and 03:45 once
-//!   each: 02:00-02:45 land on them and 03:00-03:45 are dropped). Only a day skipped whole
-//!   (Pacific/Apia, 2011-12-30) makes two nominal days share one instant: it happens once.
+//! - instants strictly increase, each once: a time shifted out of a gap onto the instant of
+//!   another is one occurrence (a `*/15` cron on spring-forward day gives 03:00, 03:15, 03:30
+//!   and 03:45 once each: 02:00-02:45 land on them). A time after the gap still happens when a
+//!   shifted one passes it, first (`atTimes` 02:30 and 03:00 give 03:00, then 02:30 at 03:30).
+//!   Only a day skipped whole (Pacific/Apia, 2011-12-30) makes two nominal days share one
+//!   instant: it happens once.
 //! - `count`, `COUNT`, bounds and `EXDATE` apply to the instants after this policy.
 //!
 //! `next_after(t)` gives exactly what iterating from the start gives: it replays wall-clock times
 //! from 54 hours before `t` whenever the zone's offset changed in the 30 hours before `t` (gaps
-//! are at most 24 hours), so the same instants are dropped.
+//! are at most 24 hours), so it sees the times shifted from before `t` to after it.
 //!
 //! `occurrences_between(from, to)` returns at most 100 000 occurrences.
 //!
@@ -67,6 +69,7 @@
 //! `due = nominal + j` with `j` in `[0, jitter)` milliseconds from a fixed hash (FNV-1a with a
 //! splitmix64 finalizer) of the seed (the task's UID) and the nominal second: the same on every
 //! replica and restart. At most 24h.
+use std::collections::VecDeque;
 use std::sync::OnceLock;
 
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Timelike, Utc};
@@ -447,9 +450,9 @@ impl Schedule {
         let stable = after
             .checked_sub_signed(STABLE_WINDOW)
             .is_some_and(|from| zone::offset_stable(self.tz, from, after));
-        // Without a recent offset change, no wall-clock time before `after`'s can produce (or
-        // block) an instant after `after`; otherwise replay far enough back to drop the same
-        // instants as a walk from the start would.
+        // Without a recent offset change, no wall-clock time before `after`'s can produce an
+        // instant after `after`; otherwise replay far enough back to see the times a gap
+        // shifted past it, and merge the same instants as a walk from the start would.
         let from = if stable {
             local_after
         } else {
@@ -475,12 +478,15 @@ impl Schedule {
             tz: self.tz,
             generator,
             exdates,
+            pending: VecDeque::new(),
+            settled: None,
             max_seen: None,
             after,
             start: self.start,
             end,
             progress: from,
             horizon,
+            exhausted: false,
             done: false,
         }))
     }
@@ -630,7 +636,16 @@ struct CalIter<'a> {
     tz: Tz,
     generator: LocalGen<'a>,
     exdates: Option<&'a RruleRule>,
-    /// The latest instant generated so far: anything not after it is dropped.
+    /// Instants generated and not yet produced, in order, each with the first wall-clock time
+    /// that gave it (its `EXDATE` check). A skipped time waits here: its instant can come after
+    /// those of times that follow it (Berlin 02:30 on spring-forward day is 03:30+02:00, after
+    /// 03:00). Empty but around a gap: an existing time with nothing held goes at once.
+    pending: VecDeque<(DateTime<Utc>, NaiveDateTime)>,
+    /// The instant of the latest existing wall-clock time generated. Existing times give
+    /// increasing instants, and a skipped one comes after all earlier existing ones, so no time
+    /// still to come gives an instant at or before it: pending instants up to it can go.
+    settled: Option<DateTime<Utc>>,
+    /// The latest instant let go: a time giving it again is the same occurrence.
     max_seen: Option<DateTime<Utc>>,
     after: DateTime<Utc>,
     start: DateTime<Utc>,
@@ -638,7 +653,55 @@ struct CalIter<'a> {
     /// The latest wall-clock time generated, from which the horizon counts.
     progress: NaiveDateTime,
     horizon: TimeDelta,
+    /// The generator has nothing more: every pending instant can go.
+    exhausted: bool,
     done: bool,
+}
+
+impl CalIter<'_> {
+    /// The earliest pending instant, once no time still to come can give an earlier one.
+    fn take_settled(&mut self) -> Option<(DateTime<Utc>, NaiveDateTime)> {
+        let (first, _) = self.pending.front()?;
+        if !self.exhausted && self.settled.is_none_or(|s| *first > s) {
+            return None;
+        }
+        let (at, local) = self.pending.pop_front()?;
+        self.max_seen = Some(at);
+        Some((at, local))
+    }
+
+    /// The next wall-clock time's instant, when it can go at once (it exists and nothing is
+    /// held); otherwise it is held in `pending`, or merged, or the generator is exhausted.
+    fn generate(&mut self) -> Option<(DateTime<Utc>, NaiveDateTime)> {
+        let limit = self
+            .progress
+            .checked_add_signed(self.horizon)
+            .unwrap_or(NaiveDateTime::MAX);
+        let Some(local) = self.generator.next(limit) else {
+            self.exhausted = true;
+            return None;
+        };
+        self.progress = local;
+        let Some((at, skipped)) = zone::resolve_marked(self.tz, local) else {
+            self.exhausted = true;
+            return None;
+        };
+        if !skipped {
+            self.settled = Some(at);
+        }
+        // A time pushed out of a gap onto another's instant is that occurrence: it happens once.
+        if self.max_seen.is_some_and(|m| at <= m) {
+            return None;
+        }
+        if !skipped && self.pending.is_empty() {
+            self.max_seen = Some(at);
+            return Some((at, local));
+        }
+        if let Err(i) = self.pending.binary_search_by_key(&at, |(a, _)| *a) {
+            self.pending.insert(i, (at, local));
+        }
+        None
+    }
 }
 
 impl Iterator for CalIter<'_> {
@@ -646,21 +709,14 @@ impl Iterator for CalIter<'_> {
 
     fn next(&mut self) -> Option<DateTime<Utc>> {
         while !self.done {
-            let limit = self
-                .progress
-                .checked_add_signed(self.horizon)
-                .unwrap_or(NaiveDateTime::MAX);
-            let Some(local) = self.generator.next(limit) else {
-                break;
+            let next = match self.take_settled() {
+                Some(held) => Some(held),
+                None if self.exhausted => break,
+                None => self.generate(),
             };
-            self.progress = local;
-            let Some(at) = zone::resolve(self.tz, local) else {
-                break;
-            };
-            if self.max_seen.is_some_and(|m| at <= m) {
+            let Some((at, local)) = next else {
                 continue;
-            }
-            self.max_seen = Some(at);
+            };
             if at <= self.after || at < self.start {
                 continue;
             }

@@ -621,6 +621,105 @@ fn count_counts_dst_merged_occurrences_once() {
 }
 
 #[test]
+fn a_time_after_the_gap_fires_before_a_skipped_time_shifted_past_it() {
+    // 02:30 does not exist on 2026-03-29 in Berlin and happens at 03:30+02:00; 03:00 exists and
+    // comes first. Both happen, in instant order, the day before and after as usual.
+    let spec = pattern(
+        Frequency::Daily,
+        "Europe/Berlin",
+        "2026-03-27T23:00:00Z",
+        |p| p.at_times = vec!["02:30".into(), "03:00".into()],
+    );
+    let s = compile(&spec);
+    assert_eq!(
+        upcoming(&s, "2026-03-27T23:00:00Z", 6),
+        [
+            "2026-03-28T02:30:00+01:00",
+            "2026-03-28T03:00:00+01:00",
+            "2026-03-29T03:00:00+02:00",
+            "2026-03-29T03:30:00+02:00",
+            "2026-03-30T02:30:00+02:00",
+            "2026-03-30T03:00:00+02:00",
+        ]
+    );
+    assert_steps_agree(&s, "2026-03-27T23:00:00Z", 6);
+    // From between the two, and with `count` counting both.
+    assert_eq!(
+        upcoming(&s, "2026-03-29T01:00:00Z", 1),
+        ["2026-03-29T03:30:00+02:00"]
+    );
+    let s = compile(&ScheduleSpec {
+        count: Some(4),
+        ..spec
+    });
+    assert_eq!(
+        upcoming(&s, "2026-03-29T00:00:00Z", 10),
+        ["2026-03-29T03:00:00+02:00", "2026-03-29T03:30:00+02:00"]
+    );
+}
+
+#[test]
+fn rrule_keeps_a_time_after_the_gap_that_a_shifted_time_passes() {
+    let spec = |text: &str| ScheduleSpec {
+        rrule: Some(text.into()),
+        time_zone: Some("Europe/Berlin".into()),
+        start_at: Some(t("2026-03-28T23:00:00Z")),
+        ..Default::default()
+    };
+    // BYSETPOS picks 02:30 and 03:00 of 02:00, 02:30, 03:00 and 03:30.
+    let s = compile(&spec(
+        "FREQ=DAILY;BYHOUR=2,3;BYMINUTE=0,30;BYSECOND=0;BYSETPOS=2,3",
+    ));
+    assert_eq!(
+        upcoming(&s, "2026-03-28T23:00:00Z", 3),
+        [
+            "2026-03-29T03:00:00+02:00",
+            "2026-03-29T03:30:00+02:00",
+            "2026-03-30T02:30:00+02:00",
+        ]
+    );
+    assert_steps_agree(&s, "2026-03-28T23:00:00Z", 4);
+    // An EXDATE of the skipped 02:30 removes it alone.
+    let s = compile(&spec(
+        "FREQ=DAILY;BYHOUR=2,3;BYMINUTE=0,30;BYSECOND=0;BYSETPOS=2,3\nEXDATE;TZID=Europe/Berlin:20260329T023000",
+    ));
+    assert_eq!(
+        upcoming(&s, "2026-03-28T23:00:00Z", 2),
+        ["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00"]
+    );
+    // Without BYSETPOS: every 45 minutes from midnight gives 02:15 (03:15+02:00) before 03:00.
+    let s = compile(&spec("FREQ=MINUTELY;INTERVAL=45"));
+    assert_eq!(
+        upcoming(&s, "2026-03-29T00:00:00Z", 4),
+        [
+            "2026-03-29T01:30:00+01:00",
+            "2026-03-29T03:00:00+02:00",
+            "2026-03-29T03:15:00+02:00",
+            "2026-03-29T03:45:00+02:00",
+        ]
+    );
+    assert_steps_agree(&s, "2026-03-28T23:00:00Z", 8);
+}
+
+#[test]
+fn cron_keeps_a_time_after_a_half_hour_gap_that_a_shifted_time_passes() {
+    // Lord Howe skips 02:00-02:30 on 2026-10-04: 02:10 happens at 02:40+11:00, after 02:35.
+    let s = compile(&cron("10,35 2 * * *", "Australia/Lord_Howe"));
+    assert_eq!(
+        upcoming(&s, "2026-10-02T12:00:00Z", 6),
+        [
+            "2026-10-03T02:10:00+10:30",
+            "2026-10-03T02:35:00+10:30",
+            "2026-10-04T02:35:00+11:00",
+            "2026-10-04T02:40:00+11:00",
+            "2026-10-05T02:10:00+11:00",
+            "2026-10-05T02:35:00+11:00",
+        ]
+    );
+    assert_steps_agree(&s, "2026-10-02T12:00:00Z", 6);
+}
+
+#[test]
 fn rrule_count_until_and_exdate() {
     let start = Some(t("2026-03-27T00:00:00Z"));
     let spec = |text: &str| ScheduleSpec {

@@ -6,8 +6,8 @@
 //! - A time skipped by a spring-forward change happens at the offset in force before the change
 //!   (RFC 5545 3.3.5): Berlin 02:30 on 2026-03-29 is 01:30 UTC, shown as 03:30+02:00.
 //!
-//! The caller drops any instant that does not come strictly after the previous one, which is
-//! what a time pushed out of a gap onto an existing time produces.
+//! A time pushed out of a gap can land on another time's instant (one occurrence), or after the
+//! instants of times that follow it: the caller produces the instants in order, once each.
 use std::str::FromStr;
 
 use chrono::{DateTime, LocalResult, NaiveDateTime, Offset, TimeDelta, TimeZone, Utc};
@@ -75,10 +75,16 @@ pub fn local_of(tz: Tz, t: DateTime<Utc>) -> NaiveDateTime {
 /// The instant of the wall-clock time `local` in `tz`, by the policy in the module docs. `None`
 /// only at the edges of chrono's range.
 pub fn resolve(tz: Tz, local: NaiveDateTime) -> Option<DateTime<Utc>> {
+    resolve_marked(tz, local).map(|(at, _)| at)
+}
+
+/// [`resolve`], and whether `local` was skipped: only a skipped time's instant can come after
+/// the instants of wall-clock times that follow it.
+pub fn resolve_marked(tz: Tz, local: NaiveDateTime) -> Option<(DateTime<Utc>, bool)> {
     match tz.from_local_datetime(&local) {
-        LocalResult::Single(t) => Some(t.with_timezone(&Utc)),
-        LocalResult::Ambiguous(first, _) => Some(first.with_timezone(&Utc)),
-        LocalResult::None => resolve_in_gap(tz, local),
+        LocalResult::Single(t) => Some((t.with_timezone(&Utc), false)),
+        LocalResult::Ambiguous(first, _) => Some((first.with_timezone(&Utc), false)),
+        LocalResult::None => resolve_in_gap(tz, local).map(|at| (at, true)),
     }
 }
 
