@@ -550,6 +550,18 @@ fn rendered_manifests_wire_the_options() {
         args[0], "run",
         "the image's CMD is replaced by the args, so they start with the subcommand"
     );
+    // The pod's grace covers a reconcile in flight at SIGTERM, each step bounded: the task's
+    // read (10 s), one event (10 s), the call (--dapr-timeout, 5 s) and the status write (10 s),
+    // then the Lease's release. With 30 s, a kill could land between a call and its write.
+    let grace =
+        only(&docs, "Deployment")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+            .as_i64()
+            .unwrap();
+    assert!(args.contains(&"--dapr-timeout=5s".to_string()), "{args:?}");
+    assert!(
+        grace >= 10 + 10 + 5 + 10 + 5,
+        "terminationGracePeriodSeconds {grace}"
+    );
     for want in [
         "--leader-elect",
         "--lease-name=rel-recur-leader",
