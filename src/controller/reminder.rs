@@ -326,6 +326,10 @@ impl crate::controller::Reconcile for Reminder {
         crate::controller::fingerprint(&self.status)
     }
 
+    fn trim_for_cache(_ctx: &Context, event: &mut kube::runtime::watcher::Event<Self>) {
+        crate::controller::runner::drop_labels_and_annotations(event);
+    }
+
     async fn reconcile(&self, ctx: &Context, name: &str, ns: &str) -> Result<Action, Error> {
         let rem = self;
         if let Some(wait) = ctx.stale_wait(rem) {

@@ -288,6 +288,21 @@ fn failure_key<K: Resource>(obj: &K) -> String {
     })
 }
 
+/// For kinds whose reconcile reads neither labels nor annotations (reminders, backfills): drops
+/// them from an object bound for the watch cache. A reminder carries every label of its task
+/// (so a shard's selector finds it), and a task keeps up to 100 reminders: labels a tenant made
+/// large would otherwise sit in the operator's memory a hundred times over.
+pub(crate) fn drop_labels_and_annotations<K: Resource>(
+    event: &mut kube::runtime::watcher::Event<K>,
+) {
+    use kube::runtime::watcher::Event;
+    if let Event::Apply(obj) | Event::InitApply(obj) = event {
+        let meta = obj.meta_mut();
+        meta.labels = None;
+        meta.annotations = None;
+    }
+}
+
 /// Drops the metadata reconcile never reads from an object bound for the watch cache.
 fn prune_unread_metadata<K: Resource>(obj: &mut K) {
     let meta = obj.meta_mut();

@@ -289,3 +289,50 @@ async fn a_failing_object_backs_off_until_a_reconcile_succeeds() {
         Some(Duration::from_secs(5))
     );
 }
+
+/// Reminders and backfills are cached without labels and annotations, which their reconciles
+/// never read: a reminder copies every label of its task, and a task keeps up to 100 reminders,
+/// so a tenant's large labels filled the operator's memory a hundred times over.
+#[tokio::test]
+async fn reminders_and_backfills_are_cached_without_labels_and_annotations() {
+    use kube::runtime::watcher::Event;
+    let big: std::collections::BTreeMap<String, String> = (0..50)
+        .map(|i| (format!("example.com/label-{i}"), "x".repeat(63)))
+        .collect();
+    let reminder: crate::api::Reminder = serde_json::from_value(json!({
+        "apiVersion": "recur.dev/v1alpha1", "kind": "Reminder",
+        "metadata": {"name": "r", "namespace": "ns", "uid": "u-r", "labels": big,
+                     "annotations": {"note": "y".repeat(10_000)},
+                     "ownerReferences": [{"apiVersion": "recur.dev/v1alpha1", "kind": "RecurringTask",
+                                          "name": "t", "uid": "u-t"}]},
+        "spec": {"userId": "u-1", "title": "t", "dueAt": "2030-01-01T00:00:00Z"}
+    }))
+    .unwrap();
+    let ctx = context(Leadership::always());
+    let mut event = Event::Apply(reminder);
+    crate::controller::Reconcile::trim_for_cache(&ctx, &mut event);
+    let Event::Apply(cached) = event else {
+        unreachable!()
+    };
+    assert_eq!(cached.metadata.labels, None);
+    assert_eq!(cached.metadata.annotations, None);
+    assert_eq!(
+        cached.metadata.owner_references.as_ref().map(Vec::len),
+        Some(1)
+    );
+
+    let backfill: crate::api::Backfill = serde_json::from_value(json!({
+        "apiVersion": "recur.dev/v1alpha1", "kind": "Backfill",
+        "metadata": {"name": "b", "namespace": "ns", "uid": "u-b", "labels": {"team": "a"},
+                     "annotations": {"note": "y"}},
+        "spec": {"taskRef": {"name": "t"}, "from": "2026-01-01T00:00:00Z", "to": "2026-01-02T00:00:00Z"}
+    }))
+    .unwrap();
+    let mut event = Event::InitApply(backfill);
+    crate::controller::Reconcile::trim_for_cache(&ctx, &mut event);
+    let Event::InitApply(cached) = event else {
+        unreachable!()
+    };
+    assert_eq!(cached.metadata.labels, None);
+    assert_eq!(cached.metadata.annotations, None);
+}
