@@ -116,14 +116,23 @@ async fn a_run_now_token_delivers_once_even_set_twice_and_across_a_sigkill() {
     ]);
     println!("lastManualRun: {}", String::from_utf8_lossy(&out.stdout));
 
-    // Set twice: another token, then `first` again. The second `first` reaches the backend
-    // under the same key, which absorbs it: still one delivery.
+    // Set twice: another token, then `first` again (a `git revert`). `first` is in the
+    // history: it does not run again under its key, and a RunRefused Warning says so.
     annotate(ns.name(), "report", "second");
     manual_run_of(&api, "report", "second").await;
     annotate(ns.name(), "report", "first");
-    manual_run_of(&api, "report", "first").await;
-    let (calls, accepted) = calls_with(&stack, &key).await;
-    assert_eq!(accepted, 1, "{calls} calls with {key}");
+    wait_for_value(Duration::from_secs(30), "the RunRefused event", || {
+        let n = ns.name().to_string();
+        async move {
+            event_reasons(&n, "regarding.name=report")
+                .contains(&"RunRefused".to_string())
+                .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(calls_with(&stack, &key).await, (1, 1), "{key} called again");
+    let status = api.get("report").await.unwrap().status.unwrap();
+    assert_eq!(status.last_manual_run.unwrap().token, "second");
 
     // SIGKILL while the call is held by a slow backend: the restarted operator retries the
     // very key written to status before the call.
