@@ -95,6 +95,7 @@ pub struct Metrics {
     breaker_state: Family<AppLabels, Gauge>,
     leader: Gauge,
     lease_slack_waits: Counter,
+    watch_errors: Family<KindLabels, Counter>,
     shards_held: Gauge,
     pending: Family<KindLabels, Gauge>,
     status_writes: Family<KindOutcomeLabels, Counter>,
@@ -155,6 +156,7 @@ impl Metrics {
             breaker_state: Family::default(),
             leader: Gauge::default(),
             lease_slack_waits: Counter::default(),
+            watch_errors: Family::default(),
             shards_held: Gauge::default(),
             pending: Family::default(),
             status_writes: Family::default(),
@@ -217,6 +219,11 @@ impl Metrics {
             "lease_slack_waits",
             "Reconciles a leader deferred by 500 ms, acting on nothing, because its Lease would end before a call could finish (a renewal not yet answered); an object counts again at each deferral",
             m.lease_slack_waits.clone(),
+        );
+        reg.add(
+            "watch_errors",
+            "Errors of the watch of a kind (the API server refused, ended or broke it; it is made again with backoff): while they go on, that kind's watch cache does not follow the API server",
+            m.watch_errors.clone(),
         );
         reg.add(
             "shards_held",
@@ -302,6 +309,9 @@ impl Metrics {
     /// once per kind when its controller starts.
     pub fn init_kind(&self, kind: &str) {
         self.reconciles.get_or_create(&kind_labels(kind)).inc_by(0);
+        self.watch_errors
+            .get_or_create(&kind_labels(kind))
+            .inc_by(0);
         for reason in RECONCILE_ERROR_REASONS {
             self.reconcile_errors
                 .get_or_create(&KindReasonLabels {
@@ -416,6 +426,10 @@ impl Metrics {
 
     pub fn lease_slack_wait(&self) {
         self.lease_slack_waits.inc();
+    }
+
+    pub fn watch_error(&self, kind: &str) {
+        self.watch_errors.get_or_create(&kind_labels(kind)).inc();
     }
 
     pub fn set_shards_held(&self, held: usize) {
@@ -625,6 +639,7 @@ mod tests {
         m.breaker_state("team-a", "billing", 2);
         m.set_leader(true);
         m.lease_slack_wait();
+        m.watch_error("Backfill");
         m.set_pending("Reminder", 3);
         m.status_write("Reminder", "conflict");
         m.set_ready(true);
@@ -642,7 +657,7 @@ mod tests {
         let mut registered = m.families().to_vec();
         registered.sort();
         assert_eq!(exposed, registered);
-        assert_eq!(registered.len(), 21);
+        assert_eq!(registered.len(), 22);
         for family in [
             "recur_reconciles",
             "recur_reconcile_errors",
@@ -653,6 +668,7 @@ mod tests {
             "recur_circuit_breaker_state",
             "recur_leader",
             "recur_lease_slack_waits",
+            "recur_watch_errors",
             "recur_shards_held",
             "recur_pending_occurrences",
             "recur_status_writes",
@@ -696,6 +712,10 @@ mod tests {
         );
         assert_eq!(sample(&text, "recur_leader"), Some(1.0));
         assert_eq!(sample(&text, "recur_lease_slack_waits_total"), Some(1.0));
+        assert_eq!(
+            sample(&text, r#"recur_watch_errors_total{kind="Backfill"}"#),
+            Some(1.0)
+        );
         assert_eq!(
             sample(&text, r#"recur_pending_occurrences{kind="Reminder"}"#),
             Some(3.0)
@@ -1055,6 +1075,7 @@ mod tests {
                 "recur_shards_held",
                 "recur_status_writes",
                 "recur_tasks_suspended",
+                "recur_watch_errors",
             ]
         );
     }

@@ -235,6 +235,7 @@ fn exported() -> BTreeMap<String, BTreeSet<String>> {
     m.breaker_state("team-a", "billing", 2);
     m.set_leader(true);
     m.lease_slack_wait();
+    m.watch_error("RecurringTask");
     m.set_pending("RecurringTask", 3);
     m.status_write("RecurringTask", "ok");
     m.event_suppressed("DeliveryFailed");

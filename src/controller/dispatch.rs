@@ -46,12 +46,18 @@ pub(crate) async fn run<K: Reconcile>(
 ) {
     let (again_tx, again_rx) = mpsc::unbounded_channel::<Request>();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel();
-    let changed = objects.filter_map(|res| async move {
-        match res {
-            Ok(obj) => Some(now(Key::of(&obj))),
-            Err(err) => {
-                tracing::debug!(%err, kind = K::KIND, "watch");
-                None
+    let metrics = ctx.metrics.clone();
+    let changed = objects.filter_map(move |res| {
+        let metrics = metrics.clone();
+        async move {
+            match res {
+                Ok(obj) => Some(now(Key::of(&obj))),
+                Err(err) => {
+                    // Made again with backoff; until then the cache goes stale, so say so.
+                    tracing::warn!(%err, kind = K::KIND, "watch failed; retrying with backoff");
+                    metrics.watch_error(K::KIND);
+                    None
+                }
             }
         }
     });

@@ -231,8 +231,15 @@ pub(crate) async fn run<K: Reconcile>(
             ctx.clone(),
         )
         .for_each(|res| {
-            if let Err(err) = res {
-                tracing::debug!(%err, kind = K::KIND, "controller event");
+            match res {
+                // The watch failed (made again with backoff): the cache goes stale meanwhile.
+                Err(kube::runtime::controller::Error::QueueError(err)) => {
+                    tracing::warn!(%err, kind = K::KIND, "watch failed; retrying with backoff");
+                    ctx.metrics.watch_error(K::KIND);
+                }
+                // Reconcile errors are logged and counted by the error policy.
+                Err(err) => tracing::debug!(%err, kind = K::KIND, "controller event"),
+                Ok(_) => {}
             }
             futures::future::ready(())
         })

@@ -336,3 +336,36 @@ async fn reminders_and_backfills_are_cached_without_labels_and_annotations() {
     assert_eq!(cached.metadata.labels, None);
     assert_eq!(cached.metadata.annotations, None);
 }
+
+/// A watch error (the API server refused or broke the watch) is counted per kind and logged
+/// as a warning: it was logged at debug only, so a cache going stale showed nowhere.
+#[tokio::test]
+async fn a_watch_error_is_counted() {
+    let ctx = context(Leadership::always());
+    let metrics = ctx.metrics.clone();
+    let gate = Arc::new(FairGate::new(1));
+    let failed = kube::runtime::watcher::Error::NoResourceVersion;
+    let objects = futures::stream::iter([Err::<RecurringTask, _>(failed)]);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(dispatch::run(
+        ctx,
+        gate,
+        objects,
+        empty_store(),
+        futures::stream::pending(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let counted = "recur_watch_errors_total{kind=\"RecurringTask\"} 1\n";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !metrics.encode().contains(counted) {
+        assert!(Instant::now() < deadline, "{}", metrics.encode());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .unwrap()
+        .unwrap();
+}
