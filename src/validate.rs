@@ -112,6 +112,14 @@ pub fn task(task: &RecurringTask, now: DateTime<Utc>) -> Result<Schedule, Invali
     Ok(schedule)
 }
 
+/// [`task`], plus what is checked only where a spec is written (the admission webhook): a
+/// task stored before such a check keeps working, where the controller's [`task`] would stop it.
+pub fn task_as_written(task: &RecurringTask, now: DateTime<Utc>) -> Result<Schedule, Invalid> {
+    let schedule = self::task(task, now)?;
+    schedule.jitter_fits(task.spec.schedule.jitter.as_deref(), now)?;
+    Ok(schedule)
+}
+
 /// A schedule that compiles may still hold no occurrence between its start and its end (`endAt`
 /// before the first one, an RRULE's `UNTIL`, or `COUNT` instances all removed by `EXDATE`).
 fn fires(spec: &ScheduleSpec, schedule: &Schedule, anchor: DateTime<Utc>) -> Result<(), Invalid> {

@@ -178,6 +178,10 @@ pub fn preview(
         Ok(s) => s,
         Err(e) => return Output::error(e),
     };
+    // What kubectl apply would refuse too.
+    if let Err(e) = schedule.jitter_fits(source.spec.jitter.as_deref(), after) {
+        return Output::error(e);
+    }
     let occurrences: Vec<Occurrence> = schedule.iter_after(after).take(args.count).collect();
     let zone = if args.utc {
         Tz::UTC

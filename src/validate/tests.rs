@@ -371,3 +371,19 @@ fn the_slowest_checks_print_their_cost() {
         println!("{spec}: {outcome:?} in {:?}", started.elapsed());
     }
 }
+
+/// A jitter as long as the spacing is refused where the spec is written (the webhook), not by
+/// the controller's check: a task stored before the rule keeps delivering (stopped, it would
+/// lose its pending occurrence and fail its backfills).
+#[test]
+fn a_jitter_longer_than_the_spacing_is_refused_when_written_only() {
+    let t = schedule(json!({"every": "1m", "jitter": "10m"}));
+    assert!(task(&t, at(NOW)).is_ok());
+    let e = task_as_written(&t, at(NOW)).unwrap_err();
+    assert_eq!(e.field, "spec.schedule.jitter");
+    assert!(
+        e.message
+            .contains("not shorter than the time between two occurrences (1m)"),
+        "{e}"
+    );
+}

@@ -299,32 +299,40 @@ impl Schedule {
                 Some(_) => {}
             }
         }
-        if let Some(text) = spec.jitter.as_deref()
-            && schedule.jitter_ms > 0
-        {
-            schedule.jitter_fits(text)?;
-        }
         Ok(schedule)
     }
 
     /// Occurrences are delivered one at a time, in order, so each must fall due before the
-    /// next: the jitter must be shorter than the shortest time between two occurrences (for a
-    /// calendar schedule, the shortest among the first [`SPACING_SAMPLE`]).
-    fn jitter_fits(&self, text: &str) -> Result<(), ScheduleError> {
-        let spacing_ms = match self.kind {
-            Kind::Every(secs) => Some(secs.saturating_mul(1000)),
-            _ => {
-                let nominals: Vec<_> = self
-                    .iter_after(self.before_start())
-                    .take(SPACING_SAMPLE)
-                    .map(|o| o.nominal)
-                    .collect();
-                nominals
-                    .windows(2)
-                    .map(|w| (w[1] - w[0]).num_milliseconds())
-                    .min()
-            }
+    /// next: the jitter (`spec.jitter`, its text `jitter`) must be shorter than the shortest
+    /// time between two occurrences in the year from `from` (or from the start, if later),
+    /// looking at [`SPACING_SAMPLE`] occurrences at most. A year holds every daylight-saving
+    /// change, which brings two local times closer. Checked where a spec is written (admission,
+    /// the CLI), not by [`Schedule::compile`]: a task stored before the check keeps working.
+    pub fn jitter_fits(
+        &self,
+        jitter: Option<&str>,
+        from: DateTime<Utc>,
+    ) -> Result<(), ScheduleError> {
+        let Some(text) = jitter.filter(|_| self.jitter_ms > 0) else {
+            return Ok(());
         };
+        let start = from.max(self.start);
+        let until = start
+            .checked_add_signed(TimeDelta::days(366))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let after = start
+            .checked_sub_signed(TimeDelta::seconds(1))
+            .unwrap_or(start);
+        let nominals: Vec<_> = self
+            .iter_after(after)
+            .take_while(|o| o.nominal < until)
+            .take(SPACING_SAMPLE)
+            .map(|o| o.nominal)
+            .collect();
+        let spacing_ms = nominals
+            .windows(2)
+            .map(|w| (w[1] - w[0]).num_milliseconds())
+            .min();
         match spacing_ms {
             Some(spacing) if i64::try_from(self.jitter_ms).unwrap_or(i64::MAX) >= spacing => {
                 let spacing = duration::spoken_ms(spacing);
@@ -492,8 +500,9 @@ impl Schedule {
     }
 }
 
-/// How many occurrences of a calendar schedule are looked at for its shortest spacing.
-const SPACING_SAMPLE: usize = 256;
+/// At most how many occurrences are looked at for a schedule's shortest spacing (a year of a
+/// two-hourly schedule; only where a spec is written, never per reconcile).
+const SPACING_SAMPLE: usize = 20_000;
 
 fn parse_jitter(text: &str) -> Result<u64, ScheduleError> {
     let d = parse_duration(text).map_err(|m| err("jitter", m))?;

@@ -1069,18 +1069,21 @@ const PINNED_JITTER_MS: i64 = 58_231;
 /// Occurrences are delivered one at a time, in order: with a jitter as long as the time between
 /// two of them, one could fall due before the one ahead of it and be counted as missed while
 /// the operator ran (a review found `every: 1m` with `jitter: 10m` skipping occurrences).
-/// Refused, naming the spacing.
+/// Refused where a spec is written, naming the spacing; `compile` still accepts it, so a task
+/// stored before keeps working.
 #[test]
 fn a_jitter_not_shorter_than_the_spacing_is_refused() {
+    let from = t("2026-05-01T00:00:00Z");
+    let fits = |spec: &ScheduleSpec| compile(spec).jitter_fits(spec.jitter.as_deref(), from);
     let every = |e: &str, j: &str| ScheduleSpec {
         every: Some(e.into()),
         jitter: Some(j.into()),
         ..Default::default()
     };
-    let twice_a_day = |j: &str| ScheduleSpec {
+    let twice_a_day = |zone: &str, times: [&str; 2], j: &str| ScheduleSpec {
         jitter: Some(j.into()),
-        ..pattern(Frequency::Daily, "UTC", "2026-01-01T00:00:00Z", |p| {
-            p.at_times = vec!["09:00".into(), "10:30".into()];
+        ..pattern(Frequency::Daily, zone, "2026-01-01T00:00:00Z", |p| {
+            p.at_times = times.iter().map(|t| t.to_string()).collect();
         })
     };
     for (spec, words) in [
@@ -1096,17 +1099,30 @@ fn a_jitter_not_shorter_than_the_spacing_is_refused() {
             },
             "(5m)",
         ),
-        (twice_a_day("2h"), "(1h30m)"),
+        (twice_a_day("UTC", ["09:00", "10:30"], "2h"), "(1h30m)"),
+        // Two hours apart, but one hour on the day clocks go forward (2027-03-28, 02:00 shifted
+        // to 03:00+02:00): the year looked at holds that day.
+        (
+            twice_a_day("Europe/Berlin", ["01:30", "03:30"], "90m"),
+            "(1h)",
+        ),
     ] {
-        let e = compile_err(&spec);
+        let e = fits(&spec).unwrap_err().to_string();
         assert!(e.contains(words), "{e}");
     }
-    compile(&every("1m", "59s"));
-    compile(&twice_a_day("1h29m"));
-    compile(&ScheduleSpec {
+    fits(&every("1m", "59s")).unwrap();
+    fits(&twice_a_day("UTC", ["09:00", "10:30"], "1h29m")).unwrap();
+    fits(&ScheduleSpec {
         jitter: Some("4m59s".into()),
         ..cron("*/5 9-17 * * 1-5", "Europe/Berlin")
-    });
+    })
+    .unwrap();
+    // One occurrence: no spacing to keep.
+    fits(&ScheduleSpec {
+        count: Some(1),
+        ..every("1h", "2h")
+    })
+    .unwrap();
 }
 
 /// Every local day of a daily schedule maps to exactly one instant, 2020-2030, in zones with
