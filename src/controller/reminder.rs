@@ -322,6 +322,16 @@ impl crate::controller::Reconcile for Reminder {
             && (retrying || self.spec.due_at + crate::controller::OVERDUE_GRACE <= now)
     }
 
+    fn wake_at(&self) -> Option<DateTime<Utc>> {
+        let status = self.status.as_ref();
+        let pending = status.and_then(|s| s.phase).unwrap_or_default() == Phase::Pending;
+        pending.then(|| {
+            status
+                .and_then(|s| s.retry_at)
+                .map_or(self.spec.due_at, |r| r.max(self.spec.due_at))
+        })
+    }
+
     fn decided_on(&self) -> Option<u64> {
         crate::controller::fingerprint(&self.status)
     }

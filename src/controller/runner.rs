@@ -60,6 +60,10 @@ pub trait Reconcile:
     /// looks at first.
     fn overdue(&self, now: chrono::DateTime<chrono::Utc>) -> bool;
 
+    /// When the object next owes something by its status as cached (a due instant, a retry):
+    /// a failed reconcile looks again no later than that, whatever its backoff.
+    fn wake_at(&self) -> Option<chrono::DateTime<chrono::Utc>>;
+
     /// A fingerprint of what a decision to call rests on: the status, less what only records
     /// past outcomes and may be held in another form by the cache (a task's history). It stays
     /// the same from the version a call was decided on until our write of its outcome arrives
@@ -277,7 +281,15 @@ pub(crate) async fn reconcile<K: Reconcile>(
 /// to 5 minutes; kube-runtime keeps none, and deliveries back off through `retryAt` in status
 /// only when their outcome could be written).
 pub(super) fn error_policy<K: Reconcile>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
-    let wait = ctx.error_backoff(&failure_key(obj.as_ref()));
+    let mut wait = ctx.error_backoff(&failure_key(obj.as_ref()));
+    // A failure must not make a coming occurrence late: the backoff is for what keeps failing
+    // once due (a wake already past leaves it whole).
+    if let Some(until) = obj
+        .wake_at()
+        .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
+    {
+        wait = wait.min(until);
+    }
     tracing::warn!(kind = K::KIND, namespace = ?obj.meta().namespace, name = ?obj.meta().name, %err, retry_in_ms = wait.as_millis() as u64, "reconcile failed");
     ctx.metrics.reconcile_failed(K::KIND, err.reason());
     Action::requeue(wait)

@@ -30,6 +30,10 @@ impl crate::controller::Reconcile for Backfill {
             .is_some_and(|s| s.phase == BackfillPhase::Running)
     }
 
+    fn wake_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.status.as_ref().and_then(|s| s.retry_at)
+    }
+
     fn decided_on(&self) -> Option<u64> {
         crate::controller::fingerprint(&self.status)
     }

@@ -369,3 +369,39 @@ async fn a_watch_error_is_counted() {
         .unwrap()
         .unwrap();
 }
+
+/// The backoff never makes a coming occurrence late: a failing task whose next occurrence is
+/// due in a minute looks again by then, however often it failed; once due, it backs off.
+#[tokio::test]
+async fn a_failing_object_still_wakes_for_its_next_occurrence() {
+    let ctx = context(Leadership::always());
+    let err = || crate::controller::Error::Timeout(Duration::from_secs(10));
+    let due_in = |secs: i64| {
+        let due = chrono::Utc::now() + chrono::Duration::seconds(secs);
+        let mut task = named("soon");
+        task.status = Some(crate::api::RecurringTaskStatus {
+            next_occurrence: Some(crate::api::PendingOccurrence {
+                nominal: due,
+                due,
+                idempotency_key: "rt-u-soon-x".into(),
+                attempts: 0,
+                retry_at: None,
+                in_progress: 0,
+            }),
+            ..Default::default()
+        });
+        Arc::new(task)
+    };
+    let mut last = Duration::ZERO;
+    for _ in 0..10 {
+        last = error_policy(due_in(60), &err(), ctx.clone())
+            .requeue_after()
+            .unwrap();
+    }
+    assert!(last <= Duration::from_secs(60), "{last:?}");
+    // Overdue: the wake is past, the backoff (11 failures in a row) stands.
+    let overdue = error_policy(due_in(-60), &err(), ctx)
+        .requeue_after()
+        .unwrap();
+    assert!(overdue > Duration::from_secs(60), "{overdue:?}");
+}

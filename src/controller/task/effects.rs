@@ -25,6 +25,19 @@ impl crate::controller::Reconcile for RecurringTask {
                     .is_some_and(|m| m.attempts > 0 || late(m.requested_at)))
     }
 
+    fn wake_at(&self) -> Option<DateTime<Utc>> {
+        let status = self.status.as_ref()?;
+        let pending = status
+            .next_occurrence
+            .as_ref()
+            .map(|p| p.retry_at.map_or(p.due, |r| r.max(p.due)));
+        let manual = status
+            .manual_run
+            .as_ref()
+            .map(|m| m.retry_at.unwrap_or(m.requested_at));
+        pending.into_iter().chain(manual).min()
+    }
+
     /// The history is left out: the watch cache holds only its length, a read from the API
     /// server all of it. Every outcome written moves the pending occurrence, its attempts or the
     /// manual run, which the rest shows.
