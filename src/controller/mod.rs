@@ -152,6 +152,9 @@ pub struct Context {
     reminders_owed: Memo<String, String>,
     /// Per object (UID), the reconciles in a row that failed: the error policy's backoff.
     failing: Memo<String, u32>,
+    /// Keys of run-now tokens found in a task's history (a token set again after another), so
+    /// the task is not read for it at every reconcile.
+    refused_tokens: Memo<String, ()>,
     /// Per-namespace delivery rates (`limits.occurrencesPerSecond`), shared by every kind.
     pub rates: RateLimiter,
     /// The workers of each kind, shared fairly among namespaces.
@@ -212,6 +215,7 @@ impl Context {
             committed: Memo::new(COMMIT_MEMORY),
             warned: Memo::new(WARNING_INTERVAL),
             failing: Memo::new(FAILING_MEMORY),
+            refused_tokens: Memo::new(FAILING_MEMORY),
             reminders_owed: Memo::new(COMMIT_MEMORY),
             rates: RateLimiter::new(),
             work_queues: WorkQueues::new(usize::from(settings_workers), true),
@@ -398,6 +402,18 @@ impl Context {
             failures
         });
         crate::dapr::backoff(failures, key).max(ERROR_RETRY_MIN)
+    }
+
+    /// Whether the run-now key `key` was found in its task's history lately.
+    pub(crate) fn refused_token(&self, key: &str) -> bool {
+        self.refused_tokens
+            .get(&key.to_string(), Instant::now())
+            .is_some()
+    }
+
+    /// Remembers that the run-now key `key` is in its task's history.
+    pub(crate) fn refuse_token(&self, key: String) {
+        self.refused_tokens.insert(key, (), Instant::now());
     }
 
     /// A reconcile of `key` succeeded: the next failure waits the least again.

@@ -226,16 +226,30 @@ pub(super) async fn run(
 ) -> Result<Option<Action>, Error> {
     let now = Utc::now();
     let mut plan = plan_manual(task, uid, now);
+    let token = task.annotations().get(RUN_NOW_ANNOTATION).cloned();
     let fresh;
     let task = if matches!(plan, ManualPlan::Record { .. }) && history_out_of_hand(ctx, task) {
-        // A new token: whether it ran before is in the history, which the watch cache leaves
-        // out. Tokens are rare; read the task.
-        let Some(read) = bounded(api.get_opt(name)).await? else {
-            return Ok(Some(Action::await_change()));
-        };
-        fresh = read;
-        plan = plan_manual(&fresh, uid, now);
-        &fresh
+        if token
+            .as_deref()
+            .is_some_and(|t| ctx.refused_token(&manual_key(uid, t)))
+        {
+            // Found in the history a moment ago and left on the task (with GitOps, for good):
+            // not read again at every reconcile.
+            plan = ManualPlan::TokenReused;
+            task
+        } else {
+            // A new token: whether it ran before is in the history, which the watch cache
+            // leaves out. Tokens are rare; read the task.
+            let Some(read) = bounded(api.get_opt(name)).await? else {
+                return Ok(Some(Action::await_change()));
+            };
+            fresh = read;
+            plan = plan_manual(&fresh, uid, now);
+            if let (ManualPlan::TokenReused, Some(t)) = (&plan, token.as_deref()) {
+                ctx.refuse_token(manual_key(uid, t));
+            }
+            &fresh
+        }
     } else {
         task
     };

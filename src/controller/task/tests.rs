@@ -1318,6 +1318,9 @@ mod reconcile_steps {
         assert!(cached.status.as_ref().unwrap().history.is_empty());
         let action = crate::controller::Reconcile::reconcile(&cached, &ctx, "standup", "ns").await;
         assert!(action.is_ok(), "{action:?}");
+        // Again (the annotation stays): not read again; its Warning is not repeated either.
+        let again = crate::controller::Reconcile::reconcile(&cached, &ctx, "standup", "ns").await;
+        assert!(again.is_ok(), "{again:?}");
         drop(ctx);
         let next = server.await.unwrap();
         assert!(
