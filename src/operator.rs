@@ -88,7 +88,7 @@ pub struct RunArgs {
           num_args = 0..=1, require_equals = true, default_missing_value = "true", hide = true)]
     pub fair_queue: bool,
     /// Timeout of one call through the Dapr sidecar.
-    #[arg(long, env = "RECUR_DAPR_TIMEOUT", default_value = "5s", value_parser = duration)]
+    #[arg(long, env = "RECUR_DAPR_TIMEOUT", default_value = "5s", value_parser = call_timeout)]
     pub dapr_timeout: Duration,
     /// Readiness waits for the Dapr sidecar's /v1.0/healthz/outbound.
     #[arg(long, env = "RECUR_DAPR_HEALTH_CHECK", default_value_t = true, action = clap::ArgAction::Set)]
@@ -116,6 +116,19 @@ pub enum LogFormat {
 
 fn duration(s: &str) -> Result<Duration, String> {
     crate::schedule::parse_duration(s)
+}
+
+/// The longest `--dapr-timeout`: a call held longer would hold its worker, and the Lease, as long.
+const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// `--dapr-timeout`: more than zero, at most [`MAX_CALL_TIMEOUT`] (a timeout near
+/// `Duration::MAX` overflowed instants, with or without leader election).
+fn call_timeout(s: &str) -> Result<Duration, String> {
+    let d = duration(s)?;
+    if d.is_zero() || d > MAX_CALL_TIMEOUT {
+        return Err(format!("{s} is not between 1ms and 1h"));
+    }
+    Ok(d)
 }
 
 /// Runs the operator until SIGTERM or SIGINT.
@@ -579,9 +592,23 @@ mod lease_name_tests {
         assert_eq!(renewal_slack(&a), Some(Duration::from_secs(4)));
         // No time left at all is refused at start (the check `run` makes).
         assert_eq!(renewal_slack(&args(&["--lease-duration", "10s"])), None);
-        // A timeout no Lease can cover is refused the same way, not a panic.
+        // A timeout near Duration::MAX is refused as a flag, not a panic, with or without
+        // leader election (the breaker's probe deadline overflowed without it).
         let huge = format!("{}s", u64::MAX);
-        assert_eq!(renewal_slack(&args(&["--dapr-timeout", &huge])), None);
+        for flags in [
+            vec!["--dapr-timeout", huge.as_str()],
+            vec!["--dapr-timeout", huge.as_str(), "--leader-elect=false"],
+            vec!["--dapr-timeout", "0s"],
+        ] {
+            let err = Cli::try_parse_from(std::iter::once("recur").chain(flags.iter().copied()))
+                .err()
+                .expect("refused");
+            assert!(err.to_string().contains("--dapr-timeout"), "{err}");
+        }
+        assert_eq!(
+            args(&["--dapr-timeout", "1h"]).dapr_timeout,
+            Duration::from_secs(3600)
+        );
     }
 
     /// Two shards on the default Lease: one of them would never deliver. Refused at start,

@@ -168,7 +168,10 @@ impl Breakers {
                 b.generation += 1;
             }
             State::HalfOpen { probe_started } => {
-                let probe_deadline = probe_started + self.config.probe_timeout;
+                // Saturating: a probe timeout past what an Instant holds means never.
+                let probe_deadline = probe_started
+                    .checked_add(self.config.probe_timeout)
+                    .unwrap_or(now + Duration::from_secs(86_400));
                 if now < probe_deadline {
                     return Err(probe_deadline - now);
                 }
