@@ -383,11 +383,16 @@ impl Context {
             invoked.elapsed.as_secs_f64(),
         );
         // Evicted first, so an evicted breaker's state is not published again just before.
-        for (namespace, app) in self.dapr.evict_idle() {
-            self.metrics.forget_app(&namespace, &app);
-        }
+        self.evict_idle_breakers();
         for ((namespace, app), state) in self.dapr.breaker_states() {
             self.metrics.breaker_state(&namespace, &app, state as i64);
+        }
+    }
+
+    /// Drops the breakers no call asked for lately, and their metric series.
+    pub(crate) fn evict_idle_breakers(&self) {
+        for (namespace, app) in self.dapr.evict_idle() {
+            self.metrics.forget_app(&namespace, &app);
         }
     }
 

@@ -109,6 +109,8 @@ async fn report_pending<K: Reconcile>(store: Store<K>, ctx: Arc<Context>) {
         ctx.metrics.set_pending(K::KIND, count(overdue));
         ctx.metrics
             .set_objects(K::KIND, count(ready), count(not_ready));
+        // Also when no call comes: the breaker of the only app called may be the idle one.
+        ctx.evict_idle_breakers();
     }
 }
 
