@@ -1844,7 +1844,11 @@ fn installed_service_account_has_least_privilege_cluster_wide() {
         "an ownerReference must be refused: {stderr}"
     );
     let held = patch_as_sa(r#"{"metadata":{"finalizers":["example.com/hold"]}}"#);
-    assert!(!held.status.success(), "a finalizer must be refused");
+    let stderr = String::from_utf8_lossy(&held.stderr);
+    assert!(
+        !held.status.success() && stderr.contains("ownerReferences or finalizers"),
+        "a finalizer must be refused: {stderr}"
+    );
     let suspend = patch_as_sa(r#"{"spec":{"suspend":true,"suspendReason":"chart test"}}"#);
     assert!(
         suspend.status.success(),

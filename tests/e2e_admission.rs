@@ -108,8 +108,8 @@ fn refused(manifest: &Value, words: &[&str]) -> String {
 
 /// With `--webhook-client-ca` the webhook answers the API server, which presents the client
 /// certificate its AdmissionConfiguration names (tests/cluster/up.sh), and nobody else: a
-/// review posted straight to the port, as any pod of the cluster could, gets no answer. Without
-/// it, such a review of a Backfill naming another namespace's task tells its schedule.
+/// review posted straight to the port, as any pod of the cluster could, gets no answer (without
+/// the flag it is answered: the next test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_client_ca_the_webhook_answers_the_api_server_only() {
     let pki = std::path::Path::new(&std::env::var("KUBECONFIG").expect("KUBECONFIG"))
@@ -132,33 +132,7 @@ async fn with_a_client_ca_the_webhook_answers_the_api_server_only() {
         ),
         &[&format!("no TenantPolicy selects namespace {}", ns.name())],
     );
-    let review = json!({
-        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-        "request": {
-            "uid": "forged", "operation": "CREATE", "namespace": ns.name(), "name": "x",
-            "userInfo": {},
-            "kind": {"group": "recur.dev", "version": "v1alpha1", "kind": "RecurringTask"},
-            "resource": {"group": "recur.dev", "version": "v1alpha1", "resource": "recurringtasks"},
-            "object": task(ns.name(), "x", "alice", json!({}))
-        }
-    })
-    .to_string();
-    let post = |cert: &[&str]| {
-        let url = format!("https://127.0.0.1:{}/validate", webhook.port);
-        let mut args = vec![
-            "-sk",
-            "--max-time",
-            "10",
-            "-H",
-            "content-type: application/json",
-        ];
-        args.extend_from_slice(cert);
-        args.extend_from_slice(&["--data-binary", &review, &url]);
-        std::process::Command::new("curl")
-            .args(&args)
-            .output()
-            .unwrap()
-    };
+    let post = |cert: &[&str]| post_review(webhook.port, ns.name(), cert);
     let forged = post(&[]);
     let answer = String::from_utf8_lossy(&forged.stdout);
     assert!(
@@ -179,6 +153,50 @@ async fn with_a_client_ca_the_webhook_answers_the_api_server_only() {
         "{answer} {}",
         stderr(&signed)
     );
+}
+
+/// Without `--webhook-client-ca` (the default) the same review posted straight to the port is
+/// answered: what the chart README's "Who may call the webhook" warns of.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_client_ca_a_review_posted_to_the_port_is_answered() {
+    let (ns, _stack, webhook) = setup("adm-open").await;
+    let forged = post_review(webhook.port, ns.name(), &[]);
+    let answer = String::from_utf8_lossy(&forged.stdout);
+    assert!(
+        forged.status.success() && answer.contains(r#""uid":"forged""#),
+        "{answer} {}",
+        stderr(&forged)
+    );
+}
+
+/// POSTs a review of a new task in `namespace`, as if from the API server, straight to the
+/// webhook on `port` with curl (`cert`: its extra arguments, such as a client certificate).
+fn post_review(port: u16, namespace: &str, cert: &[&str]) -> Output {
+    let review = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {
+            "uid": "forged", "operation": "CREATE", "namespace": namespace, "name": "x",
+            "userInfo": {},
+            "kind": {"group": "recur.dev", "version": "v1alpha1", "kind": "RecurringTask"},
+            "resource": {"group": "recur.dev", "version": "v1alpha1", "resource": "recurringtasks"},
+            "object": task(namespace, "x", "alice", json!({}))
+        }
+    })
+    .to_string();
+    let url = format!("https://127.0.0.1:{port}/validate");
+    let mut args = vec![
+        "-sk",
+        "--max-time",
+        "10",
+        "-H",
+        "content-type: application/json",
+    ];
+    args.extend_from_slice(cert);
+    args.extend_from_slice(&["--data-binary", &review, &url]);
+    std::process::Command::new("curl")
+        .args(&args)
+        .output()
+        .unwrap()
 }
 
 /// (a) Without a TenantPolicy a task may call only its own namespace's apps; kubectl says so.

@@ -1,6 +1,7 @@
 //! The one status write recur makes, against the real apiserver: a guarded JSON patch is a
 //! compare-and-swap. A failed guard must come back as `Conflict` (re-read, 200 ms), never as an
-//! error (5 s back-off and a warning), and a status the schema rejects must stay an error.
+//! error (the error policy's backoff, 5 s and longer, and a warning), and a status the schema
+//! rejects must stay an error.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod support;
