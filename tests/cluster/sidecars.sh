@@ -41,27 +41,25 @@ log() { printf '[sidecars] %s\n' "$*" >&2; }
 
 readonly subscribers="subscriber-a subscriber-b"
 
-# N distinct free ports, all held open until the last is picked: picked one at a time, each
-# closed before the next, the kernel may hand the same port out twice, and the second daprd to
-# bind it exits ("could not listen on any endpoint").
-free_ports() { python3 -c 'import socket, sys
+# N distinct free ports in 10000-19999 (below the kernel's ephemeral range, 32768+, and apart
+# from the 20000-31999 of up.sh and redis.sh), all held open until the last is picked. Picked
+# one at a time, each closed before the next, the same port could be handed out twice (the
+# second daprd to bind it exits, "could not listen on any endpoint"); picked from the ephemeral
+# range, an outgoing connection could take one in the seconds before its process binds it (the
+# subscribers' daprd start after the other three and the apps).
+free_ports() { python3 -c 'import random, socket, sys
 held = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    held.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in held))' "$1"; }
-# A free port below the kernel's ephemeral range (32768+): for a port a process binds seconds
-# after it is picked (the operator's app port), which an outgoing connection could take meanwhile.
-low_port() { python3 -c 'import random, socket
-while True:
+while len(held) < int(sys.argv[1]):
     s = socket.socket()
     try:
         s.bind(("127.0.0.1", random.randrange(10000, 20000)))
     except OSError:
         s.close()
         continue
-    print(s.getsockname()[1]); s.close(); break'; }
+    held.append(s)
+print(" ".join(str(s.getsockname()[1]) for s in held))' "$1"; }
+# One such port (the operator's app port, bound by the operator seconds later).
+low_port() { free_ports 1; }
 port_of() { local u=${1##*:}; echo "${u%%/*}"; }
 var_of() { local v=${1//-/_}; echo "${v^^}"; } # subscriber-a -> SUBSCRIBER_A
 
