@@ -303,26 +303,43 @@ pub fn plan(bf: &Backfill, task: &TaskView<'_>, now: DateTime<Utc>) -> Plan {
             now,
         );
     };
-    // Conditions as they are while delivering (say, after the task was resumed).
-    let mut status = old.clone();
-    running(bf, &mut status, now);
-    let ready_at = old.retry_at.filter(|at| *at > now);
-    if status != old {
-        return update(&old, status, Some(ready_at.unwrap_or(now)), None);
-    }
     // What the task's schedule still has pending (its jittered due instant not reached, or its
     // call retrying) is the schedule's: sent first from here, the schedule's own call would find
     // the key taken with another body (422) and record a failure. Once the schedule has moved
     // past it, it is sent from here too (the backend has it: `alreadyDelivered`).
-    if let Some(p) = task
+    let schedules = task
         .status
         .as_ref()
         .and_then(|s| s.next_occurrence.as_ref())
-        && p.nominal <= nominal
-    {
-        let recheck = now + chrono::Duration::seconds(TASK_RECHECK.as_secs() as i64);
-        let schedule_moves = p.retry_at.unwrap_or(p.due);
-        return Plan::Wait(recheck.max(schedule_moves).max(ready_at.unwrap_or(now)));
+        .filter(|p| p.nominal <= nominal);
+    // Conditions as they are while delivering (say, after the task was resumed), or waiting.
+    let mut status = old.clone();
+    running(bf, &mut status, now);
+    if schedules.is_some() {
+        let message = format!(
+            "waiting: {} is still pending in task {name:?}'s own schedule (its jitter, or its retries); it is sent once the schedule has moved past it",
+            nominal.to_rfc3339()
+        );
+        conditions(&mut status.conditions, bf.meta().generation, now).ready(
+            false,
+            reason::BACKFILLING,
+            &message,
+        );
+    }
+    let ready_at = old.retry_at.filter(|at| *at > now);
+    let wake = match schedules {
+        Some(p) => {
+            let recheck = now + chrono::Duration::seconds(TASK_RECHECK.as_secs() as i64);
+            let schedule_moves = p.retry_at.unwrap_or(p.due);
+            Some(recheck.max(schedule_moves).max(ready_at.unwrap_or(now)))
+        }
+        None => None,
+    };
+    if status != old {
+        return update(&old, status, Some(wake.or(ready_at).unwrap_or(now)), None);
+    }
+    if let Some(at) = wake {
+        return Plan::Wait(at);
     }
     match ready_at {
         Some(at) => Plan::Wait(at),

@@ -175,11 +175,33 @@ fn an_occurrence_the_schedule_still_has_pending_waits_for_the_schedule() {
         ..Default::default()
     });
     let now = t(10, 0, 1);
+    // Said once in the Ready condition (Argo CD: Progressing), then waited on without writes.
+    let (status, wake, _) = match plan_with(&bf, &task, now) {
+        Plan::Update { status, wake, note } => (*status, wake, note),
+        other => panic!("delivered the schedule's pending occurrence: {other:?}"),
+    };
+    assert!(wake.is_some_and(|at| at > now), "{wake:?}");
+    let c = crate::api::condition(&status.conditions, reason::READY).unwrap();
+    assert_eq!(
+        (c.status.as_str(), c.reason.as_str()),
+        ("False", reason::BACKFILLING)
+    );
+    assert!(
+        c.message
+            .contains("still pending in task \"report\"'s own schedule"),
+        "{c:?}"
+    );
+    let bf = with_status(bf, status);
     match plan_with(&bf, &task, now) {
         Plan::Wait(at) => assert!(at > now, "{at}"),
-        other => panic!("delivered the schedule's pending occurrence: {other:?}"),
+        other => panic!("{other:?}"),
     }
+    // The schedule moved on: the condition says so again, then the occurrence goes.
     task.status.as_mut().unwrap().next_occurrence = Some(pending(t(9, 0, 10)));
+    let (status, _, _) = updated(plan_with(&bf, &task, now));
+    let c = crate::api::condition(&status.conditions, reason::READY).unwrap();
+    assert_eq!(c.message, "delivering the range's occurrences");
+    let bf = with_status(bf, status);
     assert!(matches!(
         plan_with(&bf, &task, now),
         Plan::Deliver(p) if p.nominal == t(9, 0, 0)
