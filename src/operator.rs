@@ -118,15 +118,16 @@ fn duration(s: &str) -> Result<Duration, String> {
     crate::schedule::parse_duration(s)
 }
 
-/// The longest `--dapr-timeout`: a call held longer would hold its worker, and the Lease, as long.
-const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The longest `--dapr-timeout`: a call held longer would hold its worker, and the Lease, as
+/// long, and outlast the 10 minutes after which a breaker nobody asked for is dropped.
+const MAX_CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// `--dapr-timeout`: more than zero, at most [`MAX_CALL_TIMEOUT`] (a timeout near
-/// `Duration::MAX` overflowed instants, with or without leader election).
+/// `--dapr-timeout`: 1 ms to [`MAX_CALL_TIMEOUT`] (a timeout near `Duration::MAX` overflowed
+/// instants, with or without leader election).
 fn call_timeout(s: &str) -> Result<Duration, String> {
     let d = duration(s)?;
-    if d.is_zero() || d > MAX_CALL_TIMEOUT {
-        return Err(format!("{s} is not between 1ms and 1h"));
+    if d < Duration::from_millis(1) || d > MAX_CALL_TIMEOUT {
+        return Err(format!("{s} is not between 1ms and 5m"));
     }
     Ok(d)
 }
@@ -599,6 +600,8 @@ mod lease_name_tests {
             vec!["--dapr-timeout", huge.as_str()],
             vec!["--dapr-timeout", huge.as_str(), "--leader-elect=false"],
             vec!["--dapr-timeout", "0s"],
+            vec!["--dapr-timeout", "500us"],
+            vec!["--dapr-timeout", "6m"],
         ] {
             let err = Cli::try_parse_from(std::iter::once("recur").chain(flags.iter().copied()))
                 .err()
@@ -606,8 +609,8 @@ mod lease_name_tests {
             assert!(err.to_string().contains("--dapr-timeout"), "{err}");
         }
         assert_eq!(
-            args(&["--dapr-timeout", "1h"]).dapr_timeout,
-            Duration::from_secs(3600)
+            args(&["--dapr-timeout", "5m"]).dapr_timeout,
+            Duration::from_secs(300)
         );
     }
 

@@ -112,11 +112,18 @@ pub fn task(task: &RecurringTask, now: DateTime<Utc>) -> Result<Schedule, Invali
     Ok(schedule)
 }
 
-/// [`task`], plus what is checked only where a spec is written (the admission webhook): a
-/// task stored before such a check keeps working, where the controller's [`task`] would stop it.
-pub fn task_as_written(task: &RecurringTask, now: DateTime<Utc>) -> Result<Schedule, Invalid> {
+/// [`task`], plus what is checked only where a schedule is written (the admission webhook, on
+/// a create or a change of `spec.schedule`, `old` being the task before): a task stored before
+/// such a check keeps working, and so do other changes to it, such as recur's own suspension.
+pub fn task_as_written(
+    task: &RecurringTask,
+    old: Option<&RecurringTask>,
+    now: DateTime<Utc>,
+) -> Result<Schedule, Invalid> {
     let schedule = self::task(task, now)?;
-    schedule.jitter_fits(task.spec.schedule.jitter.as_deref(), now)?;
+    if old.is_none_or(|o| o.spec.schedule != task.spec.schedule) {
+        schedule.jitter_fits(task.spec.schedule.jitter.as_deref(), now)?;
+    }
     Ok(schedule)
 }
 

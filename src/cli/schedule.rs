@@ -178,9 +178,14 @@ pub fn preview(
         Ok(s) => s,
         Err(e) => return Output::error(e),
     };
-    // What kubectl apply would refuse too.
-    if let Err(e) = schedule.jitter_fits(source.spec.jitter.as_deref(), after) {
-        return Output::error(e);
+    // What kubectl apply would refuse in a new spec; a stored task (it has a creation time)
+    // keeps working with it, so its preview only notes it.
+    let mut stderr = String::new();
+    if let Err(e) = schedule.jitter_fits(source.spec.jitter.as_deref(), now) {
+        if source.created.is_none() {
+            return Output::error(e);
+        }
+        stderr = format!("note: {e} (kubectl apply refuses this in a new schedule)\n");
     }
     let occurrences: Vec<Occurrence> = schedule.iter_after(after).take(args.count).collect();
     let zone = if args.utc {
@@ -193,14 +198,13 @@ pub fn preview(
         OutputFormat::Text => format_text(&occurrences, zone, show_due),
         OutputFormat::Json => format_json(&occurrences, zone),
     };
-    let mut stderr = String::new();
     if occurrences.len() < args.count {
         let n = occurrences.len();
-        stderr = format!(
+        stderr.push_str(&format!(
             "note: the schedule ends: {n} occurrence{} after {}\n",
             if n == 1 { "" } else { "s" },
             instant(after, zone)
-        );
+        ));
     }
     Output {
         stdout,

@@ -322,14 +322,16 @@ impl crate::controller::Reconcile for Reminder {
             && (retrying || self.spec.due_at + crate::controller::OVERDUE_GRACE <= now)
     }
 
-    fn wake_at(&self) -> Option<DateTime<Utc>> {
+    fn wake_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let status = self.status.as_ref();
         let pending = status.and_then(|s| s.phase).unwrap_or_default() == Phase::Pending;
-        pending.then(|| {
-            status
-                .and_then(|s| s.retry_at)
-                .map_or(self.spec.due_at, |r| r.max(self.spec.due_at))
-        })
+        pending
+            .then(|| {
+                status
+                    .and_then(|s| s.retry_at)
+                    .map_or(self.spec.due_at, |r| r.max(self.spec.due_at))
+            })
+            .filter(|at| *at > now)
     }
 
     fn decided_on(&self) -> Option<u64> {

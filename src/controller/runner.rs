@@ -60,9 +60,10 @@ pub trait Reconcile:
     /// looks at first.
     fn overdue(&self, now: chrono::DateTime<chrono::Utc>) -> bool;
 
-    /// When the object next owes something by its status as cached (a due instant, a retry):
-    /// a failed reconcile looks again no later than that, whatever its backoff.
-    fn wake_at(&self) -> Option<chrono::DateTime<chrono::Utc>>;
+    /// The first instant after `now` at which the object owes something by its status as cached
+    /// (a due instant, a retry, a reminder to create): a failed reconcile looks again no later
+    /// than that, whatever its backoff.
+    fn wake_at(&self, now: chrono::DateTime<chrono::Utc>) -> Option<chrono::DateTime<chrono::Utc>>;
 
     /// A fingerprint of what a decision to call rests on: the status, less what only records
     /// past outcomes and may be held in another form by the cache (a task's history). It stays
@@ -286,10 +287,8 @@ pub(super) fn error_policy<K: Reconcile>(obj: Arc<K>, err: &Error, ctx: Arc<Cont
     let mut wait = ctx.error_backoff(&failure_key(obj.as_ref()));
     // A failure must not make a coming occurrence late: the backoff is for what keeps failing
     // once due (a wake already past leaves it whole).
-    if let Some(until) = obj
-        .wake_at()
-        .and_then(|at| (at - chrono::Utc::now()).to_std().ok())
-    {
+    let now = chrono::Utc::now();
+    if let Some(until) = obj.wake_at(now).and_then(|at| (at - now).to_std().ok()) {
         wait = wait.min(until);
     }
     tracing::warn!(kind = K::KIND, namespace = ?obj.meta().namespace, name = ?obj.meta().name, %err, retry_in_ms = wait.as_millis() as u64, "reconcile failed");

@@ -132,7 +132,7 @@ impl Tenancy {
                 let checked = task.clone();
                 off_thread(move || {
                     if old.as_ref().is_none_or(|o| o.spec != checked.spec) {
-                        validate::task_as_written(&checked, now)?;
+                        validate::task_as_written(&checked, old.as_ref(), now)?;
                     }
                     if old
                         .as_ref()

@@ -379,11 +379,19 @@ fn the_slowest_checks_print_their_cost() {
 fn a_jitter_longer_than_the_spacing_is_refused_when_written_only() {
     let t = schedule(json!({"every": "1m", "jitter": "10m"}));
     assert!(task(&t, at(NOW)).is_ok());
-    let e = task_as_written(&t, at(NOW)).unwrap_err();
+    let e = task_as_written(&t, None, at(NOW)).unwrap_err();
     assert_eq!(e.field, "spec.schedule.jitter");
     assert!(
         e.message
             .contains("not shorter than the time between two occurrences (1m)"),
         "{e}"
     );
+    // Stored before the rule: a change that leaves the schedule alone (recur suspending it
+    // after failures, say) is admitted; a change of the schedule is checked.
+    let mut suspended = t.clone();
+    suspended.spec.suspend = true;
+    assert!(task_as_written(&suspended, Some(&t), at(NOW)).is_ok());
+    let mut rescheduled = t.clone();
+    rescheduled.spec.schedule.every = Some("2m".into());
+    assert!(task_as_written(&rescheduled, Some(&t), at(NOW)).is_err());
 }

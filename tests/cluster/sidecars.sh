@@ -58,8 +58,6 @@ while len(held) < int(sys.argv[1]):
         continue
     held.append(s)
 print(" ".join(str(s.getsockname()[1]) for s in held))' "$1"; }
-# One such port (the operator's app port, bound by the operator seconds later).
-low_port() { free_ports 1; }
 port_of() { local u=${1##*:}; echo "${u%%/*}"; }
 var_of() { local v=${1//-/_}; echo "${v^^}"; } # subscriber-a -> SUBSCRIBER_A
 
@@ -200,9 +198,9 @@ trap cleanup_on_error ERR
 bin=$("$here/build.sh")
 # Every port of the first start in one pick, so that none is handed out twice: the operator's
 # sidecar's HTTP port; for real daprd, the four ports of each of the three; with pub/sub, each
-# subscriber app's port and its daprd's four (ports 13-22). Picked later, a port one of the
-# daprd started just before had not bound yet could come back.
-read -r -a ports <<<"$(free_ports 23)"
+# subscriber app's port and its daprd's four (ports 13-22); the operator's app port (23).
+# Picked later, a port one of the daprd started just before had not bound yet could come back.
+read -r -a ports <<<"$(free_ports 24)"
 recur_port=${ports[0]}
 
 real_dapr=0
@@ -222,7 +220,7 @@ fi
 RECUR_APP_PORT=
 if [ -n "${RECUR_COMPLETION_TOPICS:-}" ]; then
   [ -n "${REDIS_PORT:-}" ] || { log "RECUR_COMPLETION_TOPICS needs pub/sub: set REDIS_PORT too"; exit 1; }
-  RECUR_APP_PORT=$(low_port)
+  RECUR_APP_PORT=${ports[23]}
 fi
 
 if [ "$real_dapr" = 1 ]; then

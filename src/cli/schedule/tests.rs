@@ -369,3 +369,31 @@ fn formatting() {
         "[\n  {\n    \"nominal\": \"2026-03-29T01:30:00Z\",\n    \"due\": \"2026-03-29T01:30:01.500Z\"\n  }\n]\n"
     );
 }
+
+/// A jitter as long as the spacing: an error for a new schedule (what `kubectl apply` refuses),
+/// a note for a stored task's manifest (it has a creation time and keeps working).
+#[test]
+fn a_jitter_longer_than_the_spacing_is_an_error_for_a_new_schedule_only() {
+    let out = run_line(&["--every", "1m", "--jitter", "10m", "--count", "2"]);
+    assert_eq!(out.code, EXIT_ERROR);
+    assert!(
+        out.stderr
+            .contains("jitter: 10m is not shorter than the time between two occurrences (1m)"),
+        "{}",
+        out.stderr
+    );
+    let stored = "apiVersion: recur.dev/v1alpha1\nkind: RecurringTask\nmetadata: {name: x, uid: u-1, creationTimestamp: '2026-01-01T00:00:00Z'}\nspec:\n  schedule: {every: 1m, jitter: 10m}\n";
+    let read = |_: &std::path::Path| Ok::<_, String>(stored.to_string());
+    let out = preview(
+        &args(&["--file", "task.yaml", "--count", "2"]),
+        now(),
+        &read,
+    );
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with("note: jitter: 10m"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stdout.lines().count(), 2, "{}", out.stdout);
+}

@@ -30,8 +30,11 @@ impl crate::controller::Reconcile for Backfill {
             .is_some_and(|s| s.phase == BackfillPhase::Running)
     }
 
-    fn wake_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.status.as_ref().and_then(|s| s.retry_at)
+    fn wake_at(&self, now: chrono::DateTime<chrono::Utc>) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.status
+            .as_ref()
+            .and_then(|s| s.retry_at)
+            .filter(|at| *at > now)
     }
 
     fn decided_on(&self) -> Option<u64> {

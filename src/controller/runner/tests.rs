@@ -399,7 +399,31 @@ async fn a_failing_object_still_wakes_for_its_next_occurrence() {
             .unwrap();
     }
     assert!(last <= Duration::from_secs(60), "{last:?}");
-    // Overdue: the wake is past, the backoff (11 failures in a row) stands.
+    // Its reminder is created 30 s before the occurrence: by then.
+    let mut reminded = due_in(60).as_ref().clone();
+    reminded.spec.reminders = vec![crate::api::ReminderTemplate {
+        before: "30s".into(),
+        ..Default::default()
+    }];
+    let wait = error_policy(Arc::new(reminded.clone()), &err(), ctx.clone())
+        .requeue_after()
+        .unwrap();
+    assert!(wait <= Duration::from_secs(30), "{wait:?}");
+    // A manual run due already (its wake past) does not hide the occurrence's.
+    let mut manual = due_in(60).as_ref().clone();
+    manual.status.as_mut().unwrap().manual_run = Some(Box::new(crate::api::PendingManualRun {
+        token: "t".into(),
+        idempotency_key: "rt-u-soon-run-t".into(),
+        requested_at: chrono::Utc::now() - chrono::Duration::seconds(5),
+        attempts: 1,
+        retry_at: None,
+        in_progress: 0,
+    }));
+    let wait = error_policy(Arc::new(manual), &err(), ctx.clone())
+        .requeue_after()
+        .unwrap();
+    assert!(wait <= Duration::from_secs(60), "{wait:?}");
+    // Overdue: the wake is past, the backoff (many failures in a row) stands.
     let overdue = error_policy(due_in(-60), &err(), ctx)
         .requeue_after()
         .unwrap();

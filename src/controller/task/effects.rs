@@ -25,17 +25,26 @@ impl crate::controller::Reconcile for RecurringTask {
                     .is_some_and(|m| m.attempts > 0 || late(m.requested_at)))
     }
 
-    fn wake_at(&self) -> Option<DateTime<Utc>> {
+    fn wake_at(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         let status = self.status.as_ref()?;
-        let pending = status
-            .next_occurrence
-            .as_ref()
-            .map(|p| p.retry_at.map_or(p.due, |r| r.max(p.due)));
+        let pending = status.next_occurrence.as_ref();
+        let call = pending.map(|p| p.retry_at.map_or(p.due, |r| r.max(p.due)));
         let manual = status
             .manual_run
             .as_ref()
             .map(|m| m.retry_at.unwrap_or(m.requested_at));
-        pending.into_iter().chain(manual).min()
+        // The pending occurrence's reminders are created before it, at `due - before`.
+        let reminders = pending.into_iter().flat_map(|p| {
+            self.spec.reminders.iter().filter_map(move |r| {
+                let before = crate::schedule::parse_duration(&r.before).ok()?;
+                Some(p.due - chrono::Duration::from_std(before).ok()?)
+            })
+        });
+        call.into_iter()
+            .chain(manual)
+            .chain(reminders)
+            .filter(|at| *at > now)
+            .min()
     }
 
     /// The history is left out: the watch cache holds only its length, a read from the API

@@ -245,7 +245,10 @@ pub(super) async fn run(
             };
             fresh = read;
             plan = plan_manual(&fresh, uid, now);
-            if let (ManualPlan::TokenReused, Some(t)) = (&plan, token.as_deref()) {
+            // The token as read: the cache may still show an older one.
+            if let (ManualPlan::TokenReused, Some(t)) =
+                (&plan, fresh.annotations().get(RUN_NOW_ANNOTATION))
+            {
                 ctx.refuse_token(manual_key(uid, t));
             }
             &fresh
