@@ -184,6 +184,11 @@ pub fn range_end(bf: &Backfill, status: &BackfillStatus) -> DateTime<Utc> {
         .map_or(bf.spec.to, |started| bf.spec.to.min(started))
 }
 
+/// When a backfill waiting on its task looks again: [`TASK_RECHECK`] after `now`.
+fn task_recheck(now: DateTime<Utc>) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(TASK_RECHECK).unwrap_or_default()
+}
+
 /// The occurrences of `schedule` in `[from, end)`, in order.
 fn in_range(
     schedule: &Schedule,
@@ -329,7 +334,7 @@ pub fn plan(bf: &Backfill, task: &TaskView<'_>, now: DateTime<Utc>) -> Plan {
     let ready_at = old.retry_at.filter(|at| *at > now);
     let wake = match schedules {
         Some(p) => {
-            let recheck = now + chrono::Duration::seconds(TASK_RECHECK.as_secs() as i64);
+            let recheck = task_recheck(now);
             let schedule_moves = p.retry_at.unwrap_or(p.due);
             Some(recheck.max(schedule_moves).max(ready_at.unwrap_or(now)))
         }
@@ -643,7 +648,7 @@ fn wait_for_task(
     status.observed_generation = generation;
     conditions(&mut status.conditions, generation, now).ready(false, why, &message);
     conditions(&mut status.conditions, generation, now).valid();
-    let wake = now + chrono::Duration::from_std(TASK_RECHECK).unwrap_or_default();
+    let wake = task_recheck(now);
     // One event when it starts waiting, not one per look.
     let note = (condition_reason(old) != Some(why)).then_some(Note {
         type_: EventType::Normal,

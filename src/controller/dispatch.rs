@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::Context;
 use super::fair::{Entry, FairGate, Turn};
-use super::runner::{Reconcile, error_policy, reconcile};
+use super::runner::{Reconcile, error_policy, reconcile, watch_failed};
 
 /// The next run of an object whose reconcile panicked, as after an error.
 const AFTER_PANIC: Duration = Duration::from_secs(5);
@@ -53,9 +53,7 @@ pub(crate) async fn run<K: Reconcile>(
             match res {
                 Ok(obj) => Some(now(Key::of(&obj))),
                 Err(err) => {
-                    // Made again with backoff; until then the cache goes stale, so say so.
-                    tracing::warn!(%err, kind = K::KIND, "watch failed; retrying with backoff");
-                    metrics.watch_error(K::KIND);
+                    watch_failed::<K>(&metrics, &err);
                     None
                 }
             }

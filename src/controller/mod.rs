@@ -287,13 +287,25 @@ impl Context {
             .holds(&object_id(task), &key.to_string(), Instant::now())
     }
 
-    /// `Some(wait)` when tenant `namespace` has used up its `per_second` deliveries (its
-    /// policy's `limits.occurrencesPerSecond`): the call waits its turn (nothing is dropped).
-    pub(crate) fn over_rate(&self, namespace: &str, per_second: Option<u32>) -> Option<Duration> {
+    /// Whether a call for `obj` of tenant `namespace` may start now: `None` when it may, else
+    /// what to return. Right before every call, not only when the reconcile began (what it read
+    /// from the API server since took time): the lease must still cover the call and its write
+    /// ([`leadership_gate`]), and the tenant must not have used up its `per_second` deliveries
+    /// (its policy's `limits.occurrencesPerSecond`; the call waits its turn, nothing is dropped).
+    pub(crate) fn may_call<K: Resource>(
+        &self,
+        obj: &K,
+        namespace: &str,
+        per_second: Option<u32>,
+    ) -> Option<Action> {
+        if let Some(action) = leadership_gate(self, obj) {
+            return Some(action);
+        }
         let per_second = per_second?;
         self.rates
             .try_take(namespace, per_second, Instant::now())
             .err()
+            .map(Action::requeue)
     }
 
     /// The guarded status write of every kind, bounded and counted (ok, conflict, error):

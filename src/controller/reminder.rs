@@ -480,12 +480,8 @@ async fn deliver(
     ns: &str,
     call: Call<'_>,
 ) -> Result<Action, Error> {
-    // The task read above took time: the lease must still cover the whole call.
-    if let Some(action) = super::leadership_gate(ctx, rem) {
+    if let Some(action) = ctx.may_call(rem, ns, call.rate) {
         return Ok(action);
-    }
-    if let Some(wait) = ctx.over_rate(ns, call.rate) {
-        return Ok(Action::requeue(wait));
     }
     let Sent { invoked, trace_id } = ctx
         .deliver(&Delivery {

@@ -239,10 +239,8 @@ pub(crate) async fn run<K: Reconcile>(
         )
         .for_each(|res| {
             match res {
-                // The watch failed (made again with backoff): the cache goes stale meanwhile.
                 Err(kube::runtime::controller::Error::QueueError(err)) => {
-                    tracing::warn!(%err, kind = K::KIND, "watch failed; retrying with backoff");
-                    ctx.metrics.watch_error(K::KIND);
+                    watch_failed::<K>(&ctx.metrics, &err);
                 }
                 // Reconcile errors are logged and counted by the error policy.
                 Err(err) => tracing::debug!(%err, kind = K::KIND, "controller event"),
@@ -294,6 +292,16 @@ pub(super) fn error_policy<K: Reconcile>(obj: Arc<K>, err: &Error, ctx: Arc<Cont
     tracing::warn!(kind = K::KIND, namespace = ?obj.meta().namespace, name = ?obj.meta().name, %err, retry_in_ms = wait.as_millis() as u64, "reconcile failed");
     ctx.metrics.reconcile_failed(K::KIND, err.reason());
     Action::requeue(wait)
+}
+
+/// Reports a failed watch of kind `K` (made again with backoff): until then its cache goes
+/// stale, so it is a warning and counted, not a debug line.
+pub(super) fn watch_failed<K: Reconcile>(
+    metrics: &crate::metrics::Metrics,
+    err: &kube::runtime::watcher::Error,
+) {
+    tracing::warn!(%err, kind = K::KIND, "watch failed; retrying with backoff");
+    metrics.watch_error(K::KIND);
 }
 
 /// What an object's failures are counted under: its UID (its namespace and name without one).

@@ -249,14 +249,13 @@ pub async fn start(
         }
     };
     let client_ca = match &args.webhook_client_ca {
-        Some(path) => Some(
-            std::fs::read(path)
-                .map_err(|source| WebhookError::ClientCa {
-                    path: path.clone(),
-                    source,
-                })
-                .and_then(|pem| Ok(tls::client_roots(&pem)?))?,
-        ),
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|source| WebhookError::ClientCa {
+                path: path.clone(),
+                source,
+            })?;
+            Some(tls::client_roots(&pem)?)
+        }
         None => None,
     };
     let certs = Arc::new(tls::Certificates::default());

@@ -14,8 +14,7 @@ use crate::api::{Backfill, BackfillPhase, BackfillStatus, RecurringTask, Trigger
 use crate::controller::delivery::{Delivery, Sent};
 use crate::controller::task::{body, compile};
 use crate::controller::{
-    Action, Context, Error, Guard, StatusWrite, bounded, guarded_patch, leadership_gate, reason,
-    until,
+    Action, Context, Error, Guard, StatusWrite, bounded, guarded_patch, reason, until,
 };
 use crate::dapr;
 use crate::tenancy::Rule;
@@ -121,12 +120,8 @@ impl crate::controller::Reconcile for Backfill {
                     // The plan delivers for a usable task only.
                     return Ok(Action::requeue(TASK_RECHECK));
                 };
-                // The task read took time: the lease must still cover the call and its write.
-                if let Some(action) = leadership_gate(ctx, bf) {
+                if let Some(action) = ctx.may_call(bf, ns, effective.occurrences_per_second()) {
                     return Ok(action);
-                }
-                if let Some(wait) = ctx.over_rate(ns, effective.occurrences_per_second()) {
-                    return Ok(Action::requeue(wait));
                 }
                 let body = body(task, p.nominal, p.due, &p.key, Trigger::Backfill);
                 let Sent { invoked, trace_id } = ctx

@@ -2,8 +2,8 @@
 use super::cached_history::write_status;
 use super::*;
 use super::{Restored, failures, manual};
+use crate::controller::bounded;
 use crate::controller::completion::unchanged_completions;
-use crate::controller::{bounded, leadership_gate};
 use crate::validate;
 
 impl crate::controller::Reconcile for RecurringTask {
@@ -33,12 +33,12 @@ impl crate::controller::Reconcile for RecurringTask {
             .manual_run
             .as_ref()
             .map(|m| m.retry_at.unwrap_or(m.requested_at));
-        // The pending occurrence's reminders are created before it, at `due - before`.
+        // The pending occurrence's reminders are created before it, when they are due.
         let reminders = pending.into_iter().flat_map(|p| {
-            self.spec.reminders.iter().filter_map(move |r| {
-                let before = crate::schedule::parse_duration(&r.before).ok()?;
-                Some(p.due - chrono::Duration::from_std(before).ok()?)
-            })
+            self.spec
+                .reminders
+                .iter()
+                .filter_map(move |r| super::reminders::remind_at(r, p.due))
         });
         call.into_iter()
             .chain(manual)
@@ -203,13 +203,8 @@ async fn scheduled(
             // How late the decision itself is: the firing lag before the call.
             let late_ms = (now - p.due).num_milliseconds();
             tracing::debug!(key = %p.idempotency_key, late_ms, "occurrence due");
-            // Checked when the reconcile began, but the task's read since may have taken up to
-            // the API timeout: the lease must still cover the whole call and its write.
-            if let Some(action) = leadership_gate(ctx, task) {
+            if let Some(action) = ctx.may_call(task, ns, per_second) {
                 return Ok(action);
-            }
-            if let Some(wait) = ctx.over_rate(ns, per_second) {
-                return Ok(Action::requeue(wait));
             }
             deliver(task, ctx, api, name, ns, uid, schedule, target, p).await
         }

@@ -6,8 +6,8 @@
 use super::cached_history::write_status;
 use super::*;
 use crate::api::{ManualRun, PendingManualRun, RUN_NOW_ANNOTATION, is_run_now_token};
+use crate::controller::bounded;
 use crate::controller::settle::{Attempt, Settled, settle};
-use crate::controller::{bounded, leadership_gate};
 
 /// The key of a manual run.
 pub fn manual_key(uid: &str, token: &str) -> String {
@@ -307,12 +307,8 @@ pub(super) async fn run(
         }
         ManualPlan::Deliver(p) => (task.status.clone().unwrap_or_default(), Box::new(p)),
     };
-    // As for a scheduled call: the task's read since the reconcile's check took time.
-    if let Some(action) = leadership_gate(ctx, task) {
+    if let Some(action) = ctx.may_call(task, ns, per_second) {
         return Ok(Some(action));
-    }
-    if let Some(wait) = ctx.over_rate(ns, per_second) {
-        return Ok(Some(Action::requeue(wait)));
     }
     let body = body(
         task,

@@ -2,6 +2,16 @@
 use super::*;
 use crate::controller::bounded;
 
+/// When reminder `tpl` of an occurrence due at `due` is due: `before` it (`None` for a `before`
+/// that is not a duration, which validation refuses).
+pub(super) fn remind_at(
+    tpl: &crate::api::ReminderTemplate,
+    due: DateTime<Utc>,
+) -> Option<DateTime<Utc>> {
+    let before = chrono::Duration::from_std(parse_duration(&tpl.before).ok()?).ok()?;
+    due.checked_sub_signed(before)
+}
+
 /// Creates (server-side apply, idempotent) the reminders of `spec.reminders` for occurrence `p`.
 /// A failure fails the reconcile (retried with backoff) and is remembered, so the retry applies
 /// them again even though the task's status needs no write.
@@ -21,13 +31,9 @@ pub(super) async fn ensure_reminders(
     let api: Api<Reminder> = Api::namespaced(ctx.client.clone(), ns);
     let now = Utc::now();
     for (i, tpl) in task.spec.reminders.iter().enumerate() {
-        let Ok(before) = parse_duration(&tpl.before) else {
+        let Some(due_at) = remind_at(tpl, p.due) else {
             continue;
         };
-        let Ok(before) = chrono::Duration::from_std(before) else {
-            continue;
-        };
-        let due_at = p.due - before;
         if due_at < now {
             // Too late to remind ahead of this occurrence; the next one gets its reminder.
             continue;
